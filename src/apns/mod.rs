@@ -1,0 +1,1 @@
+//! APNs sender (in progress).
