@@ -1,1 +1,46 @@
+//! The `clarion` binary: parse the command line, load and validate the configuration, run.
+
+#![cfg_attr(not(feature = "wip"), allow(unused))]
+#[cfg(feature = "wip")]
+mod real {
+use anyhow::Context;
+use clap::Parser;
+use clarion::cli::{Cli, Command, ServeArgs};
+use clarion::config::{Config, Overrides, RawConfig};
+
+fn load(args: &ServeArgs) -> anyhow::Result<Config> {
+    let raw = match &args.config {
+        Some(p) => RawConfig::from_file(p)?,
+        None => RawConfig::default(),
+    };
+    let overrides = Overrides { listen: args.listen.clone(), data_dir: args.data_dir.clone(), shards: args.shards };
+    let env_keys = std::env::var("CLARION_API_KEYS").ok();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(raw.validate(&overrides, env_keys.as_deref(), cores)?)
+}
+
+pub fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLARION_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = load(&args).context("invalid configuration")?;
+            clarion::server::run(cfg)
+        }
+        Command::CheckConfig(args) => {
+            let cfg = load(&args).context("invalid configuration")?;
+            println!("configuration is valid: listen {} with {} shards, data in {}", cfg.listen, cfg.shards, cfg.data_dir.display());
+            Ok(())
+        }
+    }
+}
+}
+#[cfg(feature = "wip")]
+fn main() -> anyhow::Result<()> { real::main() }
+#[cfg(not(feature = "wip"))]
 fn main() {}

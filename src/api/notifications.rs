@@ -1,0 +1,145 @@
+//! `POST /v1/notifications` and `POST /v1/notifications/batch`: parsing and validating
+//! notifications (fields, sizes, and the rendered APNs payload's size) into shard commands.
+
+use clarion_shards::{NotificationContent, Priority};
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::fields::{parse_object, Fields};
+use super::validate;
+use crate::apns::{encode_payload, PayloadFields};
+use crate::engine::command::NewNotification;
+
+/// Most notifications in one batch request: bounds a request's memory and its time on a shard.
+pub const MAX_BATCH: usize = 1000;
+/// Longest time-to-live: APNs and FCM both keep a message at most about four weeks.
+pub const MAX_TTL_SECONDS: u64 = 28 * 86_400;
+/// APNs limit on `apns-collapse-id`.
+pub const MAX_COLLAPSE_ID: usize = 64;
+
+const FIELDS: &[&str] = &[
+    "user_id",
+    "idempotency_key",
+    "title",
+    "body",
+    "data",
+    "category",
+    "priority",
+    "ttl_seconds",
+    "collapse_id",
+];
+
+/// Parses one notification object.
+pub fn parse_notification(map: serde_json::Map<String, Value>) -> Result<NewNotification, ApiError> {
+    let mut f = Fields::new(map);
+    let user_id = f.req_str("user_id", validate::MAX_USER_ID)?;
+    validate::user_id("user_id", &user_id)?;
+    let idempotency_key = f.req_str("idempotency_key", validate::MAX_IDEMPOTENCY_KEY)?;
+    validate::idempotency_key("idempotency_key", &idempotency_key)?;
+    let title = f.opt_str("title", 1024)?;
+    let body = f.opt_str("body", 4096)?;
+    let data = f.opt_object("data")?.unwrap_or_default();
+    let category = f.opt_str("category", 64)?;
+    let priority = match f.opt_str("priority", 16)?.as_deref() {
+        None | Some("high") => Priority::High,
+        Some("normal") => Priority::Normal,
+        Some(other) => {
+            return Err(ApiError::field(
+                "priority",
+                "invalid_priority",
+                format!("`{other}` is not one of: high, normal"),
+            ));
+        }
+    };
+    let ttl_seconds = f.opt_u64("ttl_seconds", MAX_TTL_SECONDS)?.map(|v| v as u32);
+    let collapse_id = f.opt_str("collapse_id", MAX_COLLAPSE_ID)?;
+    f.finish(FIELDS)?;
+
+    if title.is_none() && body.is_none() && data.is_empty() {
+        return Err(ApiError::field("body", "missing_field", "a notification needs a title, a body or data"));
+    }
+    if data.contains_key("aps") {
+        return Err(ApiError::field("data", "reserved_key", "`aps` is reserved by APNs"));
+    }
+    if collapse_id.as_deref() == Some("") {
+        return Err(ApiError::field("collapse_id", "empty_field", "must not be empty"));
+    }
+    // Render the payload now, so a notification that cannot be delivered is refused at accept.
+    let fields = PayloadFields {
+        title: title.as_deref(),
+        body: body.as_deref(),
+        category: category.as_deref(),
+        data: &data,
+    };
+    if let Err(e) = encode_payload(&fields) {
+        return Err(ApiError::field("body", "payload_too_large", e.to_string()));
+    }
+    let content = NotificationContent { title, body, data, category, priority, ttl_seconds, collapse_id };
+    Ok(NewNotification { user_id, idempotency_key, content })
+}
+
+/// Parses a single-notification request body.
+pub fn parse_single(body: &[u8]) -> Result<NewNotification, ApiError> {
+    parse_notification(parse_object(body)?)
+}
+
+/// Parses a batch body into one result per item, in order: items that fail validation carry
+/// their error (field names prefixed with `notifications[i].`), the rest go to their shards.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NewNotification, ApiError>>, ApiError> {
+    let mut f = Fields::new(parse_object(body)?);
+    let items = f.req_array("notifications")?;
+    f.finish(&["notifications"])?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::field(
+            "notifications",
+            "invalid_batch_size",
+            format!("must hold 1 to {MAX_BATCH} notifications, got {}", items.len()),
+        ));
+    }
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::Object(m) => parse_notification(m).map_err(|e| e.in_item(&format!("notifications[{i}]."))),
+            _ => Err(ApiError::field(&format!("notifications[{i}]"), "invalid_type", "must be an object")),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_notification() {
+        let n = parse_single(br#"{"user_id":"u1","idempotency_key":"k1","title":"Hi","body":"There","data":{"order":7},"category":"c","priority":"normal","ttl_seconds":60,"collapse_id":"c1"}"#).unwrap();
+        assert_eq!(n.user_id, "u1");
+        assert_eq!(n.content.priority, Priority::Normal);
+        assert_eq!(n.content.ttl_seconds, Some(60));
+        assert_eq!(n.content.data["order"], 7);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let field = |b: &str| parse_single(b.as_bytes()).unwrap_err().field;
+        assert_eq!(field(r#"{"idempotency_key":"k","body":"b"}"#).as_deref(), Some("user_id"));
+        assert_eq!(field(r#"{"user_id":"u","body":"b"}"#).as_deref(), Some("idempotency_key"));
+        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k"}"#).as_deref(), Some("body"));
+        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k","body":"b","priority":"max"}"#).as_deref(), Some("priority"));
+        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k","body":"b","ttl_seconds":-1}"#).as_deref(), Some("ttl_seconds"));
+        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k","body":"b","data":{"aps":1}}"#).as_deref(), Some("data"));
+        let long = "x".repeat(65);
+        assert_eq!(field(&format!(r#"{{"user_id":"u","idempotency_key":"k","body":"b","collapse_id":"{long}"}}"#)).as_deref(), Some("collapse_id"));
+        let big = "x".repeat(4000);
+        let e = parse_single(format!(r#"{{"user_id":"u","idempotency_key":"k","body":"b","data":{{"big":"{big}","big2":"{big}"}}}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.code, "payload_too_large");
+    }
+
+    #[test]
+    fn batch_items_keep_their_order_and_errors() {
+        let r = parse_batch(br#"{"notifications":[{"user_id":"u","idempotency_key":"a","body":"b"},{"user_id":"u","body":"b"}]}"#).unwrap();
+        assert!(r[0].is_ok());
+        assert_eq!(r[1].as_ref().unwrap_err().field.as_deref(), Some("notifications[1].idempotency_key"));
+        assert_eq!(parse_batch(br#"{"notifications":[]}"#).unwrap_err().code, "invalid_batch_size");
+    }
+}

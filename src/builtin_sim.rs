@@ -1,0 +1,45 @@
+//! The built-in APNs simulator, started in-process when no APNs credentials are configured, so
+//! a fresh checkout delivers end to end on loopback: a fresh provider key, a self-signed TLS
+//! certificate trusted through `ca_pem`, and the simulator from `clarion-loadtest`.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clarion_loadtest::apns_sim::{generate_apns_key, Faults, SimConfig, SimHandle, Simulator};
+use tracing::warn;
+
+use crate::config::ApnsSettings;
+
+/// Key and team ids of the built-in simulator's provider key (10 characters, as Apple's are).
+const SIM_KEY_ID: &str = "SIMKEY0001";
+const SIM_TEAM_ID: &str = "SIMTEAM001";
+
+pub fn start(topic: &str, control_listen: Option<SocketAddr>) -> anyhow::Result<(ApnsSettings, SimHandle)> {
+    let (private_pem, public_pem) = generate_apns_key();
+    let cfg = SimConfig {
+        listen: "127.0.0.1:0".parse().context("simulator address")?,
+        team_id: SIM_TEAM_ID.into(),
+        key_id: SIM_KEY_ID.into(),
+        public_key_pem: public_pem,
+        topic: topic.to_string(),
+        faults: Faults::default(),
+        control_listen,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(cfg).map_err(|e| anyhow::anyhow!("starting the built-in APNs simulator: {e}"))?;
+    warn!(
+        addr = %sim.addr(),
+        control = ?sim.control_addr(),
+        "no APNs credentials configured ([apns] key_file): delivering to the built-in simulator"
+    );
+    let settings = ApnsSettings {
+        endpoint: format!("https://{}", sim.addr()),
+        team_id: SIM_TEAM_ID.into(),
+        key_id: SIM_KEY_ID.into(),
+        key_pem: private_pem.into_bytes(),
+        topic: topic.to_string(),
+        connections: crate::config::DEFAULT_APNS_CONNECTIONS,
+        ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
+    };
+    Ok((settings, sim))
+}

@@ -1,0 +1,367 @@
+//! Configuration: the raw TOML file (`RawConfig`, every field optional) and the validated
+//! `Config` the server runs with. All validation happens here, once, before any executor starts;
+//! every error names the offending key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default API address: loopback only, so a fresh checkout never listens on the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Production APNs host.
+pub const DEFAULT_APNS_ENDPOINT: &str = "https://api.push.apple.com";
+/// Persistent APNs connections per shard: several, so one slow connection does not cap a shard.
+pub const DEFAULT_APNS_CONNECTIONS: usize = 2;
+/// Upper bound on shards: ids carry the shard number, and more executors than this is a typo.
+pub const MAX_SHARDS: usize = 256;
+
+/// A configuration error: the key at fault and what is wrong with it.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config key `{}`: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { key: key.to_string(), message: message.into() }
+}
+
+/// The file as written: everything optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub shards: Option<usize>,
+    #[serde(default)]
+    pub api: RawApi,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub caps: RawCaps,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    pub apns: Option<RawApns>,
+    #[serde(default)]
+    pub simulator: RawSimulator,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub fsync: Option<bool>,
+    pub retention_seconds: Option<u64>,
+    pub dedup_window_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaps {
+    pub per_user_per_hour: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    pub max_attempts: Option<u32>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_max_ms: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApns {
+    pub endpoint: Option<String>,
+    pub team_id: Option<String>,
+    pub key_id: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub topic: Option<String>,
+    pub connections: Option<usize>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The built-in APNs simulator, used when no APNs credentials are configured.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimulator {
+    /// Plain-HTTP control endpoint of the built-in simulator (stats, ledger); off when absent.
+    pub control_listen: Option<String>,
+}
+
+/// Where APNs deliveries go.
+#[derive(Debug, Clone)]
+pub enum ApnsTarget {
+    /// Real credentials (or an external simulator) from `[apns]`.
+    Configured(ApnsSettings),
+    /// No credentials: start the built-in simulator in-process.
+    BuiltInSimulator { topic: String, control_listen: Option<SocketAddr> },
+}
+
+#[derive(Debug, Clone)]
+pub struct ApnsSettings {
+    pub endpoint: String,
+    pub team_id: String,
+    pub key_id: String,
+    pub key_pem: Vec<u8>,
+    pub topic: String,
+    pub connections: usize,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub api_keys: Vec<String>,
+    pub fsync: bool,
+    pub retention_ms: u64,
+    pub dedup_window_ms: u64,
+    pub per_user_per_hour: u32,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub apns: ApnsTarget,
+}
+
+/// Command-line overrides for the common keys.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub shards: Option<usize>,
+}
+
+impl RawConfig {
+    /// Reads and parses a TOML file; a syntax or unknown-key error names the key and line.
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad("--config", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let key = e.message().split('`').nth(1).unwrap_or("(file)").to_string();
+            bad(&key, e.to_string().trim().replace('\n', " "))
+        })
+    }
+
+    /// Applies overrides and the environment, then validates everything.
+    /// `env_api_keys` is the value of `CLARION_API_KEYS`, if set.
+    pub fn validate(
+        self,
+        overrides: &Overrides,
+        env_api_keys: Option<&str>,
+        cores: usize,
+    ) -> Result<Config, ConfigError> {
+        let listen_text =
+            overrides.listen.clone().or(self.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| bad("listen", format!("`{listen_text}` is not an IP:port address")))?;
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(self.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let shards = overrides.shards.or(self.shards).unwrap_or(cores.max(1));
+        if shards == 0 || shards > MAX_SHARDS {
+            return Err(bad("shards", format!("must be between 1 and {MAX_SHARDS}, got {shards}")));
+        }
+
+        let mut api_keys: Vec<String> = self.api.keys.unwrap_or_default();
+        if let Some(env) = env_api_keys {
+            api_keys.extend(env.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from));
+        }
+        if api_keys.is_empty() {
+            return Err(bad("api.keys", "no API keys: set [api] keys or CLARION_API_KEYS"));
+        }
+        if let Some(k) = api_keys.iter().find(|k| k.len() < 16 || k.chars().any(char::is_whitespace))
+        {
+            let shown: String = k.chars().take(4).collect();
+            return Err(bad(
+                "api.keys",
+                format!("key starting `{shown}` must be at least 16 characters without whitespace"),
+            ));
+        }
+
+        let retention_ms = secs_to_ms("storage.retention_seconds", self.storage.retention_seconds, 7 * 86_400)?;
+        let dedup_window_ms =
+            secs_to_ms("storage.dedup_window_seconds", self.storage.dedup_window_seconds, 86_400)?;
+        if dedup_window_ms > retention_ms {
+            return Err(bad(
+                "storage.dedup_window_seconds",
+                "must not exceed storage.retention_seconds (the dedup set is rebuilt from retained records)",
+            ));
+        }
+
+        let max_attempts = self.delivery.max_attempts.unwrap_or(8);
+        if !(1..=100).contains(&max_attempts) {
+            return Err(bad("delivery.max_attempts", "must be between 1 and 100"));
+        }
+        let backoff_base_ms = self.delivery.backoff_base_ms.unwrap_or(500);
+        let backoff_max_ms = self.delivery.backoff_max_ms.unwrap_or(300_000);
+        if backoff_base_ms == 0 || backoff_max_ms < backoff_base_ms {
+            return Err(bad(
+                "delivery.backoff_max_ms",
+                "backoff_base_ms must be > 0 and backoff_max_ms >= backoff_base_ms",
+            ));
+        }
+
+        let apns = match self.apns {
+            Some(raw) if raw.key_file.is_some() => ApnsTarget::Configured(validate_apns(raw)?),
+            Some(raw) if raw.team_id.is_some() || raw.key_id.is_some() => {
+                return Err(bad("apns.key_file", "required when apns.team_id or apns.key_id is set"));
+            }
+            other => {
+                let topic = other.and_then(|r| r.topic).unwrap_or_else(|| "com.example.clarion".into());
+                let control_listen = match self.simulator.control_listen {
+                    None => None,
+                    Some(s) => Some(s.parse().map_err(|_| {
+                        bad("simulator.control_listen", format!("`{s}` is not an IP:port address"))
+                    })?),
+                };
+                ApnsTarget::BuiltInSimulator { topic, control_listen }
+            }
+        };
+
+        Ok(Config {
+            listen,
+            data_dir,
+            shards,
+            api_keys,
+            fsync: self.storage.fsync.unwrap_or(true),
+            retention_ms,
+            dedup_window_ms,
+            per_user_per_hour: self.caps.per_user_per_hour.unwrap_or(0),
+            max_attempts,
+            backoff_base_ms,
+            backoff_max_ms,
+            shutdown_grace_ms: self.delivery.shutdown_grace_ms.unwrap_or(5_000),
+            apns,
+        })
+    }
+}
+
+fn secs_to_ms(key: &str, v: Option<u64>, default_s: u64) -> Result<u64, ConfigError> {
+    let s = v.unwrap_or(default_s);
+    if s == 0 || s > 10 * 365 * 86_400 {
+        return Err(bad(key, "must be between 1 second and 10 years"));
+    }
+    Ok(s * 1000)
+}
+
+fn validate_apns(raw: RawApns) -> Result<ApnsSettings, ConfigError> {
+    let endpoint = raw.endpoint.unwrap_or_else(|| DEFAULT_APNS_ENDPOINT.into());
+    if !endpoint.starts_with("https://") {
+        return Err(bad("apns.endpoint", format!("`{endpoint}` must start with https://")));
+    }
+    let ten = |key: &str, v: Option<String>| -> Result<String, ConfigError> {
+        let v = v.ok_or_else(|| bad(key, "required with apns.key_file"))?;
+        if v.len() != 10 || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(bad(key, format!("`{v}` must be 10 letters or digits")));
+        }
+        Ok(v)
+    };
+    let team_id = ten("apns.team_id", raw.team_id)?;
+    let key_id = ten("apns.key_id", raw.key_id)?;
+    let key_file = raw.key_file.ok_or_else(|| bad("apns.key_file", "required"))?;
+    let key_pem = std::fs::read(&key_file)
+        .map_err(|e| bad("apns.key_file", format!("cannot read {}: {e}", key_file.display())))?;
+    if !String::from_utf8_lossy(&key_pem).contains("-----BEGIN PRIVATE KEY-----") {
+        return Err(bad("apns.key_file", "not a PKCS#8 PEM (.p8) private key"));
+    }
+    let topic = raw.topic.ok_or_else(|| bad("apns.topic", "required (the app's bundle id)"))?;
+    if topic.is_empty() || topic.chars().any(char::is_whitespace) {
+        return Err(bad("apns.topic", "must be a bundle id without whitespace"));
+    }
+    let connections = raw.connections.unwrap_or(DEFAULT_APNS_CONNECTIONS);
+    if !(1..=64).contains(&connections) {
+        return Err(bad("apns.connections", "must be between 1 and 64"));
+    }
+    let ca_pem = match raw.ca_file {
+        None => None,
+        Some(p) => Some(
+            std::fs::read(&p)
+                .map_err(|e| bad("apns.ca_file", format!("cannot read {}: {e}", p.display())))?,
+        ),
+    };
+    Ok(ApnsSettings { endpoint, team_id, key_id, key_pem, topic, connections, ca_pem })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "test-key-0123456789abcdef";
+
+    fn validate(text: &str) -> Result<Config, ConfigError> {
+        RawConfig::from_toml(text)?.validate(&Overrides::default(), Some(KEY), 2)
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = validate("").unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.shards, 2);
+        assert!(c.fsync);
+        assert_eq!(c.dedup_window_ms, 86_400_000);
+        assert_eq!(c.retention_ms, 7 * 86_400_000);
+        assert!(matches!(c.apns, ApnsTarget::BuiltInSimulator { .. }));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = validate("lisen = \"x\"").unwrap_err();
+        assert_eq!(e.key, "lisen");
+        let e = validate("[storage]\nfsynk = true").unwrap_err();
+        assert_eq!(e.key, "fsynk");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert_eq!(validate("listen = \"nope\"").unwrap_err().key, "listen");
+        assert_eq!(validate("shards = 0").unwrap_err().key, "shards");
+        assert_eq!(
+            validate("[storage]\ndedup_window_seconds = 10\nretention_seconds = 5").unwrap_err().key,
+            "storage.dedup_window_seconds"
+        );
+        assert_eq!(validate("[apns]\nteam_id = \"ABCDE12345\"").unwrap_err().key, "apns.key_file");
+        let e = validate("[apns]\nkey_file = \"/nonexistent.p8\"\nteam_id=\"ABCDE12345\"\nkey_id=\"ABCDE12345\"\ntopic=\"a.b\"").unwrap_err();
+        assert_eq!(e.key, "apns.key_file");
+    }
+
+    #[test]
+    fn overrides_and_env_keys() {
+        let o = Overrides { listen: Some("127.0.0.1:9999".into()), shards: Some(3), data_dir: None };
+        let c = RawConfig::from_toml("shards = 1").unwrap().validate(&o, Some("aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb"), 2).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.api_keys.len(), 2);
+        let e = RawConfig::from_toml("").unwrap().validate(&Overrides::default(), None, 2).unwrap_err();
+        assert_eq!(e.key, "api.keys");
+        let e = RawConfig::from_toml("[api]\nkeys=[\"short\"]").unwrap().validate(&Overrides::default(), None, 2).unwrap_err();
+        assert_eq!(e.key, "api.keys");
+    }
+}

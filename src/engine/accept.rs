@@ -1,0 +1,217 @@
+//! Accepting work on the owning shard: user profiles, devices, notifications (dedup, frequency
+//! cap, one delivery per active device, queue reservation) and status look-ups.
+
+use std::rc::Rc;
+
+use clarion_shards::{
+    dedup_key, DeliveryRecord, DeviceRecord, Keyspace, NotificationRecord, Outcome, UserRecord,
+};
+use uuid::Uuid;
+
+use super::command::{NewDevice, NewNotification, NotifyReply, Reply, Upsert, UserProfile};
+use super::committer::Waiter;
+use super::probe::bump;
+use super::{now_ms, DeliveryRef, Engine};
+use crate::api::error::ApiError;
+
+impl Engine {
+    pub(super) fn put_user(self: &Rc<Self>, user_id: String, p: UserProfile, reply: Reply<Upsert>) {
+        let now = now_ms();
+        let mut st = self.state.borrow_mut();
+        let result = if st.users.contains_key(&user_id) { Upsert::Updated } else { Upsert::Created };
+        let user = st.users.entry(user_id.clone()).or_insert_with(|| UserRecord {
+            user_id,
+            email: None,
+            phone: None,
+            locale: None,
+            timezone: None,
+            devices: Vec::new(),
+            updated_at_ms: now,
+        });
+        user.email = p.email;
+        user.phone = p.phone;
+        user.locale = p.locale;
+        user.timezone = p.timezone;
+        user.updated_at_ms = now;
+        let record = user.clone();
+        drop(st);
+        self.committer.add(|b| b.put_user(&record), Some(Waiter::Upsert { reply, result }));
+    }
+
+    pub(super) fn add_device(self: &Rc<Self>, user_id: String, d: NewDevice, reply: Reply<Upsert>) {
+        let now = now_ms();
+        let mut st = self.state.borrow_mut();
+        let Some(user) = st.users.get_mut(&user_id) else {
+            drop(st);
+            let _ = reply.send(Err(user_not_found(&user_id)));
+            return;
+        };
+        let existing = user.devices.iter_mut().find(|x| x.platform == d.platform && x.token == d.token);
+        let result = match existing {
+            Some(dev) if dev.active => {
+                // Registering the same token again is not an error, and writes nothing.
+                drop(st);
+                let _ = reply.send(Ok(Upsert::Updated));
+                return;
+            }
+            Some(dev) => {
+                dev.active = true;
+                dev.deactivated_reason = None;
+                Upsert::Updated
+            }
+            None => {
+                user.devices.push(DeviceRecord {
+                    platform: d.platform,
+                    token: d.token,
+                    active: true,
+                    created_at_ms: now,
+                    deactivated_reason: None,
+                });
+                Upsert::Created
+            }
+        };
+        user.updated_at_ms = now;
+        let record = user.clone();
+        drop(st);
+        self.committer.add(|b| b.put_user(&record), Some(Waiter::Upsert { reply, result }));
+    }
+
+    pub(super) fn notify(self: &Rc<Self>, n: NewNotification, reply: Reply<NotifyReply>) {
+        let now = now_ms();
+        let key = dedup_key(&n.user_id, &n.idempotency_key);
+        let mut st = self.state.borrow_mut();
+        if let Some(id) = st.dedup.get(key) {
+            drop(st);
+            bump(&self.probe.duplicates);
+            // Answer only once the original is durable: a barrier through the same commit path.
+            self.committer.add(|_| {}, Some(Waiter::Duplicate { id, dedup_key: key, reply }));
+            return;
+        }
+        let Some(user) = st.users.get(&n.user_id) else {
+            drop(st);
+            let _ = reply.send(Err(user_not_found(&n.user_id)));
+            return;
+        };
+        let targets: Vec<(clarion_shards::Channel, String)> = user
+            .devices
+            .iter()
+            .filter(|d| d.active)
+            .map(|d| (d.platform.channel(), d.token.clone()))
+            .collect();
+        // Reserve queue room now, so an accepted delivery always has a place to go.
+        for (ch, _) in &targets {
+            let i = ch.index();
+            let used = self.queues[i].len() + self.reserved[i].get();
+            if used + targets.len() > self.queues[i].capacity() || self.senders[i].is_none() {
+                drop(st);
+                bump(&self.probe.rejected_overload);
+                let _ = reply.send(Err(ApiError::overloaded(format!(
+                    "the {} delivery queue is full; retry later",
+                    ch.as_str()
+                ))));
+                return;
+            }
+        }
+        let capped = !st.buckets.try_take(&n.user_id, now);
+        let id = st.ids.next(now);
+        let mut deliveries = Vec::with_capacity(targets.len());
+        for (ch, token) in targets {
+            let did = st.ids.next(now);
+            let mut d = DeliveryRecord::new_queued(did, ch, token, now);
+            if capped {
+                let st2 = &mut *st;
+                let reason = "frequency_cap: over [caps] per_user_per_hour".to_string();
+                let _ = d.apply(Outcome::Suppressed { reason }, now, &self.cfg.retry, &mut st2.jitter);
+                bump(&self.probe.suppressed);
+            }
+            deliveries.push(d);
+        }
+        let record = NotificationRecord {
+            id,
+            user_id: n.user_id,
+            idempotency_key: n.idempotency_key,
+            accepted_at_ms: now,
+            content: n.content,
+            deliveries,
+        };
+        st.dedup.insert(key, id, now);
+        let mut refs = Vec::new();
+        if !record.is_finished() {
+            for (i, d) in record.deliveries.iter().enumerate() {
+                if !d.state.is_terminal() {
+                    let ci = d.channel.index();
+                    self.reserved[ci].set(self.reserved[ci].get() + 1);
+                    refs.push(DeliveryRef { notification: id, index: i as u16 });
+                }
+            }
+            st.open_order.insert(id);
+        }
+        let finished = record.is_finished();
+        drop(st);
+        bump(&self.probe.accepted);
+        self.committer.add(|b| b.put_notification(&record), Some(Waiter::Accepted { id, reply, deliveries: refs }));
+        if !finished {
+            self.state.borrow_mut().open.insert(id, record);
+        }
+    }
+
+    /// A durable delivery takes its reserved place in its channel's queue.
+    pub(super) fn enqueue_reserved(&self, d: DeliveryRef) {
+        let ci = self.channel_of(d).map_or(0, |c| c.index());
+        self.reserved[ci].set(self.reserved[ci].get().saturating_sub(1));
+        bump(&self.probe.deliveries_queued);
+        if let Err(d) = self.queues[ci].try_push(d) {
+            // Cannot happen (room was reserved); never drop: retry from the timer instead.
+            self.timers.borrow_mut().insert(now_ms() + 100, d);
+            self.timer_wake.notify();
+        }
+    }
+
+    /// Undoes the in-memory side of a notification whose write failed.
+    pub(super) fn forget_unaccepted(&self, id: Uuid, reserved: usize) {
+        let mut st = self.state.borrow_mut();
+        if let Some(rec) = st.open.remove(&id) {
+            for d in &rec.deliveries {
+                let ci = d.channel.index();
+                self.reserved[ci].set(self.reserved[ci].get().saturating_sub(1));
+            }
+            st.dedup.remove(dedup_key(&rec.user_id, &rec.idempotency_key));
+        }
+        st.open_order.remove(&id);
+        let _ = reserved;
+    }
+
+    pub(super) fn channel_of(&self, d: DeliveryRef) -> Option<clarion_shards::Channel> {
+        let st = self.state.borrow();
+        st.open.get(&d.notification).and_then(|n| n.deliveries.get(d.index as usize)).map(|x| x.channel)
+    }
+
+    pub(super) fn get_notification(self: &Rc<Self>, id: Uuid, reply: Reply<Option<NotificationRecord>>) {
+        if let Some(rec) = self.state.borrow().open.get(&id) {
+            let _ = reply.send(Ok(Some(rec.clone())));
+            return;
+        }
+        let read = match self.log.get(Keyspace::Notifications, id.as_bytes().to_vec()) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = reply.send(Err(ApiError::unavailable(format!("storage: {e}"))));
+                return;
+            }
+        };
+        glommio::spawn_local(async move {
+            let answer = match read.await {
+                Ok(None) => Ok(None),
+                Ok(Some(bytes)) => NotificationRecord::decode(&bytes)
+                    .map(Some)
+                    .map_err(|e| ApiError::new(500, "corrupt_record", e.to_string())),
+                Err(e) => Err(ApiError::unavailable(format!("storage: {e}"))),
+            };
+            let _ = reply.send(answer);
+        })
+        .detach();
+    }
+}
+
+fn user_not_found(user_id: &str) -> ApiError {
+    ApiError::not_found("user_not_found", format!("user `{user_id}` is not registered (PUT /v1/users/{user_id} first)"))
+}

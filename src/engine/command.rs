@@ -1,0 +1,76 @@
+//! What the ingress asks of a shard: the commands that cross the mesh to the owning shard, each
+//! carrying its own reply channel. Inputs here are already validated.
+
+use clarion_shards::{NotificationContent, NotificationRecord, Platform};
+use futures_channel::oneshot;
+use uuid::Uuid;
+
+use super::probe::ProbeSnapshot;
+use crate::api::error::ApiError;
+
+/// Where a shard sends one command's answer.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// A user's contact profile (PUT replaces it; devices are kept).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserProfile {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub locale: Option<String>,
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDevice {
+    pub platform: Platform,
+    pub token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewNotification {
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub content: NotificationContent,
+}
+
+/// A shard's answer to a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyReply {
+    /// Durable in the owner's log; deliveries are queued.
+    Accepted(Uuid),
+    /// The idempotency key was seen within the dedup window: the original id, nothing sent.
+    Duplicate(Uuid),
+}
+
+/// Whether a PUT/POST created the resource or updated an existing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    Updated,
+}
+
+/// A command for the shard that owns a user (or a notification id).
+#[derive(Debug)]
+pub enum ShardCmd {
+    PutUser { user_id: String, profile: UserProfile, reply: Reply<Upsert> },
+    AddDevice { user_id: String, device: NewDevice, reply: Reply<Upsert> },
+    Notify { notification: NewNotification, reply: Reply<NotifyReply> },
+    GetNotification { id: Uuid, reply: Reply<Option<NotificationRecord>> },
+    /// The shard's counters, for `GET /v1/stats` (summed across shards by the caller).
+    Stats { reply: Reply<ProbeSnapshot> },
+}
+
+impl ShardCmd {
+    /// Answers the command with an error without running it (overload, shutdown).
+    pub fn reject(self, err: ApiError) {
+        // A closed reply channel means the client went away; nothing to do.
+        let _ = match self {
+            ShardCmd::PutUser { reply, .. } | ShardCmd::AddDevice { reply, .. } => {
+                reply.send(Err(err)).map_err(drop)
+            }
+            ShardCmd::Notify { reply, .. } => reply.send(Err(err)).map_err(drop),
+            ShardCmd::GetNotification { reply, .. } => reply.send(Err(err)).map_err(drop),
+            ShardCmd::Stats { reply } => reply.send(Err(err)).map_err(drop),
+        };
+    }
+}

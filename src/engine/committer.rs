@@ -1,0 +1,144 @@
+//! Shard-side group commit: everything the shard wants written (accepted notifications, user
+//! changes, delivery state changes) accumulates in one pending batch while the previous batch is
+//! being fsynced; one task submits it to the storage thread and, once durable, runs the
+//! waiters (queue the deliveries, answer 202). Nothing is answered before it is durable.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use clarion_shards::WriteBatch;
+use tracing::error;
+use uuid::Uuid;
+
+use super::command::{NotifyReply, Reply, Upsert};
+use super::probe::bump;
+use super::{DeliveryRef, Engine};
+use crate::api::error::ApiError;
+
+/// What to do once a batch is durable (or failed).
+pub enum Waiter {
+    /// A new notification: queue its deliveries, answer 202.
+    Accepted { id: Uuid, reply: Reply<NotifyReply>, deliveries: Vec<DeliveryRef> },
+    /// A repeated idempotency key: answer with the original id once that is durable.
+    Duplicate { id: Uuid, dedup_key: u128, reply: Reply<NotifyReply> },
+    /// A user or device change.
+    Upsert { reply: Reply<Upsert>, result: Upsert },
+}
+
+#[derive(Default)]
+pub struct Pending {
+    pub batch: WriteBatch,
+    pub waiters: Vec<Waiter>,
+}
+
+#[derive(Default)]
+pub struct Committer {
+    pending: RefCell<Pending>,
+    pub(super) wake: crate::sync::LocalNotify,
+}
+
+impl Committer {
+    /// Adds writes (and optionally a waiter) to the next batch.
+    pub fn add(&self, f: impl FnOnce(&mut WriteBatch), waiter: Option<Waiter>) {
+        let mut p = self.pending.borrow_mut();
+        f(&mut p.batch);
+        if let Some(w) = waiter {
+            p.waiters.push(w);
+        }
+        drop(p);
+        self.wake.notify();
+    }
+
+    fn take(&self) -> Pending {
+        std::mem::take(&mut *self.pending.borrow_mut())
+    }
+
+    pub fn is_idle(&self) -> bool {
+        let p = self.pending.borrow();
+        p.batch.is_empty() && p.waiters.is_empty()
+    }
+}
+
+/// The commit loop: one batch in flight to the storage thread at a time.
+pub async fn run(engine: Rc<Engine>) {
+    loop {
+        engine.committer.wake.wait().await;
+        commit_once(&engine).await;
+        if engine.stopped_committing() && engine.committer.is_idle() {
+            break;
+        }
+    }
+}
+
+/// Commits whatever is pending now (used by the loop and by shutdown's final flush).
+pub async fn commit_once(engine: &Rc<Engine>) {
+    let mut pending = engine.committer.take();
+    if pending.batch.is_empty() && pending.waiters.is_empty() {
+        return;
+    }
+    if let Some(w) = engine.watermark_if_changed() {
+        pending.batch.put_watermark(w);
+    }
+    let result = if engine.failed.get() {
+        Err(clarion_shards::Error::Poisoned)
+    } else {
+        match engine.log.submit(pending.batch) {
+            Ok(durable) => durable.await,
+            Err(e) => Err(e),
+        }
+    };
+    bump(&engine.probe.commits);
+    match result {
+        Ok(()) => {
+            for w in pending.waiters {
+                complete(engine, w);
+            }
+        }
+        Err(e) => {
+            error!(shard = engine.cfg.shard, error = %e, "log write failed: the shard stops accepting until restarted");
+            engine.failed.set(true);
+            for w in pending.waiters {
+                fail(engine, w);
+            }
+        }
+    }
+}
+
+fn complete(engine: &Rc<Engine>, w: Waiter) {
+    match w {
+        Waiter::Accepted { id, reply, deliveries } => {
+            for d in deliveries {
+                engine.enqueue_reserved(d);
+            }
+            let _ = reply.send(Ok(NotifyReply::Accepted(id)));
+        }
+        Waiter::Duplicate { id, dedup_key, reply } => {
+            let still = engine.state.borrow().dedup.get(dedup_key) == Some(id);
+            let answer = if still {
+                Ok(NotifyReply::Duplicate(id))
+            } else {
+                Err(ApiError::unavailable("the original request was not stored; retry"))
+            };
+            let _ = reply.send(answer);
+        }
+        Waiter::Upsert { reply, result } => {
+            let _ = reply.send(Ok(result));
+        }
+    }
+}
+
+fn fail(engine: &Rc<Engine>, w: Waiter) {
+    let err = || ApiError::unavailable("storage failed; nothing was accepted");
+    match w {
+        Waiter::Accepted { id, reply, deliveries } => {
+            engine.forget_unaccepted(id, deliveries.len());
+            let _ = reply.send(Err(err()));
+        }
+        Waiter::Duplicate { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Waiter::Upsert { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The shard engine's probe: plain per-shard counters (no atomics; read on the shard's own core
+//! and summed across shards on demand).
+
+use std::cell::Cell;
+
+use serde::Serialize;
+
+#[derive(Default)]
+pub struct Probe {
+    pub accepted: Cell<u64>,
+    pub duplicates: Cell<u64>,
+    pub deliveries_queued: Cell<u64>,
+    pub attempts: Cell<u64>,
+    pub sent: Cell<u64>,
+    pub retried: Cell<u64>,
+    pub failed: Cell<u64>,
+    pub dead: Cell<u64>,
+    pub expired: Cell<u64>,
+    pub suppressed: Cell<u64>,
+    pub deactivated_tokens: Cell<u64>,
+    pub config_faults: Cell<u64>,
+    pub recovered_deliveries: Cell<u64>,
+    pub rejected_overload: Cell<u64>,
+    pub commits: Cell<u64>,
+}
+
+pub fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+/// A snapshot of one shard's counters (summable across shards).
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct ProbeSnapshot {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub deliveries_queued: u64,
+    pub attempts: u64,
+    pub sent: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub expired: u64,
+    pub suppressed: u64,
+    pub deactivated_tokens: u64,
+    pub config_faults: u64,
+    pub recovered_deliveries: u64,
+    pub rejected_overload: u64,
+    pub commits: u64,
+    pub queue_depth: u64,
+    pub in_flight: u64,
+    pub open_notifications: u64,
+}
+
+impl Probe {
+    pub fn snapshot(&self) -> ProbeSnapshot {
+        ProbeSnapshot {
+            accepted: self.accepted.get(),
+            duplicates: self.duplicates.get(),
+            deliveries_queued: self.deliveries_queued.get(),
+            attempts: self.attempts.get(),
+            sent: self.sent.get(),
+            retried: self.retried.get(),
+            failed: self.failed.get(),
+            dead: self.dead.get(),
+            expired: self.expired.get(),
+            suppressed: self.suppressed.get(),
+            deactivated_tokens: self.deactivated_tokens.get(),
+            config_faults: self.config_faults.get(),
+            recovered_deliveries: self.recovered_deliveries.get(),
+            rejected_overload: self.rejected_overload.get(),
+            commits: self.commits.get(),
+            ..ProbeSnapshot::default()
+        }
+    }
+}
+
+impl ProbeSnapshot {
+    pub fn add(&mut self, o: &ProbeSnapshot) {
+        self.accepted += o.accepted;
+        self.duplicates += o.duplicates;
+        self.deliveries_queued += o.deliveries_queued;
+        self.attempts += o.attempts;
+        self.sent += o.sent;
+        self.retried += o.retried;
+        self.failed += o.failed;
+        self.dead += o.dead;
+        self.expired += o.expired;
+        self.suppressed += o.suppressed;
+        self.deactivated_tokens += o.deactivated_tokens;
+        self.config_faults += o.config_faults;
+        self.recovered_deliveries += o.recovered_deliveries;
+        self.rejected_overload += o.rejected_overload;
+        self.commits += o.commits;
+        self.queue_depth += o.queue_depth;
+        self.in_flight += o.in_flight;
+        self.open_notifications += o.open_notifications;
+    }
+}

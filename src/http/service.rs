@@ -1,0 +1,227 @@
+//! The API's request handling: routes, bearer-key authentication, body limits, dispatch to the
+//! owning shard, and JSON answers. One instance per core, shared by that core's connections.
+
+use std::convert::Infallible;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
+use crate::api::{notifications, status, users, validate};
+use crate::engine::command::{NotifyReply, ShardCmd, Upsert};
+use crate::engine::probe::ProbeSnapshot;
+use crate::mesh::ShardRouter;
+
+/// Largest single-resource body (a notification with a 4 KiB payload fits many times over).
+const MAX_BODY: usize = 64 * 1024;
+/// Largest batch body: 1000 notifications of up to ~4 KiB of payload each, with room for JSON.
+const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
+
+pub type ApiResponse = Response<Full<Bytes>>;
+
+pub struct Api {
+    pub router: ShardRouter,
+    api_keys: Vec<Vec<u8>>,
+}
+
+impl Api {
+    pub fn new(router: ShardRouter, api_keys: &[String]) -> Api {
+        Api { router, api_keys: api_keys.iter().map(|k| k.as_bytes().to_vec()).collect() }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(h) = req.headers().get(http::header::AUTHORIZATION) else { return false };
+        let Some(key) = h.as_bytes().strip_prefix(b"Bearer ") else { return false };
+        // Every configured key is compared in full, in constant time.
+        self.api_keys.iter().fold(false, |ok, k| ok | constant_time_eq(k, key))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn handle(api: Rc<Api>, req: Request<Incoming>) -> Result<ApiResponse, Infallible> {
+    Ok(match route(&api, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    })
+}
+
+async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if path == "/healthz" {
+        return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+    }
+    if !path.starts_with("/v1/") {
+        return Err(ApiError::not_found("not_found", format!("no route for {path}")));
+    }
+    if !api.authorized(&req) {
+        return Err(ApiError::unauthorized());
+    }
+    let method_name = method.to_string();
+    let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    match (method, segs.as_slice()) {
+        (Method::PUT, ["users", id]) => put_user(api, id, req).await,
+        (Method::POST, ["users", id, "devices"]) => add_device(api, id, req).await,
+        (Method::POST, ["notifications"]) => notify_one(api, req).await,
+        (Method::POST, ["notifications", "batch"]) => notify_batch(api, req).await,
+        (Method::GET, ["notifications", id]) => get_notification(api, id).await,
+        (Method::GET, ["stats"]) => stats(api).await,
+        (_, ["users", _] | ["users", _, "devices"] | ["notifications"] | ["notifications", _] | ["stats"]) => {
+            Err(ApiError::new(405, "method_not_allowed", format!("{method_name} is not allowed on {path}")))
+        }
+        _ => Err(ApiError::not_found("not_found", format!("no route for {path}"))),
+    }
+}
+
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            413,
+            "body_too_large",
+            format!("request body exceeds {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::new(400, "bad_body", format!("could not read the body: {e}"))),
+    }
+}
+
+/// Sends a command to its shard and waits for the answer.
+async fn ask<T>(api: &Api, shard: usize, make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> ShardCmd) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    api.router.dispatch(shard, make(tx));
+    rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry")))
+}
+
+fn upsert_response(u: Upsert, body: Value) -> ApiResponse {
+    let status = if u == Upsert::Created { StatusCode::CREATED } else { StatusCode::OK };
+    json_response(status, &body)
+}
+
+async fn put_user(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+    validate::user_id("user_id", id)?;
+    let profile = users::parse_profile(&read_body(req, MAX_BODY).await?)?;
+    let user_id = id.to_string();
+    let shard = api.router.shard_for_user(id);
+    let u = ask(api, shard, |reply| ShardCmd::PutUser { user_id: user_id.clone(), profile, reply }).await?;
+    Ok(upsert_response(u, json!({"user_id": user_id})))
+}
+
+async fn add_device(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+    validate::user_id("user_id", id)?;
+    let device = users::parse_device(&read_body(req, MAX_BODY).await?)?;
+    let token = device.token.clone();
+    let user_id = id.to_string();
+    let shard = api.router.shard_for_user(id);
+    let u = ask(api, shard, |reply| ShardCmd::AddDevice { user_id: user_id.clone(), device, reply }).await?;
+    Ok(upsert_response(u, json!({"user_id": user_id, "platform": "ios", "token": token, "active": true})))
+}
+
+fn notify_json(r: NotifyReply) -> (StatusCode, Value, bool) {
+    match r {
+        NotifyReply::Accepted(id) => (StatusCode::ACCEPTED, json!({"id": id.to_string()}), false),
+        NotifyReply::Duplicate(id) => (StatusCode::ACCEPTED, json!({"id": id.to_string(), "duplicate": true}), true),
+    }
+}
+
+async fn notify_one(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+    let n = notifications::parse_single(&read_body(req, MAX_BODY).await?)?;
+    let shard = api.router.shard_for_user(&n.user_id);
+    let r = ask(api, shard, |reply| ShardCmd::Notify { notification: n, reply }).await?;
+    let (status, body, replayed) = notify_json(r);
+    let mut resp = json_response(status, &body);
+    if replayed {
+        resp.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+    let items = notifications::parse_batch(&read_body(req, MAX_BATCH_BODY).await?)?;
+    // Dispatch every valid item first (the router batches per shard), then collect in order.
+    let mut waits = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Ok(n) => {
+                let (tx, rx) = oneshot::channel();
+                let shard = api.router.shard_for_user(&n.user_id);
+                api.router.dispatch(shard, ShardCmd::Notify { notification: n, reply: tx });
+                waits.push(Ok(rx));
+            }
+            Err(e) => waits.push(Err(e)),
+        }
+    }
+    let mut results = Vec::with_capacity(waits.len());
+    for w in waits {
+        let r = match w {
+            Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry"))),
+            Err(e) => Err(e),
+        };
+        results.push(match r {
+            Ok(reply) => {
+                let (status, mut body, _) = notify_json(reply);
+                body["status"] = json!(status.as_u16());
+                body
+            }
+            Err(e) => json!({"status": e.status, "error": e}),
+        });
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+}
+
+async fn get_notification(api: &Api, id: &str) -> Result<ApiResponse, ApiError> {
+    let id = Uuid::parse_str(id)
+        .map_err(|_| ApiError::field("id", "invalid_id", format!("`{id}` is not a notification id")))?;
+    let shard = clarion_shards::shard_of(&id) as usize;
+    if shard >= api.router.shards() {
+        return Err(ApiError::not_found("notification_not_found", format!("no notification {id}")));
+    }
+    match ask(api, shard, |reply| ShardCmd::GetNotification { id, reply }).await? {
+        Some(rec) => Ok(json_response(StatusCode::OK, &status::notification_json(&rec))),
+        None => Err(ApiError::not_found("notification_not_found", format!("no notification {id}"))),
+    }
+}
+
+async fn stats(api: &Api) -> Result<ApiResponse, ApiError> {
+    let mut total = ProbeSnapshot::default();
+    let mut per_shard = Vec::new();
+    for shard in 0..api.router.shards() {
+        let s = ask(api, shard, |reply| ShardCmd::Stats { reply }).await?;
+        total.add(&s);
+        per_shard.push(s);
+    }
+    Ok(json_response(StatusCode::OK, &json!({"total": total, "shards": per_shard})))
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> ApiResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
+}
+
+pub fn error_response(e: &ApiError) -> ApiResponse {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = json_response(status, &e.to_json());
+    if let Some(s) = e.retry_after_s {
+        r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+    }
+    if e.status == 401 {
+        r.headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    }
+    r
+}

@@ -1,0 +1,131 @@
+//! Cross-shard routing: the `ShardRouter` each core's ingress uses to hand a command to the
+//! shard that owns it, and the per-destination `Forwarder` that batches commands onto the
+//! glommio channel mesh. Commands answer through their own oneshot replies, never back over
+//! the mesh, and each mesh receiver only runs non-blocking `Engine::handle`, so a full mesh
+//! channel delays a sender but can never deadlock.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+
+use crate::api::error::ApiError;
+use crate::engine::command::ShardCmd;
+use crate::engine::Engine;
+use crate::sync::LocalNotify;
+
+/// One mesh message: a batch of commands for one shard.
+pub type MeshBatch = Vec<ShardCmd>;
+
+/// Slots per mesh channel. glommio channels collapse at small capacities (see the ceilings),
+/// and each slot is a whole batch, so this holds many thousands of commands.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// Commands waiting on this core for one destination while the mesh channel is full; past this
+/// the API answers 503 instead of buffering without bound.
+pub const MAX_FORWARD_PENDING: usize = 50_000;
+
+/// Commands for one remote shard, waiting to be sent as one batch.
+pub struct Forwarder {
+    dest: usize,
+    pending: RefCell<Vec<ShardCmd>>,
+    wake: LocalNotify,
+}
+
+impl Forwarder {
+    fn push(&self, cmd: ShardCmd) -> Result<(), ShardCmd> {
+        let mut p = self.pending.borrow_mut();
+        if p.len() >= MAX_FORWARD_PENDING {
+            return Err(cmd);
+        }
+        p.push(cmd);
+        drop(p);
+        self.wake.notify();
+        Ok(())
+    }
+
+    async fn run(self: Rc<Self>, senders: Rc<Senders<MeshBatch>>) {
+        loop {
+            self.wake.wait().await;
+            let batch = std::mem::take(&mut *self.pending.borrow_mut());
+            if batch.is_empty() {
+                continue;
+            }
+            if let Err(batch) = senders.send_to(self.dest, batch).await {
+                for cmd in batch {
+                    cmd.reject(ApiError::unavailable("the owning shard is not reachable"));
+                }
+            }
+        }
+    }
+}
+
+/// Hands commands to their owning shard: the local engine directly, others over the mesh.
+pub struct ShardRouter {
+    me: usize,
+    shards: usize,
+    local: Rc<Engine>,
+    forwarders: Vec<Option<Rc<Forwarder>>>,
+}
+
+impl ShardRouter {
+    /// Builds the router for this core and starts its forwarding and receiving tasks.
+    pub fn start(local: Rc<Engine>, senders: Senders<MeshBatch>, receivers: Receivers<MeshBatch>) -> ShardRouter {
+        let me = senders.peer_id();
+        let shards = senders.nr_consumers().max(1);
+        let senders = Rc::new(senders);
+        let mut forwarders = Vec::with_capacity(shards);
+        for dest in 0..shards {
+            if dest == me {
+                forwarders.push(None);
+                continue;
+            }
+            let f = Rc::new(Forwarder { dest, pending: RefCell::new(Vec::new()), wake: LocalNotify::default() });
+            glommio::spawn_local(f.clone().run(senders.clone())).detach();
+            forwarders.push(Some(f));
+        }
+        let receivers = Rc::new(receivers);
+        for peer in 0..shards {
+            if peer == me {
+                continue;
+            }
+            let (engine, receivers) = (local.clone(), receivers.clone());
+            glommio::spawn_local(async move {
+                while let Ok(Some(batch)) = receivers.recv_from(peer).await {
+                    for cmd in batch {
+                        engine.handle(cmd);
+                    }
+                }
+            })
+            .detach();
+        }
+        ShardRouter { me, shards, local, forwarders }
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    /// The shard that owns a user.
+    pub fn shard_for_user(&self, user_id: &str) -> usize {
+        clarion_shards::shard_for_user(user_id, self.shards as u32) as usize
+    }
+
+    /// Sends a command to its shard; a full forwarding buffer answers 503 at once.
+    pub fn dispatch(&self, shard: usize, cmd: ShardCmd) {
+        if shard == self.me {
+            return self.local.handle(cmd);
+        }
+        match self.forwarders.get(shard).and_then(Option::as_ref) {
+            Some(f) => {
+                if let Err(cmd) = f.push(cmd) {
+                    cmd.reject(ApiError::overloaded("too many requests waiting for another shard"));
+                }
+            }
+            None => cmd.reject(ApiError::not_found("not_found", "no such shard")),
+        }
+    }
+}
