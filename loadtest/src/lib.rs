@@ -1,1 +1,3 @@
-pub fn placeholder() {}
+//! tmp
+pub mod apns_sim;
+pub mod histogram;

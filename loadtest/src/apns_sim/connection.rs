@@ -1,0 +1,268 @@
+//! One APNs connection: TLS accept, the HTTP/2 handshake behind the stream-limit shim, and
+//! each request's path from headers to answer. Header checks (including the provider token)
+//! run on the connection task, where the connection's token cache lives; the body, the payload
+//! checks, injected latency and the answer run on a task per request, so a slow answer never
+//! holds up the others.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::{HeaderValue, Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::config::SimConfig;
+use super::faults::{ConnAction, FaultPlan, FaultState, FaultView, SplitMix64, mix};
+use super::jwt::{ConnTokenCache, TokenVerifier};
+use super::ledger::Ledger;
+use super::reason::Reason;
+use super::request::{PushHead, resolve_apns_id, validate_head, validate_payload};
+use super::settings_shim::{SettingsShim, StreamLimits};
+use super::stats::{Counters, ReceivedPush, RecentLog, SimStats, unix_ms, unix_ns};
+
+/// HTTP/2 stream receive window: a whole payload always fits.
+const STREAM_WINDOW_BYTES: u32 = 1 << 20;
+/// HTTP/2 connection receive window.
+const CONNECTION_WINDOW_BYTES: u32 = 1 << 24;
+
+/// State shared by every connection and the handle.
+pub(crate) struct Shared {
+    topic: String,
+    initial_streams: u32,
+    max_streams: u32,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) faults: FaultState,
+    pub(crate) counters: Counters,
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) recent: RecentLog,
+    connection_ids: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(cfg: &SimConfig, verifier: TokenVerifier) -> Self {
+        Shared {
+            topic: cfg.topic.clone(),
+            initial_streams: cfg.initial_max_concurrent_streams,
+            max_streams: cfg.max_concurrent_streams,
+            verifier,
+            faults: FaultState::new(cfg.faults.clone()),
+            counters: Counters::default(),
+            ledger: Mutex::new(Ledger::default()),
+            recent: RecentLog::default(),
+            connection_ids: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn stats(&self) -> SimStats {
+        let mut s = self.counters.snapshot();
+        s.jwt_verifications = self.verifier.verifications();
+        let ledger = self.lock_ledger();
+        s.ledger_receipts = ledger.receipts();
+        s.ledger_distinct = ledger.distinct();
+        s
+    }
+
+    pub(crate) fn reset(&self) {
+        self.counters.reset();
+        self.verifier.reset_verifications();
+        *self.lock_ledger() = Ledger::default();
+        self.recent.clear();
+    }
+}
+
+/// Accepts connections until the runtime is dropped.
+pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, _)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(serve_connection(tcp, acceptor.clone(), shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("apns simulator accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let tls = match acceptor.accept(tcp).await {
+        Ok(t) => t,
+        Err(_) => return Counters::bump(&shared.counters.tls_failures),
+    };
+    Counters::bump(&shared.counters.connections);
+    let conn_id = shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let limits = Arc::new(StreamLimits::default());
+    let io = SettingsShim::new(tls, limits.clone(), shared.initial_streams, shared.max_streams);
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(shared.max_streams)
+        .handshake::<_, Bytes>(io)
+        .await;
+    let Ok(mut conn) = handshake else { return };
+    let mut tokens = ConnTokenCache::default();
+    let mut faults = FaultView::new(&shared.faults);
+    let mut ids = SplitMix64::new(mix(unix_ns() ^ conn_id));
+    let active = Arc::new(AtomicU32::new(0));
+    let mut served = 0u64;
+    while let Some(next) = conn.accept().await {
+        let Ok((req, mut respond)) = next else { break };
+        served += 1;
+        let plan = faults.plan(&shared.faults).clone();
+        let action = plan.connection_action(served, &shared.faults);
+        if action == ConnAction::Drop {
+            Counters::bump(&shared.counters.dropped_connections);
+            return; // drops the connection and its socket: no GOAWAY, no answer
+        }
+        let stream_id = u32::from(respond.stream_id());
+        if limits.binds(stream_id) && active.load(Ordering::Relaxed) >= shared.initial_streams {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            Counters::bump(&shared.counters.refused_streams);
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let apns_id = resolve_apns_id(req.headers(), &mut ids);
+        let head = validate_head(&req, &shared.topic, &shared.verifier, &mut tokens, unix_ms() / 1000);
+        let job = RequestJob {
+            apns_id,
+            head,
+            plan,
+            shared: shared.clone(),
+            limits: limits.clone(),
+            active: active.clone(),
+            conn_id,
+        };
+        tokio::spawn(job.run(req, respond));
+        if action == ConnAction::ServeThenGoAway {
+            Counters::bump(&shared.counters.goaways);
+            conn.graceful_shutdown();
+        }
+    }
+}
+
+/// One request after its headers were checked.
+struct RequestJob {
+    apns_id: Result<String, String>,
+    head: Result<PushHead, Reason>,
+    plan: Arc<FaultPlan>,
+    shared: Arc<Shared>,
+    limits: Arc<StreamLimits>,
+    active: Arc<AtomicU32>,
+    conn_id: u64,
+}
+
+impl RequestJob {
+    async fn run(self, mut req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+        let (apns_id, id_from_request) = match &self.apns_id {
+            Ok(id) => (id.clone(), req.headers().contains_key("apns-id")),
+            Err(id) => (id.clone(), false),
+        };
+        let outcome = match self.head.clone() {
+            Err(r) => Err(r),
+            Ok(head) => match read_body(req.body_mut(), head.payload_limit).await {
+                None => return self.done(), // the client reset the stream: nothing to answer
+                Some(body) => self.check_body(head, body),
+            },
+        };
+        if let Ok((head, body)) = &outcome {
+            self.record(head, body, &apns_id, id_from_request);
+        }
+        let latency = self.plan.latency(&self.shared.faults);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        let reason = outcome.err();
+        if reason.is_none() {
+            self.limits.raise(); // before the 200 goes out, so the SETTINGS precede it
+        }
+        self.shared.counters.count_answer(reason);
+        send_answer(&mut respond, reason, &apns_id, self.plan.unregistered_since_ms());
+        self.done();
+    }
+
+    fn check_body(&self, head: PushHead, body: Bytes) -> Result<(PushHead, Bytes), Reason> {
+        let keys = validate_payload(&body, head.payload_limit)?;
+        if let Some(r) = self.plan.forced_reason(&head.token, &self.shared.faults) {
+            return Err(r);
+        }
+        self.shared.lock_ledger().record(keys, unix_ns());
+        Ok((head, body))
+    }
+
+    fn record(&self, head: &PushHead, body: &Bytes, apns_id: &str, id_from_request: bool) {
+        self.shared.recent.push(ReceivedPush {
+            token: head.token.clone(),
+            apns_id: apns_id.to_string(),
+            apns_id_from_request: id_from_request,
+            topic: head.topic.clone(),
+            push_type: head.push_type.clone(),
+            priority: head.priority,
+            expiration: head.expiration.clone(),
+            collapse_id: head.collapse_id.clone(),
+            payload: String::from_utf8_lossy(body).into_owned(),
+            received_unix_ms: unix_ms(),
+            connection: self.conn_id,
+        });
+    }
+
+    fn done(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads the whole body, keeping at most `limit + 1` bytes (enough to see it is too large).
+/// `None` when the stream broke.
+async fn read_body(body: &mut RecvStream, limit: usize) -> Option<Bytes> {
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.ok()?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        let kept = first.as_ref().map_or(0, Bytes::len) + more.len();
+        if kept > limit {
+            continue;
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(_) => more.extend_from_slice(&chunk[..chunk.len().min(limit + 1 - kept)]),
+        }
+    }
+    let first = first.unwrap_or_default();
+    if more.is_empty() {
+        return Some(first);
+    }
+    let mut all = BytesMut::with_capacity(first.len() + more.len());
+    all.extend_from_slice(&first);
+    all.extend_from_slice(&more);
+    Some(all.freeze())
+}
+
+fn send_answer(respond: &mut SendResponse<Bytes>, reason: Option<Reason>, apns_id: &str, ts: u64) {
+    let mut resp = Response::new(());
+    *resp.status_mut() = StatusCode::from_u16(reason.map_or(200, Reason::status))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = HeaderValue::from_str(apns_id) {
+        resp.headers_mut().insert("apns-id", v);
+    }
+    match reason {
+        None => {
+            let _ = respond.send_response(resp, true);
+        }
+        Some(r) => {
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Ok(mut stream) = respond.send_response(resp, false) {
+                let _ = stream.send_data(r.body(ts), true);
+            }
+        }
+    }
+}
