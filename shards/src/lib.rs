@@ -1,1 +1,115 @@
-pub fn placeholder() {}
+//! Clarion's per-core shard engine: everything a shard owns and touches from its own core only.
+//!
+//! A Clarion process runs one glommio executor per core ("shard"). Users are routed to shards by
+//! a pure hash ([`shard_for_user`]); each shard keeps its users, dedup keys, frequency caps,
+//! delivery queues and retry timers in memory, and makes them durable in its own fjall database
+//! through a dedicated storage thread with group commit ([`ShardLog`]).
+//!
+//! Nothing here blocks the executor thread that calls it, except the explicitly blocking
+//! [`open`] and [`ShardLog::join`], which run at startup and shutdown, off the executor. Nothing
+//! on the hot path takes a lock: in-memory structures are single-threaded (`Cell`/`RefCell`,
+//! `&mut self`), and the log is reached through a bounded channel.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | `error.rs` | [`Error`], the crate's one error enum, with [`Error::is_retryable`] |
+//! | `routing.rs` | [`user_hash`], [`jump_hash`], [`shard_for_user`]: which shard owns a user |
+//! | `ids.rs` | [`IdGenerator`]: per-shard, time-ordered UUIDv7 ids carrying the shard number |
+//! | `record.rs` | the stored records ([`UserRecord`], [`NotificationRecord`], ...) and their encoding |
+//! | `state.rs` | the delivery state machine ([`Outcome`], [`RetryPolicy`], [`Jitter`]) |
+//! | `log.rs`, `log/` | [`ShardLog`]: the durable log, its storage thread, group commit, recovery |
+//! | `dedup.rs` | [`DedupSet`]: idempotency keys within a time window |
+//! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
+//! | `queue.rs` | [`BoundedQueue`] (per-channel delivery queue), [`RetryTimers`] |
+//!
+//! # A notification's path through a shard
+//!
+//! The server's accepting core routes the request; the owning shard dedups it, writes it to its
+//! log, answers only once the log says it is durable, then queues and delivers it:
+//!
+//! ```
+//! use clarion_shards::*;
+//! # fn main() -> Result<(), Error> {
+//! # let tmp = tempfile::tempdir().map_err(Error::Io)?;
+//! # let data_dir = tmp.path().join("shards/00");
+//! let now_ms = 1_700_000_000_000;
+//! let shard = shard_for_user("alice", 4) as u16;
+//!
+//! // Startup, off the executor: open the shard's log and rebuild memory from it.
+//! let config = LogConfig { dir: data_dir, shard, fsync: true, dedup_window_ms: 86_400_000 };
+//! let (log, recovered) = open(config, now_ms)?;
+//! let mut dedup = DedupSet::new(86_400_000);
+//! for (user, key, id, at) in &recovered.recent {
+//!     dedup.insert(dedup_key(user, key), *id, *at);
+//! }
+//! let mut ids = IdGenerator::new(shard, now_ms);
+//! let queue = BoundedQueue::new(1024);
+//!
+//! // Accept: dedup, build the record, make it durable, then answer 202.
+//! let key = dedup_key("alice", "order-42");
+//! assert_eq!(dedup.get(key), None);
+//! let id = ids.next(now_ms);
+//! let delivery = DeliveryRecord::new_queued(ids.next(now_ms), Channel::Apns, "token", now_ms);
+//! let mut notification = NotificationRecord {
+//!     id,
+//!     user_id: "alice".into(),
+//!     idempotency_key: "order-42".into(),
+//!     accepted_at_ms: now_ms,
+//!     content: NotificationContent { title: Some("Shipped".into()), ..Default::default() },
+//!     deliveries: vec![delivery],
+//! };
+//! let mut batch = WriteBatch::new();
+//! batch.put_notification(&notification);
+//! let durable = log.submit(batch)?;
+//! futures_lite::future::block_on(durable)?; // on the executor: `durable.await?`
+//! dedup.insert(key, id, now_ms);
+//! assert!(queue.try_push(id).is_ok());
+//!
+//! // Deliver, record the outcome, and persist the new state.
+//! let mut jitter = Jitter::new(u64::from(shard));
+//! let state = notification.deliveries[0].apply(
+//!     Outcome::Sent, now_ms + 40, &RetryPolicy::default(), &mut jitter)?;
+//! assert_eq!(state, DeliveryState::Sent);
+//! assert!(notification.is_finished());
+//! let mut batch = WriteBatch::new();
+//! batch.put_notification(&notification);
+//! log.submit_nowait(batch)?;
+//!
+//! // Shutdown, off the executor.
+//! log.join()?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_debug_implementations)]
+
+pub mod dedup;
+pub mod error;
+pub mod ids;
+pub mod log;
+pub mod queue;
+pub mod record;
+pub mod routing;
+pub mod state;
+pub mod token_bucket;
+
+pub use dedup::{DedupSet, dedup_key};
+pub use error::Error;
+pub use ids::{IdGenerator, ms_of, shard_of, uuid_floor_for_ms};
+pub use log::{
+    Durable, FJALL_WORKER_THREADS, GROUP_COMMIT_MAX_RECORDS, Keyspace, LOG_FORMAT_VERSION,
+    LOG_QUEUE_CAPACITY, LogConfig, LogStats, Recovered, Reply, SWEEP_CHUNK_RECORDS, ShardLog,
+    WriteBatch, open,
+};
+pub use queue::{BoundedQueue, RetryTimers, TimerKey};
+pub use record::{
+    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, NotificationContent,
+    NotificationRecord, Platform, Priority, RECORD_FORMAT_VERSION, UserRecord,
+};
+pub use routing::{jump_hash, shard_for_user, user_hash};
+pub use state::{Jitter, Outcome, RetryPolicy};
+pub use token_bucket::{TokenBucket, UserBuckets};

@@ -1,0 +1,351 @@
+//! A shard's durable log: its own fjall database, owned by ONE storage thread that does group
+//! commit, and the [`ShardLog`] handle the shard's executor uses to talk to it without blocking.
+//!
+//! ```text
+//!  executor (glommio, never blocks)          storage thread `clarion-log-NN` (may block)
+//!  ShardLog::submit ──try_send──▶ [bounded crossbeam queue] ──▶ recv first, try_recv the rest
+//!       ▲                                                        one fjall batch, one fsync
+//!       └──────── oneshot (foreign waker) ◀────────────────────── complete every waiter
+//! ```
+//!
+//! Keyspaces: `users` (user id → [`UserRecord`](crate::UserRecord)), `notifications` (16 id bytes
+//! → [`NotificationRecord`](crate::NotificationRecord)), `meta` (`watermark` → 16 id bytes,
+//! `format` → [`LOG_FORMAT_VERSION`]).
+//!
+//! Like fjall itself, the log is *poisoned* by the first failed commit or fsync: every later write
+//! fails with [`Error::Poisoned`] instead of pretending to succeed.
+//!
+//! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/storage.rs`
+//! (the thread and group commit), `log/recovery.rs` (open, format check, recovery scan).
+
+mod batch;
+mod recovery;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use futures_channel::oneshot;
+
+pub use batch::WriteBatch;
+pub use recovery::{Recovered, open};
+
+use crate::error::Error;
+
+/// Requests the storage thread may hold queued. Bounds the memory of work waiting for the disk
+/// (a few MB per shard at typical batch sizes) while leaving room for ~40 ms of a shard's peak
+/// accept rate (100k/s) to queue behind one slow fsync before callers see `Busy`.
+pub const LOG_QUEUE_CAPACITY: usize = 4096;
+
+/// Most records folded into one group commit. Bounds the size of one fjall batch and how long
+/// the waiters at the front of a group wait for the ones at the back.
+pub const GROUP_COMMIT_MAX_RECORDS: usize = 4096;
+
+/// Deletions per fjall batch during a retention sweep, so a large sweep never builds one huge
+/// batch in memory.
+pub const SWEEP_CHUNK_RECORDS: usize = 1024;
+
+/// fjall background threads (flush, compaction) per shard database. One per shard: there is one
+/// shard per core, so more would oversubscribe the cores the executors are pinned to.
+pub const FJALL_WORKER_THREADS: usize = 1;
+
+/// On-disk layout version stored under `meta/format`. Bump with a migration.
+pub const LOG_FORMAT_VERSION: u8 = 1;
+
+/// Where and how a shard's log lives.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The shard's database directory (`data/shards/NN/`); created if missing.
+    pub dir: PathBuf,
+    /// The shard number, for the storage thread's name and logs.
+    pub shard: u16,
+    /// fsync every group commit (`true` in production: durable before acknowledged).
+    pub fsync: bool,
+    /// How far back recovery collects idempotency keys for the dedup set.
+    pub dedup_window_ms: u64,
+}
+
+/// The log's keyspaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Keyspace {
+    Users,
+    Notifications,
+    Meta,
+}
+
+impl Keyspace {
+    /// The fjall keyspace name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Keyspace::Users => "users",
+            Keyspace::Notifications => "notifications",
+            Keyspace::Meta => "meta",
+        }
+    }
+}
+
+/// Key in `meta` holding the watermark id.
+pub(crate) const META_WATERMARK: &[u8] = b"watermark";
+/// Key in `meta` holding [`LOG_FORMAT_VERSION`].
+pub(crate) const META_FORMAT: &[u8] = b"format";
+
+/// The answer to one request, delivered by the storage thread. `Closed` if the thread went away
+/// first. Completing it from the storage thread wakes the executor task through its waker.
+#[must_use = "a log reply does nothing unless awaited"]
+#[derive(Debug)]
+pub struct Reply<T> {
+    rx: oneshot::Receiver<Result<T, Error>>,
+}
+
+/// Resolves once a submitted batch (and everything submitted before it) is durable.
+pub type Durable = Reply<()>;
+
+impl<T> Reply<T> {
+    fn channel() -> (oneshot::Sender<Result<T, Error>>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Reply { rx })
+    }
+
+    /// The answer if it has arrived, without waiting.
+    pub fn try_now(&mut self) -> Option<Result<T, Error>> {
+        match self.rx.try_recv() {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => None,
+            Err(oneshot::Canceled) => Some(Err(Error::Closed)),
+        }
+    }
+}
+
+impl<T> Future for Reply<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(oneshot::Canceled)) => Poll::Ready(Err(Error::Closed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// What the shard asks of its storage thread.
+pub(crate) enum Request {
+    /// Apply `batch`; `done` (if any) completes once it is durable. An empty batch is a barrier.
+    Write {
+        batch: WriteBatch,
+        done: Option<oneshot::Sender<Result<(), Error>>>,
+    },
+    Get {
+        ks: Keyspace,
+        key: Vec<u8>,
+        done: oneshot::Sender<Result<Option<Vec<u8>>, Error>>,
+    },
+    Sweep {
+        before: [u8; 16],
+        done: oneshot::Sender<Result<u64, Error>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Test hook: make the next commit fail as a disk error would.
+    #[cfg(test)]
+    FailNextCommit,
+}
+
+/// Counters kept by the storage thread, read by anyone. Per shard, so never contended.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) batches: AtomicU64,
+    pub(crate) records: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+    pub(crate) groups: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) fsyncs: AtomicU64,
+    pub(crate) max_group_records: AtomicU64,
+    pub(crate) last_fsync_micros: AtomicU64,
+    pub(crate) swept: AtomicU64,
+    pub(crate) poisoned: AtomicBool,
+}
+
+/// A snapshot of a shard log's counters (all totals since open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Non-empty write batches applied.
+    pub batches: u64,
+    /// Puts and deletes applied.
+    pub records: u64,
+    /// Key and value bytes written.
+    pub bytes: u64,
+    /// Group commits (storage-thread wake-ups that found work).
+    pub groups: u64,
+    /// fjall batch commits (one per group, more when reads or sweeps split a group).
+    pub commits: u64,
+    /// fsyncs issued.
+    pub fsyncs: u64,
+    /// Most records written by one group commit.
+    pub max_batch_records: u64,
+    /// Duration of the latest fsync, in microseconds.
+    pub last_fsync_micros: u64,
+    /// Notifications deleted by retention sweeps.
+    pub swept: u64,
+    /// Requests waiting in the queue right now.
+    pub queued: usize,
+    /// The log refused further writes after a failed commit.
+    pub poisoned: bool,
+}
+
+/// The executor's handle to its shard's log. `Send` (move it into the executor), used from one
+/// thread; no call blocks except [`ShardLog::join`].
+#[derive(Debug)]
+pub struct ShardLog {
+    tx: Sender<Request>,
+    counters: Arc<Counters>,
+    thread: Option<JoinHandle<()>>,
+    shard: u16,
+}
+
+impl ShardLog {
+    fn send(&self, request: Request) -> Result<(), Error> {
+        self.tx.try_send(request).map_err(|e| match e {
+            TrySendError::Full(_) => Error::Busy,
+            TrySendError::Disconnected(_) => Error::Closed,
+        })
+    }
+
+    fn write(&self, batch: WriteBatch, wait: bool) -> Result<Option<Durable>, Error> {
+        if self.counters.poisoned.load(Relaxed) {
+            return Err(Error::Poisoned);
+        }
+        let (done, reply) = if wait {
+            let (done, reply) = Durable::channel();
+            (Some(done), Some(reply))
+        } else {
+            (None, None)
+        };
+        self.send(Request::Write { batch, done })?;
+        Ok(reply)
+    }
+
+    /// Queues `batch`; the returned future resolves when it is durable (fsynced when
+    /// `LogConfig::fsync`). Batches are applied in submission order. `Error::Busy` when the
+    /// queue is full, `Error::Poisoned` after a failed commit.
+    pub fn submit(&self, batch: WriteBatch) -> Result<Durable, Error> {
+        self.write(batch, true)?.ok_or(Error::Closed)
+    }
+
+    /// Like [`ShardLog::submit`] (same ordering), but nobody waits for this batch; a later
+    /// [`ShardLog::barrier`] covers it.
+    pub fn submit_nowait(&self, batch: WriteBatch) -> Result<(), Error> {
+        self.write(batch, false).map(drop)
+    }
+
+    /// Resolves once everything submitted before it is durable.
+    pub fn barrier(&self) -> Result<Durable, Error> {
+        self.submit(WriteBatch::new())
+    }
+
+    /// Reads one key, in order with the writes submitted before it.
+    pub fn get(
+        &self,
+        ks: Keyspace,
+        key: impl Into<Vec<u8>>,
+    ) -> Result<Reply<Option<Vec<u8>>>, Error> {
+        let (done, reply) = Reply::channel();
+        self.send(Request::Get {
+            ks,
+            key: key.into(),
+            done,
+        })?;
+        Ok(reply)
+    }
+
+    /// Retention: deletes every *finished* notification whose key is below `before` (use
+    /// [`uuid_floor_for_ms`](crate::uuid_floor_for_ms)) and resolves to how many were deleted.
+    /// Unfinished notifications are never deleted, however old.
+    pub fn sweep(&self, before: [u8; 16]) -> Result<Reply<u64>, Error> {
+        let (done, reply) = Reply::channel();
+        self.send(Request::Sweep { before, done })?;
+        Ok(reply)
+    }
+
+    /// Asks the storage thread to stop once everything submitted before this call is durable;
+    /// the reply says whether it all was. Later requests fail with `Error::Closed`. Follow with
+    /// [`ShardLog::join`] off the executor.
+    pub fn shutdown(&self) -> Result<Durable, Error> {
+        let (done, reply) = Durable::channel();
+        self.send(Request::Shutdown { done })?;
+        Ok(reply)
+    }
+
+    /// BLOCKING: stops the storage thread (after everything queued) and waits for it to exit and
+    /// close the database. `Err(Poisoned)` if any write failed during the log's life.
+    pub fn join(mut self) -> Result<(), Error> {
+        let (done, _reply) = Durable::channel();
+        // Blocking send is fine here (off-executor); an error means the thread is already gone.
+        let _ = self.tx.send(Request::Shutdown { done });
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                return Err(Error::Storage(format!(
+                    "shard {} storage thread panicked",
+                    self.shard
+                )));
+            }
+        }
+        if self.counters.poisoned.load(Relaxed) {
+            return Err(Error::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// The shard this log belongs to.
+    #[must_use]
+    pub fn shard(&self) -> u16 {
+        self.shard
+    }
+
+    /// A cheap snapshot of the counters.
+    #[must_use]
+    pub fn stats(&self) -> LogStats {
+        let c = &self.counters;
+        LogStats {
+            batches: c.batches.load(Relaxed),
+            records: c.records.load(Relaxed),
+            bytes: c.bytes.load(Relaxed),
+            groups: c.groups.load(Relaxed),
+            commits: c.commits.load(Relaxed),
+            fsyncs: c.fsyncs.load(Relaxed),
+            max_batch_records: c.max_group_records.load(Relaxed),
+            last_fsync_micros: c.last_fsync_micros.load(Relaxed),
+            swept: c.swept.load(Relaxed),
+            queued: self.tx.len(),
+            poisoned: c.poisoned.load(Relaxed),
+        }
+    }
+
+    /// Test hook: a handle with no storage thread, whose queue the test drains (or not) itself.
+    #[cfg(test)]
+    pub(crate) fn detached(capacity: usize) -> (Self, crossbeam_channel::Receiver<Request>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let log = ShardLog {
+            tx,
+            counters: Arc::default(),
+            thread: None,
+            shard: 0,
+        };
+        (log, rx)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fail_next_commit(&self) -> Result<(), Error> {
+        self.send(Request::FailNextCommit)
+    }
+}

@@ -1,0 +1,196 @@
+//! Opening a shard's log (BLOCKING, at startup, off the executor): create or open the fjall
+//! database, check the on-disk format, scan what the shard needs to rebuild its in-memory state
+//! ([`Recovered`]), and start the storage thread.
+//!
+//! Ids are time-ordered, so recovery scans the notifications keyspace only from
+//! `min(watermark, uuid_floor_for_ms(now - dedup_window))` to the end. A record that does not
+//! decode stops recovery with an error naming its key: skipping it could silently drop an
+//! accepted notification.
+
+use std::sync::Arc;
+
+use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+use uuid::Uuid;
+
+use super::storage::{Handles, Storage};
+use super::{
+    FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, META_FORMAT,
+    META_WATERMARK, ShardLog,
+};
+use crate::error::Error;
+use crate::ids::uuid_floor_for_ms;
+use crate::record::{NotificationRecord, UserRecord};
+
+/// What a shard rebuilds its memory from after a restart.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recovered {
+    /// Every stored user.
+    pub users: Vec<UserRecord>,
+    /// Notifications at or after the watermark with at least one non-terminal delivery, in id
+    /// order: re-queue their deliveries (at-least-once: in-flight ones may be sent again).
+    pub open: Vec<NotificationRecord>,
+    /// `(user_id, idempotency_key, id, accepted_at_ms)` of every notification accepted within
+    /// `dedup_window_ms` of now, in id order: re-insert them into the dedup set.
+    pub recent: Vec<(String, String, Uuid, u64)>,
+    /// The last watermark written, if any.
+    pub watermark: Option<Uuid>,
+}
+
+/// Names the record an error is about: `keyspace/key` (ids as UUIDs, user ids as text).
+pub(super) fn name_key(ks: Keyspace, key: &[u8], e: Error) -> Error {
+    let key = match (ks, <[u8; 16]>::try_from(key)) {
+        (Keyspace::Notifications, Ok(b)) => Uuid::from_bytes(b).to_string(),
+        _ => String::from_utf8_lossy(key).into_owned(),
+    };
+    match e {
+        Error::Corrupt { what } => Error::corrupt(format!("{}/{key}: {what}", ks.name())),
+        other => other,
+    }
+}
+
+/// BLOCKING: opens (creating if needed) the shard's log in `config.dir`, checks its format,
+/// recovers, and starts the storage thread `clarion-log-NN`.
+pub fn open(config: LogConfig, now_ms: u64) -> Result<(ShardLog, Recovered), Error> {
+    open_with_capacity(config, now_ms, LOG_QUEUE_CAPACITY)
+}
+
+/// [`open`] with a custom queue bound (tests use tiny ones).
+pub(crate) fn open_with_capacity(
+    config: LogConfig,
+    now_ms: u64,
+    capacity: usize,
+) -> Result<(ShardLog, Recovered), Error> {
+    std::fs::create_dir_all(&config.dir)?;
+    let db = Database::builder(&config.dir)
+        .worker_threads(FJALL_WORKER_THREADS)
+        .open()?;
+    let handles = Handles {
+        users: db.keyspace(Keyspace::Users.name(), KeyspaceCreateOptions::default)?,
+        notifications: db.keyspace(
+            Keyspace::Notifications.name(),
+            KeyspaceCreateOptions::default,
+        )?,
+        meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
+    };
+    check_format(&db, &handles)?;
+    let recovered = recover(&handles, config.dedup_window_ms, now_ms)?;
+    tracing::info!(
+        shard = config.shard,
+        users = recovered.users.len(),
+        open = recovered.open.len(),
+        recent = recovered.recent.len(),
+        "shard log recovered"
+    );
+
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let counters = Arc::default();
+    let storage = Storage {
+        db,
+        handles,
+        fsync: config.fsync,
+        counters: Arc::clone(&counters),
+        poisoned: false,
+        unsynced: false,
+        group_failure: None,
+        fail_next_commit: false,
+    };
+    let thread = std::thread::Builder::new()
+        .name(format!("clarion-log-{:02}", config.shard))
+        .spawn(move || storage.run(rx))?;
+    let log = ShardLog {
+        tx,
+        counters,
+        thread: Some(thread),
+        shard: config.shard,
+    };
+    Ok((log, recovered))
+}
+
+/// Writes the format byte into a new log; refuses a log of another format.
+fn check_format(db: &Database, h: &Handles) -> Result<(), Error> {
+    match h.meta.get(META_FORMAT)? {
+        Some(v) if v.len() == 1 && v[0] == LOG_FORMAT_VERSION => Ok(()),
+        Some(v) if v.len() == 1 => Err(Error::UnsupportedFormat {
+            found: v[0],
+            supported: LOG_FORMAT_VERSION,
+        }),
+        Some(v) => Err(Error::corrupt(format!(
+            "meta/format: expected 1 byte, found {}",
+            v.len()
+        ))),
+        None => {
+            if h.users.first_key_value().is_some() || h.notifications.first_key_value().is_some() {
+                return Err(Error::corrupt("meta/format: missing in a non-empty log"));
+            }
+            let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+            batch.insert(&h.meta, META_FORMAT, [LOG_FORMAT_VERSION]);
+            batch.commit()?;
+            Ok(())
+        }
+    }
+}
+
+fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, Error> {
+    let watermark = match h.meta.get(META_WATERMARK)? {
+        None => None,
+        Some(v) => Some(Uuid::from_bytes(<[u8; 16]>::try_from(&*v).map_err(
+            |_| {
+                Error::corrupt(format!(
+                    "meta/watermark: expected 16 bytes, found {}",
+                    v.len()
+                ))
+            },
+        )?)),
+    };
+
+    let mut users = Vec::new();
+    for guard in h.users.iter() {
+        let (key, value) = guard.into_inner()?;
+        let user = UserRecord::decode(&value).map_err(|e| name_key(Keyspace::Users, &key, e))?;
+        if user.user_id.as_bytes() != &*key {
+            let e = Error::corrupt(format!("stored user_id {:?} differs", user.user_id));
+            return Err(name_key(Keyspace::Users, &key, e));
+        }
+        users.push(user);
+    }
+
+    let recent_since_ms = now_ms.saturating_sub(dedup_window_ms);
+    let dedup_floor = uuid_floor_for_ms(recent_since_ms);
+    // Without a watermark, any notification may still be open: scan everything.
+    let (start, open_floor) = match watermark {
+        Some(w) => ((*w.as_bytes()).min(dedup_floor), *w.as_bytes()),
+        None => ([0u8; 16], [0u8; 16]),
+    };
+    let mut open = Vec::new();
+    let mut recent = Vec::new();
+    for guard in h.notifications.range::<&[u8], _>(&start[..]..) {
+        let (key, value) = guard.into_inner()?;
+        let named = |e| name_key(Keyspace::Notifications, &key, e);
+        let n = NotificationRecord::decode(&value).map_err(named)?;
+        if n.id.as_bytes()[..] != key[..] {
+            return Err(named(Error::corrupt(format!("stored id {} differs", n.id))));
+        }
+        if n.accepted_at_ms >= recent_since_ms {
+            recent.push((
+                n.user_id.clone(),
+                n.idempotency_key.clone(),
+                n.id,
+                n.accepted_at_ms,
+            ));
+        }
+        if !n.is_finished() {
+            if key[..] >= open_floor[..] {
+                open.push(n);
+            } else {
+                // The shard promised everything below the watermark was finished.
+                tracing::warn!(id = %n.id, "unfinished notification below the watermark");
+            }
+        }
+    }
+    Ok(Recovered {
+        users,
+        open,
+        recent,
+        watermark,
+    })
+}

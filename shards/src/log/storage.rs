@@ -1,0 +1,296 @@
+//! The storage thread: the only code that touches a shard's fjall database after open. It blocks
+//! for the first request, takes everything else already queued (group commit), writes it as one
+//! fjall batch with one fsync, and only then completes the waiters — in arrival order.
+//!
+//! Reads and sweeps inside a group split the write batch (so they see the writes queued before
+//! them), but the group still ends with a single fsync, and *every* reply of the group — reads
+//! included — is sent only after it. A failed commit or fsync fails the whole group and poisons
+//! the log.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use fjall::{Database, OwnedWriteBatch, PersistMode};
+use futures_channel::oneshot;
+
+use super::{Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, Request, SWEEP_CHUNK_RECORDS};
+use crate::error::Error;
+use crate::record::NotificationRecord;
+
+/// The fjall handles, one per [`Keyspace`].
+pub(super) struct Handles {
+    pub(super) users: fjall::Keyspace,
+    pub(super) notifications: fjall::Keyspace,
+    pub(super) meta: fjall::Keyspace,
+}
+
+impl Handles {
+    fn get(&self, ks: Keyspace) -> &fjall::Keyspace {
+        match ks {
+            Keyspace::Users => &self.users,
+            Keyspace::Notifications => &self.notifications,
+            Keyspace::Meta => &self.meta,
+        }
+    }
+}
+
+/// A reply held back until the group's fsync.
+enum Held {
+    Write(Option<oneshot::Sender<Result<(), Error>>>),
+    Rejected(Option<oneshot::Sender<Result<(), Error>>>),
+    Get(
+        oneshot::Sender<Result<Option<Vec<u8>>, Error>>,
+        Result<Option<Vec<u8>>, Error>,
+    ),
+    Sweep(oneshot::Sender<Result<u64, Error>>, Result<u64, Error>),
+    Shutdown(oneshot::Sender<Result<(), Error>>),
+}
+
+/// Writes of the current group not yet handed to fjall.
+#[derive(Default)]
+struct Segment {
+    batch: Option<OwnedWriteBatch>,
+    batches: u64,
+    records: u64,
+    bytes: u64,
+}
+
+pub(super) struct Storage {
+    pub(super) db: Database,
+    pub(super) handles: Handles,
+    pub(super) fsync: bool,
+    pub(super) counters: Arc<Counters>,
+    pub(super) poisoned: bool,
+    /// Something was committed without an fsync since the last one.
+    pub(super) unsynced: bool,
+    /// Set when a commit of the current group failed; every reply of the group gets it.
+    pub(super) group_failure: Option<String>,
+    pub(super) fail_next_commit: bool,
+}
+
+impl Storage {
+    /// Serves requests until shutdown or until every [`ShardLog`](super::ShardLog) is dropped.
+    pub(super) fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            let mut records = group[0].records();
+            while records < GROUP_COMMIT_MAX_RECORDS {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        records += r.records();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.process(group) {
+                break;
+            }
+        }
+        // Dropping `rx` (and the database) here fails every still-queued request with Closed.
+    }
+
+    /// Handles one group; returns `true` when it contained a shutdown.
+    fn process(&mut self, group: Vec<Request>) -> bool {
+        self.counters.groups.fetch_add(1, Relaxed);
+        self.group_failure = None;
+        let mut segment = Segment::default();
+        let mut held = Vec::with_capacity(group.len());
+        let mut group_records = 0;
+        let mut stop = false;
+        for request in group {
+            match request {
+                Request::Write { batch, done } => {
+                    if self.poisoned {
+                        held.push(Held::Rejected(done));
+                        continue;
+                    }
+                    if !batch.is_empty() {
+                        let (records, bytes) = (batch.len() as u64, batch.bytes() as u64);
+                        let fb = segment.batch.get_or_insert_with(|| self.db.batch());
+                        for op in batch.ops {
+                            let ks = self.handles.get(op.ks);
+                            match op.value {
+                                Some(v) => fb.insert(ks, op.key, v),
+                                None => fb.remove(ks, op.key),
+                            }
+                        }
+                        segment.batches += 1;
+                        segment.records += records;
+                        segment.bytes += bytes;
+                        group_records += records;
+                    }
+                    held.push(Held::Write(done));
+                }
+                Request::Get { ks, key, done } => {
+                    self.commit(&mut segment, false);
+                    let value = self
+                        .handles
+                        .get(ks)
+                        .get(&key)
+                        .map(|v| v.map(|v| v.to_vec()))
+                        .map_err(Error::from);
+                    held.push(Held::Get(done, value));
+                }
+                Request::Sweep { before, done } => {
+                    self.commit(&mut segment, false);
+                    let swept = self.sweep(&before);
+                    held.push(Held::Sweep(done, swept));
+                }
+                Request::Shutdown { done } => {
+                    held.push(Held::Shutdown(done));
+                    stop = true;
+                    // Requests after the shutdown in this group are dropped: they see Closed.
+                    break;
+                }
+                #[cfg(test)]
+                Request::FailNextCommit => self.fail_next_commit = true,
+            }
+        }
+        self.commit(&mut segment, self.fsync);
+        if self.fsync && self.unsynced {
+            self.sync();
+        }
+        self.counters
+            .max_group_records
+            .fetch_max(group_records, Relaxed);
+        self.reply(held);
+        stop
+    }
+
+    /// Commits the segment (with an fsync when `sync`), unless the group already failed.
+    fn commit(&mut self, segment: &mut Segment, sync: bool) {
+        let taken = std::mem::take(segment);
+        let Some(batch) = taken.batch else { return };
+        if self.poisoned {
+            return;
+        }
+        let batch = batch.durability(sync.then_some(PersistMode::SyncData));
+        let started = Instant::now();
+        let result = if std::mem::take(&mut self.fail_next_commit) {
+            Err(Error::Storage("injected commit failure".into()))
+        } else {
+            batch.commit().map_err(Error::from)
+        };
+        match result {
+            Ok(()) => {
+                let c = &self.counters;
+                c.commits.fetch_add(1, Relaxed);
+                c.batches.fetch_add(taken.batches, Relaxed);
+                c.records.fetch_add(taken.records, Relaxed);
+                c.bytes.fetch_add(taken.bytes, Relaxed);
+                if sync {
+                    self.synced(started);
+                } else {
+                    self.unsynced = true;
+                }
+            }
+            Err(e) => self.poison(e),
+        }
+    }
+
+    /// fsyncs what earlier unsynced commits of this group wrote.
+    fn sync(&mut self) {
+        if self.poisoned {
+            return;
+        }
+        let started = Instant::now();
+        match self.db.persist(PersistMode::SyncData) {
+            Ok(()) => self.synced(started),
+            Err(e) => self.poison(e.into()),
+        }
+    }
+
+    fn synced(&mut self, started: Instant) {
+        self.unsynced = false;
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters.fsyncs.fetch_add(1, Relaxed);
+        self.counters.last_fsync_micros.store(micros, Relaxed);
+    }
+
+    fn poison(&mut self, e: Error) {
+        tracing::error!(error = %e, "shard log commit failed; poisoning the log");
+        self.poisoned = true;
+        self.counters.poisoned.store(true, Relaxed);
+        self.group_failure = Some(e.to_string());
+    }
+
+    /// Deletes finished notifications with keys below `before`, in chunks. Unsynced: a lost
+    /// deletion is simply redone by the next sweep (and the group's final fsync covers it).
+    fn sweep(&mut self, before: &[u8; 16]) -> Result<u64, Error> {
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        let mut deleted = 0u64;
+        let mut segment = Segment::default();
+        for guard in self.handles.notifications.range::<&[u8], _>(..&before[..]) {
+            let (key, value) = guard.into_inner()?;
+            let record = NotificationRecord::decode(&value)
+                .map_err(|e| super::recovery::name_key(Keyspace::Notifications, &key, e))?;
+            if !record.is_finished() {
+                continue;
+            }
+            let fb = segment.batch.get_or_insert_with(|| self.db.batch());
+            fb.remove(&self.handles.notifications, key.to_vec());
+            segment.records += 1;
+            segment.bytes += key.len() as u64;
+            deleted += 1;
+            if segment.records as usize >= SWEEP_CHUNK_RECORDS {
+                self.commit(&mut segment, false);
+            }
+        }
+        self.commit(&mut segment, false);
+        if self.poisoned {
+            return Err(Error::Poisoned);
+        }
+        self.counters.swept.fetch_add(deleted, Relaxed);
+        Ok(deleted)
+    }
+
+    /// Sends every held reply, in arrival order, now that the group is durable (or failed).
+    fn reply(&mut self, held: Vec<Held>) {
+        let failure = self.group_failure.take();
+        let fail = || failure.clone().map(Error::Storage);
+        for h in held {
+            // A dropped receiver just means nobody is waiting any more.
+            match h {
+                Held::Write(Some(done)) => {
+                    let _ = done.send(fail().map_or(Ok(()), Err));
+                }
+                Held::Write(None) => {}
+                Held::Rejected(done) => {
+                    if let Some(done) = done {
+                        let _ = done.send(Err(Error::Poisoned));
+                    }
+                }
+                Held::Get(done, value) => {
+                    let _ = done.send(fail().map_or(value, Err));
+                }
+                Held::Sweep(done, swept) => {
+                    let _ = done.send(fail().map_or(swept, Err));
+                }
+                Held::Shutdown(done) => {
+                    let result = match fail() {
+                        Some(e) => Err(e),
+                        None if self.poisoned => Err(Error::Poisoned),
+                        None => Ok(()),
+                    };
+                    let _ = done.send(result);
+                }
+            }
+        }
+    }
+}
+
+impl Request {
+    /// Records this request adds to a group (for [`GROUP_COMMIT_MAX_RECORDS`]); at least 1 so a
+    /// flood of barriers or reads still ends a group.
+    fn records(&self) -> usize {
+        match self {
+            Request::Write { batch, .. } => batch.len().max(1),
+            _ => 1,
+        }
+    }
+}

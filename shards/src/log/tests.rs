@@ -1,0 +1,387 @@
+//! Tests of the shard log against real files in a temporary directory: durability across reopen,
+//! recovery (watermark, dedup window, corruption), group commit, sweep, back-pressure, poisoning.
+
+use futures_lite::future::block_on;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+use super::recovery::open_with_capacity;
+use super::*;
+use crate::ids::{IdGenerator, uuid_floor_for_ms};
+use crate::record::{
+    Channel, DeliveryRecord, DeliveryState, NotificationContent, NotificationRecord, UserRecord,
+};
+
+const NOW: u64 = 1_700_000_000_000;
+const WINDOW: u64 = 60_000;
+
+fn config(dir: &TempDir, fsync: bool) -> LogConfig {
+    LogConfig {
+        dir: dir.path().join("shard-00"),
+        shard: 0,
+        fsync,
+        dedup_window_ms: WINDOW,
+    }
+}
+
+fn notification(id: Uuid, accepted_at_ms: u64, state: DeliveryState) -> NotificationRecord {
+    let mut d = DeliveryRecord::new_queued(id, Channel::Apns, "token", accepted_at_ms);
+    d.state = state;
+    NotificationRecord {
+        id,
+        user_id: format!("user-{}", id.as_u128() % 7),
+        idempotency_key: format!("key-{id}"),
+        accepted_at_ms,
+        content: NotificationContent {
+            title: Some("hello".into()),
+            ..NotificationContent::default()
+        },
+        deliveries: vec![d],
+    }
+}
+
+fn write(log: &ShardLog, records: &[NotificationRecord]) {
+    let mut b = WriteBatch::new();
+    for r in records {
+        b.put_notification(r);
+    }
+    block_on(log.submit(b).unwrap()).unwrap();
+}
+
+fn reopen(dir: &TempDir, now_ms: u64) -> Result<(ShardLog, Recovered), Error> {
+    open(config(dir, true), now_ms)
+}
+
+#[test]
+fn write_then_reopen_recovers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, rec) = reopen(&dir, NOW).unwrap();
+    assert_eq!(rec, Recovered::default(), "a new log recovers nothing");
+    let user = UserRecord {
+        user_id: "alice".into(),
+        email: Some("a@example.com".into()),
+        updated_at_ms: NOW,
+        ..UserRecord::default()
+    };
+    let mut ids = IdGenerator::new(0, 1);
+    let open_one = notification(ids.next(NOW), NOW, DeliveryState::Queued);
+    let done_one = notification(ids.next(NOW), NOW, DeliveryState::Sent);
+    let mut b = WriteBatch::new();
+    b.put_user(&user);
+    block_on(log.submit(b).unwrap()).unwrap();
+    write(&log, &[open_one.clone(), done_one.clone()]);
+    log.join().unwrap();
+
+    let (log, rec) = reopen(&dir, NOW + 1).unwrap();
+    assert_eq!(rec.users, vec![user]);
+    assert_eq!(
+        rec.open,
+        vec![open_one.clone()],
+        "no watermark: every unfinished one"
+    );
+    assert_eq!(rec.watermark, None);
+    let recent_ids: Vec<Uuid> = rec.recent.iter().map(|r| r.2).collect();
+    assert_eq!(recent_ids, vec![open_one.id, done_one.id]);
+    assert_eq!(rec.recent[0].0, open_one.user_id);
+    assert_eq!(rec.recent[0].1, open_one.idempotency_key);
+    assert_eq!(rec.recent[0].3, NOW);
+    let stored = block_on(
+        log.get(Keyspace::Notifications, open_one.id.as_bytes().to_vec())
+            .unwrap(),
+    );
+    assert_eq!(stored.unwrap(), Some(open_one.encode()));
+    log.join().unwrap();
+}
+
+#[test]
+fn watermark_bounds_what_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 2);
+    let old = NOW - 10 * WINDOW;
+    let finished_before = notification(ids.next(old), old, DeliveryState::Failed);
+    let stale_before = notification(ids.next(old + 1), old + 1, DeliveryState::Retrying);
+    let mark = ids.next(old + 2);
+    let open_after = notification(ids.next(old + 3), old + 3, DeliveryState::Retrying);
+    let finished_after = notification(ids.next(old + 4), old + 4, DeliveryState::Dead);
+    write(
+        &log,
+        &[
+            finished_before,
+            stale_before,
+            open_after.clone(),
+            finished_after,
+        ],
+    );
+    let mut b = WriteBatch::new();
+    b.put_watermark(mark);
+    block_on(log.submit(b).unwrap()).unwrap();
+    log.join().unwrap();
+
+    let (log, rec) = reopen(&dir, NOW).unwrap();
+    assert_eq!(rec.watermark, Some(mark));
+    assert_eq!(rec.open, vec![open_after]);
+    assert!(
+        rec.recent.is_empty(),
+        "all accepted long before the dedup window"
+    );
+    log.join().unwrap();
+}
+
+#[test]
+fn recent_covers_exactly_the_dedup_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 3);
+    let times = [
+        NOW - 2 * WINDOW,
+        NOW - WINDOW - 1,
+        NOW - WINDOW,
+        NOW - WINDOW / 2,
+        NOW,
+    ];
+    let records: Vec<_> = times
+        .iter()
+        .map(|&t| notification(ids.next(t), t, DeliveryState::Sent))
+        .collect();
+    write(&log, &records);
+    // A watermark at the newest id: the scan starts at the dedup floor instead.
+    let mut b = WriteBatch::new();
+    b.put_watermark(records[4].id);
+    block_on(log.submit(b).unwrap()).unwrap();
+    log.join().unwrap();
+
+    let (log, rec) = reopen(&dir, NOW).unwrap();
+    let got: Vec<u64> = rec.recent.iter().map(|r| r.3).collect();
+    assert_eq!(got, vec![NOW - WINDOW, NOW - WINDOW / 2, NOW]);
+    assert!(rec.open.is_empty());
+    log.join().unwrap();
+}
+
+#[test]
+fn group_commit_coalesces_fsyncs() {
+    const BATCHES: u64 = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 4);
+    let batches: Vec<WriteBatch> = (0..BATCHES)
+        .map(|i| {
+            let mut b = WriteBatch::new();
+            b.put_notification(&notification(
+                ids.next(NOW + i),
+                NOW + i,
+                DeliveryState::Queued,
+            ));
+            b
+        })
+        .collect();
+    let waiters: Vec<Durable> = batches
+        .into_iter()
+        .map(|b| log.submit(b).unwrap())
+        .collect();
+    for w in waiters {
+        block_on(w).unwrap();
+    }
+    let s = log.stats();
+    assert_eq!(s.batches, BATCHES);
+    assert_eq!(s.records, BATCHES);
+    assert!(s.fsyncs >= 1);
+    // Typically 2-3 fsyncs; generous so a loaded CI box cannot make this flaky.
+    assert!(s.fsyncs * 4 <= BATCHES, "expected coalescing, got {s:?}");
+    assert!(s.max_batch_records > 10, "{s:?}");
+    assert!(s.bytes > BATCHES * 100);
+    log.join().unwrap();
+}
+
+#[test]
+fn sweep_deletes_only_finished_records_below_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 5);
+    let old = NOW - WINDOW;
+    let mut records = Vec::new();
+    for (i, state) in [
+        DeliveryState::Sent,
+        DeliveryState::Retrying,
+        DeliveryState::Failed,
+        DeliveryState::Queued,
+        DeliveryState::Dead,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        records.push(notification(ids.next(old + i as u64), old, state));
+    }
+    let newer_finished = notification(ids.next(NOW), NOW, DeliveryState::Sent);
+    records.push(newer_finished.clone());
+    write(&log, &records);
+
+    let swept = block_on(log.sweep(uuid_floor_for_ms(NOW)).unwrap()).unwrap();
+    assert_eq!(swept, 3);
+    let present = |r: &NotificationRecord| {
+        block_on(
+            log.get(Keyspace::Notifications, r.id.as_bytes().to_vec())
+                .unwrap(),
+        )
+        .unwrap()
+        .is_some()
+    };
+    let kept: Vec<bool> = records.iter().map(present).collect();
+    assert_eq!(kept, vec![false, true, false, true, false, true]);
+    assert_eq!(
+        block_on(log.sweep(uuid_floor_for_ms(NOW)).unwrap()).unwrap(),
+        0
+    );
+    assert_eq!(log.stats().swept, 3);
+    log.join().unwrap();
+}
+
+#[test]
+fn corrupt_values_fail_recovery_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let id = IdGenerator::new(0, 6).next(NOW);
+    let mut b = WriteBatch::new();
+    b.put(
+        Keyspace::Notifications,
+        id.as_bytes().as_slice(),
+        b"\x01{not json".to_vec(),
+    );
+    block_on(log.submit(b).unwrap()).unwrap();
+    log.join().unwrap();
+    match reopen(&dir, NOW) {
+        Err(Error::Corrupt { what }) => {
+            assert!(what.contains(&format!("notifications/{id}")), "{what}");
+            assert!(what.contains("bad JSON"), "{what}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut b = WriteBatch::new();
+    b.put(Keyspace::Users, "bob", vec![9, b'{', b'}']);
+    block_on(log.submit(b).unwrap()).unwrap();
+    log.join().unwrap();
+    match reopen(&dir, NOW) {
+        Err(Error::Corrupt { what }) => {
+            assert!(what.starts_with("users/bob:"), "{what}");
+            assert!(what.contains("unknown format version 9"), "{what}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut b = WriteBatch::new();
+    b.put(Keyspace::Meta, META_FORMAT, vec![LOG_FORMAT_VERSION + 1]);
+    block_on(log.submit(b).unwrap()).unwrap();
+    log.join().unwrap();
+    let err = reopen(&dir, NOW).unwrap_err();
+    assert!(
+        matches!(err, Error::UnsupportedFormat { found, supported: LOG_FORMAT_VERSION } if found == LOG_FORMAT_VERSION + 1),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn full_queue_is_busy_and_retryable() {
+    let (log, rx) = ShardLog::detached(2);
+    assert!(log.submit(WriteBatch::new()).is_ok());
+    assert!(log.submit_nowait(WriteBatch::new()).is_ok());
+    let err = log.submit(WriteBatch::new()).unwrap_err();
+    assert!(matches!(err, Error::Busy) && err.is_retryable());
+    assert!(matches!(log.get(Keyspace::Meta, "x"), Err(Error::Busy)));
+    assert_eq!(log.stats().queued, 2);
+    drop(rx);
+    assert!(matches!(log.barrier(), Err(Error::Closed)));
+}
+
+#[test]
+fn tiny_queue_on_a_real_log_still_completes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open_with_capacity(config(&dir, true), NOW, 1).unwrap();
+    let mut ids = IdGenerator::new(0, 7);
+    let mut accepted = Vec::new();
+    let mut busy = 0;
+    for i in 0..200 {
+        let mut b = WriteBatch::new();
+        b.put_notification(&notification(ids.next(NOW + i), NOW, DeliveryState::Queued));
+        match log.submit(b) {
+            Ok(d) => accepted.push(d),
+            Err(Error::Busy) => busy += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(busy > 0, "a 1-slot queue must push back");
+    let n = accepted.len() as u64;
+    for d in accepted {
+        block_on(d).unwrap();
+    }
+    assert_eq!(log.stats().batches, n);
+    log.join().unwrap();
+}
+
+#[test]
+fn reads_see_earlier_writes_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(config(&dir, false), NOW).unwrap();
+    let mut b = WriteBatch::new();
+    b.put(Keyspace::Users, "k", b"v1".to_vec());
+    log.submit_nowait(b).unwrap();
+    let first = log.get(Keyspace::Users, "k").unwrap();
+    let mut b = WriteBatch::new();
+    b.delete(Keyspace::Users, "k");
+    log.submit_nowait(b).unwrap();
+    let second = log.get(Keyspace::Users, "k").unwrap();
+    assert_eq!(block_on(first).unwrap(), Some(b"v1".to_vec()));
+    assert_eq!(block_on(second).unwrap(), None);
+    block_on(log.barrier().unwrap()).unwrap();
+    assert_eq!(log.stats().fsyncs, 0, "fsync off");
+    log.join().unwrap();
+}
+
+#[test]
+fn failed_commit_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut b = WriteBatch::new();
+    b.put(Keyspace::Users, "a", b"1".to_vec());
+    block_on(log.submit(b.clone()).unwrap()).unwrap();
+    log.fail_next_commit().unwrap();
+    let err = block_on(log.submit(b.clone()).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::Storage(_)), "{err:?}");
+    assert!(log.stats().poisoned);
+    assert!(matches!(log.submit(b.clone()), Err(Error::Poisoned)));
+    assert!(matches!(log.barrier(), Err(Error::Poisoned)));
+    assert!(!Error::Poisoned.is_retryable());
+    // Reads still work after poisoning.
+    let v = block_on(log.get(Keyspace::Users, "a").unwrap()).unwrap();
+    assert_eq!(v, Some(b"1".to_vec()));
+    assert!(matches!(log.join(), Err(Error::Poisoned)));
+}
+
+#[test]
+fn shutdown_flushes_then_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 8);
+    let n = notification(ids.next(NOW), NOW, DeliveryState::Queued);
+    let mut b = WriteBatch::new();
+    b.put_notification(&n);
+    log.submit_nowait(b).unwrap();
+    block_on(log.shutdown().unwrap()).unwrap();
+    // The thread has stopped; new requests fail (Closed once the queue is gone).
+    let late = log.barrier().map(block_on);
+    assert!(
+        matches!(late, Err(Error::Closed) | Ok(Err(Error::Closed))),
+        "{late:?}"
+    );
+    log.join().unwrap();
+    let (log, rec) = reopen(&dir, NOW).unwrap();
+    assert_eq!(rec.open, vec![n]);
+    log.join().unwrap();
+}

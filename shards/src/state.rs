@@ -1,0 +1,396 @@
+//! The one delivery state machine: how a provider's answer ([`Outcome`]) moves a
+//! [`DeliveryRecord`] between states, when it is retried ([`RetryPolicy`], exponential backoff with
+//! full jitter from a per-shard [`Jitter`]), and when it gives up (dead-letter).
+//!
+//! ```text
+//!   Queued ──┬─ Sent ───────────────────────────▶ Sent        (terminal)
+//!   Retrying ┼─ Retryable, attempts < max ──────▶ Retrying    (next_attempt_at_ms set)
+//!            ├─ Retryable, attempts == max ─────▶ Dead        ("retries exhausted: ...")
+//!            ├─ Permanent ──────────────────────▶ Failed
+//!            ├─ Expired ────────────────────────▶ Expired
+//!            └─ Suppressed ─────────────────────▶ Suppressed
+//!   any terminal state ── any outcome ──────────▶ Error::InvalidTransition
+//! ```
+
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::record::{Channel, DeliveryEvent, DeliveryRecord, DeliveryState};
+
+/// What happened when we tried (or decided not) to deliver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider accepted the message.
+    Sent,
+    /// A transient failure (timeout, 5xx, 429, connection reset); the provider may suggest a delay.
+    Retryable {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// The provider rejected the message for good (bad token, payload too large, ...).
+    Permanent { reason: String },
+    /// The notification's TTL ran out before it could be sent.
+    Expired,
+    /// Not sent on purpose (opted out, frequency cap, quiet hours, ...).
+    Suppressed { reason: String },
+}
+
+impl Outcome {
+    /// Short name for errors, logs and metrics labels.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Retryable { .. } => "retryable",
+            Outcome::Permanent { .. } => "permanent",
+            Outcome::Expired => "expired",
+            Outcome::Suppressed { .. } => "suppressed",
+        }
+    }
+}
+
+/// When to retry and when to give up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Backoff ceiling of the first retry; doubles with every attempt.
+    pub base_ms: u64,
+    /// Largest backoff ceiling, however many attempts were made.
+    pub max_ms: u64,
+    /// After this many attempts a retryable failure becomes `Dead` instead of `Retrying`.
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    /// 500 ms doubling up to 5 minutes, 8 attempts: about 10 minutes of trying in the worst case,
+    /// enough to ride out a provider incident without holding deliveries for hours.
+    fn default() -> Self {
+        RetryPolicy {
+            base_ms: 500,
+            max_ms: 5 * 60 * 1000,
+            max_attempts: 8,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff ceiling after `attempts` attempts: `min(max_ms, base_ms * 2^(attempts-1))`.
+    #[must_use]
+    pub fn ceiling_ms(&self, attempts: u32) -> u64 {
+        let doublings = attempts.saturating_sub(1);
+        let factor = 1u64.checked_shl(doublings).unwrap_or(u64::MAX);
+        self.base_ms.saturating_mul(factor).min(self.max_ms)
+    }
+}
+
+/// A tiny xorshift64* generator for retry jitter, one per shard: no locks, no `rand` crate, and
+/// reproducible in tests. Not for anything security-related.
+#[derive(Clone, Debug)]
+pub struct Jitter {
+    state: u64,
+}
+
+impl Jitter {
+    /// A generator seeded from `seed` (mixed first, so small seeds like a shard number are fine).
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        let mixed = crate::routing::splitmix64_mix(seed.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        // xorshift must never hold 0.
+        Jitter {
+            state: if mixed == 0 {
+                0x9e37_79b9_7f4a_7c15
+            } else {
+                mixed
+            },
+        }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value uniform in `0..=max` (multiply-high reduction, no modulo bias worth mentioning).
+    pub fn up_to(&mut self, max: u64) -> u64 {
+        if max == u64::MAX {
+            return self.next_u64();
+        }
+        ((u128::from(self.next_u64()) * u128::from(max + 1)) >> 64) as u64
+    }
+}
+
+impl DeliveryRecord {
+    /// A new delivery in `Queued`, with the `Queued` event recorded at `now_ms`.
+    #[must_use]
+    pub fn new_queued(id: Uuid, channel: Channel, target: impl Into<String>, now_ms: u64) -> Self {
+        DeliveryRecord {
+            id,
+            channel,
+            target: target.into(),
+            state: DeliveryState::Queued,
+            attempts: 0,
+            next_attempt_at_ms: None,
+            history: vec![DeliveryEvent {
+                at_ms: now_ms,
+                state: DeliveryState::Queued,
+                attempt: 0,
+                reason: None,
+            }],
+        }
+    }
+
+    /// Applies `outcome` at `now_ms` and returns the new state.
+    ///
+    /// `Sent`, `Retryable` and `Permanent` count as an attempt; `Expired` and `Suppressed` do not
+    /// (nothing was sent). A `Retryable` outcome schedules the next attempt at
+    /// `now + max(retry_after, full-jitter backoff)`, or goes `Dead` once `attempts` reaches
+    /// `policy.max_attempts`. Terminal states reject every outcome with
+    /// [`Error::InvalidTransition`] and leave the record untouched.
+    pub fn apply(
+        &mut self,
+        outcome: Outcome,
+        now_ms: u64,
+        policy: &RetryPolicy,
+        jitter: &mut Jitter,
+    ) -> Result<DeliveryState, Error> {
+        if self.state.is_terminal() {
+            return Err(Error::InvalidTransition {
+                from: self.state,
+                outcome: outcome.name(),
+            });
+        }
+        let mut next_attempt_at_ms = None;
+        let (state, reason) = match outcome {
+            Outcome::Sent => {
+                self.attempts = self.attempts.saturating_add(1);
+                (DeliveryState::Sent, None)
+            }
+            Outcome::Permanent { reason } => {
+                self.attempts = self.attempts.saturating_add(1);
+                (DeliveryState::Failed, Some(reason))
+            }
+            Outcome::Retryable {
+                reason,
+                retry_after_ms,
+            } => {
+                self.attempts = self.attempts.saturating_add(1);
+                if self.attempts >= policy.max_attempts {
+                    (
+                        DeliveryState::Dead,
+                        Some(format!("retries exhausted: {reason}")),
+                    )
+                } else {
+                    let backoff = jitter.up_to(policy.ceiling_ms(self.attempts));
+                    let delay = backoff.max(retry_after_ms.unwrap_or(0));
+                    next_attempt_at_ms = Some(now_ms.saturating_add(delay));
+                    (DeliveryState::Retrying, Some(reason))
+                }
+            }
+            Outcome::Expired => (DeliveryState::Expired, None),
+            Outcome::Suppressed { reason } => (DeliveryState::Suppressed, Some(reason)),
+        };
+        self.state = state;
+        self.next_attempt_at_ms = next_attempt_at_ms;
+        self.history.push(DeliveryEvent {
+            at_ms: now_ms,
+            state,
+            attempt: self.attempts,
+            reason,
+        });
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+
+    fn queued() -> DeliveryRecord {
+        DeliveryRecord::new_queued(Uuid::from_u128(7), Channel::Apns, "tok", NOW - 10)
+    }
+
+    fn retryable(after: Option<u64>) -> Outcome {
+        Outcome::Retryable {
+            reason: "503".into(),
+            retry_after_ms: after,
+        }
+    }
+
+    fn run(d: &mut DeliveryRecord, o: Outcome) -> Result<DeliveryState, Error> {
+        d.apply(o, NOW, &RetryPolicy::default(), &mut Jitter::new(1))
+    }
+
+    #[test]
+    fn new_queued_records_the_queued_event() {
+        let d = queued();
+        assert_eq!(d.state, DeliveryState::Queued);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.history.len(), 1);
+        assert_eq!(d.history[0].state, DeliveryState::Queued);
+        assert_eq!(d.history[0].at_ms, NOW - 10);
+    }
+
+    #[test]
+    fn sent_counts_an_attempt_and_is_terminal() {
+        let mut d = queued();
+        assert_eq!(run(&mut d, Outcome::Sent).unwrap(), DeliveryState::Sent);
+        assert_eq!(d.attempts, 1);
+        assert_eq!(d.next_attempt_at_ms, None);
+        let last = d.history.last().unwrap();
+        assert_eq!(
+            (last.state, last.attempt, last.at_ms),
+            (DeliveryState::Sent, 1, NOW)
+        );
+    }
+
+    #[test]
+    fn permanent_fails_with_reason() {
+        let mut d = queued();
+        let s = run(
+            &mut d,
+            Outcome::Permanent {
+                reason: "BadDeviceToken".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(s, DeliveryState::Failed);
+        assert_eq!(d.attempts, 1);
+        assert_eq!(d.history[1].reason.as_deref(), Some("BadDeviceToken"));
+    }
+
+    #[test]
+    fn expired_and_suppressed_do_not_count_attempts() {
+        let mut d = queued();
+        assert_eq!(
+            run(&mut d, Outcome::Expired).unwrap(),
+            DeliveryState::Expired
+        );
+        assert_eq!(d.attempts, 0);
+        let mut d = queued();
+        let s = run(
+            &mut d,
+            Outcome::Suppressed {
+                reason: "opted out".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(s, DeliveryState::Suppressed);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.history[1].reason.as_deref(), Some("opted out"));
+    }
+
+    #[test]
+    fn retryable_schedules_within_the_jittered_ceiling() {
+        let policy = RetryPolicy::default();
+        let mut jitter = Jitter::new(42);
+        let mut d = queued();
+        for attempt in 1..policy.max_attempts {
+            let s = d.apply(retryable(None), NOW, &policy, &mut jitter).unwrap();
+            assert_eq!(s, DeliveryState::Retrying);
+            assert_eq!(d.attempts, attempt);
+            let at = d.next_attempt_at_ms.unwrap();
+            assert!(
+                at >= NOW && at <= NOW + policy.ceiling_ms(attempt),
+                "attempt {attempt}"
+            );
+        }
+        assert_eq!(policy.ceiling_ms(1), 500);
+        assert_eq!(policy.ceiling_ms(3), 2000);
+        assert_eq!(policy.ceiling_ms(30), policy.max_ms);
+        assert_eq!(policy.ceiling_ms(200), policy.max_ms);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let mut d = queued();
+        run(&mut d, retryable(Some(60_000))).unwrap();
+        assert_eq!(d.next_attempt_at_ms, Some(NOW + 60_000));
+    }
+
+    #[test]
+    fn retries_exhaust_into_dead() {
+        let policy = RetryPolicy {
+            base_ms: 1,
+            max_ms: 10,
+            max_attempts: 3,
+        };
+        let mut jitter = Jitter::new(3);
+        let mut d = queued();
+        assert_eq!(
+            d.apply(retryable(None), NOW, &policy, &mut jitter).unwrap(),
+            DeliveryState::Retrying
+        );
+        assert_eq!(
+            d.apply(retryable(None), NOW, &policy, &mut jitter).unwrap(),
+            DeliveryState::Retrying
+        );
+        assert_eq!(
+            d.apply(retryable(None), NOW, &policy, &mut jitter).unwrap(),
+            DeliveryState::Dead
+        );
+        assert_eq!(d.attempts, 3);
+        assert_eq!(d.next_attempt_at_ms, None);
+        assert_eq!(
+            d.history.last().unwrap().reason.as_deref(),
+            Some("retries exhausted: 503")
+        );
+    }
+
+    #[test]
+    fn retrying_can_still_succeed() {
+        let mut d = queued();
+        run(&mut d, retryable(None)).unwrap();
+        assert_eq!(run(&mut d, Outcome::Sent).unwrap(), DeliveryState::Sent);
+        assert_eq!(d.attempts, 2);
+        assert_eq!(d.next_attempt_at_ms, None);
+        assert_eq!(d.history.len(), 3);
+    }
+
+    #[test]
+    fn terminal_states_reject_everything_and_stay_unchanged() {
+        for terminal in [
+            Outcome::Sent,
+            Outcome::Expired,
+            Outcome::Permanent { reason: "x".into() },
+        ] {
+            let mut d = queued();
+            run(&mut d, terminal).unwrap();
+            let before = d.clone();
+            for o in [Outcome::Sent, retryable(None), Outcome::Expired] {
+                let name = o.name();
+                match run(&mut d, o) {
+                    Err(Error::InvalidTransition { from, outcome }) => {
+                        assert_eq!(from, before.state);
+                        assert_eq!(outcome, name);
+                    }
+                    other => panic!("expected InvalidTransition, got {other:?}"),
+                }
+            }
+            assert_eq!(d, before);
+        }
+    }
+
+    #[test]
+    fn jitter_is_seeded_and_bounded() {
+        let (mut a, mut b) = (Jitter::new(5), Jitter::new(5));
+        let xs: Vec<u64> = (0..8).map(|_| a.next_u64()).collect();
+        let ys: Vec<u64> = (0..8).map(|_| b.next_u64()).collect();
+        assert_eq!(xs, ys);
+        assert_ne!(Jitter::new(6).next_u64(), xs[0]);
+        let mut j = Jitter::new(0);
+        let mut seen_top = false;
+        for _ in 0..10_000 {
+            let v = j.up_to(9);
+            assert!(v <= 9);
+            seen_top |= v == 9;
+        }
+        assert!(seen_top);
+        assert_eq!(j.up_to(0), 0);
+    }
+}
