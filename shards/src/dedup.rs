@@ -98,6 +98,13 @@ impl DedupSet {
         self.order.push_back((at_ms, key));
     }
 
+    /// Forgets `key` now (for example when the write that accepted it failed, so a client retry
+    /// must not be answered with an id that was never made durable). Returns the id it mapped to.
+    /// The key's time-queue entry stays behind and is skipped by [`DedupSet::expire`].
+    pub fn remove(&mut self, key: u128) -> Option<Uuid> {
+        self.map.remove(&key).map(|(id, _)| id)
+    }
+
     /// Forgets every key recorded more than `window_ms` before `now_ms`; returns how many.
     pub fn expire(&mut self, now_ms: u64) -> usize {
         let cutoff = now_ms.saturating_sub(self.window_ms);
@@ -204,6 +211,23 @@ mod tests {
         assert_eq!(s.get(7), Some(id(2)));
         assert_eq!(s.expire(191), 1);
         assert_eq!(s.get(7), None);
+    }
+
+    #[test]
+    fn removed_key_is_gone_and_expiry_skips_it() {
+        let mut s = DedupSet::new(100);
+        s.insert(1, id(1), 0);
+        s.insert(2, id(2), 10);
+        assert_eq!(s.remove(1), Some(id(1)));
+        assert_eq!(s.remove(1), None);
+        assert_eq!(s.get(1), None);
+        assert_eq!(s.len(), 1);
+        // Re-accepted later: lives from the new insert, the stale queue entry is harmless.
+        s.insert(1, id(3), 50);
+        assert_eq!(s.expire(111), 1, "only key 2 (t=10) expires");
+        assert_eq!(s.get(1), Some(id(3)));
+        assert_eq!(s.expire(151), 1);
+        assert!(s.is_empty());
     }
 
     #[test]
