@@ -15,7 +15,8 @@ const SIM_KEY_ID: &str = "SIMKEY0001";
 const SIM_TEAM_ID: &str = "SIMTEAM001";
 
 pub fn start(topic: &str, control_listen: Option<SocketAddr>) -> anyhow::Result<(ApnsSettings, SimHandle)> {
-    let (private_pem, public_pem) = generate_apns_key();
+    let (private_pem, public_pem) =
+        generate_apns_key().map_err(|e| anyhow::anyhow!("generating the simulator key: {e}"))?;
     let cfg = SimConfig {
         listen: "127.0.0.1:0".parse().context("simulator address")?,
         team_id: SIM_TEAM_ID.into(),

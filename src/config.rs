@@ -55,6 +55,16 @@ pub struct RawConfig {
     pub apns: Option<RawApns>,
     #[serde(default)]
     pub simulator: RawSimulator,
+    #[serde(default)]
+    pub tuning: RawTuning,
+}
+
+/// Internal sizes an operator rarely changes (tests use them to force edge cases).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTuning {
+    /// Batches in flight per shard pair on the mesh; default `mesh::MESH_CHANNEL_CAPACITY`.
+    pub mesh_channel_capacity: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +151,7 @@ pub struct Config {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub shutdown_grace_ms: u64,
+    pub mesh_channel_capacity: usize,
     pub apns: ApnsTarget,
 }
 
@@ -246,6 +257,12 @@ impl RawConfig {
             }
         };
 
+        let mesh_channel_capacity =
+            self.tuning.mesh_channel_capacity.unwrap_or(crate::mesh::MESH_CHANNEL_CAPACITY);
+        if !(1..=1 << 20).contains(&mesh_channel_capacity) {
+            return Err(bad("tuning.mesh_channel_capacity", "must be between 1 and 1048576"));
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -259,6 +276,7 @@ impl RawConfig {
             backoff_base_ms,
             backoff_max_ms,
             shutdown_grace_ms: self.delivery.shutdown_grace_ms.unwrap_or(5_000),
+            mesh_channel_capacity,
             apns,
         })
     }

@@ -20,10 +20,13 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 pub fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLARION_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("CLARION_LOG")
+                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

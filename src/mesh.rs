@@ -50,9 +50,14 @@ impl Forwarder {
             if batch.is_empty() {
                 continue;
             }
-            if let Err(batch) = senders.send_to(self.dest, batch).await {
-                for cmd in batch {
-                    cmd.reject(ApiError::unavailable("the owning shard is not reachable"));
+            if let Err(e) = senders.send_to(self.dest, batch).await {
+                // A closed channel hands the batch back; answer every command in it.
+                if let glommio::GlommioError::Closed(glommio::ResourceType::Channel(batch))
+                | glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(batch)) = e
+                {
+                    for cmd in batch {
+                        cmd.reject(ApiError::unavailable("the owning shard is not reachable"));
+                    }
                 }
             }
         }

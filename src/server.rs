@@ -22,7 +22,7 @@ use crate::channels::ChannelSender;
 use crate::config::{ApnsSettings, ApnsTarget, Config};
 use crate::engine::{now_ms, Engine, EngineConfig};
 use crate::http;
-use crate::mesh::{ShardRouter, MESH_CHANNEL_CAPACITY};
+use crate::mesh::ShardRouter;
 use crate::sync::Latch;
 
 /// Memory glommio pins for io_uring buffers per executor. We do no DMA file I/O on the
@@ -103,7 +103,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let opened = open_logs(&cfg)?;
     let cfg = Arc::new(cfg);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mesh = MeshBuilder::full(cfg.shards, MESH_CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::full(cfg.shards, cfg.mesh_channel_capacity);
     let mut stops = Vec::new();
     let mut executors = Vec::new();
     for i in 0..cfg.shards {
@@ -118,7 +118,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     error!(error = %e, "shard failed");
                 }
             })
-            .with_context(|| format!("starting executor {i} (locked memory: try `ulimit -l unlimited`)"))?;
+            .map_err(|e| anyhow::anyhow!("starting executor {i}: {e} (locked memory: try `ulimit -l unlimited`)"))?;
         executors.push(ex);
     }
     println!("clarion listening on {listen} with {} shards", cfg.shards);
@@ -199,7 +199,8 @@ async fn run_shard(
     engine.start();
     let router = ShardRouter::start(engine.clone(), senders, receivers);
     let api = Rc::new(http::service::Api::new(router, &cfg.api_keys));
-    let listener = glommio::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let listener = glommio::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
     let stop = Latch::default();
     {
         let stop = stop.clone();

@@ -35,7 +35,9 @@ impl Engine {
         user.updated_at_ms = now;
         let record = user.clone();
         drop(st);
-        self.committer.add(|b| b.put_user(&record), Some(Waiter::Upsert { reply, result }));
+        self.committer.add(|b| {
+            b.put_user(&record);
+        }, Some(Waiter::Upsert { reply, result }));
     }
 
     pub(super) fn add_device(self: &Rc<Self>, user_id: String, d: NewDevice, reply: Reply<Upsert>) {
@@ -73,7 +75,9 @@ impl Engine {
         user.updated_at_ms = now;
         let record = user.clone();
         drop(st);
-        self.committer.add(|b| b.put_user(&record), Some(Waiter::Upsert { reply, result }));
+        self.committer.add(|b| {
+            b.put_user(&record);
+        }, Some(Waiter::Upsert { reply, result }));
     }
 
     pub(super) fn notify(self: &Rc<Self>, n: NewNotification, reply: Reply<NotifyReply>) {
@@ -149,7 +153,9 @@ impl Engine {
         let finished = record.is_finished();
         drop(st);
         bump(&self.probe.accepted);
-        self.committer.add(|b| b.put_notification(&record), Some(Waiter::Accepted { id, reply, deliveries: refs }));
+        self.committer.add(|b| {
+            b.put_notification(&record);
+        }, Some(Waiter::Accepted { id, reply, deliveries: refs }));
         if !finished {
             self.state.borrow_mut().open.insert(id, record);
         }
@@ -167,18 +173,18 @@ impl Engine {
         }
     }
 
-    /// Undoes the in-memory side of a notification whose write failed.
-    pub(super) fn forget_unaccepted(&self, id: Uuid, reserved: usize) {
+    /// Undoes the in-memory side of a notification whose write failed: its queue reservations,
+    /// its open entry and its dedup key (so a client retry is not answered with a lost id).
+    pub(super) fn forget_unaccepted(&self, id: Uuid) {
         let mut st = self.state.borrow_mut();
         if let Some(rec) = st.open.remove(&id) {
-            for d in &rec.deliveries {
+            for d in rec.deliveries.iter().filter(|d| !d.state.is_terminal()) {
                 let ci = d.channel.index();
                 self.reserved[ci].set(self.reserved[ci].get().saturating_sub(1));
             }
             st.dedup.remove(dedup_key(&rec.user_id, &rec.idempotency_key));
         }
         st.open_order.remove(&id);
-        let _ = reserved;
     }
 
     pub(super) fn channel_of(&self, d: DeliveryRef) -> Option<clarion_shards::Channel> {

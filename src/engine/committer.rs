@@ -130,8 +130,8 @@ fn complete(engine: &Rc<Engine>, w: Waiter) {
 fn fail(engine: &Rc<Engine>, w: Waiter) {
     let err = || ApiError::unavailable("storage failed; nothing was accepted");
     match w {
-        Waiter::Accepted { id, reply, deliveries } => {
-            engine.forget_unaccepted(id, deliveries.len());
+        Waiter::Accepted { id, reply, .. } => {
+            engine.forget_unaccepted(id);
             let _ = reply.send(Err(err()));
         }
         Waiter::Duplicate { reply, .. } => {

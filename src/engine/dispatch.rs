@@ -127,7 +127,9 @@ impl Engine {
         };
         drop(guard);
         if let Some(rec) = snapshot {
-            self.committer.add(|b| b.put_notification(&rec), None);
+            self.committer.add(|b| {
+            b.put_notification(&rec);
+        }, None);
         }
         if new_state == DeliveryState::Retrying {
             self.timers.borrow_mut().insert(next_at.unwrap_or(now), d);
@@ -153,7 +155,9 @@ impl Engine {
             let record = user.clone();
             drop(st);
             bump(&self.probe.deactivated_tokens);
-            self.committer.add(|b| b.put_user(&record), None);
+            self.committer.add(|b| {
+            b.put_user(&record);
+        }, None);
         }
     }
 }

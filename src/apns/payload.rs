@@ -1,0 +1,237 @@
+//! APNs payload encoding: the JSON body Apple expects (`{"aps":{...}, <custom keys>}`), written in
+//! one pass into one right-sized buffer, and the payload size limits.
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Apple rejects larger payloads with `413 PayloadTooLarge` (all push types but VoIP).
+pub const MAX_PAYLOAD_BYTES: usize = 4096;
+/// VoIP pushes may carry up to 5 KiB.
+pub const MAX_VOIP_PAYLOAD_BYTES: usize = 5120;
+/// The top-level key Apple reserves for its own dictionary.
+pub const RESERVED_KEY: &str = "aps";
+/// Bytes of JSON punctuation and key names around the given strings, for the initial capacity.
+const FIXED_OVERHEAD_BYTES: usize = 64;
+/// Guess of the encoded size of one custom data entry, for the initial capacity.
+const DATA_ENTRY_ESTIMATE_BYTES: usize = 48;
+
+/// What goes into one notification's payload; `data` keys land at the top level.
+#[derive(Debug, Clone, Copy)]
+pub struct PayloadFields<'a> {
+    pub title: Option<&'a str>,
+    pub body: Option<&'a str>,
+    pub category: Option<&'a str>,
+    pub data: &'a Map<String, Value>,
+}
+
+/// Why a payload cannot be built. Retrying never helps: the notification itself must change.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadError {
+    /// A custom data key collides with Apple's own dictionary.
+    ReservedKey { key: String },
+    /// The encoded payload is larger than APNs accepts.
+    TooLarge { size: usize, limit: usize },
+    /// serde_json refused a value (cannot happen for `serde_json::Value`; kept rather than panic).
+    Unencodable { reason: String },
+}
+
+impl PayloadError {
+    /// Whether sending the same notification again could succeed: never.
+    pub fn retry_can_help(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PayloadError::ReservedKey { key } => write!(f, "data key {key:?} is reserved by APNs"),
+            PayloadError::TooLarge { size, limit } => {
+                write!(f, "APNs payload is {size} bytes, the limit is {limit}")
+            }
+            PayloadError::Unencodable { reason } => write!(f, "APNs payload: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for PayloadError {}
+
+/// Encodes `{"aps":{"alert":{"title":..,"body":..},"category":..}, <data...>}`. Only the fields
+/// given appear; `alert` is omitted when neither title nor body is set.
+pub fn encode_payload(fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError> {
+    if fields.data.contains_key(RESERVED_KEY) {
+        return Err(PayloadError::ReservedKey {
+            key: RESERVED_KEY.to_owned(),
+        });
+    }
+    let strings = [fields.title, fields.body, fields.category]
+        .iter()
+        .flatten()
+        .map(|s| s.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(
+        FIXED_OVERHEAD_BYTES + strings + fields.data.len() * DATA_ENTRY_ESTIMATE_BYTES,
+    );
+    out.extend_from_slice(b"{\"aps\":{");
+    let mut aps_empty = true;
+    if fields.title.is_some() || fields.body.is_some() {
+        out.extend_from_slice(b"\"alert\":{");
+        let mut alert_empty = true;
+        for (key, value) in [("title", fields.title), ("body", fields.body)] {
+            if let Some(value) = value {
+                field(&mut out, &mut alert_empty, key, value)?;
+            }
+        }
+        out.push(b'}');
+        aps_empty = false;
+    }
+    if let Some(category) = fields.category {
+        field(&mut out, &mut aps_empty, "category", category)?;
+    }
+    out.push(b'}');
+    for (key, value) in fields.data {
+        out.push(b',');
+        json(&mut out, key)?;
+        out.push(b':');
+        json(&mut out, value)?;
+    }
+    out.push(b'}');
+    if out.len() > MAX_PAYLOAD_BYTES {
+        return Err(PayloadError::TooLarge {
+            size: out.len(),
+            limit: MAX_PAYLOAD_BYTES,
+        });
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Writes `"key":"value"`, preceded by a comma unless it is the object's first member.
+fn field(out: &mut Vec<u8>, first: &mut bool, key: &str, value: &str) -> Result<(), PayloadError> {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    json(out, key)?;
+    out.push(b':');
+    json(out, value)
+}
+
+fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), PayloadError> {
+    serde_json::to_writer(out, value).map_err(|e| PayloadError::Unencodable {
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(b: &Bytes) -> Value {
+        serde_json::from_slice(b).unwrap()
+    }
+
+    #[test]
+    fn title_and_body_go_into_aps_alert_and_data_keys_to_the_top_level() {
+        let data = json!({"order_id": "ord_1", "n": 3, "nested": {"a": [1, 2]}});
+        let fields = PayloadFields {
+            title: Some("Order shipped"),
+            body: Some("It is on the way"),
+            category: Some("ORDER"),
+            data: data.as_object().unwrap(),
+        };
+        let v = parse(&encode_payload(&fields).unwrap());
+        assert_eq!(
+            v,
+            json!({
+                "aps": {"alert": {"title": "Order shipped", "body": "It is on the way"}, "category": "ORDER"},
+                "order_id": "ord_1", "n": 3, "nested": {"a": [1, 2]}
+            })
+        );
+    }
+
+    #[test]
+    fn only_given_fields_appear() {
+        let data = Map::new();
+        let body_only = PayloadFields {
+            title: None,
+            body: Some("hi"),
+            category: None,
+            data: &data,
+        };
+        let bytes = encode_payload(&body_only).unwrap();
+        assert_eq!(&bytes[..], br#"{"aps":{"alert":{"body":"hi"}}}"#);
+        let category_only = PayloadFields {
+            title: None,
+            body: None,
+            category: Some("C"),
+            data: &data,
+        };
+        assert_eq!(
+            &encode_payload(&category_only).unwrap()[..],
+            br#"{"aps":{"category":"C"}}"#
+        );
+        let nothing = PayloadFields {
+            title: None,
+            body: None,
+            category: None,
+            data: &data,
+        };
+        assert_eq!(&encode_payload(&nothing).unwrap()[..], br#"{"aps":{}}"#);
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let data = json!({"quote\"key": "line\nbreak"});
+        let fields = PayloadFields {
+            title: Some("say \"hi\" \\ ü"),
+            body: None,
+            category: None,
+            data: data.as_object().unwrap(),
+        };
+        let v = parse(&encode_payload(&fields).unwrap());
+        assert_eq!(v["aps"]["alert"]["title"], "say \"hi\" \\ ü");
+        assert_eq!(v["quote\"key"], "line\nbreak");
+    }
+
+    #[test]
+    fn reserved_aps_key_is_rejected() {
+        let data = json!({"aps": {"badge": 1}});
+        let fields = PayloadFields {
+            title: Some("t"),
+            body: None,
+            category: None,
+            data: data.as_object().unwrap(),
+        };
+        assert_eq!(
+            encode_payload(&fields),
+            Err(PayloadError::ReservedKey { key: "aps".into() })
+        );
+        assert!(!PayloadError::ReservedKey { key: "aps".into() }.retry_can_help());
+    }
+
+    #[test]
+    fn size_limit_is_inclusive_at_exactly_4096_bytes() {
+        let with_pad = |n: usize| {
+            let mut data = Map::new();
+            data.insert("pad".into(), Value::String("p".repeat(n)));
+            encode_payload(&PayloadFields {
+                title: Some("t"),
+                body: Some("b"),
+                category: None,
+                data: &data,
+            })
+        };
+        let base = with_pad(0).unwrap().len();
+        let exact = with_pad(MAX_PAYLOAD_BYTES - base).unwrap();
+        assert_eq!(exact.len(), MAX_PAYLOAD_BYTES);
+        assert_eq!(
+            with_pad(MAX_PAYLOAD_BYTES - base + 1),
+            Err(PayloadError::TooLarge {
+                size: MAX_PAYLOAD_BYTES + 1,
+                limit: MAX_PAYLOAD_BYTES
+            })
+        );
+    }
+}

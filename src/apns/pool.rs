@@ -1,0 +1,273 @@
+//! A shard's APNs connections: a fixed number of slots, each kept filled by a supervisor task that
+//! reconnects with jittered exponential backoff, and the choice of connection for each request
+//! (spare stream capacity first, then fewest streams in flight).
+
+use super::config::Tuning;
+use super::connection::{Connection, Health};
+use super::tls::Transport;
+use super::wait::{Signal, within};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Bounds the doubling exponent so the shift cannot overflow; the cap is reached long before.
+const MAX_BACKOFF_DOUBLINGS: u32 = 16;
+/// After `shutdown` drops a connection, h2 sends GOAWAY and closes it; a connection still open
+/// after this long (peer not reading) is cut.
+const GOAWAY_GRACE: Duration = Duration::from_secs(2);
+
+/// Connection counters, read by `ApnsSender::stats`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PoolStats {
+    pub(crate) open: usize,
+    pub(crate) reconnects: u64,
+    pub(crate) connect_failures: u64,
+    pub(crate) connections_lost: u64,
+}
+
+pub(crate) struct Pool {
+    transport: Transport,
+    tuning: Tuning,
+    slots: Vec<RefCell<Option<Rc<Connection>>>>,
+    /// A connection became usable, or the pool started closing.
+    changed: Signal,
+    closing: Cell<bool>,
+    started: Cell<bool>,
+    next_id: Cell<u64>,
+    rng: Cell<u64>,
+    stats: Cell<PoolStats>,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        transport: Transport,
+        connections: usize,
+        tuning: Tuning,
+        shard: usize,
+    ) -> Pool {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+        Pool {
+            transport,
+            tuning,
+            slots: (0..connections).map(|_| RefCell::new(None)).collect(),
+            changed: Signal::default(),
+            closing: Cell::new(false),
+            started: Cell::new(false),
+            next_id: Cell::new((shard as u64) << 32),
+            // Any non-zero seed will do: jitter only has to differ between shards and restarts.
+            rng: Cell::new((nanos ^ (shard as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1),
+            stats: Cell::new(PoolStats::default()),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        self.stats.get()
+    }
+
+    /// A connection to send on, connecting lazily on first use; `None` once closing.
+    pub(crate) async fn acquire(self: &Rc<Self>) -> Option<Rc<Connection>> {
+        if !self.started.replace(true) {
+            for slot in 0..self.slots.len() {
+                glommio::spawn_local(supervise(self.clone(), slot)).detach();
+            }
+        }
+        self.changed
+            .wait_for(|| {
+                if self.closing.get() {
+                    Some(None)
+                } else {
+                    self.pick().map(Some)
+                }
+            })
+            .await
+    }
+
+    fn pick(&self) -> Option<Rc<Connection>> {
+        let mut best: Option<(bool, usize, Rc<Connection>)> = None;
+        for slot in &self.slots {
+            let Some(conn) = slot
+                .borrow()
+                .as_ref()
+                .filter(|c| c.health.is_usable())
+                .cloned()
+            else {
+                continue;
+            };
+            let key = (!conn.has_spare_streams(), conn.health.in_flight());
+            if best.as_ref().is_none_or(|(full, n, _)| key < (*full, *n)) {
+                best = Some((key.0, key.1, conn));
+            }
+        }
+        best.map(|(_, _, conn)| conn)
+    }
+
+    /// Stops handing out connections; requests already running keep theirs.
+    pub(crate) fn begin_close(&self) {
+        self.closing.set(true);
+        self.changed.notify();
+    }
+
+    /// Closes every connection: dropping the last handle makes h2 send GOAWAY and close; any
+    /// connection not closed within [`GOAWAY_GRACE`] is cut.
+    pub(crate) async fn shutdown(&self) {
+        self.begin_close();
+        let healths: Vec<Rc<Health>> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.borrow().as_ref().map(|c| c.health.clone()))
+            .collect();
+        for health in &healths {
+            health.retire();
+        }
+        for health in &healths {
+            if within(GOAWAY_GRACE, health.changed.wait_until(|| health.is_dead()))
+                .await
+                .is_none()
+            {
+                health.kill();
+            }
+        }
+    }
+
+    /// Cuts every connection at once (the sender was dropped without `close`).
+    pub(crate) fn abort(&self) {
+        self.begin_close();
+        for slot in &self.slots {
+            if let Some(conn) = slot.borrow().as_ref() {
+                conn.health.kill();
+            }
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut PoolStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
+    }
+
+    /// Full-jitter-above-half exponential backoff: uniform in [d/2, d], d = base * 2^failures.
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = self
+            .tuning
+            .backoff_base
+            .saturating_mul(1 << failures.min(MAX_BACKOFF_DOUBLINGS));
+        let ceiling = exp.min(self.tuning.backoff_cap);
+        // xorshift64: statistically fine for jitter, no syscall, no shared state.
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        let half = ceiling / 2;
+        half + half.mul_f64((x >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// Keeps one slot filled until the pool closes. Never loops without a backoff pause.
+async fn supervise(pool: Rc<Pool>, slot: usize) {
+    let tuning = pool.tuning;
+    let mut failures: u32 = 0;
+    let mut first = true;
+    while !pool.closing.get() {
+        if !std::mem::take(&mut first) {
+            pool.update(|s| s.reconnects += 1);
+        }
+        let id = pool.next_id.get();
+        pool.next_id.set(id + 1);
+        match within(
+            tuning.connect_timeout,
+            Connection::open(&pool.transport, id, tuning),
+        )
+        .await
+        {
+            Some(Ok(conn)) if pool.closing.get() => {
+                conn.health.kill();
+                return;
+            }
+            Some(Ok(conn)) => {
+                tracing::info!(connection = id, endpoint = %pool.transport.endpoint().authority, "APNs connection open");
+                *pool.slots[slot].borrow_mut() = Some(conn.clone());
+                pool.update(|s| s.open += 1);
+                pool.changed.notify();
+                let health = conn.health.clone();
+                health
+                    .changed
+                    .wait_until(|| health.is_dead() || health.is_retiring())
+                    .await;
+                pool.slots[slot].borrow_mut().take();
+                pool.update(|s| s.open -= 1);
+                if !pool.closing.get() {
+                    pool.update(|s| s.connections_lost += 1);
+                }
+                let healthy = health.successes() > 0
+                    || conn.opened_at.elapsed() >= tuning.stable_connection_age;
+                failures = if healthy {
+                    0
+                } else {
+                    failures.saturating_add(1)
+                };
+                drop(conn);
+                if !health.is_dead() {
+                    // Retired: it closes once its streams finish; cut it if they never do.
+                    glommio::spawn_local(async move {
+                        let closed = health.changed.wait_until(|| health.is_dead());
+                        if within(tuning.request_timeout, closed).await.is_none() {
+                            health.kill();
+                        }
+                    })
+                    .detach();
+                }
+            }
+            Some(Err(e)) => {
+                failures = failures.saturating_add(1);
+                pool.update(|s| s.connect_failures += 1);
+                tracing::warn!(connection = id, error = %e, failures, "APNs connect failed");
+            }
+            None => {
+                failures = failures.saturating_add(1);
+                pool.update(|s| s.connect_failures += 1);
+                tracing::warn!(connection = id, failures, "APNs connect timed out");
+            }
+        }
+        let delay = pool.backoff(failures);
+        within(delay, pool.changed.wait_until(|| pool.closing.get())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apns::config::Endpoint;
+
+    fn pool(base_ms: u64, cap_ms: u64) -> Pool {
+        let tuning = Tuning {
+            backoff_base: Duration::from_millis(base_ms),
+            backoff_cap: Duration::from_millis(cap_ms),
+            ..Tuning::default()
+        };
+        let endpoint = Endpoint::parse("https://127.0.0.1:1").unwrap();
+        Pool::new(Transport::new(endpoint, None).unwrap(), 2, tuning, 3)
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stops_at_the_cap() {
+        let p = pool(100, 30_000);
+        for failures in 0..8u32 {
+            let ceiling = Duration::from_millis(100 << failures).min(Duration::from_secs(30));
+            let delays: Vec<Duration> = (0..50).map(|_| p.backoff(failures)).collect();
+            assert!(
+                delays.iter().all(|d| *d >= ceiling / 2 && *d <= ceiling),
+                "{failures}: {delays:?}"
+            );
+            assert!(delays.windows(2).any(|w| w[0] != w[1]), "jittered");
+        }
+        let capped = p.backoff(u32::MAX);
+        assert!(capped >= Duration::from_secs(15) && capped <= Duration::from_secs(30));
+        assert!(
+            p.backoff(0) >= Duration::from_millis(50),
+            "never a tight loop"
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! What an APNs answer means: [`SendOutcome`] for the caller, and the follow-up the sender owes
+//! (refresh the token and retry, hold token refreshes, replace the connection), mapped row by row
+//! from Apple's status and reason table.
+
+use http::{HeaderMap, StatusCode};
+use std::time::Duration;
+
+/// A `retry-after` longer than this is treated as this: the caller's own backoff takes over.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How one `send()` ended, and whether a retry can help.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// APNs accepted it; `apns_id` is the id it echoed.
+    Sent { apns_id: String },
+    /// Not delivered, but the same notification may succeed later (throttling, server errors,
+    /// connection loss, timeouts). `retry_after` is APNs' hint when it gave one.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Never deliverable as is; `deactivate_token` when the device token is gone for good.
+    Permanent {
+        reason: String,
+        deactivate_token: bool,
+    },
+    /// Our credentials or topic are wrong: retrying burns the queue, an operator must act.
+    ConfigFault { reason: String },
+}
+
+impl SendOutcome {
+    /// Whether sending the same notification again could succeed.
+    pub fn retry_can_help(&self) -> bool {
+        matches!(self, SendOutcome::Retry { .. })
+    }
+}
+
+/// What the sender does besides reporting the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FollowUp {
+    None,
+    /// 403 on the token: maybe refresh it, then retry once within the same `send()`; the
+    /// verdict's outcome (a `ConfigFault`) stands if that retry fails too.
+    RetryWithToken(super::jwt::TokenRejection),
+    /// `429 TooManyProviderTokenUpdates`: stop refreshing for a while.
+    HoldTokenRefresh,
+    /// `503 Shutdown`: this connection is going away; replace it.
+    Reconnect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) outcome: SendOutcome,
+    pub(crate) follow_up: FollowUp,
+}
+
+/// Maps one answer. `body` is the (possibly truncated) response body; `sent_id` the `apns-id`
+/// we sent, used if APNs did not echo one.
+pub(crate) fn classify(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    sent_id: &str,
+) -> Verdict {
+    use super::jwt::TokenRejection::{Expired, Invalid};
+    let reason = error_reason(body);
+    let reason = reason.as_deref().unwrap_or("");
+    let described = || match reason {
+        "" => status.as_u16().to_string(),
+        r => format!("{} {r}", status.as_u16()),
+    };
+    let retry = || SendOutcome::Retry {
+        reason: described(),
+        retry_after: retry_after(headers),
+    };
+    let permanent = |deactivate_token| SendOutcome::Permanent {
+        reason: described(),
+        deactivate_token,
+    };
+    let verdict = |outcome, follow_up| Verdict { outcome, follow_up };
+    match (status.as_u16(), reason) {
+        (200, _) => {
+            let echoed = headers.get("apns-id").and_then(|v| v.to_str().ok());
+            let apns_id = echoed.unwrap_or(sent_id).to_owned();
+            verdict(SendOutcome::Sent { apns_id }, FollowUp::None)
+        }
+        (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
+            verdict(permanent(true), FollowUp::None)
+        }
+        (400, _) => verdict(permanent(false), FollowUp::None),
+        (403, r) => {
+            let fault = SendOutcome::ConfigFault {
+                reason: described(),
+            };
+            let follow_up = match r {
+                "ExpiredProviderToken" => FollowUp::RetryWithToken(Expired),
+                "InvalidProviderToken" => FollowUp::RetryWithToken(Invalid),
+                _ => FollowUp::None,
+            };
+            verdict(fault, follow_up)
+        }
+        (404 | 405, _) => verdict(permanent(false), FollowUp::None),
+        (410, _) => verdict(permanent(true), FollowUp::None),
+        (413, _) => verdict(permanent(false), FollowUp::None),
+        (429, "TooManyProviderTokenUpdates") => verdict(retry(), FollowUp::HoldTokenRefresh),
+        (429, _) => verdict(retry(), FollowUp::None),
+        (503, "Shutdown") => verdict(retry(), FollowUp::Reconnect),
+        (code, _) if (500..600).contains(&code) => verdict(retry(), FollowUp::None),
+        _ => verdict(permanent(false), FollowUp::None),
+    }
+}
+
+/// `{"reason":"..."}` from an error body, if it is one.
+fn error_reason(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        reason: Option<String>,
+    }
+    if body.is_empty() {
+        return None;
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    parsed
+        .reason
+        .filter(|r| !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// `retry-after` in delay-seconds form, capped at [`MAX_RETRY_AFTER`]. (HTTP-date values are
+/// ignored: APNs does not send them.)
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::jwt::TokenRejection;
+    use super::*;
+
+    const SENT: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+
+    fn answer(status: u16, reason: &str) -> Verdict {
+        let body = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(r#"{{"reason":"{reason}"}}"#)
+        };
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+            SENT,
+        )
+    }
+
+    fn permanent(reason: &str, deactivate_token: bool) -> SendOutcome {
+        SendOutcome::Permanent {
+            reason: reason.into(),
+            deactivate_token,
+        }
+    }
+
+    fn retry(reason: &str) -> SendOutcome {
+        SendOutcome::Retry {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn ok_is_sent_with_the_echoed_or_sent_id() {
+        let mut headers = HeaderMap::new();
+        headers.insert("apns-id", "ECHOED".parse().unwrap());
+        let v = classify(StatusCode::OK, &headers, b"", SENT);
+        assert_eq!(
+            v.outcome,
+            SendOutcome::Sent {
+                apns_id: "ECHOED".into()
+            }
+        );
+        assert_eq!(
+            answer(200, "").outcome,
+            SendOutcome::Sent {
+                apns_id: SENT.into()
+            }
+        );
+        assert!(!answer(200, "").outcome.retry_can_help());
+    }
+
+    #[test]
+    fn every_400_is_permanent_and_bad_tokens_deactivate() {
+        for reason in ["BadDeviceToken", "DeviceTokenNotForTopic"] {
+            assert_eq!(
+                answer(400, reason).outcome,
+                permanent(&format!("400 {reason}"), true)
+            );
+        }
+        for reason in [
+            "BadCollapseId",
+            "BadExpirationDate",
+            "BadMessageId",
+            "BadPriority",
+            "BadTopic",
+            "DuplicateHeaders",
+            "IdleTimeout",
+            "InvalidPushType",
+            "MissingDeviceToken",
+            "MissingTopic",
+            "PayloadEmpty",
+            "TopicDisallowed",
+        ] {
+            let v = answer(400, reason);
+            assert_eq!(v.outcome, permanent(&format!("400 {reason}"), false));
+            assert_eq!(v.follow_up, FollowUp::None);
+        }
+    }
+
+    #[test]
+    fn provider_token_403s_retry_once_then_fault_and_other_403s_fault_at_once() {
+        let expired = answer(403, "ExpiredProviderToken");
+        assert_eq!(
+            expired.outcome,
+            SendOutcome::ConfigFault {
+                reason: "403 ExpiredProviderToken".into()
+            }
+        );
+        assert_eq!(
+            expired.follow_up,
+            FollowUp::RetryWithToken(TokenRejection::Expired)
+        );
+        let invalid = answer(403, "InvalidProviderToken");
+        assert_eq!(
+            invalid.follow_up,
+            FollowUp::RetryWithToken(TokenRejection::Invalid)
+        );
+        for reason in [
+            "BadCertificate",
+            "BadCertificateEnvironment",
+            "Forbidden",
+            "MissingProviderToken",
+        ] {
+            let v = answer(403, reason);
+            assert_eq!(
+                v.outcome,
+                SendOutcome::ConfigFault {
+                    reason: format!("403 {reason}")
+                }
+            );
+            assert_eq!(v.follow_up, FollowUp::None);
+            assert!(!v.outcome.retry_can_help());
+        }
+    }
+
+    #[test]
+    fn bad_path_method_and_size_are_permanent_and_gone_tokens_deactivate() {
+        assert_eq!(
+            answer(404, "BadPath").outcome,
+            permanent("404 BadPath", false)
+        );
+        assert_eq!(
+            answer(405, "MethodNotAllowed").outcome,
+            permanent("405 MethodNotAllowed", false)
+        );
+        assert_eq!(
+            answer(413, "PayloadTooLarge").outcome,
+            permanent("413 PayloadTooLarge", false)
+        );
+        let body = br#"{"reason":"Unregistered","timestamp":1700000000000}"#;
+        let gone = classify(StatusCode::GONE, &HeaderMap::new(), body, SENT);
+        assert_eq!(gone.outcome, permanent("410 Unregistered", true));
+        assert_eq!(
+            answer(410, "ExpiredToken").outcome,
+            permanent("410 ExpiredToken", true)
+        );
+    }
+
+    #[test]
+    fn throttling_and_server_errors_retry() {
+        assert_eq!(
+            answer(429, "TooManyRequests").outcome,
+            retry("429 TooManyRequests")
+        );
+        let updates = answer(429, "TooManyProviderTokenUpdates");
+        assert_eq!(updates.outcome, retry("429 TooManyProviderTokenUpdates"));
+        assert_eq!(updates.follow_up, FollowUp::HoldTokenRefresh);
+        assert_eq!(
+            answer(500, "InternalServerError").outcome,
+            retry("500 InternalServerError")
+        );
+        let unavailable = answer(503, "ServiceUnavailable");
+        assert_eq!(
+            (unavailable.outcome, unavailable.follow_up),
+            (retry("503 ServiceUnavailable"), FollowUp::None)
+        );
+        let shutdown = answer(503, "Shutdown");
+        assert_eq!(
+            (shutdown.outcome, shutdown.follow_up),
+            (retry("503 Shutdown"), FollowUp::Reconnect)
+        );
+        assert!(answer(503, "Shutdown").outcome.retry_can_help());
+    }
+
+    #[test]
+    fn unknown_statuses_retry_if_5xx_else_fail_and_odd_bodies_are_tolerated() {
+        assert_eq!(answer(502, "").outcome, retry("502"));
+        assert_eq!(
+            answer(418, "Teapot").outcome,
+            permanent("418 Teapot", false)
+        );
+        let html = classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>", SENT);
+        assert_eq!(html.outcome, retry("502"));
+        let injected = classify(
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            br#"{"reason":"a\nb"}"#,
+            SENT,
+        );
+        assert_eq!(injected.outcome, permanent("400", false));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "120".parse().unwrap());
+        let v = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &headers,
+            br#"{"reason":"TooManyRequests"}"#,
+            SENT,
+        );
+        let expected = Some(Duration::from_secs(120));
+        assert_eq!(
+            v.outcome,
+            SendOutcome::Retry {
+                reason: "429 TooManyRequests".into(),
+                retry_after: expected
+            }
+        );
+        headers.insert("retry-after", "999999".parse().unwrap());
+        let capped = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"", SENT);
+        assert!(
+            matches!(capped.outcome, SendOutcome::Retry { retry_after: Some(d), .. } if d == MAX_RETRY_AFTER)
+        );
+        headers.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        let date = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"", SENT);
+        assert!(matches!(
+            date.outcome,
+            SendOutcome::Retry {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,263 @@
+//! [`ApnsSender`], one per shard: turns a notification into one APNs request (two when a 403
+//! on the provider token earns a retry with a fresh one), bounds it in time, counts every outcome
+//! in [`ApnsStats`], and closes gracefully.
+
+use super::config::{self, ApnsConfig, ApnsError, Endpoint, Tuning};
+use super::connection::StreamError;
+use super::jwt::{ProviderToken, SigningFailed, SystemClock};
+use super::pool::Pool;
+use super::request::{ApnsNotification, PreparedRequest, RequestEncoder};
+use super::response::{FollowUp, SendOutcome, classify};
+use super::tls::Transport;
+use super::wait::{Signal, within};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// A point-in-time copy of one shard's APNs counters (all since start, except the gauges).
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApnsStats {
+    /// `send()` calls.
+    pub requests: u64,
+    pub sent: u64,
+    pub retries: u64,
+    pub permanent_failures: u64,
+    pub config_faults: u64,
+    /// Sends that ran out of [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) (counted in `retries` too).
+    pub timeouts: u64,
+    /// Answers received, by HTTP status (a 403 retried with a fresh token counts twice).
+    pub by_status: BTreeMap<u16, u64>,
+    /// Gauge: connections open now.
+    pub connections_open: usize,
+    /// Connection attempts after each slot's first.
+    pub reconnects: u64,
+    pub connect_failures: u64,
+    /// Connections that ended while the sender was not closing (GOAWAY, errors, failed PING).
+    pub connections_lost: u64,
+    /// Gauge: `send()` calls running now.
+    pub in_flight: usize,
+    /// Provider tokens signed to replace an earlier one.
+    pub jwt_refreshes: u64,
+}
+
+/// Sends APNs notifications for one shard. Create it on (or hand it to) the shard's executor;
+/// `send` may be called from many tasks at once. Connects lazily on the first `send`.
+pub struct ApnsSender {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    shard: usize,
+    encoder: RequestEncoder,
+    token: ProviderToken,
+    pool: Rc<Pool>,
+    tuning: Tuning,
+    closing: Cell<bool>,
+    in_flight: Cell<usize>,
+    /// Notified when `in_flight` drops, for `close`.
+    idle: Signal,
+    stats: RefCell<ApnsStats>,
+}
+
+impl ApnsSender {
+    /// Validates the configuration and parses the key now; opens no connection yet.
+    pub fn new(config: impl Into<Rc<ApnsConfig>>, shard: usize) -> Result<ApnsSender, ApnsError> {
+        ApnsSender::with_tuning(config.into(), shard, Tuning::default())
+    }
+
+    pub(crate) fn with_tuning(
+        config: Rc<ApnsConfig>,
+        shard: usize,
+        tuning: Tuning,
+    ) -> Result<ApnsSender, ApnsError> {
+        config::validate(&config)?;
+        let endpoint = Endpoint::parse(&config.endpoint)?;
+        let transport = Transport::new(endpoint, config.ca_pem.as_deref())?;
+        let token = ProviderToken::new(
+            &config.key_pem,
+            &config.key_id,
+            &config.team_id,
+            Rc::new(SystemClock),
+        )?;
+        let inner = Inner {
+            shard,
+            encoder: RequestEncoder::new(&config)?,
+            token,
+            pool: Rc::new(Pool::new(transport, config.connections, tuning, shard)),
+            tuning,
+            closing: Cell::new(false),
+            in_flight: Cell::new(0),
+            idle: Signal::default(),
+            stats: RefCell::new(ApnsStats::default()),
+        };
+        Ok(ApnsSender {
+            inner: Rc::new(inner),
+        })
+    }
+
+    /// Sends one notification and says what became of it. Never panics, never blocks the
+    /// executor, and returns within the request timeout. Must run on a glommio executor (the
+    /// first call spawns the connection tasks there). A request that could not even be started
+    /// on a closing connection is moved to another one once; anything that may have reached
+    /// APNs is left to the caller's retry.
+    pub async fn send(&self, n: ApnsNotification<'_>) -> SendOutcome {
+        let inner = &*self.inner;
+        inner.stats.borrow_mut().requests += 1;
+        let outcome = if inner.closing.get() {
+            retry("sender closed")
+        } else {
+            match inner.encoder.prepare(&n) {
+                Err(refused) => refused,
+                Ok(prepared) => {
+                    let _running = Running::start(inner);
+                    let outcome =
+                        within(inner.tuning.request_timeout, inner.attempt(&prepared)).await;
+                    outcome.unwrap_or_else(|| {
+                        inner.stats.borrow_mut().timeouts += 1;
+                        retry("request timed out")
+                    })
+                }
+            }
+        };
+        let mut stats = inner.stats.borrow_mut();
+        match &outcome {
+            SendOutcome::Sent { .. } => stats.sent += 1,
+            SendOutcome::Retry { .. } => stats.retries += 1,
+            SendOutcome::Permanent { .. } => stats.permanent_failures += 1,
+            SendOutcome::ConfigFault { reason } => {
+                stats.config_faults += 1;
+                // Logged at 1, 2, 4, 8, ... so a misconfigured shard cannot flood the log.
+                if stats.config_faults.is_power_of_two() {
+                    let count = stats.config_faults;
+                    tracing::error!(
+                        shard = inner.shard,
+                        reason,
+                        count,
+                        "APNs rejected our credentials or topic"
+                    );
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Counters now.
+    pub fn stats(&self) -> ApnsStats {
+        let inner = &*self.inner;
+        let pool = inner.pool.stats();
+        ApnsStats {
+            connections_open: pool.open,
+            reconnects: pool.reconnects,
+            connect_failures: pool.connect_failures,
+            connections_lost: pool.connections_lost,
+            in_flight: inner.in_flight.get(),
+            jwt_refreshes: inner.token.refreshes(),
+            ..inner.stats.borrow().clone()
+        }
+    }
+
+    /// Refuses new sends (`Retry` "sender closed"), lets running ones finish (up to
+    /// [`CLOSE_GRACE`](super::CLOSE_GRACE)), then closes every connection with GOAWAY.
+    pub async fn close(&self) {
+        let inner = &*self.inner;
+        inner.closing.set(true);
+        let drained = inner.idle.wait_until(|| inner.in_flight.get() == 0);
+        if within(inner.tuning.close_grace, drained).await.is_none() {
+            tracing::warn!(
+                shard = inner.shard,
+                in_flight = inner.in_flight.get(),
+                "APNs close: sends still running"
+            );
+        }
+        inner.pool.shutdown().await;
+    }
+}
+
+impl Drop for ApnsSender {
+    fn drop(&mut self) {
+        // Supervisor tasks hold the pool; tell them to stop and cut whatever is still open.
+        self.inner.pool.abort();
+    }
+}
+
+impl Inner {
+    async fn attempt(&self, prepared: &PreparedRequest) -> SendOutcome {
+        let mut token_retry_left = true;
+        let mut unsent_retry_left = true;
+        loop {
+            let Some(conn) = self.pool.acquire().await else {
+                return retry("sender closed");
+            };
+            let Ok(token) = self.token.current() else {
+                return retry("provider token signing failed");
+            };
+            let request = prepared.to_request(&token.authorization, self.encoder.topic());
+            let answer = match conn.round_trip(request, prepared.payload.clone()).await {
+                Ok(answer) => answer,
+                Err(StreamError::NotSent) if unsent_retry_left => {
+                    // The connection is going away (GOAWAY seen before its driver ended).
+                    unsent_retry_left = false;
+                    conn.health.retire();
+                    continue;
+                }
+                Err(StreamError::NotSent | StreamError::ConnectionLost) => {
+                    return retry("connection lost");
+                }
+                Err(StreamError::Reset(reason)) => {
+                    return retry(&format!("stream reset ({reason})"));
+                }
+            };
+            *self
+                .stats
+                .borrow_mut()
+                .by_status
+                .entry(answer.status.as_u16())
+                .or_default() += 1;
+            let verdict = classify(
+                answer.status,
+                &answer.headers,
+                &answer.body,
+                prepared.apns_id(),
+            );
+            match verdict.follow_up {
+                FollowUp::None => {}
+                FollowUp::Reconnect => conn.health.retire(),
+                FollowUp::HoldTokenRefresh => self.token.hold_refreshes(),
+                FollowUp::RetryWithToken(why) if token_retry_left => {
+                    token_retry_left = false;
+                    if let Err(SigningFailed) = self.token.after_rejection(&token, why) {
+                        return retry("provider token signing failed");
+                    }
+                    continue;
+                }
+                FollowUp::RetryWithToken(_) => {}
+            }
+            return verdict.outcome;
+        }
+    }
+}
+
+/// Counts a `send()` as running, also when the caller drops it half-way.
+struct Running<'a>(&'a Inner);
+
+impl<'a> Running<'a> {
+    fn start(inner: &'a Inner) -> Running<'a> {
+        inner.in_flight.set(inner.in_flight.get() + 1);
+        Running(inner)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+        self.0.idle.notify();
+    }
+}
+
+fn retry(reason: &str) -> SendOutcome {
+    SendOutcome::Retry {
+        reason: reason.to_owned(),
+        retry_after: None,
+    }
+}

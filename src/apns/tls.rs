@@ -1,0 +1,189 @@
+//! The transport under each APNs connection: the rustls client configuration (webpki roots plus
+//! any extra CA, ALPN `h2` only), name resolution off the executor, and TCP + TLS set-up that
+//! fails unless the server agreed to speak HTTP/2.
+
+use super::config::{ApnsError, Endpoint};
+use futures_rustls::TlsConnector;
+use futures_rustls::client::TlsStream;
+use glommio::net::TcpStream;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+/// The only application protocol APNs speaks.
+const ALPN_H2: &[u8] = b"h2";
+
+/// A TLS session to APNs over a glommio TCP stream.
+pub(crate) type ApnsStream = TlsStream<TcpStream>;
+
+/// Why one connection attempt failed; every kind is retried by the pool with backoff.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    Resolve(String),
+    Tcp(std::io::Error),
+    Tls(std::io::Error),
+    NoH2,
+    Handshake(h2::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve(e) => write!(f, "resolving the APNs host: {e}"),
+            ConnectError::Tcp(e) => write!(f, "TCP connect: {e}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake: {e}"),
+            ConnectError::NoH2 => write!(f, "server did not negotiate ALPN h2"),
+            ConnectError::Handshake(e) => write!(f, "HTTP/2 handshake: {e}"),
+        }
+    }
+}
+
+/// Where and how one shard connects: built once, used for every (re)connect.
+pub(crate) struct Transport {
+    endpoint: Endpoint,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+}
+
+impl Transport {
+    pub(crate) fn new(endpoint: Endpoint, ca_pem: Option<&[u8]>) -> Result<Transport, ApnsError> {
+        let server_name =
+            ServerName::try_from(endpoint.host.clone()).map_err(|e| ApnsError::InvalidConfig {
+                field: "endpoint",
+                reason: format!("{:?} is not a valid TLS server name: {e}", endpoint.host),
+            })?;
+        let connector = TlsConnector::from(client_config(ca_pem)?);
+        Ok(Transport {
+            endpoint,
+            server_name,
+            connector,
+        })
+    }
+
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Resolves, connects TCP (no Nagle delay) and runs the TLS handshake; fails without `h2`.
+    pub(crate) async fn connect(&self) -> Result<ApnsStream, ConnectError> {
+        let mut last = None;
+        for addr in resolve(&self.endpoint.host, self.endpoint.port).await? {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    tcp.set_nodelay(true)
+                        .map_err(|e| ConnectError::Tcp(e.into()))?;
+                    let tls = self
+                        .connector
+                        .connect(self.server_name.clone(), tcp)
+                        .await
+                        .map_err(ConnectError::Tls)?;
+                    if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+                        return Err(ConnectError::NoH2);
+                    }
+                    return Ok(tls);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(
+            || ConnectError::Resolve("no addresses".to_owned()),
+            |e| ConnectError::Tcp(e.into()),
+        ))
+    }
+}
+
+/// rustls client config for APNs: TLS 1.2+, webpki roots plus `ca_pem`, ALPN `h2`.
+fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, ApnsError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = ca_pem {
+        let bad = |reason: String| ApnsError::InvalidCaPem { reason };
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| bad(e.to_string()))?;
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(bad("no CERTIFICATE block found".to_owned()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ApnsError::InvalidConfig {
+            field: "endpoint",
+            reason: format!("TLS set-up: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// IP literals directly; names through the system resolver on a helper thread, because
+/// `getaddrinfo` blocks and must never run on the executor. Connects are rare (backoff-paced),
+/// so a short-lived thread per resolve is cheap enough.
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = futures_channel::oneshot::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("apns-resolve".to_owned())
+        .spawn(move || {
+            let result = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect);
+            let _ = tx.send(result);
+        })
+        .map_err(|e| ConnectError::Resolve(e.to_string()))?;
+    match rx.await {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(ConnectError::Resolve(e.to_string())),
+        Err(_) => Err(ConnectError::Resolve("resolver thread vanished".to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_pem_must_hold_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        assert!(matches!(
+            client_config(Some(key.serialize_pem().as_bytes())),
+            Err(ApnsError::InvalidCaPem { .. })
+        ));
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let config = client_config(Some(cert.cert.pem().as_bytes())).unwrap();
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(client_config(None).is_ok());
+    }
+
+    #[test]
+    fn names_resolve_off_the_executor_and_literals_directly() {
+        let (literal, name) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(|| async {
+                let literal = resolve("127.0.0.1", 443).await.unwrap();
+                let name = resolve("localhost", 2197).await.unwrap();
+                (literal, name)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(literal, vec![SocketAddr::from(([127, 0, 0, 1], 443))]);
+        assert!(
+            name.iter()
+                .all(|a| a.port() == 2197 && a.ip().is_loopback()),
+            "{name:?}"
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! Shared integration-test harness: an in-process APNs simulator (HTTP/2 + TLS, real JWT
+//! checks) and the real `clarion` binary configured to deliver to it.
+#![allow(dead_code)]
+
+pub mod http;
+pub mod server;
+
+use std::time::Duration;
+
+use clarion_loadtest::apns_sim::{generate_apns_key, Faults, SimConfig, SimHandle, Simulator};
+use serde_json::{json, Value};
+
+pub use server::{wait_for, Server, API_KEY};
+
+pub const TEAM_ID: &str = "TEAM000001";
+pub const KEY_ID: &str = "KEY0000001";
+pub const TOPIC: &str = "com.example.app";
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub sim: SimHandle,
+    pub server: Server,
+}
+
+/// Deterministic 64-hex device token number `i`.
+pub fn token(i: u64) -> String {
+    format!("{:016x}{:016x}{:016x}{:016x}", i, i ^ 0xdead_beef, i.wrapping_mul(31), 0xabcdu64)
+}
+
+/// Starts the simulator with `faults`, then the server with `shards` shards delivering to it.
+pub fn start(shards: usize, faults: Faults, extra_toml: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let (private_pem, public_pem) = generate_apns_key().unwrap();
+    let mut cfg = SimConfig::new(TEAM_ID, KEY_ID, &public_pem, TOPIC);
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.faults = faults;
+    let sim = Simulator::start(cfg).expect("simulator starts");
+    std::fs::write(dir.path().join("apns.p8"), private_pem).unwrap();
+    std::fs::write(dir.path().join("ca.pem"), sim.ca_pem()).unwrap();
+    let toml = format!(
+        "[apns]\nendpoint = \"https://{}\"\nteam_id = \"{TEAM_ID}\"\nkey_id = \"{KEY_ID}\"\nkey_file = \"{}\"\ntopic = \"{TOPIC}\"\nconnections = 2\nca_file = \"{}\"\n\n[delivery]\nbackoff_base_ms = 50\nbackoff_max_ms = 400\nshutdown_grace_ms = 2000\n{extra_toml}\n",
+        sim.addr(),
+        dir.path().join("apns.p8").display(),
+        dir.path().join("ca.pem").display(),
+    );
+    let server = Server::start(dir.path(), shards, &toml);
+    Harness { dir, sim, server }
+}
+
+impl Harness {
+    pub fn client(&self) -> http::Client {
+        self.server.client()
+    }
+
+    /// Registers a user with the given device tokens.
+    pub fn register(&self, user: &str, tokens: &[String]) {
+        let c = self.client();
+        let r = c.call("PUT", &format!("/v1/users/{user}"), Some(json!({"email": "u@example.com", "locale": "en-US"})));
+        assert!(r.status == 200 || r.status == 201, "PUT user: {} {}", r.status, r.body);
+        for t in tokens {
+            let r = c.call("POST", &format!("/v1/users/{user}/devices"), Some(json!({"platform": "ios", "token": t})));
+            assert!(r.status == 200 || r.status == 201, "POST device: {} {}", r.status, r.body);
+        }
+    }
+
+    pub fn notify(&self, body: Value) -> http::Response {
+        self.client().call("POST", "/v1/notifications", Some(body))
+    }
+
+    pub fn status(&self, id: &str) -> Value {
+        let r = self.client().call("GET", &format!("/v1/notifications/{id}"), None);
+        assert_eq!(r.status, 200, "status of {id}: {}", r.body);
+        r.body
+    }
+
+    /// Waits until every delivery of the notification is in a terminal state.
+    pub fn wait_finished(&self, id: &str, timeout: Duration) -> Value {
+        wait_for(timeout, || {
+            let s = self.status(id);
+            (s["state"] == "finished").then_some(s)
+        })
+        .unwrap_or_else(|| panic!("notification {id} did not finish: {}", self.status(id)))
+    }
+}

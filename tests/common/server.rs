@@ -1,0 +1,144 @@
+//! Runs the real `clarion` binary as a child process for integration tests: writes its TOML
+//! config into a temp dir, waits for `/healthz`, and stops it with SIGTERM or `kill -9`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const API_KEY: &str = "test-key-0123456789abcdef";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Server {
+    /// Writes `config.toml` (listen, data_dir, API key, plus `extra`) into `dir` and starts.
+    pub fn start(dir: &Path, shards: usize, extra: &str) -> Server {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let config = dir.join("config.toml");
+        let text = format!(
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\nshards = {shards}\n\n[api]\nkeys = [\"{API_KEY}\"]\n\n{extra}\n",
+            dir.join("data").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut s = Server { child: None, addr, dir: dir.to_path_buf(), config };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .unwrap();
+        raise_memlock();
+        let child = Command::new(env!("CARGO_BIN_EXE_clarion"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("CLARION_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start clarion");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("clarion exited early with {status}: {}", self.log());
+            }
+            if TcpStream::connect(self.addr).is_ok() {
+                let c = super::http::Client { addr: self.addr, key: None };
+                if c.raw("GET", "/healthz", None).status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("clarion did not become healthy: {}", self.log());
+    }
+
+    pub fn client(&self) -> super::http::Client {
+        super::http::Client::new(self.addr, API_KEY)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (bounded).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        unsafe_kill(c.id() as i32, 15);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                panic!("clarion did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// glommio needs locked memory for io_uring; children inherit our limit.
+/// Best effort (works as root); children inherit it. The test script raises it too.
+fn raise_memlock() {
+    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit reads a valid rlimit struct; failure just leaves the limit as it was.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+    }
+}
+
+/// Polls `f` until it returns Some or the timeout passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
