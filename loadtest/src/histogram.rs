@@ -34,13 +34,17 @@ pub fn latency_histogram() -> Histogram<u64> {
 /// Base64 of the V2 (uncompressed) HdrHistogram serialization.
 pub fn encode_base64_v2(h: &Histogram<u64>) -> Result<String, String> {
     let mut buf = Vec::new();
-    V2Serializer::new().serialize(h, &mut buf).map_err(|e| format!("serialize histogram: {e:?}"))?;
+    V2Serializer::new()
+        .serialize(h, &mut buf)
+        .map_err(|e| format!("serialize histogram: {e:?}"))?;
     Ok(STANDARD.encode(buf))
 }
 
 /// The inverse of [`encode_base64_v2`] (any V2 or V2-deflate serialization is accepted).
 pub fn decode_base64_v2(s: &str) -> Result<Histogram<u64>, String> {
-    let bytes = STANDARD.decode(s).map_err(|e| format!("histogram base64: {e}"))?;
+    let bytes = STANDARD
+        .decode(s)
+        .map_err(|e| format!("histogram base64: {e}"))?;
     Deserializer::new()
         .deserialize(&mut &bytes[..])
         .map_err(|e| format!("deserialize histogram: {e:?}"))
@@ -95,12 +99,20 @@ pub fn percentile_distribution(h: &Histogram<u64>) -> String {
         let value = v.value_iterated_to() as f64 / US_PER_MS;
         let q = v.quantile_iterated_to();
         if q < 1.0 {
-            let _ = writeln!(out, "{value:12.p$} {q:2.12} {total:10} {:14.2}", 1.0 / (1.0 - q));
+            let _ = writeln!(
+                out,
+                "{value:12.p$} {q:2.12} {total:10} {:14.2}",
+                1.0 / (1.0 - q)
+            );
         } else {
             let _ = writeln!(out, "{value:12.p$} {q:2.12} {total:10}");
         }
     }
-    let (mean, stdev) = if h.is_empty() { (0.0, 0.0) } else { (h.mean(), h.stdev()) };
+    let (mean, stdev) = if h.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (h.mean(), h.stdev())
+    };
     let _ = writeln!(
         out,
         "#[Mean    = {:12.p$}, StdDeviation   = {:12.p$}]",
@@ -147,18 +159,37 @@ mod tests {
         }
         let text = percentile_distribution(&h);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "       Value     Percentile TotalCount 1/(1-Percentile)");
+        assert_eq!(
+            lines[0],
+            "       Value     Percentile TotalCount 1/(1-Percentile)"
+        );
         assert_eq!(lines[1], "");
         // First row: the minimum at percentile 0, one value counted, 1/(1-0) = 1.00.
-        assert_eq!(lines[2], "       1.000 0.000000000000          1           1.00");
-        let median = lines.iter().find(|l| l.contains(" 0.500000000000 ")).expect("p50 row");
+        assert_eq!(
+            lines[2],
+            "       1.000 0.000000000000          1           1.00"
+        );
+        let median = lines
+            .iter()
+            .find(|l| l.contains(" 0.500000000000 "))
+            .expect("p50 row");
         assert!(median.trim_start().starts_with("500."), "{median}");
         let last_row = lines[lines.len() - 4];
-        assert!(last_row.contains(" 1.000000000000       1000"), "{last_row}");
-        assert_eq!(last_row.split_whitespace().count(), 3, "100% row has no 1/(1-p)");
+        assert!(
+            last_row.contains(" 1.000000000000       1000"),
+            "{last_row}"
+        );
+        assert_eq!(
+            last_row.split_whitespace().count(),
+            3,
+            "100% row has no 1/(1-p)"
+        );
         assert!(lines[lines.len() - 3].starts_with("#[Mean    =      500."));
         assert!(lines[lines.len() - 2].ends_with("Total count    =         1000]"));
-        assert_eq!(lines[lines.len() - 1], "#[Buckets =           22, SubBuckets     =         2048]");
+        assert_eq!(
+            lines[lines.len() - 1],
+            "#[Buckets =           22, SubBuckets     =         2048]"
+        );
     }
 
     #[test]

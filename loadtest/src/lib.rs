@@ -1,3 +1,64 @@
-//! tmp
+//! `clarion-loadtest`: Clarion's load generator, provider simulators and HDR-histogram reports.
+//!
+//! Two halves that meet in a ledger:
+//!
+//! - [`apns_sim`] is a faithful APNs provider API: HTTP/2 over TLS, ES256 provider tokens,
+//!   APNs' stream-limit behaviour, its statuses and reasons, and injectable faults. The Clarion
+//!   server runs it in-process when no APNs credentials are configured, integration tests run
+//!   it on 127.0.0.1:0, and `clarion-loadtest apns-sim` runs it as its own process. Every
+//!   accepted payload carrying `lt_seq` is counted per seq, and `lt_ts` gives the end-to-end
+//!   latency from a notification's intended send time to its arrival at "APNs".
+//! - [`load`] drives Clarion's HTTP API open-loop (requests at their intended times whatever
+//!   the answers do; accept latency measured from the intended time, so a stall is never hidden),
+//!   records which seqs were answered 202, then asks the simulator for its ledger: every
+//!   accepted notification must arrive, as often as the user has devices.
+//!
+//! ```no_run
+//! use clarion_loadtest::apns_sim::{generate_apns_key, SimConfig, Simulator};
+//! use clarion_loadtest::load::{self, LoadConfig, SimLink};
+//!
+//! let (p8, public) = generate_apns_key()?;
+//! let sim = Simulator::start(SimConfig::new("TEAMID1234", "KEYID12345", &public, "com.example"))?;
+//! // ... start a Clarion server pointed at sim.endpoint(), trusting sim.ca_pem() ...
+//! let cfg = LoadConfig { api_key: "key".into(), rate: 2000.0, ..LoadConfig::default() };
+//! let report = load::run(&cfg, SimLink::InProcess(&sim))?;
+//! print!("{}", clarion_loadtest::report::summary_text(&report));
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+//!
+//! # Layout
+//!
+//! ```text
+//! src/lib.rs                    this overview
+//! src/main.rs, src/cli.rs       the `clarion-loadtest` binary: keygen, apns-sim, run, bench
+//! src/apns_sim/mod.rs           Simulator::start and SimHandle (runtime thread, accessors)
+//! src/apns_sim/config.rs        SimConfig, Faults, SimError
+//! src/apns_sim/keys.rs          .p8 keys, provider-token signing, the TLS certificate
+//! src/apns_sim/jwt.rs           provider-token checks with per-connection and shared caches
+//! src/apns_sim/request.rs       request validation in APNs' terms; payload checks
+//! src/apns_sim/reason.rs        APNs reasons and their statuses and bodies
+//! src/apns_sim/connection.rs    TLS + HTTP/2 connections and each request's life
+//! src/apns_sim/settings_shim.rs MAX_CONCURRENT_STREAMS 1 -> N on the wire (h2 cannot)
+//! src/apns_sim/faults.rs        the fault plan in force and its seeded random draws
+//! src/apns_sim/stats.rs         counters (SimStats) and the recent accepted pushes
+//! src/apns_sim/ledger.rs        per-seq receipt counts and end-to-end latency
+//! src/apns_sim/control.rs       the HTTP/1.1 control endpoint and its client, SimControl
+//! src/load/mod.rs               LoadConfig, LoadReport, run / run_async
+//! src/load/schedule.rs          open-loop intended send times, bursts
+//! src/load/client.rs            h2c and HTTP/1.1 keep-alive API clients
+//! src/load/register.rs          users and deterministic device tokens
+//! src/load/driver.rs            the open-loop driver and its measurements
+//! src/load/ledger_check.rs      accepted vs received: lost, duplicated, unexpected
+//! src/bench.rs                  keygen + simulator + server child + load, in one command
+//! src/report.rs                 summary table, summary.json, .hgrm files
+//! src/histogram.rs              the latency histogram shape, V2 wire form, .hgrm text
+//! src/duration.rs               "20s" / "500ms" / "2m" parsing
+//! tests/                        one scenario per file, real sockets on 127.0.0.1:0
+//! ```
+
 pub mod apns_sim;
+pub mod bench;
+pub mod duration;
 pub mod histogram;
+pub mod load;
+pub mod report;

@@ -1,1 +1,96 @@
-fn main() {}
+//! `clarion-loadtest`: the thin binary over the `clarion_loadtest` library. Parses the command
+//! line (see `cli.rs`), runs the subcommand, prints what it found.
+//!
+//! ```text
+//! clarion-loadtest keygen --out DIR
+//! clarion-loadtest apns-sim --listen 127.0.0.1:2197 --control 127.0.0.1:8091 --key-file DIR/apns-key.p8 --ca-out DIR/apns-ca.pem
+//! clarion-loadtest run --target 127.0.0.1:8080 --api-key K --sim-control 127.0.0.1:8091 --rate 5000 --duration 20s --out DIR
+//! clarion-loadtest bench --server-bin target/release/clarion --rate 5000 --duration 20s --out DIR
+//! ```
+
+mod cli;
+
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Parser;
+
+use clarion_loadtest::apns_sim::{Simulator, generate_apns_key};
+use clarion_loadtest::load::{LoadReport, SimLink};
+use clarion_loadtest::{bench, load, report};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match cli::Cli::parse().command {
+        cli::Command::Keygen { out } => keygen(&out),
+        cli::Command::ApnsSim(args) => apns_sim(&args),
+        cli::Command::Run(args) => {
+            let mut cfg = args.load.to_config();
+            cfg.target = args.target;
+            cfg.api_key = args.api_key.clone();
+            let link = args.sim_control.map_or(SimLink::None, SimLink::Control);
+            let report = load::run(&cfg, link)?;
+            finish(&report, args.load.out.as_deref())
+        }
+        cli::Command::Bench(args) => {
+            let report = bench::bench(&args.to_config()?)?;
+            finish(&report, args.load.out.as_deref())
+        }
+    }
+}
+
+fn keygen(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let (p8, public) = generate_apns_key()?;
+    std::fs::write(out.join("apns-key.p8"), p8)?;
+    std::fs::write(out.join("apns-key.pub.pem"), public)?;
+    println!(
+        "wrote {0}/apns-key.p8 and {0}/apns-key.pub.pem",
+        out.display()
+    );
+    Ok(())
+}
+
+fn apns_sim(args: &cli::SimArgs) -> anyhow::Result<()> {
+    let sim = Simulator::start(args.to_config()?)?;
+    if let Some(path) = &args.ca_out {
+        sim.write_ca_file(path)?;
+    }
+    println!("apns-sim listening on https://{}", sim.addr());
+    if let Some(c) = sim.control_addr() {
+        println!("apns-sim control on http://{c}");
+    }
+    if let Some(path) = &args.ca_out {
+        println!("apns-sim certificate in {}", path.display());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    let stats = sim.stats();
+    sim.shutdown();
+    println!("apns-sim stopped: {}", serde_json::to_string(&stats)?);
+    Ok(())
+}
+
+fn finish(r: &LoadReport, out: Option<&Path>) -> anyhow::Result<()> {
+    print!("{}", report::summary_text(r));
+    if let Some(dir) = out {
+        report::write_outputs(r, dir)?;
+        println!(
+            "  Wrote         {}/{{summary.json,accept.hgrm,e2e.hgrm}}",
+            dir.display()
+        );
+    }
+    Ok(())
+}

@@ -13,7 +13,9 @@ async fn token_is_verified_once_for_many_requests_and_connections() {
     for _ in 0..3 {
         let client = apns.client().await;
         for seq in 0..20 {
-            let a = send(&client, push(&token(seq), &jwt), alert(seq)).await.expect("send");
+            let a = send(&client, push(&token(seq), &jwt), alert(seq))
+                .await
+                .expect("send");
             assert_eq!(a.status, 200);
         }
     }
@@ -27,10 +29,17 @@ async fn token_is_verified_once_for_many_requests_and_connections() {
 async fn expired_token_is_expired_provider_token() {
     let apns = Apns::start(|_| {});
     let client = apns.client().await;
-    let a = send(&client, push(&token(1), &apns.jwt(3601 + 5)), alert(1)).await.expect("send");
-    assert_eq!((a.status, a.reason().as_deref()), (403, Some("ExpiredProviderToken")));
+    let a = send(&client, push(&token(1), &apns.jwt(3601 + 5)), alert(1))
+        .await
+        .expect("send");
+    assert_eq!(
+        (a.status, a.reason().as_deref()),
+        (403, Some("ExpiredProviderToken"))
+    );
     // Fifty minutes old is still fine.
-    let a = send(&client, push(&token(1), &apns.jwt(50 * 60)), alert(1)).await.expect("send");
+    let a = send(&client, push(&token(1), &apns.jwt(50 * 60)), alert(1))
+        .await
+        .expect("send");
     assert_eq!(a.status, 200);
 }
 
@@ -52,8 +61,14 @@ async fn bad_signature_kid_or_team_is_invalid_provider_token() {
         "not-a-jwt".to_string(),
     ];
     for (i, jwt) in tokens.iter().enumerate() {
-        let a = send(&client, push(&token(1), jwt), alert(1)).await.expect("send");
-        assert_eq!((a.status, a.reason().as_deref()), (403, Some("InvalidProviderToken")), "token {i}");
+        let a = send(&client, push(&token(1), jwt), alert(1))
+            .await
+            .expect("send");
+        assert_eq!(
+            (a.status, a.reason().as_deref()),
+            (403, Some("InvalidProviderToken")),
+            "token {i}"
+        );
     }
     let stats = apns.sim.stats();
     assert_eq!(stats.by_reason.get("InvalidProviderToken"), Some(&5));
@@ -65,12 +80,29 @@ async fn refreshing_the_token_too_often_is_too_many_provider_token_updates() {
     let apns = Apns::start(|_| {});
     let client = apns.client().await;
     let first = apns.jwt(30 * 60);
-    assert_eq!(send(&client, push(&token(1), &first), alert(1)).await.expect("send").status, 200);
+    assert_eq!(
+        send(&client, push(&token(1), &first), alert(1))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
     let early = apns.jwt(25 * 60); // five minutes after the first
-    let a = send(&client, push(&token(1), &early), alert(2)).await.expect("send");
-    assert_eq!((a.status, a.reason().as_deref()), (429, Some("TooManyProviderTokenUpdates")));
+    let a = send(&client, push(&token(1), &early), alert(2))
+        .await
+        .expect("send");
+    assert_eq!(
+        (a.status, a.reason().as_deref()),
+        (429, Some("TooManyProviderTokenUpdates"))
+    );
     let later = apns.jwt(5 * 60); // 25 minutes after the first
-    assert_eq!(send(&client, push(&token(1), &later), alert(3)).await.expect("send").status, 200);
+    assert_eq!(
+        send(&client, push(&token(1), &later), alert(3))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -78,7 +110,9 @@ async fn refresh_rule_can_be_turned_off() {
     let apns = Apns::start(|c| c.token_refresh_min_interval = None);
     let client = apns.client().await;
     for age in [600, 300, 0] {
-        let a = send(&client, push(&token(1), &apns.jwt(age)), alert(age)).await.expect("send");
+        let a = send(&client, push(&token(1), &apns.jwt(age)), alert(age))
+            .await
+            .expect("send");
         assert_eq!(a.status, 200, "age {age}");
     }
 }

@@ -18,7 +18,9 @@ async fn unregistered_token_is_410_with_timestamp_and_bad_token_is_400() {
     let client = apns.client().await;
     let jwt = apns.jwt(0);
 
-    let a = send(&client, push(&token(1), &jwt), alert(1)).await.expect("send");
+    let a = send(&client, push(&token(1), &jwt), alert(1))
+        .await
+        .expect("send");
     assert_eq!(a.status, 410);
     let body = a.json();
     assert_eq!(body["reason"], "Unregistered");
@@ -26,10 +28,25 @@ async fn unregistered_token_is_410_with_timestamp_and_bad_token_is_400() {
     assert!(ts.abs_diff(now_secs() * 1000) < 60_000, "{ts}");
     assert!(a.apns_id.is_some());
 
-    let a = send(&client, push(&token(2), &jwt), alert(2)).await.expect("send");
-    assert_eq!((a.status, a.reason().as_deref()), (400, Some("BadDeviceToken")));
-    assert_eq!(send(&client, push(&token(3), &jwt), alert(3)).await.expect("send").status, 200);
-    assert_eq!(apns.sim.ledger().count(1), 0, "rejected pushes are not in the ledger");
+    let a = send(&client, push(&token(2), &jwt), alert(2))
+        .await
+        .expect("send");
+    assert_eq!(
+        (a.status, a.reason().as_deref()),
+        (400, Some("BadDeviceToken"))
+    );
+    assert_eq!(
+        send(&client, push(&token(3), &jwt), alert(3))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
+    assert_eq!(
+        apns.sim.ledger().count(1),
+        0,
+        "rejected pushes are not in the ledger"
+    );
     assert_eq!(apns.sim.ledger().count(3), 1);
 }
 
@@ -50,7 +67,12 @@ async fn error_rates_are_deterministic_per_seed_and_can_be_cleared() {
         apns.sim.set_faults(faults.clone());
         let mut statuses = Vec::new();
         for seq in 0..200 {
-            statuses.push(send(&client, push(&token(seq), &jwt), alert(seq)).await.expect("send").status);
+            statuses.push(
+                send(&client, push(&token(seq), &jwt), alert(seq))
+                    .await
+                    .expect("send")
+                    .status,
+            );
         }
         runs.push(statuses);
     }
@@ -60,22 +82,44 @@ async fn error_rates_are_deterministic_per_seed_and_can_be_cleared() {
         assert!(n > 20, "status {status} seen {n} times");
     }
     let stats = apns.sim.stats();
-    assert!(stats.by_reason.get("TooManyRequests").is_some_and(|n| *n > 20));
-    assert!(stats.by_reason.get("ServiceUnavailable").is_some_and(|n| *n > 20));
+    assert!(
+        stats
+            .by_reason
+            .get("TooManyRequests")
+            .is_some_and(|n| *n > 20)
+    );
+    assert!(
+        stats
+            .by_reason
+            .get("ServiceUnavailable")
+            .is_some_and(|n| *n > 20)
+    );
 
     apns.sim.set_faults(Faults::default());
     for seq in 0..20 {
-        assert_eq!(send(&client, push(&token(seq), &jwt), alert(seq)).await.expect("send").status, 200);
+        assert_eq!(
+            send(&client, push(&token(seq), &jwt), alert(seq))
+                .await
+                .expect("send")
+                .status,
+            200
+        );
     }
 }
 
 #[tokio::test]
 async fn latency_is_added_to_each_answer() {
     let apns = Apns::start(|_| {});
-    apns.sim.set_faults(Faults { latency_us: 80_000, jitter_us: 20_000, ..Faults::default() });
+    apns.sim.set_faults(Faults {
+        latency_us: 80_000,
+        jitter_us: 20_000,
+        ..Faults::default()
+    });
     let client = apns.client().await;
     let started = Instant::now();
-    let a = send(&client, push(&token(1), &apns.jwt(0)), alert(1)).await.expect("send");
+    let a = send(&client, push(&token(1), &apns.jwt(0)), alert(1))
+        .await
+        .expect("send");
     let took = started.elapsed();
     assert_eq!(a.status, 200);
     assert!(took >= Duration::from_millis(80), "{took:?}");
@@ -85,35 +129,75 @@ async fn latency_is_added_to_each_answer() {
 #[tokio::test]
 async fn goaway_after_n_requests_sends_the_client_away() {
     let apns = Apns::start(|_| {});
-    apns.sim.set_faults(Faults { goaway_after_requests: Some(3), ..Faults::default() });
+    apns.sim.set_faults(Faults {
+        goaway_after_requests: Some(3),
+        ..Faults::default()
+    });
     let client = apns.client().await;
     let jwt = apns.jwt(0);
     for seq in 0..3 {
-        assert_eq!(send(&client, push(&token(seq), &jwt), alert(seq)).await.expect("send").status, 200);
+        assert_eq!(
+            send(&client, push(&token(seq), &jwt), alert(seq))
+                .await
+                .expect("send")
+                .status,
+            200
+        );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(send(&client, push(&token(9), &jwt), alert(9)).await.is_err(), "connection is going away");
+    assert!(
+        send(&client, push(&token(9), &jwt), alert(9))
+            .await
+            .is_err(),
+        "connection is going away"
+    );
     assert_eq!(apns.sim.stats().goaways, 1);
     // A new connection works.
     let client = apns.client().await;
-    assert_eq!(send(&client, push(&token(9), &jwt), alert(9)).await.expect("send").status, 200);
+    assert_eq!(
+        send(&client, push(&token(9), &jwt), alert(9))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
     assert_eq!(apns.sim.stats().connections, 2);
 }
 
 #[tokio::test]
 async fn dropped_connection_leaves_the_request_unanswered() {
     let apns = Apns::start(|_| {});
-    apns.sim.set_faults(Faults { drop_after_requests: Some(2), ..Faults::default() });
+    apns.sim.set_faults(Faults {
+        drop_after_requests: Some(2),
+        ..Faults::default()
+    });
     let client = apns.client().await;
     let jwt = apns.jwt(0);
-    assert_eq!(send(&client, push(&token(1), &jwt), alert(1)).await.expect("send").status, 200);
-    assert!(send(&client, push(&token(2), &jwt), alert(2)).await.is_err());
+    assert_eq!(
+        send(&client, push(&token(1), &jwt), alert(1))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
+    assert!(
+        send(&client, push(&token(2), &jwt), alert(2))
+            .await
+            .is_err()
+    );
     let stats = apns.sim.stats();
     assert_eq!(stats.dropped_connections, 1);
     assert_eq!(stats.requests, 1, "the dropped request was never answered");
 
-    apns.sim.set_faults(Faults { drop_rate: 1.0, ..Faults::default() });
+    apns.sim.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Faults::default()
+    });
     let client = apns.client().await;
-    assert!(send(&client, push(&token(3), &jwt), alert(3)).await.is_err());
+    assert!(
+        send(&client, push(&token(3), &jwt), alert(3))
+            .await
+            .is_err()
+    );
     assert_eq!(apns.sim.stats().dropped_connections, 2);
 }

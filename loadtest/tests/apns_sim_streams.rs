@@ -25,12 +25,16 @@ async fn limit_starts_at_one_and_rises_after_the_first_success() {
     assert_eq!(client.current_max_send_streams(), 1);
 
     // A failed request does not raise it.
-    let a = send(&client, push(&token(1), &apns.jwt(7200)), alert(1)).await.expect("send");
+    let a = send(&client, push(&token(1), &apns.jwt(7200)), alert(1))
+        .await
+        .expect("send");
     assert_eq!(a.status, 403);
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(client.current_max_send_streams(), 1);
 
-    let a = send(&client, push(&token(1), &apns.jwt(0)), alert(2)).await.expect("send");
+    let a = send(&client, push(&token(1), &apns.jwt(0)), alert(2))
+        .await
+        .expect("send");
     assert_eq!(a.status, 200);
     assert_eq!(wait_for_limit(&client, 700).await, 700);
 
@@ -43,10 +47,19 @@ async fn limit_starts_at_one_and_rises_after_the_first_success() {
 #[tokio::test]
 async fn raised_limit_really_allows_concurrent_requests() {
     let apns = Apns::start(|_| {});
-    apns.sim.set_faults(Faults { latency_us: 100_000, ..Faults::default() });
+    apns.sim.set_faults(Faults {
+        latency_us: 100_000,
+        ..Faults::default()
+    });
     let client = apns.client().await;
     let jwt = apns.jwt(0);
-    assert_eq!(send(&client, push(&token(1), &jwt), alert(0)).await.expect("first").status, 200);
+    assert_eq!(
+        send(&client, push(&token(1), &jwt), alert(0))
+            .await
+            .expect("first")
+            .status,
+        200
+    );
     wait_for_limit(&client, 1000).await;
 
     let started = Instant::now();
@@ -54,7 +67,9 @@ async fn raised_limit_really_allows_concurrent_requests() {
     for seq in 1..=40u64 {
         let client = client.clone();
         let jwt = jwt.clone();
-        tasks.push(tokio::spawn(async move { send(&client, push(&token(seq), &jwt), alert(seq)).await }));
+        tasks.push(tokio::spawn(async move {
+            send(&client, push(&token(seq), &jwt), alert(seq)).await
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.expect("join").expect("send").status, 200);
@@ -73,5 +88,11 @@ async fn equal_initial_and_max_advertises_max_from_the_start() {
     });
     let client = apns.client().await;
     assert_eq!(client.current_max_send_streams(), 64);
-    assert_eq!(send(&client, push(&token(1), &apns.jwt(0)), alert(1)).await.expect("send").status, 200);
+    assert_eq!(
+        send(&client, push(&token(1), &apns.jwt(0)), alert(1))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
 }

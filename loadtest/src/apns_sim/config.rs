@@ -79,7 +79,9 @@ impl SimConfig {
     /// Checks the limits and the faults; the key is checked when the simulator starts.
     pub fn validate(&self) -> Result<(), SimError> {
         if self.max_concurrent_streams == 0 || self.initial_max_concurrent_streams == 0 {
-            return Err(SimError::Config("max concurrent streams must be at least 1".into()));
+            return Err(SimError::Config(
+                "max concurrent streams must be at least 1".into(),
+            ));
         }
         if self.initial_max_concurrent_streams > self.max_concurrent_streams {
             return Err(SimError::Config(
@@ -87,7 +89,9 @@ impl SimConfig {
             ));
         }
         if self.topic.is_empty() || self.team_id.is_empty() || self.key_id.is_empty() {
-            return Err(SimError::Config("topic, team_id and key_id are required".into()));
+            return Err(SimError::Config(
+                "topic, team_id and key_id are required".into(),
+            ));
         }
         self.faults.validate()
     }
@@ -144,7 +148,9 @@ impl Faults {
             return Err(SimError::Config("status fault rates add up past 1".into()));
         }
         if self.goaway_after_requests == Some(0) || self.drop_after_requests == Some(0) {
-            return Err(SimError::Config("*_after_requests must be at least 1".into()));
+            return Err(SimError::Config(
+                "*_after_requests must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -205,20 +211,31 @@ mod tests {
         let f = Faults::default();
         assert!(f.validate().is_ok());
         assert!(f.unregistered_tokens.is_empty());
-        assert_eq!(f.too_many_requests_rate + f.internal_error_rate + f.unavailable_rate, 0.0);
+        assert_eq!(
+            f.too_many_requests_rate + f.internal_error_rate + f.unavailable_rate,
+            0.0
+        );
     }
 
     #[test]
     fn out_of_range_rates_are_rejected() {
-        let f = Faults { drop_rate: 1.5, ..Faults::default() };
+        let f = Faults {
+            drop_rate: 1.5,
+            ..Faults::default()
+        };
         assert!(f.validate().is_err());
-        let f = Faults { internal_error_rate: 0.6, unavailable_rate: 0.6, ..Faults::default() };
+        let f = Faults {
+            internal_error_rate: 0.6,
+            unavailable_rate: 0.6,
+            ..Faults::default()
+        };
         assert!(f.validate().is_err());
     }
 
     #[test]
     fn faults_parse_from_partial_json() {
-        let f: Faults = serde_json::from_str(r#"{"unavailable_rate":0.25,"seed":7}"#).expect("json");
+        let f: Faults =
+            serde_json::from_str(r#"{"unavailable_rate":0.25,"seed":7}"#).expect("json");
         assert_eq!(f.unavailable_rate, 0.25);
         assert_eq!(f.seed, 7);
         assert!(serde_json::from_str::<Faults>(r#"{"nonsense":1}"#).is_err());

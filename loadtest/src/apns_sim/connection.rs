@@ -101,7 +101,12 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     Counters::bump(&shared.counters.connections);
     let conn_id = shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1;
     let limits = Arc::new(StreamLimits::default());
-    let io = SettingsShim::new(tls, limits.clone(), shared.initial_streams, shared.max_streams);
+    let io = SettingsShim::new(
+        tls,
+        limits.clone(),
+        shared.initial_streams,
+        shared.max_streams,
+    );
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
@@ -131,7 +136,13 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
         }
         active.fetch_add(1, Ordering::Relaxed);
         let apns_id = resolve_apns_id(req.headers(), &mut ids);
-        let head = validate_head(&req, &shared.topic, &shared.verifier, &mut tokens, unix_ms() / 1000);
+        let head = validate_head(
+            &req,
+            &shared.topic,
+            &shared.verifier,
+            &mut tokens,
+            unix_ms() / 1000,
+        );
         let job = RequestJob {
             apns_id,
             head,
@@ -185,7 +196,12 @@ impl RequestJob {
             self.limits.raise(); // before the 200 goes out, so the SETTINGS precede it
         }
         self.shared.counters.count_answer(reason);
-        send_answer(&mut respond, reason, &apns_id, self.plan.unregistered_since_ms());
+        send_answer(
+            &mut respond,
+            reason,
+            &apns_id,
+            self.plan.unregistered_since_ms(),
+        );
         self.done();
     }
 
@@ -258,8 +274,10 @@ fn send_answer(respond: &mut SendResponse<Bytes>, reason: Option<Reason>, apns_i
             let _ = respond.send_response(resp, true);
         }
         Some(r) => {
-            resp.headers_mut()
-                .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
             if let Ok(mut stream) = respond.send_response(resp, false) {
                 let _ = stream.send_data(r.body(ts), true);
             }

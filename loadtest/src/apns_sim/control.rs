@@ -50,7 +50,10 @@ pub(crate) async fn control_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn answer(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     Ok(match (req.method().clone(), path.as_str()) {
@@ -69,10 +72,14 @@ async fn answer(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         (Method::GET, "/recent") => json(&shared.recent.snapshot()),
         (Method::GET, "/faults") => json(&shared.faults.faults()),
         (Method::POST, "/faults") => {
-            let body = Limited::new(req.into_body(), MAX_CONTROL_BODY_BYTES).collect().await;
+            let body = Limited::new(req.into_body(), MAX_CONTROL_BODY_BYTES)
+                .collect()
+                .await;
             let parsed = body
                 .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Faults>(&b.to_bytes()).map_err(|e| e.to_string()))
+                .and_then(|b| {
+                    serde_json::from_slice::<Faults>(&b.to_bytes()).map_err(|e| e.to_string())
+                })
                 .and_then(|f| f.validate().map(|_| f).map_err(|e| e.to_string()));
             match parsed {
                 Ok(f) => {
@@ -154,11 +161,15 @@ impl SimControl {
 
     pub async fn set_faults(&self, faults: &Faults) -> Result<(), SimError> {
         let body = serde_json::to_vec(faults).map_err(|e| SimError::Decode(e.to_string()))?;
-        self.call(Method::POST, "/faults", Bytes::from(body)).await.map(|_| ())
+        self.call(Method::POST, "/faults", Bytes::from(body))
+            .await
+            .map(|_| ())
     }
 
     pub async fn reset(&self) -> Result<(), SimError> {
-        self.call(Method::POST, "/reset", Bytes::new()).await.map(|_| ())
+        self.call(Method::POST, "/reset", Bytes::new())
+            .await
+            .map(|_| ())
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, SimError> {

@@ -164,7 +164,10 @@ impl FaultState {
 }
 
 fn plan_of(faults: Faults) -> FaultPlan {
-    FaultPlan { faults, unregistered_since_ms: super::stats::unix_ms() }
+    FaultPlan {
+        faults,
+        unregistered_since_ms: super::stats::unix_ms(),
+    }
 }
 
 /// A connection's cached copy of the plan, refreshed when the version moves.
@@ -176,7 +179,10 @@ pub(crate) struct FaultView {
 impl FaultView {
     pub(crate) fn new(state: &FaultState) -> Self {
         let version = state.version.load(Ordering::Acquire);
-        FaultView { version, plan: state.current() }
+        FaultView {
+            version,
+            plan: state.current(),
+        }
     }
 
     pub(crate) fn plan(&mut self, state: &FaultState) -> &Arc<FaultPlan> {
@@ -200,25 +206,44 @@ mod tests {
 
     #[test]
     fn same_seed_same_sequence_and_rates_roughly_hold() {
-        let f = Faults { unavailable_rate: 0.3, seed: 9, ..Faults::default() };
+        let f = Faults {
+            unavailable_rate: 0.3,
+            seed: 9,
+            ..Faults::default()
+        };
         let state = FaultState::new(f.clone());
         let a = reasons(&state, 10_000);
         state.set(f);
         assert_eq!(a, reasons(&state, 10_000));
-        let hits = a.iter().filter(|r| **r == Some(Reason::ServiceUnavailable)).count();
+        let hits = a
+            .iter()
+            .filter(|r| **r == Some(Reason::ServiceUnavailable))
+            .count();
         assert!((2_700..3_300).contains(&hits), "{hits}");
     }
 
     #[test]
     fn token_faults_win_over_rates() {
-        let mut f = Faults { internal_error_rate: 1.0, ..Faults::default() };
+        let mut f = Faults {
+            internal_error_rate: 1.0,
+            ..Faults::default()
+        };
         f.unregistered_tokens.insert("dead".into());
         f.bad_device_tokens.insert("bad".into());
         let state = FaultState::new(f);
         let plan = state.current();
-        assert_eq!(plan.forced_reason("dead", &state), Some(Reason::Unregistered));
-        assert_eq!(plan.forced_reason("bad", &state), Some(Reason::BadDeviceToken));
-        assert_eq!(plan.forced_reason("x", &state), Some(Reason::InternalServerError));
+        assert_eq!(
+            plan.forced_reason("dead", &state),
+            Some(Reason::Unregistered)
+        );
+        assert_eq!(
+            plan.forced_reason("bad", &state),
+            Some(Reason::BadDeviceToken)
+        );
+        assert_eq!(
+            plan.forced_reason("x", &state),
+            Some(Reason::InternalServerError)
+        );
     }
 
     #[test]
@@ -241,7 +266,11 @@ mod tests {
         let state = FaultState::new(Faults::default());
         let mut view = FaultView::new(&state);
         assert_eq!(view.plan(&state).faults.latency_us, 0);
-        state.set(Faults { latency_us: 1000, jitter_us: 500, ..Faults::default() });
+        state.set(Faults {
+            latency_us: 1000,
+            jitter_us: 500,
+            ..Faults::default()
+        });
         let plan = view.plan(&state).clone();
         for _ in 0..1000 {
             let l = plan.latency(&state).as_micros();

@@ -34,7 +34,10 @@ pub(crate) struct ConnTokenCache {
 #[derive(Clone, Copy)]
 enum Verdict {
     /// Signature and claims are good; `accepted` once it passed the refresh-interval rule.
-    Valid { iat: u64, accepted: bool },
+    Valid {
+        iat: u64,
+        accepted: bool,
+    },
     Invalid,
 }
 
@@ -145,16 +148,23 @@ impl TokenVerifier {
             }
         }
         state.last_accepted_iat = Some(state.last_accepted_iat.map_or(iat, |l| l.max(iat)));
-        state.cache.insert(token.into(), Verdict::Valid { iat, accepted: true });
+        state.cache.insert(
+            token.into(),
+            Verdict::Valid {
+                iat,
+                accepted: true,
+            },
+        );
         Ok(())
     }
 
     fn verify(&self, token: &[u8]) -> Verdict {
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        self.verify_inner(token).map_or(Verdict::Invalid, |iat| Verdict::Valid {
-            iat,
-            accepted: false,
-        })
+        self.verify_inner(token)
+            .map_or(Verdict::Invalid, |iat| Verdict::Valid {
+                iat,
+                accepted: false,
+            })
     }
 
     fn verify_inner(&self, token: &[u8]) -> Option<u64> {
@@ -214,7 +224,11 @@ mod tests {
     }
 
     fn bearer(p8: &str, kid: &str, iss: &str, iat: u64) -> Vec<u8> {
-        format!("bearer {}", sign_provider_token(p8, kid, iss, iat).expect("sign")).into_bytes()
+        format!(
+            "bearer {}",
+            sign_provider_token(p8, kid, iss, iat).expect("sign")
+        )
+        .into_bytes()
     }
 
     #[test]
@@ -241,9 +255,15 @@ mod tests {
             b"bearer not.a.jwt".to_vec(),
             b"basic abc".to_vec(),
         ] {
-            assert_eq!(v.check(Some(&t), &mut c, NOW), Err(Reason::InvalidProviderToken));
+            assert_eq!(
+                v.check(Some(&t), &mut c, NOW),
+                Err(Reason::InvalidProviderToken)
+            );
         }
-        assert_eq!(v.check(None, &mut c, NOW), Err(Reason::MissingProviderToken));
+        assert_eq!(
+            v.check(None, &mut c, NOW),
+            Err(Reason::MissingProviderToken)
+        );
     }
 
     #[test]
@@ -252,7 +272,10 @@ mod tests {
         let t = bearer(&p8, "KEY0000001", "TEAM000001", NOW);
         let mut c = ConnTokenCache::default();
         assert_eq!(v.check(Some(&t), &mut c, NOW + 3600), Ok(()));
-        assert_eq!(v.check(Some(&t), &mut c, NOW + 3601), Err(Reason::ExpiredProviderToken));
+        assert_eq!(
+            v.check(Some(&t), &mut c, NOW + 3601),
+            Err(Reason::ExpiredProviderToken)
+        );
     }
 
     #[test]
@@ -267,6 +290,9 @@ mod tests {
         assert_eq!(r, Err(Reason::TooManyProviderTokenUpdates));
         assert_eq!(v.check(Some(&later), &mut c, NOW + 1200), Ok(()));
         // The older token is still good on another connection until it expires.
-        assert_eq!(v.check(Some(&first), &mut ConnTokenCache::default(), NOW + 1200), Ok(()));
+        assert_eq!(
+            v.check(Some(&first), &mut ConnTokenCache::default(), NOW + 1200),
+            Ok(())
+        );
     }
 }

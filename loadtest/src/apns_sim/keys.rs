@@ -53,15 +53,19 @@ pub fn sign_provider_token(
     let sig = pair
         .sign(&SystemRandom::new(), signing_input.as_bytes())
         .map_err(|_| SimError::Key("ES256 signing failed".into()))?;
-    Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+    Ok(format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(sig.as_ref())
+    ))
 }
 
 /// The uncompressed P-256 point of an SPKI public key PEM, as `ring` verifies with it.
 pub(crate) fn p256_point_from_spki_pem(pem: &str) -> Result<Vec<u8>, SimError> {
     let der = pem_to_der(pem, "PUBLIC KEY")?;
-    if der.len() != P256_SPKI_PREFIX.len() + P256_POINT_LEN || !der.starts_with(&P256_SPKI_PREFIX)
-    {
-        return Err(SimError::Key("public key is not a P-256 SubjectPublicKeyInfo".into()));
+    if der.len() != P256_SPKI_PREFIX.len() + P256_POINT_LEN || !der.starts_with(&P256_SPKI_PREFIX) {
+        return Err(SimError::Key(
+            "public key is not a P-256 SubjectPublicKeyInfo".into(),
+        ));
     }
     Ok(der[P256_SPKI_PREFIX.len()..].to_vec())
 }
@@ -84,7 +88,10 @@ pub(crate) fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, SimError> {
         .find(&end)
         .ok_or_else(|| SimError::Key(format!("no {end} line")))?
         + start;
-    let b64: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     STANDARD
         .decode(b64)
         .map_err(|e| SimError::Key(format!("bad base64 in {label} PEM: {e}")))
@@ -121,7 +128,10 @@ pub(crate) fn tls_identity() -> Result<TlsIdentity, SimError> {
         .with_single_cert(vec![ck.cert.der().clone()], key)
         .map_err(|e| SimError::Tls(e.to_string()))?;
     server_config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(TlsIdentity { cert_pem: ck.cert.pem(), server_config })
+    Ok(TlsIdentity {
+        cert_pem: ck.cert.pem(),
+        server_config,
+    })
 }
 
 /// A rustls client config (ALPN `h2`) that trusts `ca_pem` (e.g. [`super::SimHandle::ca_pem`])
@@ -159,7 +169,8 @@ mod tests {
     #[test]
     fn signed_token_verifies_with_the_public_key() {
         let (p8, public) = generate_apns_key().expect("keygen");
-        let jwt = sign_provider_token(&p8, "KEY1234567", "TEAM123456", 1_700_000_000).expect("sign");
+        let jwt =
+            sign_provider_token(&p8, "KEY1234567", "TEAM123456", 1_700_000_000).expect("sign");
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);
         let header: serde_json::Value =
@@ -168,8 +179,10 @@ mod tests {
         assert_eq!(header["kid"], "KEY1234567");
         let sig = URL_SAFE_NO_PAD.decode(parts[2]).expect("b64");
         let point = p256_point_from_spki_pem(&public).expect("point");
-        let key =
-            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point);
+        let key = ring::signature::UnparsedPublicKey::new(
+            &ring::signature::ECDSA_P256_SHA256_FIXED,
+            point,
+        );
         let input = format!("{}.{}", parts[0], parts[1]);
         assert!(key.verify(input.as_bytes(), &sig).is_ok());
     }
@@ -177,7 +190,10 @@ mod tests {
     #[test]
     fn garbage_keys_are_errors_not_panics() {
         assert!(public_key_from_p8("not a pem").is_err());
-        assert!(p256_point_from_spki_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_err());
+        assert!(
+            p256_point_from_spki_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----")
+                .is_err()
+        );
     }
 
     #[test]

@@ -25,7 +25,11 @@ pub struct Ledger {
 
 impl Default for Ledger {
     fn default() -> Self {
-        Ledger { counts: HashMap::new(), receipts: 0, e2e_us: latency_histogram() }
+        Ledger {
+            counts: HashMap::new(),
+            receipts: 0,
+            e2e_us: latency_histogram(),
+        }
     }
 }
 
@@ -48,7 +52,8 @@ impl Ledger {
             self.receipts += 1;
         }
         if let Some(ts) = keys.ts_ns {
-            self.e2e_us.saturating_record(now_ns.saturating_sub(ts) / 1_000);
+            self.e2e_us
+                .saturating_record(now_ns.saturating_sub(ts) / 1_000);
         }
     }
 
@@ -86,10 +91,18 @@ impl Ledger {
 
     /// The same ledger with only the seqs in `range` (the histogram is kept whole).
     pub fn restricted_to(&self, range: Range<u64>) -> Ledger {
-        let counts: HashMap<u64, u32> =
-            self.counts.iter().filter(|(s, _)| range.contains(s)).map(|(s, c)| (*s, *c)).collect();
+        let counts: HashMap<u64, u32> = self
+            .counts
+            .iter()
+            .filter(|(s, _)| range.contains(s))
+            .map(|(s, c)| (*s, *c))
+            .collect();
         let receipts = counts.values().map(|c| u64::from(*c)).sum();
-        Ledger { counts, receipts, e2e_us: self.e2e_us.clone() }
+        Ledger {
+            counts,
+            receipts,
+            e2e_us: self.e2e_us.clone(),
+        }
     }
 
     pub fn to_wire(&self) -> Result<LedgerWire, SimError> {
@@ -103,7 +116,11 @@ impl Ledger {
             }
         }
         let e2e_hist = encode_base64_v2(&self.e2e_us).map_err(SimError::Decode)?;
-        Ok(LedgerWire { counts: runs, receipts: self.receipts, e2e_hist })
+        Ok(LedgerWire {
+            counts: runs,
+            receipts: self.receipts,
+            e2e_hist,
+        })
     }
 
     pub fn from_wire(wire: &LedgerWire) -> Result<Ledger, SimError> {
@@ -119,7 +136,11 @@ impl Ledger {
         } else {
             decode_base64_v2(&wire.e2e_hist).map_err(SimError::Decode)?
         };
-        Ok(Ledger { counts, receipts: wire.receipts, e2e_us })
+        Ok(Ledger {
+            counts,
+            receipts: wire.receipts,
+            e2e_us,
+        })
     }
 }
 
@@ -128,7 +149,10 @@ mod tests {
     use super::*;
 
     fn keys(seq: u64, ts_ns: Option<u64>) -> LoadTestKeys {
-        LoadTestKeys { seq: Some(seq), ts_ns }
+        LoadTestKeys {
+            seq: Some(seq),
+            ts_ns,
+        }
     }
 
     #[test]
@@ -137,7 +161,13 @@ mod tests {
         l.record(keys(1, Some(1_000_000)), 3_000_000);
         l.record(keys(2, None), 0);
         l.record(keys(2, None), 0);
-        l.record(LoadTestKeys { seq: None, ts_ns: Some(0) }, 5_000_000);
+        l.record(
+            LoadTestKeys {
+                seq: None,
+                ts_ns: Some(0),
+            },
+            5_000_000,
+        );
         assert_eq!((l.count(1), l.count(2), l.count(3)), (1, 2, 0));
         assert_eq!((l.distinct(), l.receipts(), l.duplicated()), (2, 3, 1));
         assert_eq!(l.e2e_us().len(), 2);
@@ -154,7 +184,10 @@ mod tests {
         l.record(keys(150, None), 0);
         l.record(keys(500, None), 0);
         let wire = l.to_wire().expect("wire");
-        assert_eq!(wire.counts, vec![[100, 50, 1], [150, 1, 2], [151, 49, 1], [500, 1, 1]]);
+        assert_eq!(
+            wire.counts,
+            vec![[100, 50, 1], [150, 1, 2], [151, 49, 1], [500, 1, 1]]
+        );
         let json = serde_json::to_string(&wire).expect("json");
         let back = Ledger::from_wire(&serde_json::from_str(&json).expect("parse")).expect("decode");
         assert_eq!(back.entries(), l.entries());

@@ -45,6 +45,7 @@ pub use request::{MAX_COLLAPSE_ID_BYTES, MAX_PAYLOAD_BYTES, MAX_VOIP_PAYLOAD_BYT
 pub use stats::{RECENT_CAPACITY, ReceivedPush, SimStats};
 
 use connection::Shared;
+pub(crate) use faults::mix;
 
 /// Starts simulators.
 pub struct Simulator;
@@ -77,7 +78,10 @@ impl Simulator {
                         Ok(l) => l,
                         Err(e) => return drop(ready_tx.send(Err(e))),
                     };
-                    let addrs = (apns.local_addr(), control.as_ref().map(TcpListener::local_addr));
+                    let addrs = (
+                        apns.local_addr(),
+                        control.as_ref().map(TcpListener::local_addr),
+                    );
                     let addrs = match addrs {
                         (Ok(a), None) => Ok((a, None)),
                         (Ok(a), Some(Ok(c))) => Ok((a, Some(c))),
@@ -116,10 +120,13 @@ fn build_runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, SimEr
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(worker_threads).thread_name("apns-sim-worker");
+        b.worker_threads(worker_threads)
+            .thread_name("apns-sim-worker");
         b
     };
-    b.enable_all().build().map_err(|e| SimError::Runtime(format!("tokio runtime: {e}")))
+    b.enable_all()
+        .build()
+        .map_err(|e| SimError::Runtime(format!("tokio runtime: {e}")))
 }
 
 async fn bind(
@@ -189,6 +196,12 @@ impl SimHandle {
     /// A copy of the load-test ledger.
     pub fn ledger(&self) -> Ledger {
         self.shared.lock_ledger().clone()
+    }
+
+    /// The ledger restricted to the seqs in `range` (cheaper than [`SimHandle::ledger`] when
+    /// the simulator has seen other runs).
+    pub fn ledger_range(&self, range: std::ops::Range<u64>) -> Ledger {
+        self.shared.lock_ledger().restricted_to(range)
     }
 
     /// Clears counters, the ledger and the recent pushes (faults and token caches stay).

@@ -10,8 +10,8 @@
 use std::fmt;
 
 use http::{HeaderMap, Method, Request};
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::faults::SplitMix64;
 use super::jwt::{ConnTokenCache, TokenVerifier};
@@ -108,18 +108,31 @@ pub(crate) fn validate_head<B>(
     if req.method() != Method::POST {
         return Err(Reason::MethodNotAllowed);
     }
-    let token = req.uri().path().strip_prefix(PATH_PREFIX).ok_or(Reason::BadPath)?;
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix(PATH_PREFIX)
+        .ok_or(Reason::BadPath)?;
     if token.is_empty() {
         return Err(Reason::MissingDeviceToken);
     }
     let h = req.headers();
-    if h.get("apns-id").is_some_and(|v| !v.to_str().is_ok_and(is_uuid)) {
+    if h.get("apns-id")
+        .is_some_and(|v| !v.to_str().is_ok_and(is_uuid))
+    {
         return Err(Reason::BadMessageId);
     }
-    if SINGLE_HEADERS.iter().any(|n| h.get_all(*n).iter().nth(1).is_some()) {
+    if SINGLE_HEADERS
+        .iter()
+        .any(|n| h.get_all(*n).iter().nth(1).is_some())
+    {
         return Err(Reason::DuplicateHeaders);
     }
-    verifier.check(h.get("authorization").map(|v| v.as_bytes()), tokens, now_secs)?;
+    verifier.check(
+        h.get("authorization").map(|v| v.as_bytes()),
+        tokens,
+        now_secs,
+    )?;
     let topic_value = header_str(h, "apns-topic")?.ok_or(Reason::MissingTopic)?;
     let push_type = header_str(h, "apns-push-type")?;
     let suffix = match push_type {
@@ -131,13 +144,17 @@ pub(crate) fn validate_head<B>(
             .ok_or(Reason::InvalidPushType)?,
     };
     if topic_value.is_empty()
-        || !topic_value.bytes().all(|c| c.is_ascii_alphanumeric() || b".-_".contains(&c))
+        || !topic_value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b".-_".contains(&c))
     {
         return Err(Reason::BadTopic);
     }
     let allowed = topic_value == topic
         || (!suffix.is_empty()
-            && topic_value.strip_prefix(topic).is_some_and(|rest| rest == suffix));
+            && topic_value
+                .strip_prefix(topic)
+                .is_some_and(|rest| rest == suffix));
     if !allowed {
         return Err(Reason::TopicDisallowed);
     }
@@ -208,7 +225,10 @@ pub(crate) fn validate_payload(body: &[u8], limit: usize) -> Result<LoadTestKeys
     if probe.aps.is_none() {
         return Err(Reason::BadPayload);
     }
-    Ok(LoadTestKeys { seq: probe.lt_seq.and_then(|v| v.0), ts_ns: probe.lt_ts.and_then(|v| v.0) })
+    Ok(LoadTestKeys {
+        seq: probe.lt_seq.and_then(|v| v.0),
+        ts_ns: probe.lt_ts.and_then(|v| v.0),
+    })
 }
 
 #[derive(Deserialize)]
@@ -273,9 +293,18 @@ mod tests {
     fn payload_shape_and_limits() {
         assert_eq!(validate_payload(b"", 4096), Err(Reason::PayloadEmpty));
         let big = format!("{{\"aps\":{{}},\"x\":\"{}\"}}", "a".repeat(4096));
-        assert_eq!(validate_payload(big.as_bytes(), 4096), Err(Reason::PayloadTooLarge));
+        assert_eq!(
+            validate_payload(big.as_bytes(), 4096),
+            Err(Reason::PayloadTooLarge)
+        );
         assert!(validate_payload(big.as_bytes(), 5120).is_ok());
-        for bad in [&b"nope"[..], b"[1]", b"{\"x\":1}", b"{\"aps\":[]}", b"{\"aps\":{}"] {
+        for bad in [
+            &b"nope"[..],
+            b"[1]",
+            b"{\"x\":1}",
+            b"{\"aps\":[]}",
+            b"{\"aps\":{}",
+        ] {
             assert_eq!(validate_payload(bad, 4096), Err(Reason::BadPayload));
         }
     }
@@ -283,7 +312,13 @@ mod tests {
     #[test]
     fn load_test_keys_are_read_leniently() {
         let k = validate_payload(br#"{"aps":{"alert":"x"},"lt_seq":42,"lt_ts":"7"}"#, 4096);
-        assert_eq!(k, Ok(LoadTestKeys { seq: Some(42), ts_ns: Some(7) }));
+        assert_eq!(
+            k,
+            Ok(LoadTestKeys {
+                seq: Some(42),
+                ts_ns: Some(7)
+            })
+        );
         let k = validate_payload(br#"{"aps":{},"lt_seq":{"a":1},"lt_ts":-1}"#, 4096);
         assert_eq!(k, Ok(LoadTestKeys::default()));
     }

@@ -74,7 +74,11 @@ impl FrameCursor {
 
     /// Bytes that can pass before the next point where the boundary is known.
     fn bytes_to_boundary(&self) -> usize {
-        if self.payload_left > 0 { self.payload_left } else { FRAME_HEADER_LEN - self.have }
+        if self.payload_left > 0 {
+            self.payload_left
+        } else {
+            FRAME_HEADER_LEN - self.have
+        }
     }
 
     fn advance(&mut self, mut bytes: &[u8]) {
@@ -172,7 +176,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SettingsShim<T> {
 
     fn drain_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.pending_off < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.pending_off..]))?;
+            let n = ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.pending_off..])
+            )?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -210,7 +216,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> SettingsShim<T> {
                 self.limits.initial_acked.store(true, Ordering::Relaxed);
             } else if h[3] == FRAME_HEADERS && !self.limits.initial_acked.load(Ordering::Relaxed) {
                 let id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                self.limits.pre_ack_max_stream.fetch_max(id, Ordering::Relaxed);
+                self.limits
+                    .pre_ack_max_stream
+                    .fetch_max(id, Ordering::Relaxed);
             }
             self.pass = FRAME_HEADER_LEN + len;
         }
@@ -250,7 +258,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for SettingsShim<T> {
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SettingsShim<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if !this.head_done {
             let need = if this.head.len() < FRAME_HEADER_LEN {
@@ -289,9 +301,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SettingsShim<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let simple = !this.head_done || !this.pending.is_empty() || (!this.injected && this.limits.raised());
+        let simple =
+            !this.head_done || !this.pending.is_empty() || (!this.injected && this.limits.raised());
         if simple {
-            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
             return Pin::new(this).poll_write(cx, first);
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
@@ -366,7 +382,10 @@ mod tests {
         let mut seen = vec![0u8; client.len()];
         shim.read_exact(&mut seen).await.expect("read");
         assert_eq!(seen, client, "h2's own ACK passes");
-        assert!(!limits.binds(1), "stream opened before the ACK is not bound");
+        assert!(
+            !limits.binds(1),
+            "stream opened before the ACK is not bound"
+        );
         assert!(limits.binds(3));
 
         // First success: the raise is injected before the next frame.

@@ -23,7 +23,9 @@ pub(crate) fn unix_ms() -> u64 {
 
 /// Now, in unix nanoseconds.
 pub(crate) fn unix_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A snapshot of the simulator's counters since start or the last reset.
@@ -148,7 +150,11 @@ impl Counters {
             &self.dropped_connections,
             &self.refused_streams,
         ];
-        for c in all.into_iter().chain(&self.by_status).chain(&self.by_reason) {
+        for c in all
+            .into_iter()
+            .chain(&self.by_status)
+            .chain(&self.by_reason)
+        {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -170,11 +176,19 @@ impl RecentLog {
     }
 
     pub(crate) fn snapshot(&self) -> Vec<ReceivedPush> {
-        self.pushes.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
+        self.pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn clear(&self) {
-        self.pushes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.pushes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 
@@ -224,6 +238,9 @@ mod tests {
         let s = log.snapshot();
         assert_eq!(s.len(), RECENT_CAPACITY);
         assert_eq!(s[0].received_unix_ms, 5);
-        assert_eq!(s.last().map(|p| p.received_unix_ms), Some(RECENT_CAPACITY as u64 + 4));
+        assert_eq!(
+            s.last().map(|p| p.received_unix_ms),
+            Some(RECENT_CAPACITY as u64 + 4)
+        );
     }
 }

@@ -3,6 +3,8 @@
 //! and request builders.
 #![allow(dead_code)]
 
+pub mod fake_api;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,11 +44,17 @@ impl Apns {
 }
 
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64
 }
 
 /// A device token (64 hex chars) numbered `n`.
@@ -58,7 +66,9 @@ pub fn token(n: u64) -> String {
 pub async fn connect(sim: &SimHandle) -> SendRequest<Bytes> {
     let cfg = client_tls_config(sim.ca_pem()).expect("tls config");
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(sim.addr()).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(sim.addr())
+        .await
+        .expect("connect");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     let tls = connector.connect(name, tcp).await.expect("tls handshake");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
@@ -126,7 +136,10 @@ pub async fn send(
     }
     let resp = resp.await?;
     let status = resp.status().as_u16();
-    let apns_id = resp.headers().get("apns-id").map(|v| v.to_str().expect("ascii").to_string());
+    let apns_id = resp
+        .headers()
+        .get("apns-id")
+        .map(|v| v.to_str().expect("ascii").to_string());
     let mut recv = resp.into_body();
     let mut buf = Vec::new();
     while let Some(chunk) = recv.data().await {
@@ -134,5 +147,9 @@ pub async fn send(
         let _ = recv.flow_control().release_capacity(chunk.len());
         buf.extend_from_slice(&chunk);
     }
-    Ok(Answer { status, apns_id, body: Bytes::from(buf) })
+    Ok(Answer {
+        status,
+        apns_id,
+        body: Bytes::from(buf),
+    })
 }

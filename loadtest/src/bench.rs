@@ -1,0 +1,303 @@
+//! `clarion-loadtest bench`: a whole load test on this machine in one command. Makes a work
+//! directory with a fresh APNs key, starts the APNs simulator in-process, writes the server's
+//! TOML config, spawns `SERVER serve --config FILE`, waits for `/healthz`, runs the load with
+//! the ledger check, and stops the server with SIGTERM (SIGKILL if it does not exit in time).
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use crate::apns_sim::{Faults, SimConfig, Simulator, generate_apns_key};
+use crate::load::{LoadConfig, LoadReport, SimLink, run_async};
+
+/// How long a stopped server may take to drain before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `/healthz` is tried while the server starts.
+const HEALTH_POLL: Duration = Duration::from_millis(100);
+const TEAM_ID: &str = "TEAMBENCH1";
+const KEY_ID: &str = "KEYBENCH01";
+const TOPIC: &str = "com.clarion.loadtest";
+
+/// A bench run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub server_bin: PathBuf,
+    /// `shards` in the server config.
+    pub shards: usize,
+    /// `[apns] connections` in the server config.
+    pub apns_connections: usize,
+    /// `[storage] fsync` in the server config.
+    pub fsync: bool,
+    /// The load; its `target` and `api_key` are filled in by the bench.
+    pub load: LoadConfig,
+    pub sim_worker_threads: usize,
+    pub faults: Faults,
+    /// Where keys, config, data and the server log go; a fresh temp dir when `None`.
+    pub work_dir: Option<PathBuf>,
+    /// Keep the work dir afterwards (it is always kept when the run fails).
+    pub keep_work_dir: bool,
+    pub startup_timeout: Duration,
+}
+
+impl BenchConfig {
+    pub fn new(server_bin: PathBuf, load: LoadConfig) -> Self {
+        BenchConfig {
+            server_bin,
+            shards: 2,
+            apns_connections: 2,
+            fsync: true,
+            load,
+            sim_worker_threads: 1,
+            faults: Faults::default(),
+            work_dir: None,
+            keep_work_dir: false,
+            startup_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs the bench and returns the load report (the caller prints and saves it).
+pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
+    let dir = match &cfg.work_dir {
+        Some(d) => d.clone(),
+        None => {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            std::env::temp_dir().join(format!("clarion-bench-{}-{nanos}", std::process::id()))
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let (p8, public) = generate_apns_key()?;
+    let key_file = dir.join("apns-key.p8");
+    std::fs::write(&key_file, &p8)?;
+    std::fs::write(dir.join("apns-key.pub.pem"), &public)?;
+
+    let mut sim_cfg = SimConfig::new(TEAM_ID, KEY_ID, &public, TOPIC);
+    sim_cfg.worker_threads = cfg.sim_worker_threads;
+    sim_cfg.faults = cfg.faults.clone();
+    let sim = Simulator::start(sim_cfg)?;
+    let ca_file = dir.join("apns-ca.pem");
+    sim.write_ca_file(&ca_file)?;
+
+    let listen = free_port()?;
+    let api_key = format!("bench-{}", std::process::id());
+    let config = server_toml(
+        cfg,
+        listen,
+        &dir,
+        &api_key,
+        &sim.endpoint(),
+        &key_file,
+        &ca_file,
+    );
+    let config_file = dir.join("server.toml");
+    std::fs::write(&config_file, config)?;
+    let log_file = dir.join("server.log");
+    eprintln!(
+        "bench: work dir {}, server log {}",
+        dir.display(),
+        log_file.display()
+    );
+    let mut server = ServerProcess::spawn(&cfg.server_bin, &config_file, &log_file)?;
+
+    let mut load = cfg.load.clone();
+    load.target = listen;
+    load.api_key = api_key;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(load.worker_threads.max(1))
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        wait_healthy(listen, &mut server, cfg.startup_timeout, &log_file).await?;
+        run_async(&load, SimLink::InProcess(&sim)).await
+    });
+    let stopped = server.stop();
+    sim.shutdown();
+    let report = result?;
+    stopped?;
+    if !cfg.keep_work_dir && cfg.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(report)
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("find a free port")?;
+    Ok(l.local_addr()?)
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn server_toml(
+    cfg: &BenchConfig,
+    listen: SocketAddr,
+    dir: &Path,
+    api_key: &str,
+    endpoint: &str,
+    key_file: &Path,
+    ca_file: &Path,
+) -> String {
+    let path = |p: &Path| toml_str(&p.display().to_string());
+    format!(
+        "listen = {listen}\ndata_dir = {data}\nshards = {shards}\n\n[api]\nkeys = [{api_key}]\n\n\
+         [storage]\nfsync = {fsync}\n\n[apns]\nendpoint = {endpoint}\nteam_id = {team}\n\
+         key_id = {key}\nkey_file = {key_file}\ntopic = {topic}\nconnections = {conns}\nca_file = {ca}\n",
+        listen = toml_str(&listen.to_string()),
+        data = path(&dir.join("data")),
+        shards = cfg.shards,
+        api_key = toml_str(api_key),
+        fsync = cfg.fsync,
+        endpoint = toml_str(endpoint),
+        team = toml_str(TEAM_ID),
+        key = toml_str(KEY_ID),
+        key_file = path(key_file),
+        topic = toml_str(TOPIC),
+        conns = cfg.apns_connections,
+        ca = path(ca_file),
+    )
+}
+
+/// The server child; stopped (SIGTERM, then SIGKILL) when dropped.
+struct ServerProcess {
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Self> {
+        let out = File::create(log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        Ok(ServerProcess { child: Some(child) })
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGTERM, wait up to [`STOP_TIMEOUT`], then SIGKILL.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child.try_wait()?.is_some() {
+            bail!("the server exited during the run (see its log)");
+        }
+        if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+            // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("the server did not stop within {STOP_TIMEOUT:?} of SIGTERM and was killed")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+async fn wait_healthy(
+    addr: SocketAddr,
+    server: &mut ServerProcess,
+    timeout: Duration,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = server.exited() {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "the server exited at start ({status}):\n{}",
+                tail.join("\n")
+            );
+        }
+        if healthz(addr).await.unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the server did not answer /healthz within {timeout:?}");
+        }
+        tokio::time::sleep(HEALTH_POLL).await;
+    }
+}
+
+/// Whether `GET /healthz` answers 200.
+pub async fn healthz(addr: SocketAddr) -> anyhow::Result<bool> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/healthz")
+        .header(http::header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())?;
+    let resp = tokio::time::timeout(Duration::from_secs(2), sender.send_request(req)).await??;
+    let ok = resp.status() == http::StatusCode::OK;
+    let _ = resp.into_body().collect().await;
+    Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_config_is_the_agreed_toml() {
+        let cfg = BenchConfig::new(PathBuf::from("clarion"), LoadConfig::default());
+        let text = server_toml(
+            &cfg,
+            "127.0.0.1:9000".parse().expect("addr"),
+            Path::new("/tmp/w\"x"),
+            "k1",
+            "https://127.0.0.1:4433",
+            Path::new("/tmp/key.p8"),
+            Path::new("/tmp/ca.pem"),
+        );
+        assert!(text.starts_with("listen = \"127.0.0.1:9000\"\n"), "{text}");
+        assert!(text.contains("data_dir = \"/tmp/w\\\"x/data\""));
+        assert!(text.contains("shards = 2\n"));
+        assert!(text.contains("[api]\nkeys = [\"k1\"]"));
+        assert!(text.contains("[storage]\nfsync = true"));
+        assert!(text.contains("[apns]\nendpoint = \"https://127.0.0.1:4433\""));
+        for line in [
+            "team_id = \"TEAMBENCH1\"",
+            "key_id = \"KEYBENCH01\"",
+            "key_file = \"/tmp/key.p8\"",
+            "connections = 2",
+            "ca_file = \"/tmp/ca.pem\"",
+            "topic = \"com.clarion.loadtest\"",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
+    }
+}

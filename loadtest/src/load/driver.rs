@@ -1,0 +1,315 @@
+//! The open-loop driver: issues each request at its intended time from the schedule, whatever
+//! the answers do, and measures accept latency from the *intended* time to the answer
+//! (coordinated-omission corrected: a stalled server shows as latency, not as fewer requests).
+//! At most `max_in_flight` requests are outstanding; when that bound holds a request back, it
+//! goes out late and its latency still counts from its intended time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::Method;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use super::LoadConfig;
+use super::client::{ApiClient, ApiResponse};
+use super::register::user_id;
+use super::schedule::Schedule;
+use crate::histogram::latency_histogram;
+
+/// Lead time between planning and the first intended send.
+const START_DELAY: Duration = Duration::from_millis(20);
+/// A request unanswered for this long counts as timed out.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Transport error messages kept for the report.
+const ERROR_SAMPLES: usize = 5;
+
+/// What the load phase measured.
+#[derive(Debug)]
+pub(crate) struct Measurements {
+    pub(crate) accept_us: Histogram<u64>,
+    pub(crate) http_status: BTreeMap<u16, u64>,
+    pub(crate) item_status: BTreeMap<u16, u64>,
+    /// Seqs answered 202, in no particular order.
+    pub(crate) accepted: Vec<u64>,
+    pub(crate) measured_accepted: u64,
+    pub(crate) scheduled_items: u64,
+    pub(crate) sent_requests: u64,
+    pub(crate) sent_items: u64,
+    pub(crate) completed_requests: u64,
+    pub(crate) transport_errors: u64,
+    pub(crate) timeouts: u64,
+    pub(crate) not_sent_items: u64,
+    pub(crate) max_lag: Duration,
+    pub(crate) error_samples: Vec<String>,
+    /// From the first measured intended send to the last measured answer.
+    pub(crate) measured_wall: Duration,
+}
+
+#[derive(Deserialize)]
+struct BatchAnswer {
+    results: Vec<BatchItem>,
+}
+
+#[derive(Deserialize)]
+struct BatchItem {
+    status: u16,
+}
+
+/// One request's items and times.
+struct Shot {
+    first_seq: u64,
+    items: u64,
+    intended: Instant,
+    measured: bool,
+}
+
+impl Measurements {
+    fn new() -> Self {
+        Measurements {
+            accept_us: latency_histogram(),
+            http_status: BTreeMap::new(),
+            item_status: BTreeMap::new(),
+            accepted: Vec::new(),
+            measured_accepted: 0,
+            scheduled_items: 0,
+            sent_requests: 0,
+            sent_items: 0,
+            completed_requests: 0,
+            transport_errors: 0,
+            timeouts: 0,
+            not_sent_items: 0,
+            max_lag: Duration::ZERO,
+            error_samples: Vec::new(),
+            measured_wall: Duration::ZERO,
+        }
+    }
+
+    fn record(
+        &mut self,
+        shot: &Shot,
+        answer: Result<anyhow::Result<ApiResponse>, tokio::time::error::Elapsed>,
+        measured_start: Instant,
+    ) {
+        let resp = match answer {
+            Err(_) => return self.timeouts += 1,
+            Ok(Err(e)) => {
+                self.transport_errors += 1;
+                if self.error_samples.len() < ERROR_SAMPLES {
+                    self.error_samples.push(format!("{e:#}"));
+                }
+                return;
+            }
+            Ok(Ok(r)) => r,
+        };
+        self.completed_requests += 1;
+        *self.http_status.entry(resp.status).or_insert(0) += 1;
+        if shot.measured {
+            let now = Instant::now();
+            self.accept_us
+                .saturating_record(now.duration_since(shot.intended).as_micros() as u64);
+            self.measured_wall = self.measured_wall.max(now.duration_since(measured_start));
+        }
+        let statuses: Vec<u16> = match (shot.items, resp.status) {
+            (1, s) => vec![s],
+            (n, 200) => match serde_json::from_slice::<BatchAnswer>(&resp.body) {
+                Ok(b) => {
+                    let mut v: Vec<u16> = b.results.iter().map(|i| i.status).collect();
+                    v.resize(n as usize, 0); // a missing result is status 0
+                    v
+                }
+                Err(_) => vec![0; n as usize],
+            },
+            (n, s) => vec![s; n as usize],
+        };
+        for (i, status) in statuses.into_iter().enumerate() {
+            *self.item_status.entry(status).or_insert(0) += 1;
+            if status == 202 {
+                self.accepted.push(shot.first_seq + i as u64);
+                if shot.measured {
+                    self.measured_accepted += 1;
+                }
+            }
+        }
+    }
+}
+
+fn lock(m: &Mutex<Measurements>) -> std::sync::MutexGuard<'_, Measurements> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The notification body for one seq. Measured items carry `lt_ts` (the intended send time,
+/// unix ns) for the simulator's end-to-end histogram; warm-up items only `lt_seq`.
+fn notification(cfg: &LoadConfig, seq: u64, lt_ts: Option<u64>) -> String {
+    let user = user_id(&cfg.user_prefix, (seq % u64::from(cfg.users.max(1))) as u32);
+    let data = match lt_ts {
+        Some(ts) => format!(r#"{{"lt_seq":{seq},"lt_ts":{ts}}}"#),
+        None => format!(r#"{{"lt_seq":{seq}}}"#),
+    };
+    format!(
+        r#"{{"user_id":"{user}","idempotency_key":"{prefix}-{seq}","title":"Load test","body":"Notification {seq}","data":{data},"category":"loadtest","priority":"high","ttl_seconds":3600}}"#,
+        prefix = cfg.user_prefix
+    )
+}
+
+fn request_body(cfg: &LoadConfig, first_seq: u64, items: u64, lt_ts: Option<u64>) -> Bytes {
+    if cfg.batch <= 1 {
+        return Bytes::from(notification(cfg, first_seq, lt_ts));
+    }
+    let list: Vec<String> = (first_seq..first_seq + items)
+        .map(|s| notification(cfg, s, lt_ts))
+        .collect();
+    Bytes::from(format!(r#"{{"notifications":[{}]}}"#, list.join(",")))
+}
+
+/// Runs the warm-up and the measured phase; returns when every request was answered, timed
+/// out, or the hard deadline (end of schedule plus [`REQUEST_TIMEOUT`]) passed.
+pub(crate) async fn drive(client: Arc<ApiClient>, cfg: &LoadConfig) -> Measurements {
+    let batch = cfg.batch.max(1) as u64;
+    let per_request = batch as f64;
+    let warmup = Schedule::new(cfg.rate / per_request, cfg.warmup, None).map(|t| (t, false));
+    let burst = cfg.bursts.map(|b| super::Burst {
+        rate: b.rate / per_request,
+        ..b
+    });
+    let main = Schedule::new(cfg.rate / per_request, cfg.duration, burst);
+    let total_requests =
+        Schedule::new(cfg.rate / per_request, cfg.warmup, None).total() + main.total();
+    let schedule = warmup.chain(main.map(|t| (t + cfg.warmup, true)));
+
+    let path = if cfg.batch <= 1 {
+        "/v1/notifications"
+    } else {
+        "/v1/notifications/batch"
+    };
+    let rec = Arc::new(Mutex::new(Measurements::new()));
+    let permits = Arc::new(Semaphore::new(cfg.max_in_flight.max(1)));
+    let t0 = Instant::now() + START_DELAY;
+    let unix_t0_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        + START_DELAY.as_nanos() as u64;
+    let measured_start = t0 + cfg.warmup;
+    let hard_deadline = t0 + cfg.warmup + cfg.duration + REQUEST_TIMEOUT;
+    lock(&rec).scheduled_items = total_requests * batch;
+
+    for (k, (offset, measured)) in schedule.enumerate() {
+        let intended = t0 + offset;
+        if intended > Instant::now() {
+            tokio::time::sleep_until(intended.into()).await;
+        }
+        let permit =
+            tokio::time::timeout_at(hard_deadline.into(), permits.clone().acquire_owned()).await;
+        let Ok(Ok(permit)) = permit else {
+            lock(&rec).not_sent_items = (total_requests - k as u64) * batch;
+            break;
+        };
+        let shot = Shot {
+            first_seq: cfg.seq_start + k as u64 * batch,
+            items: batch,
+            intended,
+            measured,
+        };
+        let lt_ts = measured.then(|| unix_t0_ns + offset.as_nanos() as u64);
+        let body = request_body(cfg, shot.first_seq, batch, lt_ts);
+        {
+            let mut m = lock(&rec);
+            m.sent_requests += 1;
+            m.sent_items += batch;
+            m.max_lag = m
+                .max_lag
+                .max(Instant::now().saturating_duration_since(intended));
+        }
+        let (client, rec) = (client.clone(), rec.clone());
+        tokio::spawn(async move {
+            let answer =
+                tokio::time::timeout(REQUEST_TIMEOUT, client.send(Method::POST, path, body)).await;
+            lock(&rec).record(&shot, answer, measured_start);
+            drop(permit);
+        });
+    }
+    let all = u32::try_from(cfg.max_in_flight.max(1)).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout_at(hard_deadline.into(), permits.acquire_many(all)).await;
+    let mut m = lock(&rec);
+    std::mem::replace(&mut *m, Measurements::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_carry_seq_and_intended_time() {
+        let cfg = LoadConfig {
+            users: 10,
+            user_prefix: "u".into(),
+            ..LoadConfig::default()
+        };
+        let one: serde_json::Value =
+            serde_json::from_str(&notification(&cfg, 23, Some(99))).expect("json");
+        assert_eq!(one["user_id"], "u3");
+        assert_eq!(one["idempotency_key"], "u-23");
+        assert_eq!(one["data"]["lt_seq"], 23);
+        assert_eq!(one["data"]["lt_ts"], 99);
+        assert_eq!(one["priority"], "high");
+        let warm: serde_json::Value =
+            serde_json::from_str(&notification(&cfg, 5, None)).expect("json");
+        assert!(warm["data"].get("lt_ts").is_none());
+
+        let cfg = LoadConfig { batch: 3, ..cfg };
+        let b: serde_json::Value =
+            serde_json::from_slice(&request_body(&cfg, 7, 3, Some(1))).expect("json");
+        let seqs: Vec<u64> = b["notifications"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|n| n["data"]["lt_seq"].as_u64().expect("seq"))
+            .collect();
+        assert_eq!(seqs, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn batch_answers_accept_item_by_item() {
+        let mut m = Measurements::new();
+        let start = Instant::now();
+        let shot = Shot {
+            first_seq: 10,
+            items: 3,
+            intended: start,
+            measured: true,
+        };
+        let body = r#"{"results":[{"status":202,"id":"a"},{"status":429,"error":{"code":"x","message":"y"}},{"status":202,"id":"b"}]}"#;
+        m.record(
+            &shot,
+            Ok(Ok(ApiResponse {
+                status: 200,
+                body: Bytes::from(body),
+            })),
+            start,
+        );
+        assert_eq!(m.accepted, vec![10, 12]);
+        assert_eq!(m.item_status.get(&202), Some(&2));
+        assert_eq!(m.item_status.get(&429), Some(&1));
+        assert_eq!(m.measured_accepted, 2);
+        let shot = Shot {
+            first_seq: 20,
+            items: 2,
+            intended: start,
+            measured: false,
+        };
+        m.record(
+            &shot,
+            Ok(Ok(ApiResponse {
+                status: 503,
+                body: Bytes::new(),
+            })),
+            start,
+        );
+        assert_eq!(m.item_status.get(&503), Some(&2));
+        assert_eq!(m.accept_us.len(), 1, "warm-up answers are not timed");
+        assert_eq!(m.http_status.get(&200), Some(&1));
+    }
+}

@@ -1,0 +1,222 @@
+//! Load-run output: a wrk2-style summary table for people, `summary.json` for machines, and
+//! `accept.hgrm` / `e2e.hgrm` percentile distributions for the HdrHistogram plotter.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::duration::format_duration;
+use crate::histogram::{LatencySummary, percentile_distribution};
+use crate::load::LoadReport;
+
+/// The summary table.
+pub fn summary_text(r: &LoadReport) -> String {
+    let mut s = String::new();
+    let protocol = match r.protocol {
+        crate::load::Protocol::H1 => "http/1.1",
+        crate::load::Protocol::H2 => "h2c",
+    };
+    let _ = writeln!(
+        s,
+        "Clarion load: {protocol}, {} connections, batch {}, {} at {:.1} notifications/s",
+        r.connections,
+        r.batch,
+        format_duration(r.duration),
+        r.offered_rate
+    );
+    if let Some(reg) = &r.registration {
+        let _ = writeln!(
+            s,
+            "  Registered    {} users, {} devices in {}",
+            reg.users,
+            reg.devices,
+            format_duration(reg.elapsed)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  Requests      {} sent ({} notifications), {} answered, {} errors, {} timeouts, {} not sent",
+        r.sent_requests,
+        r.sent_notifications,
+        r.completed_requests,
+        r.transport_errors,
+        r.timeouts,
+        r.not_sent
+    );
+    let statuses: Vec<String> = r
+        .notification_status
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    let _ = writeln!(s, "  Statuses      {}", statuses.join(", "));
+    let _ = writeln!(s, "  Offered       {:.1} notifications/s", r.offered_rate);
+    let _ = writeln!(
+        s,
+        "  Achieved      {:.1} notifications/s accepted ({} accepted in all)",
+        r.achieved_rate, r.accepted
+    );
+    let _ = writeln!(s, "  Max send lag  {}", format_duration(r.max_send_lag));
+    for e in &r.error_samples {
+        let _ = writeln!(s, "  Error         {e}");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "  Latency (ms)  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "p50", "p90", "p99", "p99.9", "max", "mean", "count"
+    );
+    latency_row(&mut s, "accept", &LatencySummary::of(&r.accept_latency_us));
+    if let Some(e2e) = &r.e2e_latency_us {
+        latency_row(&mut s, "end-to-end", &LatencySummary::of(e2e));
+    }
+    let _ = writeln!(s);
+    match &r.ledger {
+        None => {
+            let _ = writeln!(s, "  Ledger        not checked (no simulator)");
+        }
+        Some(l) => {
+            let _ = writeln!(
+                s,
+                "  Ledger        accepted {}, received {}, lost {}, short {}, duplicated {}, unexpected {} ({} after {})",
+                l.accepted,
+                l.received,
+                l.lost,
+                l.short,
+                l.duplicated,
+                l.unexpected,
+                if l.drained { "drained" } else { "NOT drained" },
+                format_duration(l.waited)
+            );
+            if !l.lost_sample.is_empty() {
+                let _ = writeln!(s, "  Lost seqs     {:?}", l.lost_sample);
+            }
+        }
+    }
+    let _ = writeln!(s, "  Next seq      {}", r.next_seq);
+    s
+}
+
+fn latency_row(s: &mut String, name: &str, l: &LatencySummary) {
+    let _ = writeln!(
+        s,
+        "  {name:<12}  {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9}",
+        l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms, l.count
+    );
+}
+
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    #[serde(flatten)]
+    report: &'a LoadReport,
+    accept_latency: LatencySummary,
+    e2e_latency: Option<LatencySummary>,
+}
+
+/// `summary.json`: the report with its latency read-outs.
+pub fn summary_json(r: &LoadReport) -> anyhow::Result<String> {
+    let j = SummaryJson {
+        report: r,
+        accept_latency: LatencySummary::of(&r.accept_latency_us),
+        e2e_latency: r.e2e_latency_us.as_ref().map(LatencySummary::of),
+    };
+    Ok(serde_json::to_string_pretty(&j)?)
+}
+
+/// Writes `summary.json`, `accept.hgrm` and (when measured) `e2e.hgrm` into `dir`.
+pub fn write_outputs(r: &LoadReport, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+    };
+    write("summary.json", summary_json(r)?)?;
+    write("accept.hgrm", percentile_distribution(&r.accept_latency_us))?;
+    if let Some(e2e) = &r.e2e_latency_us {
+        write("e2e.hgrm", percentile_distribution(e2e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::histogram::latency_histogram;
+    use crate::load::{LedgerReport, Protocol};
+    use std::time::Duration;
+
+    fn report() -> LoadReport {
+        let mut h = latency_histogram();
+        for v in 1..=100u64 {
+            h.record(v * 1000).expect("record");
+        }
+        LoadReport {
+            protocol: Protocol::H2,
+            batch: 1,
+            connections: 2,
+            offered_rate: 100.0,
+            duration: Duration::from_secs(1),
+            registration: None,
+            scheduled: 100,
+            sent_requests: 100,
+            sent_notifications: 100,
+            completed_requests: 100,
+            transport_errors: 0,
+            timeouts: 0,
+            not_sent: 0,
+            accepted: 100,
+            achieved_rate: 99.5,
+            max_send_lag: Duration::from_millis(2),
+            http_status: [(202, 100)].into(),
+            notification_status: [(202, 100)].into(),
+            error_samples: vec![],
+            accept_latency_us: h.clone(),
+            ledger: Some(LedgerReport {
+                accepted: 100,
+                received: 99,
+                lost: 1,
+                lost_sample: vec![42],
+                ..LedgerReport::default()
+            }),
+            e2e_latency_us: Some(h),
+            next_seq: 100,
+        }
+    }
+
+    #[test]
+    fn summary_shows_rates_latencies_and_ledger() {
+        let text = summary_text(&report());
+        assert!(
+            text.contains("Achieved      99.5 notifications/s"),
+            "{text}"
+        );
+        assert!(text.contains("202: 100"));
+        let accept = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("accept"))
+            .expect("accept row");
+        let cols: Vec<&str> = accept.split_whitespace().collect();
+        assert_eq!(cols[1], "50.015", "{accept}"); // p50 of 1..100 ms
+        assert_eq!(cols[5], "100.031");
+        assert!(text.contains("lost 1"));
+        assert!(text.contains("Lost seqs     [42]"));
+        assert!(text.contains("end-to-end"));
+    }
+
+    #[test]
+    fn outputs_land_in_the_directory() {
+        let dir = std::env::temp_dir().join(format!("clarion-report-test-{}", std::process::id()));
+        write_outputs(&report(), &dir).expect("write");
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).expect("read"))
+                .expect("json");
+        assert_eq!(json["accepted"], 100);
+        assert_eq!(json["ledger"]["lost"], 1);
+        assert_eq!(json["accept_latency"]["count"], 100);
+        let hgrm = std::fs::read_to_string(dir.join("accept.hgrm")).expect("hgrm");
+        assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
+        assert!(dir.join("e2e.hgrm").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
