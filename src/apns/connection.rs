@@ -60,6 +60,17 @@ impl Health {
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.get()
     }
+    /// Claims one stream; the pool does this before a request is started, so requests never
+    /// queue inside h2 beyond what the server allows.
+    pub(crate) fn reserve_stream(&self) {
+        self.in_flight.set(self.in_flight.get() + 1);
+    }
+    /// Gives a stream back. No notify: nothing waits on a connection's stream count (the pool's
+    /// queue is woken instead), and waking the driver, pinger and supervisor after every answer
+    /// would cost three task polls per request.
+    pub(crate) fn release_stream(&self) {
+        self.in_flight.set(self.in_flight.get() - 1);
+    }
     pub(crate) fn successes(&self) -> u64 {
         self.successes.get()
     }
@@ -80,23 +91,6 @@ impl Health {
     }
 }
 
-/// Counts a stream as in flight on its connection while alive.
-struct InFlight<'a>(&'a Health);
-
-impl<'a> InFlight<'a> {
-    fn start(health: &'a Health) -> InFlight<'a> {
-        health.in_flight.set(health.in_flight.get() + 1);
-        InFlight(health)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
-        self.0.changed.notify();
-    }
-}
-
 /// What came back for one request.
 pub(crate) struct RawResponse {
     pub(crate) status: StatusCode,
@@ -108,12 +102,16 @@ pub(crate) struct RawResponse {
 /// Why a request got no answer.
 #[derive(Debug)]
 pub(crate) enum StreamError {
-    /// The connection could not take a new stream (GOAWAY received, closed): the request never
-    /// left, so it may go out on another connection at once.
+    /// The server never processed it: the connection could not open the stream (closing), or
+    /// a graceful GOAWAY (NO_ERROR) named a last stream below it. Safe to send again at once.
     NotSent,
-    /// GOAWAY, I/O error or the connection was dropped under the request.
+    /// The server reset the stream with REFUSED_STREAM: not processed (RFC 9113, 8.7), and the
+    /// connection itself may be fine. Safe to send again at once.
+    Refused,
+    /// GOAWAY with an error, I/O error, or the connection was dropped under the request: it
+    /// may or may not have been delivered.
     ConnectionLost,
-    /// The server reset just this stream (e.g. REFUSED_STREAM); the connection may be fine.
+    /// The server reset just this stream for another reason; the connection may be fine.
     Reset(h2::Reason),
 }
 
@@ -174,15 +172,16 @@ impl Connection {
     }
 
     /// Sends one request with its body and reads the answer (the body only if it is an error).
+    /// The caller holds a stream reserved with [`Health::reserve_stream`].
     pub(crate) async fn round_trip(
         &self,
         request: Request<()>,
         body: Bytes,
     ) -> Result<RawResponse, StreamError> {
-        let _in_flight = InFlight::start(&self.health);
         let lost = |e: h2::Error| self.classify_error(e);
-        // A handle of our own: h2 tracks the stream waiting for capacity per handle. When the
-        // server's SETTINGS_MAX_CONCURRENT_STREAMS is reached, h2 holds the stream until one ends.
+        // A handle of our own: h2 tracks a stream waiting for capacity per handle. With the
+        // stream reserved by the pool this does not wait, unless the server just lowered
+        // SETTINGS_MAX_CONCURRENT_STREAMS, in which case h2 holds the stream until one ends.
         let mut sender = self
             .sender
             .clone()
@@ -217,7 +216,16 @@ impl Connection {
     }
 
     fn classify_error(&self, e: h2::Error) -> StreamError {
+        let remote_reason = e.reason().filter(|_| e.is_remote());
+        if e.is_go_away() && remote_reason == Some(h2::Reason::NO_ERROR) {
+            // h2 gives a stream the peer's GOAWAY error only when its id is above the GOAWAY's
+            // last stream id; processed streams that die later see an I/O error instead.
+            return StreamError::NotSent;
+        }
         match e.reason() {
+            Some(h2::Reason::REFUSED_STREAM) if e.is_reset() && e.is_remote() => {
+                StreamError::Refused
+            }
             Some(reason) if e.is_reset() && !self.health.is_dead() && !e.is_go_away() => {
                 StreamError::Reset(reason)
             }

@@ -11,9 +11,10 @@
 //! - `jwt.rs`: the provider token and its refresh policy.
 //! - `tls.rs`: rustls set-up, resolution off the executor, TCP + TLS with ALPN `h2`.
 //! - `connection.rs`: one h2 connection, its driver, PING health check and round trip.
-//! - `pool.rs`: the shard's connections, reconnect backoff, picking a connection.
+//! - `pool.rs`: the shard's connections, reconnect backoff, handing out free streams.
 //! - `sender.rs`: [`ApnsSender`] and [`ApnsStats`].
 //! - `wait.rs`: single-executor wake-ups and timeouts.
+//! - `wait_queue.rs`: the line of requests waiting for a free stream.
 //! - `tests/`: an in-process TLS + HTTP/2 APNs stand-in and one scenario per file.
 
 mod config;
@@ -27,6 +28,7 @@ mod response;
 mod sender;
 mod tls;
 mod wait;
+mod wait_queue;
 
 #[cfg(test)]
 mod tests;
@@ -37,12 +39,11 @@ pub use config::{
     RECONNECT_BACKOFF_BASE, RECONNECT_BACKOFF_CAP, REQUEST_TIMEOUT, STABLE_CONNECTION_AGE,
 };
 pub use jwt::{TOKEN_MIN_REFRESH_INTERVAL, TOKEN_REFRESH_AGE};
+pub use notification::{ApnsNotification, PushType};
 pub use payload::{
     MAX_PAYLOAD_BYTES, MAX_VOIP_PAYLOAD_BYTES, PayloadError, PayloadFields, RESERVED_KEY,
     encode_payload,
 };
-pub use request::{
-    ApnsNotification, MAX_COLLAPSE_ID_BYTES, MAX_DEVICE_TOKEN_HEX_DIGITS, PushType, RequestEncoder,
-};
+pub use request::{MAX_COLLAPSE_ID_BYTES, MAX_DEVICE_TOKEN_HEX_DIGITS, RequestEncoder};
 pub use response::{MAX_RETRY_AFTER, SendOutcome};
 pub use sender::{ApnsSender, ApnsStats};

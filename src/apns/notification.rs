@@ -63,6 +63,7 @@ pub struct ApnsNotification<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

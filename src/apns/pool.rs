@@ -1,11 +1,15 @@
 //! A shard's APNs connections: a fixed number of slots, each kept filled by a supervisor task that
-//! reconnects with jittered exponential backoff, and the choice of connection for each request
-//! (spare stream capacity first, then fewest streams in flight).
+//! reconnects with jittered exponential backoff, and the hand-out of streams: a request gets a
+//! [`StreamPermit`] on the usable connection with a free stream (under the server's
+//! SETTINGS_MAX_CONCURRENT_STREAMS) and the fewest in flight, or waits in line for one.
+//! (A newcomer may take a stream freed just before the woken head of the line polls; the head
+//! then queues again. Simpler than strict FIFO, and every wait is bounded by the request timeout.)
 
 use super::config::Tuning;
 use super::connection::{Connection, Health};
 use super::tls::Transport;
 use super::wait::{Signal, within};
+use super::wait_queue::WaitQueue;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
@@ -29,7 +33,9 @@ pub(crate) struct Pool {
     transport: Transport,
     tuning: Tuning,
     slots: Vec<RefCell<Option<Rc<Connection>>>>,
-    /// A connection became usable, or the pool started closing.
+    /// Requests waiting for a free stream on a usable connection.
+    streams: WaitQueue,
+    /// The pool started closing (wakes supervisors out of their backoff).
     changed: Signal,
     closing: Cell<bool>,
     started: Cell<bool>,
@@ -52,6 +58,7 @@ impl Pool {
             transport,
             tuning,
             slots: (0..connections).map(|_| RefCell::new(None)).collect(),
+            streams: WaitQueue::default(),
             changed: Signal::default(),
             closing: Cell::new(false),
             started: Cell::new(false),
@@ -66,47 +73,58 @@ impl Pool {
         self.stats.get()
     }
 
-    /// A connection to send on, connecting lazily on first use; `None` once closing.
-    pub(crate) async fn acquire(self: &Rc<Self>) -> Option<Rc<Connection>> {
+    /// A stream to send on, connecting lazily on first use; `None` once closing. Waits in line
+    /// while every connection is at the stream limit its server advertised, so a lost
+    /// connection only fails the requests actually on it.
+    pub(crate) async fn acquire(self: &Rc<Self>) -> Option<StreamPermit> {
         if !self.started.replace(true) {
             for slot in 0..self.slots.len() {
                 glommio::spawn_local(supervise(self.clone(), slot)).detach();
             }
         }
-        self.changed
-            .wait_for(|| {
-                if self.closing.get() {
-                    Some(None)
-                } else {
-                    self.pick().map(Some)
-                }
-            })
-            .await
+        let claim = || {
+            if self.closing.get() {
+                return Some(None);
+            }
+            let conn = self.pick()?;
+            conn.health.reserve_stream();
+            Some(Some(conn))
+        };
+        let conn = self.streams.wait_for(claim).await?;
+        if self.pick().is_some() {
+            // Room for more (a new connection, a raised limit): pass the turn on.
+            self.streams.wake_one();
+        }
+        Some(StreamPermit {
+            conn,
+            pool: self.clone(),
+        })
     }
 
+    /// The usable connection with a free stream and the fewest in flight.
     fn pick(&self) -> Option<Rc<Connection>> {
-        let mut best: Option<(bool, usize, Rc<Connection>)> = None;
+        let mut best: Option<Rc<Connection>> = None;
         for slot in &self.slots {
-            let Some(conn) = slot
-                .borrow()
-                .as_ref()
-                .filter(|c| c.health.is_usable())
-                .cloned()
-            else {
+            let slot = slot.borrow();
+            let Some(conn) = slot.as_ref() else { continue };
+            if !conn.health.is_usable() || !conn.has_spare_streams() {
                 continue;
-            };
-            let key = (!conn.has_spare_streams(), conn.health.in_flight());
-            if best.as_ref().is_none_or(|(full, n, _)| key < (*full, *n)) {
-                best = Some((key.0, key.1, conn));
+            }
+            if best
+                .as_ref()
+                .is_none_or(|b| conn.health.in_flight() < b.health.in_flight())
+            {
+                best = Some(conn.clone());
             }
         }
-        best.map(|(_, _, conn)| conn)
+        best
     }
 
     /// Stops handing out connections; requests already running keep theirs.
     pub(crate) fn begin_close(&self) {
         self.closing.set(true);
         self.changed.notify();
+        self.streams.wake_all();
     }
 
     /// Closes every connection: dropping the last handle makes h2 send GOAWAY and close; any
@@ -165,6 +183,25 @@ impl Pool {
     }
 }
 
+/// One stream reserved on a connection; dropping it frees the stream for the next in line.
+pub(crate) struct StreamPermit {
+    conn: Rc<Connection>,
+    pool: Rc<Pool>,
+}
+
+impl StreamPermit {
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Drop for StreamPermit {
+    fn drop(&mut self) {
+        self.conn.health.release_stream();
+        self.pool.streams.wake_one();
+    }
+}
+
 /// Keeps one slot filled until the pool closes. Never loops without a backoff pause.
 async fn supervise(pool: Rc<Pool>, slot: usize) {
     let tuning = pool.tuning;
@@ -190,7 +227,7 @@ async fn supervise(pool: Rc<Pool>, slot: usize) {
                 tracing::info!(connection = id, endpoint = %pool.transport.endpoint().authority, "APNs connection open");
                 *pool.slots[slot].borrow_mut() = Some(conn.clone());
                 pool.update(|s| s.open += 1);
-                pool.changed.notify();
+                pool.streams.wake_one();
                 let health = conn.health.clone();
                 health
                     .changed
@@ -237,6 +274,7 @@ async fn supervise(pool: Rc<Pool>, slot: usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::apns::config::Endpoint;

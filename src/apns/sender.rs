@@ -5,8 +5,9 @@
 use super::config::{self, ApnsConfig, ApnsError, Endpoint, Tuning};
 use super::connection::StreamError;
 use super::jwt::{ProviderToken, SigningFailed, SystemClock};
+use super::notification::ApnsNotification;
 use super::pool::Pool;
-use super::request::{ApnsNotification, PreparedRequest, RequestEncoder};
+use super::request::{PreparedRequest, RequestEncoder};
 use super::response::{FollowUp, SendOutcome, classify};
 use super::tls::Transport;
 use super::wait::{Signal, within};
@@ -98,9 +99,10 @@ impl ApnsSender {
 
     /// Sends one notification and says what became of it. Never panics, never blocks the
     /// executor, and returns within the request timeout. Must run on a glommio executor (the
-    /// first call spawns the connection tasks there). A request that could not even be started
-    /// on a closing connection is moved to another one once; anything that may have reached
-    /// APNs is left to the caller's retry.
+    /// first call spawns the connection tasks there). A request APNs provably did not process
+    /// (refused stream, above a graceful GOAWAY's last stream, or not startable on a closing
+    /// connection) is sent again once at once; anything that may have reached APNs is left to
+    /// the caller's retry.
     pub async fn send(&self, n: ApnsNotification<'_>) -> SendOutcome {
         let inner = &*self.inner;
         inner.stats.borrow_mut().requests += 1;
@@ -186,26 +188,31 @@ impl Inner {
         let mut token_retry_left = true;
         let mut unsent_retry_left = true;
         loop {
-            let Some(conn) = self.pool.acquire().await else {
+            let Some(stream) = self.pool.acquire().await else {
                 return retry("sender closed");
             };
             let Ok(token) = self.token.current() else {
                 return retry("provider token signing failed");
             };
             let request = prepared.to_request(&token.authorization, self.encoder.topic());
+            let conn = stream.connection();
             let answer = match conn.round_trip(request, prepared.payload.clone()).await {
                 Ok(answer) => answer,
-                Err(StreamError::NotSent) if unsent_retry_left => {
-                    // The connection is going away (GOAWAY seen before its driver ended).
+                Err(error @ (StreamError::NotSent | StreamError::Refused)) if unsent_retry_left => {
+                    // APNs never saw it: send it again at once rather than via the caller's
+                    // backoff; a connection that could not take it is going away.
                     unsent_retry_left = false;
-                    conn.health.retire();
+                    if matches!(error, StreamError::NotSent) {
+                        conn.health.retire();
+                    }
                     continue;
                 }
+                Err(StreamError::Refused) => return retry("stream refused"),
                 Err(StreamError::NotSent | StreamError::ConnectionLost) => {
                     return retry("connection lost");
                 }
                 Err(StreamError::Reset(reason)) => {
-                    return retry(&format!("stream reset ({reason})"));
+                    return retry(&format!("stream reset ({reason:?})"));
                 }
             };
             *self

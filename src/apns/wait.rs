@@ -122,6 +122,7 @@ pub(crate) async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::cell::Cell;

@@ -1,8 +1,8 @@
 //! Scenarios about parallelism: the server's SETTINGS_MAX_CONCURRENT_STREAMS is obeyed while it
-//! is 1 (as APNs starts) and followed when raised, and load spreads over the configured
-//! connections.
+//! is 1 (as APNs starts) and followed when raised, requests beyond it wait with us (not inside
+//! h2) so a lost connection fails only what was on it, and load spreads over the connections.
 
-use super::fake_apns::{FakeApns, Options, Reply};
+use super::fake_apns::{Action, FakeApns, Options, Reply};
 use super::*;
 use crate::apns::SendOutcome;
 use std::collections::BTreeSet;
@@ -84,4 +84,39 @@ fn load_spreads_over_every_configured_connection() {
     let connections: BTreeSet<usize> = server.seen().iter().map(|s| s.connection).collect();
     assert_eq!(connections.len(), 2, "both connections carried requests");
     assert_eq!((stats.connections_open, stats.sent), (2, BURST as u64 + 1));
+}
+
+#[test]
+fn requests_over_the_limit_wait_with_us_so_a_lost_connection_fails_only_its_own() {
+    let options = Options {
+        raised_streams: 1,
+        ..Options::script(|i| match i {
+            0 => Reply::doing(Action::AbruptGoaway),
+            _ => Reply::ok().after(Duration::from_millis(5)),
+        })
+    };
+    let server = FakeApns::start(options);
+    let config = config(&server, &SigningKey::generate(), 1);
+    let outcomes = on_executor(move || async move {
+        let sender = sender(config, quick());
+        let mut outcomes = Vec::new();
+        for task in burst(&sender) {
+            outcomes.push(task.await);
+        }
+        outcomes
+    });
+    let lost = outcomes
+        .iter()
+        .filter(
+            |o| matches!(o, Some(SendOutcome::Retry { reason, .. }) if reason == "connection lost"),
+        )
+        .count();
+    let sent = outcomes
+        .iter()
+        .filter(|o| matches!(o, Some(SendOutcome::Sent { .. })))
+        .count();
+    assert_eq!((lost, sent), (1, BURST as usize - 1), "{outcomes:?}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), BURST as usize, "nothing sent twice");
+    assert!(seen.iter().all(|s| s.concurrent == 1));
 }

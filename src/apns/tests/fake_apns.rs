@@ -23,8 +23,20 @@ pub(crate) struct Reply {
     pub(crate) reason: Option<&'static str>,
     pub(crate) delay: Duration,
     pub(crate) headers: Vec<(&'static str, &'static str)>,
-    /// Answer nothing; send GOAWAY and drop the connection instead.
-    pub(crate) goaway: bool,
+    pub(crate) action: Action,
+}
+
+/// What the server does with a request besides (or instead of) answering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Answer,
+    /// Answer nothing; send GOAWAY (NO_ERROR, this stream processed) and drop the connection.
+    AbruptGoaway,
+    /// Start a graceful GOAWAY (h2: GOAWAY at the max id, PING, GOAWAY at the last id), then
+    /// answer this request normally.
+    GracefulGoaway,
+    /// Reset the stream with REFUSED_STREAM.
+    Refuse,
 }
 
 impl Reply {
@@ -34,7 +46,7 @@ impl Reply {
             reason: None,
             delay: Duration::ZERO,
             headers: Vec::new(),
-            goaway: false,
+            action: Action::Answer,
         }
     }
     pub(crate) fn error(status: u16, reason: &'static str) -> Reply {
@@ -44,9 +56,9 @@ impl Reply {
             ..Reply::ok()
         }
     }
-    pub(crate) fn goaway() -> Reply {
+    pub(crate) fn doing(action: Action) -> Reply {
         Reply {
-            goaway: true,
+            action,
             ..Reply::ok()
         }
     }
@@ -250,11 +262,22 @@ async fn serve(
             concurrent,
             advertised: limit,
         };
-        if reply.goaway {
-            shared.seen.lock().unwrap().push(seen);
-            held.push(respond);
-            h2.abrupt_shutdown(h2::Reason::NO_ERROR);
-            continue;
+        match reply.action {
+            Action::Answer => {}
+            Action::AbruptGoaway => {
+                shared.seen.lock().unwrap().push(seen);
+                held.push(respond);
+                h2.abrupt_shutdown(h2::Reason::NO_ERROR);
+                continue;
+            }
+            Action::GracefulGoaway => h2.graceful_shutdown(),
+            Action::Refuse => {
+                shared.seen.lock().unwrap().push(seen);
+                active.set(active.get() - 1);
+                let mut respond = respond;
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                continue;
+            }
         }
         let (shared, active) = (shared.clone(), active.clone());
         glommio::spawn_local(async move {

@@ -136,6 +136,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FrameTap<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

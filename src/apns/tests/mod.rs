@@ -1,6 +1,7 @@
 //! Tests of the whole sender over real sockets: an [`FakeApns`](fake_apns::FakeApns) server
 //! thread speaking TLS + HTTP/2 on 127.0.0.1:0, a client glommio executor running an
 //! [`ApnsSender`], one scenario family per file, and the helpers they share.
+#![allow(clippy::unwrap_used)]
 
 mod concurrency;
 mod delivery;

@@ -2,7 +2,7 @@
 //! caller, `503 Shutdown` and GOAWAY replacing the connection, a stalled stream timing out, a
 //! peer that stops answering PINGs, and a server that will not speak HTTP/2.
 
-use super::fake_apns::{FakeApns, Options, Reply};
+use super::fake_apns::{Action, FakeApns, Options, Reply};
 use super::*;
 use crate::apns::SendOutcome;
 
@@ -80,7 +80,7 @@ fn shutdown_503_replaces_the_connection() {
 #[test]
 fn goaway_mid_stream_is_a_retry_and_the_next_send_reconnects() {
     let server = FakeApns::start(Options::script(|i| match i {
-        0 => Reply::goaway(),
+        0 => Reply::doing(Action::AbruptGoaway),
         _ => Reply::ok(),
     }));
     let config = config(&server, &SigningKey::generate(), 1);
@@ -110,6 +110,64 @@ fn goaway_mid_stream_is_a_retry_and_the_next_send_reconnects() {
         (1, 1, 1)
     );
     assert_eq!(stats.retries, 1);
+}
+
+#[test]
+fn a_refused_stream_is_sent_again_at_once() {
+    let server = FakeApns::start(Options::script(|i| match i {
+        0 => Reply::doing(Action::Refuse),
+        _ => Reply::ok(),
+    }));
+    let config = config(&server, &SigningKey::generate(), 1);
+    let (outcome, stats) = on_executor(move || async move {
+        let sender = sender(config, quick());
+        (sender.send(notification(5)).await, sender.stats())
+    });
+    assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].headers["apns-id"], seen[1].headers["apns-id"]);
+    assert_eq!(
+        seen[0].connection, seen[1].connection,
+        "a refusal keeps the connection"
+    );
+    assert_eq!((stats.requests, stats.sent, stats.retries), (1, 1, 0));
+}
+
+#[test]
+fn a_graceful_goaway_loses_nothing() {
+    let server = FakeApns::start(Options::script(|i| match i {
+        0 => Reply::doing(Action::GracefulGoaway).after(Duration::from_millis(150)),
+        _ => Reply::ok().after(Duration::from_millis(20)),
+    }));
+    let config = config(&server, &SigningKey::generate(), 1);
+    let outcomes = on_executor(move || async move {
+        let sender = sender(config, quick());
+        let first = glommio::spawn_local({
+            let sender = sender.clone();
+            async move { sender.send(notification(1)).await }
+        });
+        // Sends that start while the connection drains must find their way to a new one.
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let later: Vec<_> = (2..6)
+            .map(|i| {
+                let sender = sender.clone();
+                glommio::spawn_local(async move { sender.send(notification(i)).await })
+            })
+            .collect();
+        let mut outcomes = vec![first.await];
+        for task in later {
+            outcomes.push(task.await);
+        }
+        outcomes
+    });
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, SendOutcome::Sent { .. })),
+        "{outcomes:?}"
+    );
+    assert!(server.connections() >= 2, "a new connection took over");
 }
 
 #[test]

@@ -1,0 +1,229 @@
+//! [`WaitQueue`]: a first-come-first-served line of tasks waiting for a resource on one
+//! executor (here: a free HTTP/2 stream), woken one at a time so a freed stream costs one task
+//! poll, not one per waiter; a woken waiter that gives up passes its turn on.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+/// Abandoned places are swept out once they are this many and over half of the line, so a long
+/// outage in which waiters time out cannot grow the line without bound.
+const SWEEP_MIN_ABANDONED: usize = 64;
+
+/// One waiter's place in line, shared between the line and the waiting future.
+#[derive(Default)]
+struct Place {
+    waker: RefCell<Option<Waker>>,
+    /// Popped and woken: the waiter owns a turn it must use or pass on.
+    woken: Cell<bool>,
+    /// The waiter stopped waiting while still in line.
+    abandoned: Cell<bool>,
+}
+
+#[derive(Default)]
+pub(crate) struct WaitQueue {
+    line: RefCell<VecDeque<Rc<Place>>>,
+    abandoned: Cell<usize>,
+}
+
+impl WaitQueue {
+    /// Wakes the longest-waiting task still waiting, if any.
+    pub(crate) fn wake_one(&self) {
+        loop {
+            let Some(place) = self.line.borrow_mut().pop_front() else {
+                return;
+            };
+            if place.abandoned.get() {
+                self.abandoned.set(self.abandoned.get() - 1);
+                continue;
+            }
+            place.woken.set(true);
+            if let Some(waker) = place.waker.borrow_mut().take() {
+                waker.wake();
+            }
+            return;
+        }
+    }
+
+    /// Wakes every waiting task (each re-checks and may queue again).
+    pub(crate) fn wake_all(&self) {
+        while !self.line.borrow().is_empty() {
+            self.wake_one();
+        }
+    }
+
+    /// Resolves with the first `Some` from `check`, which runs at once and then whenever this
+    /// waiter's turn comes. Whoever frees the resource calls [`wake_one`](Self::wake_one).
+    pub(crate) fn wait_for<T, F: FnMut() -> Option<T> + Unpin>(&self, check: F) -> InLine<'_, F> {
+        InLine {
+            queue: self,
+            check,
+            place: None,
+        }
+    }
+
+    fn abandon(&self, place: &Place) {
+        place.abandoned.set(true);
+        place.waker.borrow_mut().take();
+        let abandoned = self.abandoned.get() + 1;
+        self.abandoned.set(abandoned);
+        let len = self.line.borrow().len();
+        if abandoned >= SWEEP_MIN_ABANDONED && abandoned * 2 > len {
+            self.line.borrow_mut().retain(|p| !p.abandoned.get());
+            self.abandoned.set(0);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.line.borrow().len()
+    }
+}
+
+/// The future of [`WaitQueue::wait_for`].
+pub(crate) struct InLine<'a, F> {
+    queue: &'a WaitQueue,
+    check: F,
+    place: Option<Rc<Place>>,
+}
+
+impl<T, F: FnMut() -> Option<T> + Unpin> Future for InLine<'_, F> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        if let Some(place) = &this.place {
+            if !place.woken.get() {
+                // Polled for another reason while still in line: keep the place.
+                if let Some(value) = (this.check)() {
+                    let place = this.place.take();
+                    if let Some(place) = place {
+                        this.queue.abandon(&place);
+                    }
+                    return Poll::Ready(value);
+                }
+                *place.waker.borrow_mut() = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            this.place = None;
+        }
+        if let Some(value) = (this.check)() {
+            return Poll::Ready(value);
+        }
+        let place = Rc::new(Place::default());
+        *place.waker.borrow_mut() = Some(cx.waker().clone());
+        this.queue.line.borrow_mut().push_back(place.clone());
+        this.place = Some(place);
+        Poll::Pending
+    }
+}
+
+impl<F> Drop for InLine<'_, F> {
+    fn drop(&mut self) {
+        if let Some(place) = self.place.take() {
+            if place.woken.get() {
+                // Our turn came but we are leaving: give it to the next in line.
+                self.queue.wake_one();
+            } else {
+                self.queue.abandon(&place);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::apns::wait::within;
+    use std::time::Duration;
+
+    fn run<T: Send + 'static, Fut: Future<Output = T> + 'static>(
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> T {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// `n` waiters for a counter of free units; returns the order in which they got one.
+    async fn contend(
+        queue: Rc<WaitQueue>,
+        free: Rc<Cell<usize>>,
+        n: usize,
+    ) -> Vec<glommio::task::JoinHandle<usize>> {
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let (queue, free) = (queue.clone(), free.clone());
+            let task = async move {
+                queue
+                    .wait_for(|| (free.get() > 0).then(|| free.set(free.get() - 1)))
+                    .await;
+                i
+            };
+            handles.push(glommio::spawn_local(task).detach());
+            glommio::yield_if_needed().await;
+        }
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        handles
+    }
+
+    #[test]
+    fn each_freed_unit_wakes_the_longest_waiter() {
+        let order = run(|| async {
+            let (queue, free) = (Rc::new(WaitQueue::default()), Rc::new(Cell::new(0)));
+            let handles = contend(queue.clone(), free.clone(), 5).await;
+            assert_eq!(queue.len(), 5);
+            let mut order = Vec::new();
+            for handle in handles {
+                free.set(free.get() + 1);
+                queue.wake_one();
+                order.push(handle.await.unwrap());
+            }
+            assert_eq!(queue.len(), 0);
+            order
+        });
+        assert_eq!(order, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_woken_waiter_that_leaves_passes_its_turn_on() {
+        use futures_lite::future::{block_on, poll_once};
+        let queue = WaitQueue::default();
+        let free = Cell::new(0);
+        let mut leaver = Box::pin(queue.wait_for(|| None::<()>));
+        let mut stayer = Box::pin(queue.wait_for(|| (free.get() > 0).then_some(())));
+        assert_eq!(block_on(poll_once(leaver.as_mut())), None);
+        assert_eq!(block_on(poll_once(stayer.as_mut())), None);
+        assert_eq!(queue.len(), 2);
+        queue.wake_one();
+        free.set(1);
+        assert_eq!(queue.len(), 1, "the leaver's turn came");
+        drop(leaver);
+        assert_eq!(queue.len(), 0, "and went on to the stayer");
+        assert_eq!(block_on(poll_once(stayer.as_mut())), Some(()));
+    }
+
+    #[test]
+    fn abandoned_places_are_swept() {
+        let left = run(|| async {
+            let queue = Rc::new(WaitQueue::default());
+            for _ in 0..200 {
+                let queue = queue.clone();
+                glommio::spawn_local(async move {
+                    within(Duration::from_millis(1), queue.wait_for(|| None::<()>)).await
+                })
+                .detach();
+            }
+            glommio::timer::sleep(Duration::from_millis(30)).await;
+            queue.len()
+        });
+        assert!(left < SWEEP_MIN_ABANDONED * 2, "{left} places left");
+    }
+}
