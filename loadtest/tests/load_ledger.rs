@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use clarion_loadtest::load::{LoadConfig, Protocol, SimLink, run_async};
-use common::fake_api::{API_KEY, Behaviour, FakeApi};
+use common::fake_api::{API_KEY, Accepted, Behaviour, FakeApi};
 use common::{Apns, push, send, token};
 use tokio::sync::mpsc;
 
@@ -23,12 +23,12 @@ fn payload(seq: u64, ts: Option<u64>) -> Bytes {
 
 /// Pushes accepted notifications to the simulator: in the first run it drops every seq ending
 /// in 3, sends seq 5 twice, and sends the rejected seq 7 when it sees 6.
-async fn spawn_relay(apns: &Apns) -> mpsc::UnboundedSender<(u64, Option<u64>)> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Option<u64>)>();
+async fn spawn_relay(apns: &Apns) -> mpsc::UnboundedSender<Accepted> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Accepted>();
     let jwt = apns.jwt(0);
     let client = apns.client().await;
     tokio::spawn(async move {
-        while let Some((seq, ts)) = rx.recv().await {
+        while let Some(Accepted { seq, lt_ts: ts, .. }) = rx.recv().await {
             let mut seqs = vec![seq];
             if seq < FIRST_RUN {
                 match seq {

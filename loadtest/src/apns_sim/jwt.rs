@@ -104,8 +104,7 @@ impl TokenVerifier {
         now: u64,
     ) -> Result<(), Reason> {
         let value = match authorization {
-            None => return Err(Reason::MissingProviderToken),
-            Some(v) if v.is_empty() => return Err(Reason::MissingProviderToken),
+            None | Some([]) => return Err(Reason::MissingProviderToken),
             Some(v) => v,
         };
         let token = strip_bearer(value).ok_or(Reason::InvalidProviderToken)?;

@@ -17,6 +17,7 @@ mod config;
 mod connection;
 mod control;
 mod faults;
+mod frames;
 mod jwt;
 mod keys;
 mod ledger;

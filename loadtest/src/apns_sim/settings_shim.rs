@@ -19,14 +19,13 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// HTTP/2 frame header length.
-const FRAME_HEADER_LEN: usize = 9;
+use super::frames::{
+    FLAG_ACK, FRAME_HEADER_LEN, FRAME_HEADERS, FRAME_SETTINGS, FrameCursor,
+    SETTINGS_MAX_CONCURRENT_STREAMS, frame_len, settings_frame,
+};
+
 /// The client connection preface (`PRI * HTTP/2.0...`) length.
 const CLIENT_PREFACE_LEN: usize = 24;
-const FRAME_HEADERS: u8 = 0x1;
-const FRAME_SETTINGS: u8 = 0x4;
-const FLAG_ACK: u8 = 0x1;
-const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 /// Read buffer of the client-to-server direction; frames stream through it.
 const READ_BUF_BYTES: usize = 16 * 1024;
 
@@ -55,65 +54,6 @@ impl StreamLimits {
             && self.initial_acked.load(Ordering::Relaxed)
             && stream_id > self.pre_ack_max_stream.load(Ordering::Relaxed)
     }
-}
-
-/// Tracks frame boundaries in one direction of a connection.
-#[derive(Default)]
-struct FrameCursor {
-    header: [u8; FRAME_HEADER_LEN],
-    have: usize,
-    payload_left: usize,
-    /// Non-ACK SETTINGS frames seen.
-    settings_frames: u32,
-}
-
-impl FrameCursor {
-    fn at_boundary(&self) -> bool {
-        self.have == 0 && self.payload_left == 0
-    }
-
-    /// Bytes that can pass before the next point where the boundary is known.
-    fn bytes_to_boundary(&self) -> usize {
-        if self.payload_left > 0 {
-            self.payload_left
-        } else {
-            FRAME_HEADER_LEN - self.have
-        }
-    }
-
-    fn advance(&mut self, mut bytes: &[u8]) {
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let k = self.payload_left.min(bytes.len());
-                self.payload_left -= k;
-                bytes = &bytes[k..];
-                continue;
-            }
-            let k = (FRAME_HEADER_LEN - self.have).min(bytes.len());
-            self.header[self.have..self.have + k].copy_from_slice(&bytes[..k]);
-            self.have += k;
-            bytes = &bytes[k..];
-            if self.have == FRAME_HEADER_LEN {
-                let h = self.header;
-                if h[3] == FRAME_SETTINGS && h[4] & FLAG_ACK == 0 {
-                    self.settings_frames += 1;
-                }
-                self.payload_left = frame_len(&h);
-                self.have = 0;
-            }
-        }
-    }
-}
-
-fn frame_len(h: &[u8]) -> usize {
-    (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2])
-}
-
-fn settings_frame(max_streams: u32) -> Vec<u8> {
-    let mut f = vec![0, 0, 6, FRAME_SETTINGS, 0, 0, 0, 0, 0];
-    f.extend_from_slice(&SETTINGS_MAX_CONCURRENT_STREAMS.to_be_bytes());
-    f.extend_from_slice(&max_streams.to_be_bytes());
-    f
 }
 
 /// See the module documentation.
@@ -346,15 +286,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SettingsShim<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apns_sim::frames::tests::frame;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, ty, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
 
     #[tokio::test]
     async fn rewrites_initial_limit_injects_raise_and_swallows_its_ack() {
@@ -407,21 +340,5 @@ mod tests {
         let mut seen = vec![0u8; ping.len()];
         shim.read_exact(&mut seen).await.expect("read");
         assert_eq!(seen, ping);
-    }
-
-    #[test]
-    fn cursor_tracks_boundaries_across_splits() {
-        let mut c = FrameCursor::default();
-        let f = frame(FRAME_SETTINGS, 0, 0, &[0; 12]);
-        c.advance(&f[..4]);
-        assert!(!c.at_boundary());
-        assert_eq!(c.bytes_to_boundary(), 5);
-        c.advance(&f[4..10]);
-        assert_eq!(c.bytes_to_boundary(), 11);
-        c.advance(&f[10..]);
-        assert!(c.at_boundary());
-        assert_eq!(c.settings_frames, 1);
-        c.advance(&frame(FRAME_SETTINGS, FLAG_ACK, 0, b""));
-        assert_eq!(c.settings_frames, 1, "ACKs are not counted");
     }
 }

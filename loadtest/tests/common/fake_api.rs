@@ -3,7 +3,7 @@
 //! optionally one at a time with a service delay, and hands each accepted notification's
 //! `lt_seq`/`lt_ts` to the test.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +28,18 @@ pub struct Behaviour {
     pub serial: bool,
     /// Answer 429 to these seqs.
     pub reject: BTreeSet<u64>,
-    /// Where accepted notifications' (lt_seq, lt_ts) go.
-    pub accepted: Option<UnboundedSender<(u64, Option<u64>)>>,
+    /// Where accepted notifications go.
+    pub accepted: Option<UnboundedSender<Accepted>>,
+    /// The API key expected instead of [`API_KEY`].
+    pub api_key: Option<String>,
+}
+
+/// An accepted notification, for a test's relay to the simulator.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub seq: u64,
+    pub lt_ts: Option<u64>,
+    pub user_id: String,
 }
 
 #[derive(Default)]
@@ -44,9 +54,10 @@ struct State {
     behaviour: Behaviour,
     counts: Arc<Counts>,
     serial: tokio::sync::Mutex<()>,
-    devices: Mutex<BTreeSet<String>>,
+    devices: Mutex<BTreeMap<String, Vec<String>>>,
 }
 
+#[derive(Clone)]
 pub struct FakeApi {
     pub addr: SocketAddr,
     pub counts: Arc<Counts>,
@@ -55,16 +66,18 @@ pub struct FakeApi {
 
 impl FakeApi {
     pub async fn start(behaviour: Behaviour) -> FakeApi {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), behaviour).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, behaviour: Behaviour) -> FakeApi {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let counts = Arc::new(Counts::default());
         let state = Arc::new(State {
             behaviour,
             counts: counts.clone(),
             serial: tokio::sync::Mutex::new(()),
-            devices: Mutex::new(BTreeSet::new()),
+            devices: Mutex::new(BTreeMap::new()),
         });
         let accept_state = state.clone();
         tokio::spawn(async move {
@@ -86,7 +99,24 @@ impl FakeApi {
     }
 
     pub fn device_tokens(&self) -> BTreeSet<String> {
-        self.state.devices.lock().expect("lock").clone()
+        self.state
+            .devices
+            .lock()
+            .expect("lock")
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    pub fn devices_of(&self, user_id: &str) -> Vec<String> {
+        self.state
+            .devices
+            .lock()
+            .expect("lock")
+            .get(user_id)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -100,12 +130,16 @@ async fn answer(
     req: http::Request<Incoming>,
     state: Arc<State>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    let key = state.behaviour.api_key.as_deref().unwrap_or(API_KEY);
     let authorized = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {API_KEY}"));
+        == Some(&format!("Bearer {key}"));
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    if path == "/healthz" {
+        return reply(200, "ok".into());
+    }
     let body = req.into_body().collect().await.expect("body").to_bytes();
     if !authorized {
         state.counts.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -124,7 +158,17 @@ async fn answer(
         ("POST", p) if p.ends_with("/devices") => {
             assert_eq!(json["platform"], "ios");
             let token = json["token"].as_str().expect("token").to_string();
-            state.devices.lock().expect("lock").insert(token);
+            let user = p
+                .trim_start_matches("/v1/users/")
+                .trim_end_matches("/devices")
+                .to_string();
+            state
+                .devices
+                .lock()
+                .expect("lock")
+                .entry(user)
+                .or_default()
+                .push(token);
             state.counts.devices.fetch_add(1, Ordering::Relaxed);
             reply(201, "{}".into())
         }
@@ -173,7 +217,12 @@ fn notification(state: &State, n: &serde_json::Value) -> u16 {
         return 429;
     }
     if let Some(tx) = &state.behaviour.accepted {
-        let _ = tx.send((seq, n["data"]["lt_ts"].as_u64()));
+        let user_id = n["user_id"].as_str().unwrap_or_default().to_string();
+        let _ = tx.send(Accepted {
+            seq,
+            lt_ts: n["data"]["lt_ts"].as_u64(),
+            user_id,
+        });
     }
     202
 }
