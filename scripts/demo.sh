@@ -10,7 +10,7 @@ RATE=${1:-5000}
 DURATION=${2:-10s}
 SHARDS=${3:-$(nproc)}
 ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
-cargo build --release --features wip --bins --workspace
+cargo build --release --bins --workspace
 DATA=$(mktemp -d /tmp/clarion-demo.XXXXXX)
 KEY=demo-key-0123456789abcdef
 PORT=${CLARION_DEMO_PORT:-18080}

@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # glommio registers io_uring memory: raise the locked-memory limit as far as we may.
 ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
-cargo test --workspace --all-targets --features wip "$@"
+cargo test --workspace --all-targets "$@"

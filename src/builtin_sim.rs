@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use clarion_loadtest::apns_sim::{generate_apns_key, Faults, SimConfig, SimHandle, Simulator};
+use clarion_loadtest::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use tracing::warn;
 
 use crate::config::ApnsSettings;
@@ -14,7 +14,10 @@ use crate::config::ApnsSettings;
 const SIM_KEY_ID: &str = "SIMKEY0001";
 const SIM_TEAM_ID: &str = "SIMTEAM001";
 
-pub fn start(topic: &str, control_listen: Option<SocketAddr>) -> anyhow::Result<(ApnsSettings, SimHandle)> {
+pub fn start(
+    topic: &str,
+    control_listen: Option<SocketAddr>,
+) -> anyhow::Result<(ApnsSettings, SimHandle)> {
     let (private_pem, public_pem) =
         generate_apns_key().map_err(|e| anyhow::anyhow!("generating the simulator key: {e}"))?;
     let cfg = SimConfig {
@@ -27,7 +30,8 @@ pub fn start(topic: &str, control_listen: Option<SocketAddr>) -> anyhow::Result<
         control_listen,
         ..SimConfig::default()
     };
-    let sim = Simulator::start(cfg).map_err(|e| anyhow::anyhow!("starting the built-in APNs simulator: {e}"))?;
+    let sim = Simulator::start(cfg)
+        .map_err(|e| anyhow::anyhow!("starting the built-in APNs simulator: {e}"))?;
     warn!(
         addr = %sim.addr(),
         control = ?sim.control_addr(),

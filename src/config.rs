@@ -34,7 +34,10 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn bad(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { key: key.to_string(), message: message.into() }
+    ConfigError {
+        key: key.to_string(),
+        message: message.into(),
+    }
 }
 
 /// The file as written: everything optional, unknown keys rejected.
@@ -122,7 +125,10 @@ pub enum ApnsTarget {
     /// Real credentials (or an external simulator) from `[apns]`.
     Configured(ApnsSettings),
     /// No credentials: start the built-in simulator in-process.
-    BuiltInSimulator { topic: String, control_listen: Option<SocketAddr> },
+    BuiltInSimulator {
+        topic: String,
+        control_listen: Option<SocketAddr>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -173,7 +179,12 @@ impl RawConfig {
 
     pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let key = e.message().split('`').nth(1).unwrap_or("(file)").to_string();
+            let key = e
+                .message()
+                .split('`')
+                .nth(1)
+                .unwrap_or("(file)")
+                .to_string();
             bad(&key, e.to_string().trim().replace('\n', " "))
         })
     }
@@ -186,11 +197,17 @@ impl RawConfig {
         env_api_keys: Option<&str>,
         cores: usize,
     ) -> Result<Config, ConfigError> {
-        let listen_text =
-            overrides.listen.clone().or(self.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| bad("listen", format!("`{listen_text}` is not an IP:port address")))?;
+        let listen_text = overrides
+            .listen
+            .clone()
+            .or(self.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(
+                "listen",
+                format!("`{listen_text}` is not an IP:port address"),
+            )
+        })?;
         let data_dir = overrides
             .data_dir
             .clone()
@@ -198,17 +215,30 @@ impl RawConfig {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let shards = overrides.shards.or(self.shards).unwrap_or(cores.max(1));
         if shards == 0 || shards > MAX_SHARDS {
-            return Err(bad("shards", format!("must be between 1 and {MAX_SHARDS}, got {shards}")));
+            return Err(bad(
+                "shards",
+                format!("must be between 1 and {MAX_SHARDS}, got {shards}"),
+            ));
         }
 
         let mut api_keys: Vec<String> = self.api.keys.unwrap_or_default();
         if let Some(env) = env_api_keys {
-            api_keys.extend(env.split(',').map(str::trim).filter(|k| !k.is_empty()).map(String::from));
+            api_keys.extend(
+                env.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(String::from),
+            );
         }
         if api_keys.is_empty() {
-            return Err(bad("api.keys", "no API keys: set [api] keys or CLARION_API_KEYS"));
+            return Err(bad(
+                "api.keys",
+                "no API keys: set [api] keys or CLARION_API_KEYS",
+            ));
         }
-        if let Some(k) = api_keys.iter().find(|k| k.len() < 16 || k.chars().any(char::is_whitespace))
+        if let Some(k) = api_keys
+            .iter()
+            .find(|k| k.len() < 16 || k.chars().any(char::is_whitespace))
         {
             let shown: String = k.chars().take(4).collect();
             return Err(bad(
@@ -217,9 +247,16 @@ impl RawConfig {
             ));
         }
 
-        let retention_ms = secs_to_ms("storage.retention_seconds", self.storage.retention_seconds, 7 * 86_400)?;
-        let dedup_window_ms =
-            secs_to_ms("storage.dedup_window_seconds", self.storage.dedup_window_seconds, 86_400)?;
+        let retention_ms = secs_to_ms(
+            "storage.retention_seconds",
+            self.storage.retention_seconds,
+            7 * 86_400,
+        )?;
+        let dedup_window_ms = secs_to_ms(
+            "storage.dedup_window_seconds",
+            self.storage.dedup_window_seconds,
+            86_400,
+        )?;
         if dedup_window_ms > retention_ms {
             return Err(bad(
                 "storage.dedup_window_seconds",
@@ -243,24 +280,40 @@ impl RawConfig {
         let apns = match self.apns {
             Some(raw) if raw.key_file.is_some() => ApnsTarget::Configured(validate_apns(raw)?),
             Some(raw) if raw.team_id.is_some() || raw.key_id.is_some() => {
-                return Err(bad("apns.key_file", "required when apns.team_id or apns.key_id is set"));
+                return Err(bad(
+                    "apns.key_file",
+                    "required when apns.team_id or apns.key_id is set",
+                ));
             }
             other => {
-                let topic = other.and_then(|r| r.topic).unwrap_or_else(|| "com.example.clarion".into());
+                let topic = other
+                    .and_then(|r| r.topic)
+                    .unwrap_or_else(|| "com.example.clarion".into());
                 let control_listen = match self.simulator.control_listen {
                     None => None,
                     Some(s) => Some(s.parse().map_err(|_| {
-                        bad("simulator.control_listen", format!("`{s}` is not an IP:port address"))
+                        bad(
+                            "simulator.control_listen",
+                            format!("`{s}` is not an IP:port address"),
+                        )
                     })?),
                 };
-                ApnsTarget::BuiltInSimulator { topic, control_listen }
+                ApnsTarget::BuiltInSimulator {
+                    topic,
+                    control_listen,
+                }
             }
         };
 
-        let mesh_channel_capacity =
-            self.tuning.mesh_channel_capacity.unwrap_or(crate::mesh::MESH_CHANNEL_CAPACITY);
+        let mesh_channel_capacity = self
+            .tuning
+            .mesh_channel_capacity
+            .unwrap_or(crate::mesh::MESH_CHANNEL_CAPACITY);
         if !(1..=1 << 20).contains(&mesh_channel_capacity) {
-            return Err(bad("tuning.mesh_channel_capacity", "must be between 1 and 1048576"));
+            return Err(bad(
+                "tuning.mesh_channel_capacity",
+                "must be between 1 and 1048576",
+            ));
         }
 
         Ok(Config {
@@ -293,7 +346,10 @@ fn secs_to_ms(key: &str, v: Option<u64>, default_s: u64) -> Result<u64, ConfigEr
 fn validate_apns(raw: RawApns) -> Result<ApnsSettings, ConfigError> {
     let endpoint = raw.endpoint.unwrap_or_else(|| DEFAULT_APNS_ENDPOINT.into());
     if !endpoint.starts_with("https://") {
-        return Err(bad("apns.endpoint", format!("`{endpoint}` must start with https://")));
+        return Err(bad(
+            "apns.endpoint",
+            format!("`{endpoint}` must start with https://"),
+        ));
     }
     let ten = |key: &str, v: Option<String>| -> Result<String, ConfigError> {
         let v = v.ok_or_else(|| bad(key, "required with apns.key_file"))?;
@@ -304,13 +360,21 @@ fn validate_apns(raw: RawApns) -> Result<ApnsSettings, ConfigError> {
     };
     let team_id = ten("apns.team_id", raw.team_id)?;
     let key_id = ten("apns.key_id", raw.key_id)?;
-    let key_file = raw.key_file.ok_or_else(|| bad("apns.key_file", "required"))?;
-    let key_pem = std::fs::read(&key_file)
-        .map_err(|e| bad("apns.key_file", format!("cannot read {}: {e}", key_file.display())))?;
+    let key_file = raw
+        .key_file
+        .ok_or_else(|| bad("apns.key_file", "required"))?;
+    let key_pem = std::fs::read(&key_file).map_err(|e| {
+        bad(
+            "apns.key_file",
+            format!("cannot read {}: {e}", key_file.display()),
+        )
+    })?;
     if !String::from_utf8_lossy(&key_pem).contains("-----BEGIN PRIVATE KEY-----") {
         return Err(bad("apns.key_file", "not a PKCS#8 PEM (.p8) private key"));
     }
-    let topic = raw.topic.ok_or_else(|| bad("apns.topic", "required (the app's bundle id)"))?;
+    let topic = raw
+        .topic
+        .ok_or_else(|| bad("apns.topic", "required (the app's bundle id)"))?;
     if topic.is_empty() || topic.chars().any(char::is_whitespace) {
         return Err(bad("apns.topic", "must be a bundle id without whitespace"));
     }
@@ -325,7 +389,15 @@ fn validate_apns(raw: RawApns) -> Result<ApnsSettings, ConfigError> {
                 .map_err(|e| bad("apns.ca_file", format!("cannot read {}: {e}", p.display())))?,
         ),
     };
-    Ok(ApnsSettings { endpoint, team_id, key_id, key_pem, topic, connections, ca_pem })
+    Ok(ApnsSettings {
+        endpoint,
+        team_id,
+        key_id,
+        key_pem,
+        topic,
+        connections,
+        ca_pem,
+    })
 }
 
 #[cfg(test)]
@@ -362,24 +434,44 @@ mod tests {
         assert_eq!(validate("listen = \"nope\"").unwrap_err().key, "listen");
         assert_eq!(validate("shards = 0").unwrap_err().key, "shards");
         assert_eq!(
-            validate("[storage]\ndedup_window_seconds = 10\nretention_seconds = 5").unwrap_err().key,
+            validate("[storage]\ndedup_window_seconds = 10\nretention_seconds = 5")
+                .unwrap_err()
+                .key,
             "storage.dedup_window_seconds"
         );
-        assert_eq!(validate("[apns]\nteam_id = \"ABCDE12345\"").unwrap_err().key, "apns.key_file");
+        assert_eq!(
+            validate("[apns]\nteam_id = \"ABCDE12345\"")
+                .unwrap_err()
+                .key,
+            "apns.key_file"
+        );
         let e = validate("[apns]\nkey_file = \"/nonexistent.p8\"\nteam_id=\"ABCDE12345\"\nkey_id=\"ABCDE12345\"\ntopic=\"a.b\"").unwrap_err();
         assert_eq!(e.key, "apns.key_file");
     }
 
     #[test]
     fn overrides_and_env_keys() {
-        let o = Overrides { listen: Some("127.0.0.1:9999".into()), shards: Some(3), data_dir: None };
-        let c = RawConfig::from_toml("shards = 1").unwrap().validate(&o, Some("aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb"), 2).unwrap();
+        let o = Overrides {
+            listen: Some("127.0.0.1:9999".into()),
+            shards: Some(3),
+            data_dir: None,
+        };
+        let c = RawConfig::from_toml("shards = 1")
+            .unwrap()
+            .validate(&o, Some("aaaaaaaaaaaaaaaa, bbbbbbbbbbbbbbbb"), 2)
+            .unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.shards, 3);
         assert_eq!(c.api_keys.len(), 2);
-        let e = RawConfig::from_toml("").unwrap().validate(&Overrides::default(), None, 2).unwrap_err();
+        let e = RawConfig::from_toml("")
+            .unwrap()
+            .validate(&Overrides::default(), None, 2)
+            .unwrap_err();
         assert_eq!(e.key, "api.keys");
-        let e = RawConfig::from_toml("[api]\nkeys=[\"short\"]").unwrap().validate(&Overrides::default(), None, 2).unwrap_err();
+        let e = RawConfig::from_toml("[api]\nkeys=[\"short\"]")
+            .unwrap()
+            .validate(&Overrides::default(), None, 2)
+            .unwrap_err();
         assert_eq!(e.key, "api.keys");
     }
 }

@@ -13,24 +13,14 @@
 //! - `sync`: single-threaded wake-up primitives.
 #![deny(clippy::unwrap_used)]
 
-#[cfg(feature = "wip")]
 pub mod api;
 pub mod apns;
-#[cfg(feature = "wip")]
 pub mod builtin_sim;
-#[cfg(feature = "wip")]
 pub mod channels;
-#[cfg(feature = "wip")]
 pub mod cli;
-#[cfg(feature = "wip")]
 pub mod config;
-#[cfg(feature = "wip")]
 pub mod engine;
-#[cfg(feature = "wip")]
 pub mod http;
-#[cfg(feature = "wip")]
 pub mod mesh;
-#[cfg(feature = "wip")]
 pub mod server;
-#[cfg(feature = "wip")]
 pub mod sync;

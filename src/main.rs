@@ -1,8 +1,5 @@
 //! The `clarion` binary: parse the command line, load and validate the configuration, run.
 
-#![cfg_attr(not(feature = "wip"), allow(unused))]
-#[cfg(feature = "wip")]
-mod real {
 use anyhow::Context;
 use clap::Parser;
 use clarion::cli::{Cli, Command, ServeArgs};
@@ -13,13 +10,17 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         Some(p) => RawConfig::from_file(p)?,
         None => RawConfig::default(),
     };
-    let overrides = Overrides { listen: args.listen.clone(), data_dir: args.data_dir.clone(), shards: args.shards };
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        data_dir: args.data_dir.clone(),
+        shards: args.shards,
+    };
     let env_keys = std::env::var("CLARION_API_KEYS").ok();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(raw.validate(&overrides, env_keys.as_deref(), cores)?)
 }
 
-pub fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -37,13 +38,13 @@ pub fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig(args) => {
             let cfg = load(&args).context("invalid configuration")?;
-            println!("configuration is valid: listen {} with {} shards, data in {}", cfg.listen, cfg.shards, cfg.data_dir.display());
+            println!(
+                "configuration is valid: listen {} with {} shards, data in {}",
+                cfg.listen,
+                cfg.shards,
+                cfg.data_dir.display()
+            );
             Ok(())
         }
     }
 }
-}
-#[cfg(feature = "wip")]
-fn main() -> anyhow::Result<()> { real::main() }
-#[cfg(not(feature = "wip"))]
-fn main() {}

@@ -10,8 +10,8 @@ use std::rc::Rc;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
 use crate::api::error::ApiError;
-use crate::engine::command::ShardCmd;
 use crate::engine::Engine;
+use crate::engine::command::ShardCmd;
 use crate::sync::LocalNotify;
 
 /// One mesh message: a batch of commands for one shard.
@@ -74,7 +74,11 @@ pub struct ShardRouter {
 
 impl ShardRouter {
     /// Builds the router for this core and starts its forwarding and receiving tasks.
-    pub fn start(local: Rc<Engine>, senders: Senders<MeshBatch>, receivers: Receivers<MeshBatch>) -> ShardRouter {
+    pub fn start(
+        local: Rc<Engine>,
+        senders: Senders<MeshBatch>,
+        receivers: Receivers<MeshBatch>,
+    ) -> ShardRouter {
         let me = senders.peer_id();
         let shards = senders.nr_consumers().max(1);
         let senders = Rc::new(senders);
@@ -84,7 +88,11 @@ impl ShardRouter {
                 forwarders.push(None);
                 continue;
             }
-            let f = Rc::new(Forwarder { dest, pending: RefCell::new(Vec::new()), wake: LocalNotify::default() });
+            let f = Rc::new(Forwarder {
+                dest,
+                pending: RefCell::new(Vec::new()),
+                wake: LocalNotify::default(),
+            });
             glommio::spawn_local(f.clone().run(senders.clone())).detach();
             forwarders.push(Some(f));
         }
@@ -103,7 +111,12 @@ impl ShardRouter {
             })
             .detach();
         }
-        ShardRouter { me, shards, local, forwarders }
+        ShardRouter {
+            me,
+            shards,
+            local,
+            forwarders,
+        }
     }
 
     pub fn shards(&self) -> usize {
@@ -127,7 +140,9 @@ impl ShardRouter {
         match self.forwarders.get(shard).and_then(Option::as_ref) {
             Some(f) => {
                 if let Err(cmd) = f.push(cmd) {
-                    cmd.reject(ApiError::overloaded("too many requests waiting for another shard"));
+                    cmd.reject(ApiError::overloaded(
+                        "too many requests waiting for another shard",
+                    ));
                 }
             }
             None => cmd.reject(ApiError::not_found("not_found", "no such shard")),

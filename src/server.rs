@@ -8,7 +8,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use clarion_shards::{LogConfig, Recovered, RetryPolicy, ShardLog};
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -17,10 +17,10 @@ use tracing::{error, info};
 
 use crate::apns::{ApnsConfig, ApnsSender};
 use crate::builtin_sim;
-use crate::channels::apns::ApnsChannel;
 use crate::channels::ChannelSender;
+use crate::channels::apns::ApnsChannel;
 use crate::config::{ApnsSettings, ApnsTarget, Config};
-use crate::engine::{now_ms, Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::http;
 use crate::mesh::ShardRouter;
 use crate::sync::Latch;
@@ -36,11 +36,13 @@ type Opened = Arc<Mutex<Vec<Option<(ShardLog, Recovered)>>>>;
 /// Checks (or records) the shard count the data directory was written with: users are placed
 /// by `jump_hash(user, shards)`, so a different count would orphan their data.
 fn check_data_dir(dir: &Path, shards: usize) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("shards")).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("shards"))
+        .with_context(|| format!("creating {}", dir.display()))?;
     let meta = dir.join(META_FILE);
     match std::fs::read(&meta) {
         Ok(bytes) => {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).context("reading clarion-meta.json")?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).context("reading clarion-meta.json")?;
             let was = v["shards"].as_u64().unwrap_or(0) as usize;
             if was != shards {
                 bail!(
@@ -51,7 +53,8 @@ fn check_data_dir(dir: &Path, shards: usize) -> anyhow::Result<()> {
         }
         Err(_) => {
             let v = serde_json::json!({"shards": shards, "format": 1});
-            std::fs::write(&meta, serde_json::to_vec_pretty(&v)?).context("writing clarion-meta.json")?;
+            std::fs::write(&meta, serde_json::to_vec_pretty(&v)?)
+                .context("writing clarion-meta.json")?;
         }
     }
     Ok(())
@@ -94,7 +97,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     check_data_dir(&cfg.data_dir, cfg.shards)?;
     let (apns, _sim) = match &cfg.apns {
         ApnsTarget::Configured(s) => (s.clone(), None),
-        ApnsTarget::BuiltInSimulator { topic, control_listen } => {
+        ApnsTarget::BuiltInSimulator {
+            topic,
+            control_listen,
+        } => {
             let (settings, sim) = builtin_sim::start(topic, *control_listen)?;
             (settings, Some(sim))
         }
@@ -118,7 +124,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     error!(error = %e, "shard failed");
                 }
             })
-            .map_err(|e| anyhow::anyhow!("starting executor {i}: {e} (locked memory: try `ulimit -l unlimited`)"))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "starting executor {i}: {e} (locked memory: try `ulimit -l unlimited`)"
+                )
+            })?;
         executors.push(ex);
     }
     println!("clarion listening on {listen} with {} shards", cfg.shards);
@@ -134,23 +144,25 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 fn spawn_signal_thread(stops: Vec<oneshot::Sender<()>>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut stops = Some(stops);
-        for sig in signals.forever() {
-            match stops.take() {
-                Some(list) => {
-                    info!(signal = sig, "stopping: draining in-flight work");
-                    for s in list {
-                        let _ = s.send(());
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stops = Some(stops);
+            for sig in signals.forever() {
+                match stops.take() {
+                    Some(list) => {
+                        info!(signal = sig, "stopping: draining in-flight work");
+                        for s in list {
+                            let _ = s.send(());
+                        }
+                    }
+                    None => {
+                        error!("second signal: exiting now");
+                        std::process::exit(130);
                     }
                 }
-                None => {
-                    error!("second signal: exiting now");
-                    std::process::exit(130);
-                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }
 
@@ -162,7 +174,10 @@ async fn run_shard(
     listen: SocketAddr,
     stop_rx: oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
-    let (senders, receivers) = mesh.join().await.map_err(|_| anyhow::anyhow!("mesh join failed"))?;
+    let (senders, receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| anyhow::anyhow!("mesh join failed"))?;
     let shard = senders.peer_id();
     let (log, recovered) = opened
         .lock()
@@ -179,7 +194,8 @@ async fn run_shard(
         connections: apns.connections,
         ca_pem: apns.ca_pem,
     };
-    let sender = ApnsSender::new(apns_cfg, shard).map_err(|e| anyhow::anyhow!("APNs sender: {e}"))?;
+    let sender =
+        ApnsSender::new(apns_cfg, shard).map_err(|e| anyhow::anyhow!("APNs sender: {e}"))?;
     let senders_list: Vec<Rc<dyn ChannelSender>> = vec![Rc::new(ApnsChannel::new(sender))];
     let ecfg = EngineConfig {
         shard: shard as u16,

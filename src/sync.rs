@@ -61,7 +61,9 @@ impl Latch {
     }
 
     pub fn wait(&self) -> LatchWait {
-        LatchWait { inner: self.inner.clone() }
+        LatchWait {
+            inner: self.inner.clone(),
+        }
     }
 }
 

@@ -7,14 +7,21 @@ fn run(args: &[&str], toml: &str, env_key: bool) -> (bool, String) {
     let cfg = dir.path().join("c.toml");
     std::fs::write(&cfg, toml).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clarion"));
-    cmd.args(args).arg("--config").arg(&cfg).arg("--data-dir").arg(dir.path().join("d"));
+    cmd.args(args)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"));
     if env_key {
         cmd.env("CLARION_API_KEYS", "env-key-0123456789abcdef");
     } else {
         cmd.env_remove("CLARION_API_KEYS");
     }
     let out = cmd.output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout))
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout),
+    )
 }
 
 #[test]
@@ -24,16 +31,28 @@ fn each_bad_key_is_named() {
         ("shards = 0", "`shards`"),
         ("colour = \"blue\"", "`colour`"),
         ("[storage]\nfsync = \"yes\"", "fsync"),
-        ("[storage]\nretention_seconds = 10\ndedup_window_seconds = 20", "`storage.dedup_window_seconds`"),
+        (
+            "[storage]\nretention_seconds = 10\ndedup_window_seconds = 20",
+            "`storage.dedup_window_seconds`",
+        ),
         ("[apns]\nteam_id = \"ABCDE12345\"", "`apns.key_file`"),
-        ("[apns]\nkey_file = \"/nonexistent/key.p8\"\nteam_id = \"ABCDE12345\"\nkey_id = \"ABCDE12345\"\ntopic = \"a.b\"", "`apns.key_file`"),
-        ("[apns]\nendpoint = \"http://plain\"\nkey_file = \"/x\"\nteam_id = \"ABCDE12345\"\nkey_id = \"ABCDE12345\"", "`apns.endpoint`"),
+        (
+            "[apns]\nkey_file = \"/nonexistent/key.p8\"\nteam_id = \"ABCDE12345\"\nkey_id = \"ABCDE12345\"\ntopic = \"a.b\"",
+            "`apns.key_file`",
+        ),
+        (
+            "[apns]\nendpoint = \"http://plain\"\nkey_file = \"/x\"\nteam_id = \"ABCDE12345\"\nkey_id = \"ABCDE12345\"",
+            "`apns.endpoint`",
+        ),
         ("[delivery]\nmax_attempts = 0", "`delivery.max_attempts`"),
     ];
     for (toml, key) in cases {
         let (ok, out) = run(&["serve"], toml, true);
         assert!(!ok, "{toml} should be refused");
-        assert!(out.contains(key), "error for {toml:?} should name {key}: {out}");
+        assert!(
+            out.contains(key),
+            "error for {toml:?} should name {key}: {out}"
+        );
     }
     let (ok, out) = run(&["serve"], "", false);
     assert!(!ok);

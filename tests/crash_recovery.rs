@@ -16,9 +16,18 @@ const SENDERS: u64 = 4;
 
 #[test]
 fn everything_acknowledged_before_kill_9_is_delivered() {
-    let mut faults = Faults::default();
-    faults.latency_us = 20_000; // keep deliveries in flight and queued when the kill lands
-    let mut h = common::start(2, faults, "");
+    // A slow provider (few streams, 20 ms each) so a backlog is queued and in flight at the kill.
+    let mut h = common::start_with(
+        2,
+        |c| {
+            c.faults = Faults {
+                latency_us: 20_000,
+                ..Faults::default()
+            };
+            c.max_concurrent_streams = 4;
+        },
+        "",
+    );
     for u in 0..USERS {
         h.register(&format!("user{u}"), &[common::token(u)]);
     }
@@ -56,9 +65,22 @@ fn everything_acknowledged_before_kill_9_is_delivered() {
         let _ = t.join();
     }
     let accepted: HashSet<u64> = accepted.lock().unwrap().clone();
-    assert!(accepted.len() > 100, "the load got going: {} accepted", accepted.len());
+    assert!(
+        accepted.len() > 100,
+        "the load got going: {} accepted",
+        accepted.len()
+    );
+    std::thread::sleep(Duration::from_millis(100)); // let requests the simulator holds finish
     let before_restart = h.sim.ledger();
-    let delivered_before: usize = accepted.iter().filter(|s| before_restart.count(**s) > 0).count();
+    let delivered_before: usize = accepted
+        .iter()
+        .filter(|s| before_restart.count(**s) > 0)
+        .count();
+    assert!(
+        delivered_before < accepted.len(),
+        "some accepted notifications were still undelivered at the kill ({delivered_before} of {})",
+        accepted.len()
+    );
 
     h.server.spawn();
     let ledger = common::wait_for(Duration::from_secs(60), || {
@@ -67,17 +89,31 @@ fn everything_acknowledged_before_kill_9_is_delivered() {
     });
     let ledger = ledger.unwrap_or_else(|| {
         let l = h.sim.ledger();
-        let lost: Vec<_> = accepted.iter().filter(|s| l.count(**s) == 0).take(20).collect();
-        panic!("lost after restart (first 20): {lost:?}\n{}", h.server.log())
+        let lost: Vec<_> = accepted
+            .iter()
+            .filter(|s| l.count(**s) == 0)
+            .take(20)
+            .collect();
+        panic!(
+            "lost after restart (first 20): {lost:?}\n{}",
+            h.server.log()
+        )
     });
-    let duplicated: Vec<u64> = accepted.iter().copied().filter(|s| ledger.count(*s) > 1).collect();
+    let duplicated: Vec<u64> = accepted
+        .iter()
+        .copied()
+        .filter(|s| ledger.count(*s) > 1)
+        .collect();
     eprintln!(
         "accepted {} | delivered before the crash {} | re-sent after restart (in flight at the crash) {}",
         accepted.len(),
         delivered_before,
         duplicated.len()
     );
-    assert!(duplicated.iter().all(|s| ledger.count(*s) == 2), "a delivery is re-sent at most once per crash");
+    assert!(
+        duplicated.iter().all(|s| ledger.count(*s) == 2),
+        "a delivery is re-sent at most once per crash"
+    );
     assert!(
         duplicated.len() <= accepted.len() - delivered_before + 4096,
         "only deliveries in flight at the crash may be re-sent"

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use clarion_loadtest::apns_sim::Faults;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const USERS: u64 = 400;
 const THREADS: u64 = 6;
@@ -15,12 +15,17 @@ const PER_BATCH: u64 = 250;
 
 #[test]
 fn full_mesh_channels_neither_deadlock_nor_lose() {
-    let h = common::start(2, Faults::default(), "\n[tuning]\nmesh_channel_capacity = 1");
+    let h = common::start(
+        2,
+        Faults::default(),
+        "\n[tuning]\nmesh_channel_capacity = 1",
+    );
     for u in 0..USERS {
         h.register(&format!("x{u}"), &[common::token(1000 + u)]);
     }
-    let owners: std::collections::HashSet<u32> =
-        (0..USERS).map(|u| clarion_shards::shard_for_user(&format!("x{u}"), 2)).collect();
+    let owners: std::collections::HashSet<u32> = (0..USERS)
+        .map(|u| clarion_shards::shard_for_user(&format!("x{u}"), 2))
+        .collect();
     assert_eq!(owners.len(), 2, "users span both shards");
     let addr = h.server.addr;
     let threads: Vec<_> = (0..THREADS)
@@ -56,11 +61,18 @@ fn full_mesh_channels_neither_deadlock_nor_lose() {
     let total = THREADS * BATCHES * PER_BATCH;
     assert_eq!(ids.len() as u64, total);
     let uniq: std::collections::HashSet<_> = ids.iter().collect();
-    assert_eq!(uniq.len() as u64, total, "every notification got its own id");
+    assert_eq!(
+        uniq.len() as u64,
+        total,
+        "every notification got its own id"
+    );
     let ledger = common::wait_for(Duration::from_secs(60), || {
         let l = h.sim.ledger();
         (0..total).all(|s| l.count(s) >= 1).then_some(l)
     })
     .expect("every accepted notification delivered");
-    assert!((0..total).all(|s| ledger.count(s) == 1), "no duplicates without a crash");
+    assert!(
+        (0..total).all(|s| ledger.count(s) == 1),
+        "no duplicates without a crash"
+    );
 }

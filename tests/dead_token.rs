@@ -21,7 +21,15 @@ fn unregistered_and_bad_tokens_are_deactivated() {
     let r = h.notify(json!({"user_id": "dave", "idempotency_key": "a", "title": "t"}));
     assert_eq!(r.status, 202);
     let s = h.wait_finished(r.body["id"].as_str().unwrap(), Duration::from_secs(20));
-    let by_target = |t: &str| s["deliveries"].as_array().unwrap().iter().find(|d| d["target"] == t).unwrap().clone();
+    let by_target = |t: &str| {
+        s["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["target"] == t)
+            .unwrap()
+            .clone()
+    };
     let d = by_target(&gone);
     assert_eq!(d["state"], "failed", "{s}");
     assert!(d["history"].to_string().contains("410 Unregistered"), "{d}");
@@ -32,6 +40,15 @@ fn unregistered_and_bad_tokens_are_deactivated() {
 
     let r = h.notify(json!({"user_id": "dave", "idempotency_key": "b", "title": "t2"}));
     let s = h.wait_finished(r.body["id"].as_str().unwrap(), Duration::from_secs(20));
-    let targets: Vec<&str> = s["deliveries"].as_array().unwrap().iter().map(|d| d["target"].as_str().unwrap()).collect();
-    assert_eq!(targets, [good.as_str()], "only the live device gets later notifications");
+    let targets: Vec<&str> = s["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        [good.as_str()],
+        "only the live device gets later notifications"
+    );
 }

@@ -31,9 +31,14 @@ fn repeated_key_sends_once_even_across_restart() {
     h.server.terminate();
     h.server.spawn();
     let after = h.notify(body);
-    assert_eq!(after.body["id"], id.as_str(), "dedup survives restart: {}", after.body);
+    assert_eq!(
+        after.body["id"],
+        id.as_str(),
+        "dedup survives restart: {}",
+        after.body
+    );
     assert_eq!(after.body["duplicate"], true);
     std::thread::sleep(Duration::from_millis(500));
-    let to_bob = h.sim.recent().iter().filter(|p| p.device_token == tok).count();
+    let to_bob = h.sim.recent().iter().filter(|p| p.token == tok).count();
     assert_eq!(to_bob, 1, "one push for three requests with one key");
 }

@@ -10,9 +10,11 @@ use clarion_loadtest::apns_sim::Faults;
 fn http1_keep_alive_serves_several_requests_on_one_connection() {
     let h = common::start(1, Faults::default(), "");
     let mut s = std::net::TcpStream::connect(h.server.addr).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
     for _ in 0..3 {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).unwrap();
         let text = String::from_utf8_lossy(&buf[..n]);
@@ -25,7 +27,10 @@ fn http2_prior_knowledge_on_the_same_port() {
     let h = common::start(2, Faults::default(), "");
     h.register("h2user", &[common::token(77)]);
     let addr = h.server.addr;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
@@ -39,7 +44,8 @@ fn http2_prior_knowledge_on_the_same_port() {
                 .body(())
                 .unwrap();
             let (resp, mut body) = client.send_request(req, false).unwrap();
-            let json = format!(r#"{{"user_id":"h2user","idempotency_key":"h2-{i}","body":"over h2"}}"#);
+            let json =
+                format!(r#"{{"user_id":"h2user","idempotency_key":"h2-{i}","body":"over h2"}}"#);
             body.send_data(Bytes::from(json), true).unwrap();
             let resp = resp.await.unwrap();
             assert_eq!(resp.status(), 202);

@@ -27,29 +27,48 @@ fn register_send_receive_and_status() {
     assert_eq!(d["state"], "sent", "{status}");
     assert_eq!(d["channel"], "apns");
     assert_eq!(d["target"], tok);
-    let states: Vec<&str> = d["history"].as_array().unwrap().iter().map(|e| e["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["queued", "sent"]);
     let delivery_id = d["id"].as_str().unwrap().to_string();
 
     let got = common::wait_for(Duration::from_secs(5), || {
-        h.sim.recent().into_iter().find(|p| p.device_token == tok)
+        h.sim.recent().into_iter().find(|p| p.token == tok)
     })
     .expect("the simulator received the push");
-    assert_eq!(got.apns_id.as_deref(), Some(delivery_id.as_str()), "apns-id is the delivery id");
-    assert_eq!(got.topic.as_deref(), Some(common::TOPIC));
+    assert_eq!(got.apns_id, delivery_id, "apns-id is the delivery id");
+    assert!(got.apns_id_from_request);
+    assert_eq!(got.topic, common::TOPIC);
     assert_eq!(got.push_type.as_deref(), Some("alert"));
-    assert_eq!(got.priority.as_deref(), Some("10"));
+    assert_eq!(got.priority, Some(10));
     assert_eq!(got.collapse_id.as_deref(), Some("order-42"));
     let exp: u64 = got.expiration.as_deref().unwrap().parse().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    assert!(exp > now + 3500 && exp <= now + 3600, "apns-expiration is accept time + ttl");
-    let payload: serde_json::Value = serde_json::from_slice(&got.payload).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        exp > now + 3500 && exp <= now + 3600,
+        "apns-expiration is accept time + ttl"
+    );
+    let payload = got.payload_json().unwrap();
     assert_eq!(payload["aps"]["alert"]["title"], "Order shipped");
     assert_eq!(payload["aps"]["alert"]["body"], "Your order is on the way");
     assert_eq!(payload["aps"]["category"], "ORDER");
-    assert_eq!(payload["order_id"], "42", "data entries are top-level custom keys");
+    assert_eq!(
+        payload["order_id"], "42",
+        "data entries are top-level custom keys"
+    );
     assert_eq!(payload["n"], 7);
     // The simulator checked the JWT signature, kid, iss and age; a 200 means it verified.
     let stats = h.sim.stats();
-    assert_eq!(stats.by_status.get(&200).copied().unwrap_or(0), 1, "{stats:?}");
+    assert_eq!(
+        stats.by_status.get(&200).copied().unwrap_or(0),
+        1,
+        "{stats:?}"
+    );
 }

@@ -17,14 +17,24 @@ fn sigterm_drains_and_exits_cleanly() {
     }
     let mut ids = Vec::new();
     for seq in 0..60u64 {
-        let r = h.notify(json!({"user_id": format!("s{}", seq % 20), "idempotency_key": format!("t{seq}"),
-                                "body": "bye", "data": {"lt_seq": seq}}));
+        let r = h.notify(
+            json!({"user_id": format!("s{}", seq % 20), "idempotency_key": format!("t{seq}"),
+                                "body": "bye", "data": {"lt_seq": seq}}),
+        );
         assert_eq!(r.status, 202);
         ids.push(r.body["id"].as_str().unwrap().to_string());
     }
     let status = h.server.terminate();
-    assert!(status.success(), "clean exit on SIGTERM: {status}\n{}", h.server.log());
-    assert!(h.server.log().contains("shard stopped"), "{}", h.server.log());
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}\n{}",
+        h.server.log()
+    );
+    assert!(
+        h.server.log().contains("shard stopped"),
+        "{}",
+        h.server.log()
+    );
     h.server.spawn();
     common::wait_for(Duration::from_secs(30), || {
         let l = h.sim.ledger();
@@ -33,6 +43,9 @@ fn sigterm_drains_and_exits_cleanly() {
     .expect("all accepted notifications delivered across the restart");
     for id in &ids {
         let s = h.status(id);
-        assert!(s["state"] == "finished" || s["state"] == "in_progress", "{s}");
+        assert!(
+            s["state"] == "finished" || s["state"] == "in_progress",
+            "{s}"
+        );
     }
 }

@@ -18,13 +18,25 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, retry_after_s: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_s: None,
+        }
     }
 
     /// A 400 naming the field: `"<field>: <message>"`.
     pub fn field(field: &str, code: &'static str, message: impl Into<String>) -> ApiError {
         let message = format!("{field}: {}", message.into());
-        ApiError { status: 400, code, message, field: Some(field.to_string()), retry_after_s: None }
+        ApiError {
+            status: 400,
+            code,
+            message,
+            field: Some(field.to_string()),
+            retry_after_s: None,
+        }
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -33,16 +45,26 @@ impl ApiError {
 
     /// The server cannot take more right now; the client should retry after a pause.
     pub fn overloaded(message: impl Into<String>) -> ApiError {
-        ApiError { retry_after_s: Some(1), ..ApiError::new(503, "overloaded", message) }
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(503, "overloaded", message)
+        }
     }
 
     /// Storage could not make the request durable; nothing was accepted.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError { retry_after_s: Some(1), ..ApiError::new(503, "unavailable", message) }
+        ApiError {
+            retry_after_s: Some(1),
+            ..ApiError::new(503, "unavailable", message)
+        }
     }
 
     pub fn unauthorized() -> ApiError {
-        ApiError::new(401, "unauthorized", "missing or invalid API key (Authorization: Bearer <key>)")
+        ApiError::new(
+            401,
+            "unauthorized",
+            "missing or invalid API key (Authorization: Bearer <key>)",
+        )
     }
 
     /// Prefixes the field with a path such as `notifications[3].`, for batch items.
@@ -79,7 +101,10 @@ mod tests {
         assert_eq!(e.message, "email: not a valid address");
         let j = e.clone().in_item("notifications[2].").to_json();
         assert_eq!(j["error"]["field"], "notifications[2].email");
-        assert_eq!(j["error"]["message"], "notifications[2].email: not a valid address");
+        assert_eq!(
+            j["error"]["message"],
+            "notifications[2].email: not a valid address"
+        );
         assert_eq!(j["error"]["code"], "invalid_email");
     }
 }

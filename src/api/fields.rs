@@ -9,8 +9,16 @@ use super::error::ApiError;
 pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(ApiError::new(400, "invalid_json", "request body must be a JSON object")),
-        Err(e) => Err(ApiError::new(400, "invalid_json", format!("request body is not valid JSON: {e}"))),
+        Ok(_) => Err(ApiError::new(
+            400,
+            "invalid_json",
+            "request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            400,
+            "invalid_json",
+            format!("request body is not valid JSON: {e}"),
+        )),
     }
 }
 
@@ -64,7 +72,11 @@ impl Fields {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if v <= max => Ok(Some(v)),
-                _ => Err(ApiError::field(key, "out_of_range", format!("must be an integer from 0 to {max}"))),
+                _ => Err(ApiError::field(
+                    key,
+                    "out_of_range",
+                    format!("must be an integer from 0 to {max}"),
+                )),
             },
             Some(other) => Err(type_error(key, "an integer", &other)),
         }
@@ -96,7 +108,11 @@ fn type_error(key: &str, expected: &str, got: &Value) -> ApiError {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     };
-    ApiError::field(key, "invalid_type", format!("must be {expected}, got {kind}"))
+    ApiError::field(
+        key,
+        "invalid_type",
+        format!("must be {expected}, got {kind}"),
+    )
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ use clarion_shards::{NotificationContent, Priority};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::fields::{parse_object, Fields};
+use super::fields::{Fields, parse_object};
 use super::validate;
-use crate::apns::{encode_payload, PayloadFields};
+use crate::apns::{PayloadFields, encode_payload};
 use crate::engine::command::NewNotification;
 
 /// Most notifications in one batch request: bounds a request's memory and its time on a shard.
@@ -30,7 +30,9 @@ const FIELDS: &[&str] = &[
 ];
 
 /// Parses one notification object.
-pub fn parse_notification(map: serde_json::Map<String, Value>) -> Result<NewNotification, ApiError> {
+pub fn parse_notification(
+    map: serde_json::Map<String, Value>,
+) -> Result<NewNotification, ApiError> {
     let mut f = Fields::new(map);
     let user_id = f.req_str("user_id", validate::MAX_USER_ID)?;
     validate::user_id("user_id", &user_id)?;
@@ -56,13 +58,25 @@ pub fn parse_notification(map: serde_json::Map<String, Value>) -> Result<NewNoti
     f.finish(FIELDS)?;
 
     if title.is_none() && body.is_none() && data.is_empty() {
-        return Err(ApiError::field("body", "missing_field", "a notification needs a title, a body or data"));
+        return Err(ApiError::field(
+            "body",
+            "missing_field",
+            "a notification needs a title, a body or data",
+        ));
     }
     if data.contains_key("aps") {
-        return Err(ApiError::field("data", "reserved_key", "`aps` is reserved by APNs"));
+        return Err(ApiError::field(
+            "data",
+            "reserved_key",
+            "`aps` is reserved by APNs",
+        ));
     }
     if collapse_id.as_deref() == Some("") {
-        return Err(ApiError::field("collapse_id", "empty_field", "must not be empty"));
+        return Err(ApiError::field(
+            "collapse_id",
+            "empty_field",
+            "must not be empty",
+        ));
     }
     // Render the payload now, so a notification that cannot be delivered is refused at accept.
     let fields = PayloadFields {
@@ -74,8 +88,20 @@ pub fn parse_notification(map: serde_json::Map<String, Value>) -> Result<NewNoti
     if let Err(e) = encode_payload(&fields) {
         return Err(ApiError::field("body", "payload_too_large", e.to_string()));
     }
-    let content = NotificationContent { title, body, data, category, priority, ttl_seconds, collapse_id };
-    Ok(NewNotification { user_id, idempotency_key, content })
+    let content = NotificationContent {
+        title,
+        body,
+        data,
+        category,
+        priority,
+        ttl_seconds,
+        collapse_id,
+    };
+    Ok(NewNotification {
+        user_id,
+        idempotency_key,
+        content,
+    })
 }
 
 /// Parses a single-notification request body.
@@ -93,15 +119,24 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NewNotification, ApiError>>
         return Err(ApiError::field(
             "notifications",
             "invalid_batch_size",
-            format!("must hold 1 to {MAX_BATCH} notifications, got {}", items.len()),
+            format!(
+                "must hold 1 to {MAX_BATCH} notifications, got {}",
+                items.len()
+            ),
         ));
     }
     Ok(items
         .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
-            Value::Object(m) => parse_notification(m).map_err(|e| e.in_item(&format!("notifications[{i}]."))),
-            _ => Err(ApiError::field(&format!("notifications[{i}]"), "invalid_type", "must be an object")),
+            Value::Object(m) => {
+                parse_notification(m).map_err(|e| e.in_item(&format!("notifications[{i}].")))
+            }
+            _ => Err(ApiError::field(
+                &format!("notifications[{i}]"),
+                "invalid_type",
+                "must be an object",
+            )),
         })
         .collect())
 }
@@ -122,14 +157,41 @@ mod tests {
     #[test]
     fn bad_fields_are_named() {
         let field = |b: &str| parse_single(b.as_bytes()).unwrap_err().field;
-        assert_eq!(field(r#"{"idempotency_key":"k","body":"b"}"#).as_deref(), Some("user_id"));
-        assert_eq!(field(r#"{"user_id":"u","body":"b"}"#).as_deref(), Some("idempotency_key"));
-        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k"}"#).as_deref(), Some("body"));
-        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k","body":"b","priority":"max"}"#).as_deref(), Some("priority"));
-        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k","body":"b","ttl_seconds":-1}"#).as_deref(), Some("ttl_seconds"));
-        assert_eq!(field(r#"{"user_id":"u","idempotency_key":"k","body":"b","data":{"aps":1}}"#).as_deref(), Some("data"));
+        assert_eq!(
+            field(r#"{"idempotency_key":"k","body":"b"}"#).as_deref(),
+            Some("user_id")
+        );
+        assert_eq!(
+            field(r#"{"user_id":"u","body":"b"}"#).as_deref(),
+            Some("idempotency_key")
+        );
+        assert_eq!(
+            field(r#"{"user_id":"u","idempotency_key":"k"}"#).as_deref(),
+            Some("body")
+        );
+        assert_eq!(
+            field(r#"{"user_id":"u","idempotency_key":"k","body":"b","priority":"max"}"#)
+                .as_deref(),
+            Some("priority")
+        );
+        assert_eq!(
+            field(r#"{"user_id":"u","idempotency_key":"k","body":"b","ttl_seconds":-1}"#)
+                .as_deref(),
+            Some("ttl_seconds")
+        );
+        assert_eq!(
+            field(r#"{"user_id":"u","idempotency_key":"k","body":"b","data":{"aps":1}}"#)
+                .as_deref(),
+            Some("data")
+        );
         let long = "x".repeat(65);
-        assert_eq!(field(&format!(r#"{{"user_id":"u","idempotency_key":"k","body":"b","collapse_id":"{long}"}}"#)).as_deref(), Some("collapse_id"));
+        assert_eq!(
+            field(&format!(
+                r#"{{"user_id":"u","idempotency_key":"k","body":"b","collapse_id":"{long}"}}"#
+            ))
+            .as_deref(),
+            Some("collapse_id")
+        );
         let big = "x".repeat(4000);
         let e = parse_single(format!(r#"{{"user_id":"u","idempotency_key":"k","body":"b","data":{{"big":"{big}","big2":"{big}"}}}}"#).as_bytes()).unwrap_err();
         assert_eq!(e.code, "payload_too_large");
@@ -139,7 +201,13 @@ mod tests {
     fn batch_items_keep_their_order_and_errors() {
         let r = parse_batch(br#"{"notifications":[{"user_id":"u","idempotency_key":"a","body":"b"},{"user_id":"u","body":"b"}]}"#).unwrap();
         assert!(r[0].is_ok());
-        assert_eq!(r[1].as_ref().unwrap_err().field.as_deref(), Some("notifications[1].idempotency_key"));
-        assert_eq!(parse_batch(br#"{"notifications":[]}"#).unwrap_err().code, "invalid_batch_size");
+        assert_eq!(
+            r[1].as_ref().unwrap_err().field.as_deref(),
+            Some("notifications[1].idempotency_key")
+        );
+        assert_eq!(
+            parse_batch(br#"{"notifications":[]}"#).unwrap_err().code,
+            "invalid_batch_size"
+        );
     }
 }

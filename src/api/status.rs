@@ -2,7 +2,7 @@
 //! history) as the JSON the API returns, with RFC 3339 UTC timestamps.
 
 use clarion_shards::{DeliveryRecord, NotificationRecord};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
 pub fn rfc3339_ms(ms: u64) -> String {

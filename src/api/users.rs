@@ -4,7 +4,7 @@
 use clarion_shards::Platform;
 
 use super::error::ApiError;
-use super::fields::{parse_object, Fields};
+use super::fields::{Fields, parse_object};
 use super::validate;
 use crate::engine::command::{NewDevice, UserProfile};
 
@@ -74,20 +74,33 @@ mod tests {
         assert_eq!(field(br#"{"phone":"555"}"#).as_deref(), Some("phone"));
         assert_eq!(field(br#"{"phone":12}"#).as_deref(), Some("phone"));
         assert_eq!(field(br#"{"locale":"??"}"#).as_deref(), Some("locale"));
-        assert_eq!(field(br#"{"timezone":"Nowhere"}"#).as_deref(), Some("timezone"));
+        assert_eq!(
+            field(br#"{"timezone":"Nowhere"}"#).as_deref(),
+            Some("timezone")
+        );
         assert_eq!(field(br#"{"name":"x"}"#).as_deref(), Some("name"));
     }
 
     #[test]
     fn devices_are_validated() {
         let tok = "ab".repeat(32);
-        let d = parse_device(format!(r#"{{"platform":"ios","token":"{}"}}"#, tok.to_uppercase()).as_bytes()).unwrap();
+        let d = parse_device(
+            format!(r#"{{"platform":"ios","token":"{}"}}"#, tok.to_uppercase()).as_bytes(),
+        )
+        .unwrap();
         assert_eq!(d.token, tok);
         let e = parse_device(br#"{"platform":"ios","token":"abc"}"#).unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), ("invalid_token", Some("token")));
-        let e = parse_device(format!(r#"{{"platform":"blackberry","token":"{tok}"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("invalid_token", Some("token"))
+        );
+        let e = parse_device(format!(r#"{{"platform":"blackberry","token":"{tok}"}}"#).as_bytes())
+            .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("platform"));
         let e = parse_device(br#"{"token":"abc"}"#).unwrap_err();
-        assert_eq!((e.code, e.field.as_deref()), ("missing_field", Some("platform")));
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("missing_field", Some("platform"))
+        );
     }
 }

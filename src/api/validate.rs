@@ -10,9 +10,16 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 pub fn user_id(field: &str, v: &str) -> Result<(), ApiError> {
     if v.is_empty() || v.len() > MAX_USER_ID {
-        return Err(ApiError::field(field, "invalid_user_id", format!("must be 1 to {MAX_USER_ID} bytes")));
+        return Err(ApiError::field(
+            field,
+            "invalid_user_id",
+            format!("must be 1 to {MAX_USER_ID} bytes"),
+        ));
     }
-    if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:@+~".contains(&b)) {
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:@+~".contains(&b))
+    {
         return Err(ApiError::field(
             field,
             "invalid_user_id",
@@ -24,7 +31,13 @@ pub fn user_id(field: &str, v: &str) -> Result<(), ApiError> {
 
 /// A pragmatic address check (RFC 5321 lengths, one `@`, a dotted domain, no spaces).
 pub fn email(field: &str, v: &str) -> Result<(), ApiError> {
-    let err = || ApiError::field(field, "invalid_email", format!("`{v}` is not a valid email address"));
+    let err = || {
+        ApiError::field(
+            field,
+            "invalid_email",
+            format!("`{v}` is not a valid email address"),
+        )
+    };
     if v.len() > 254 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(err());
     }
@@ -68,16 +81,23 @@ pub fn locale(field: &str, v: &str) -> Result<(), ApiError> {
     let first_ok = parts
         .next()
         .is_some_and(|p| (2..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic()));
-    let rest_ok = parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
+    let rest_ok =
+        parts.all(|p| (1..=8).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()));
     if !first_ok || !rest_ok || v.len() > 35 {
-        return Err(ApiError::field(field, "invalid_locale", format!("`{v}` is not a locale like en-US")));
+        return Err(ApiError::field(
+            field,
+            "invalid_locale",
+            format!("`{v}` is not a locale like en-US"),
+        ));
     }
     Ok(())
 }
 
 /// An IANA time zone name such as `Europe/Paris`, or `UTC`.
 pub fn timezone(field: &str, v: &str) -> Result<(), ApiError> {
-    let chars_ok = v.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+    let chars_ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
     let shape_ok = v == "UTC"
         || v == "GMT"
         || (v.contains('/') && !v.starts_with('/') && !v.ends_with('/') && !v.contains("//"));
@@ -97,7 +117,10 @@ pub fn apns_token(field: &str, v: &str) -> Result<String, ApiError> {
         return Err(ApiError::field(
             field,
             "invalid_token",
-            format!("an APNs device token is 64 hexadecimal characters, got {} characters", v.len()),
+            format!(
+                "an APNs device token is 64 hexadecimal characters, got {} characters",
+                v.len()
+            ),
         ));
     }
     Ok(v.to_ascii_lowercase())
@@ -105,7 +128,11 @@ pub fn apns_token(field: &str, v: &str) -> Result<String, ApiError> {
 
 pub fn idempotency_key(field: &str, v: &str) -> Result<(), ApiError> {
     if v.bytes().any(|b| b.is_ascii_control()) {
-        return Err(ApiError::field(field, "invalid_idempotency_key", "must not contain control characters"));
+        return Err(ApiError::field(
+            field,
+            "invalid_idempotency_key",
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -119,9 +146,15 @@ mod tests {
         for ok in ["a@b.co", "first.last+tag@sub.example.org", "x_y@a-b.io"] {
             assert!(email("email", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a", "a@", "@b.co", "a@b", "a b@c.de", "a@-b.co", "a@b..co", "a@@b.co"] {
+        for bad in [
+            "", "a", "a@", "@b.co", "a@b", "a b@c.de", "a@-b.co", "a@b..co", "a@@b.co",
+        ] {
             let e = email("email", bad).unwrap_err();
-            assert_eq!((e.code, e.field.as_deref()), ("invalid_email", Some("email")), "{bad}");
+            assert_eq!(
+                (e.code, e.field.as_deref()),
+                ("invalid_email", Some("email")),
+                "{bad}"
+            );
         }
     }
 
@@ -130,8 +163,19 @@ mod tests {
         for ok in ["+14155550123", "+447911123456", "+33612345678"] {
             assert!(phone_e164("phone", ok).is_ok(), "{ok}");
         }
-        for bad in ["14155550123", "+04155550123", "+1415555012345678", "+1-415-555", "+", "+1"] {
-            assert_eq!(phone_e164("phone", bad).unwrap_err().code, "invalid_phone", "{bad}");
+        for bad in [
+            "14155550123",
+            "+04155550123",
+            "+1415555012345678",
+            "+1-415-555",
+            "+",
+            "+1",
+        ] {
+            assert_eq!(
+                phone_e164("phone", bad).unwrap_err().code,
+                "invalid_phone",
+                "{bad}"
+            );
         }
     }
 

@@ -9,7 +9,9 @@ use std::rc::Rc;
 use clarion_shards::{Channel, Priority};
 
 use super::{ChannelSender, SendFuture, SendJob, SendResult};
-use crate::apns::{encode_payload, ApnsNotification, ApnsSender, PayloadFields, PushType, SendOutcome};
+use crate::apns::{
+    ApnsNotification, ApnsSender, PayloadFields, PushType, SendOutcome, encode_payload,
+};
 
 /// Expiration used when a notification has no `ttl_seconds`: APNs keeps it about four weeks.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
@@ -24,7 +26,9 @@ pub struct ApnsChannel {
 
 impl ApnsChannel {
     pub fn new(sender: ApnsSender) -> ApnsChannel {
-        ApnsChannel { sender: Rc::new(sender) }
+        ApnsChannel {
+            sender: Rc::new(sender),
+        }
     }
 
     pub fn sender(&self) -> &Rc<ApnsSender> {
@@ -49,11 +53,20 @@ impl ChannelSender for ApnsChannel {
             Ok(p) => p,
             Err(e) => {
                 let reason = format!("payload: {e}");
-                return Box::pin(async move { SendResult::Permanent { reason, deactivate: false } });
+                return Box::pin(async move {
+                    SendResult::Permanent {
+                        reason,
+                        deactivate: false,
+                    }
+                });
             }
         };
         let alert = c.title.is_some() || c.body.is_some();
-        let push_type = if alert { PushType::Alert } else { PushType::Background };
+        let push_type = if alert {
+            PushType::Alert
+        } else {
+            PushType::Background
+        };
         let priority = match (alert, c.priority) {
             (true, Priority::High) => 10,
             _ => 5,
@@ -91,15 +104,25 @@ impl ChannelSender for ApnsChannel {
 fn map_outcome(o: SendOutcome) -> SendResult {
     match o {
         SendOutcome::Sent { .. } => SendResult::Sent,
-        SendOutcome::Retry { reason, retry_after } => SendResult::Retry {
+        SendOutcome::Retry {
+            reason,
+            retry_after,
+        } => SendResult::Retry {
             reason,
             retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
         },
-        SendOutcome::Permanent { reason, deactivate_token } => {
-            SendResult::Permanent { reason, deactivate: deactivate_token }
-        }
+        SendOutcome::Permanent {
+            reason,
+            deactivate_token,
+        } => SendResult::Permanent {
+            reason,
+            deactivate: deactivate_token,
+        },
         SendOutcome::ConfigFault { reason } => SendResult::ConfigFault { reason },
         #[allow(unreachable_patterns)]
-        other => SendResult::Retry { reason: format!("{other:?}"), retry_after_ms: None },
+        other => SendResult::Retry {
+            reason: format!("{other:?}"),
+            retry_after_ms: None,
+        },
     }
 }

@@ -25,11 +25,19 @@ pub struct SendJob<'a> {
 pub enum SendResult {
     Sent,
     /// Transient: retry later (429, 5xx, connection loss).
-    Retry { reason: String, retry_after_ms: Option<u64> },
+    Retry {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
     /// Permanent: the delivery fails; `deactivate` says the target (device token) is dead.
-    Permanent { reason: String, deactivate: bool },
+    Permanent {
+        reason: String,
+        deactivate: bool,
+    },
     /// Our credentials or setup are wrong: alert, keep the delivery, retry much later.
-    ConfigFault { reason: String },
+    ConfigFault {
+        reason: String,
+    },
 }
 
 pub type SendFuture = Pin<Box<dyn Future<Output = SendResult>>>;

@@ -4,30 +4,37 @@
 use std::rc::Rc;
 
 use clarion_shards::{
-    dedup_key, DeliveryRecord, DeviceRecord, Keyspace, NotificationRecord, Outcome, UserRecord,
+    DeliveryRecord, DeviceRecord, Keyspace, NotificationRecord, Outcome, UserRecord, dedup_key,
 };
 use uuid::Uuid;
 
 use super::command::{NewDevice, NewNotification, NotifyReply, Reply, Upsert, UserProfile};
 use super::committer::Waiter;
 use super::probe::bump;
-use super::{now_ms, DeliveryRef, Engine};
+use super::{DeliveryRef, Engine, now_ms};
 use crate::api::error::ApiError;
 
 impl Engine {
     pub(super) fn put_user(self: &Rc<Self>, user_id: String, p: UserProfile, reply: Reply<Upsert>) {
         let now = now_ms();
         let mut st = self.state.borrow_mut();
-        let result = if st.users.contains_key(&user_id) { Upsert::Updated } else { Upsert::Created };
-        let user = st.users.entry(user_id.clone()).or_insert_with(|| UserRecord {
-            user_id,
-            email: None,
-            phone: None,
-            locale: None,
-            timezone: None,
-            devices: Vec::new(),
-            updated_at_ms: now,
-        });
+        let result = if st.users.contains_key(&user_id) {
+            Upsert::Updated
+        } else {
+            Upsert::Created
+        };
+        let user = st
+            .users
+            .entry(user_id.clone())
+            .or_insert_with(|| UserRecord {
+                user_id,
+                email: None,
+                phone: None,
+                locale: None,
+                timezone: None,
+                devices: Vec::new(),
+                updated_at_ms: now,
+            });
         user.email = p.email;
         user.phone = p.phone;
         user.locale = p.locale;
@@ -35,9 +42,12 @@ impl Engine {
         user.updated_at_ms = now;
         let record = user.clone();
         drop(st);
-        self.committer.add(|b| {
-            b.put_user(&record);
-        }, Some(Waiter::Upsert { reply, result }));
+        self.committer.add(
+            |b| {
+                b.put_user(&record);
+            },
+            Some(Waiter::Upsert { reply, result }),
+        );
     }
 
     pub(super) fn add_device(self: &Rc<Self>, user_id: String, d: NewDevice, reply: Reply<Upsert>) {
@@ -48,7 +58,10 @@ impl Engine {
             let _ = reply.send(Err(user_not_found(&user_id)));
             return;
         };
-        let existing = user.devices.iter_mut().find(|x| x.platform == d.platform && x.token == d.token);
+        let existing = user
+            .devices
+            .iter_mut()
+            .find(|x| x.platform == d.platform && x.token == d.token);
         let result = match existing {
             Some(dev) if dev.active => {
                 // Registering the same token again is not an error, and writes nothing.
@@ -75,9 +88,12 @@ impl Engine {
         user.updated_at_ms = now;
         let record = user.clone();
         drop(st);
-        self.committer.add(|b| {
-            b.put_user(&record);
-        }, Some(Waiter::Upsert { reply, result }));
+        self.committer.add(
+            |b| {
+                b.put_user(&record);
+            },
+            Some(Waiter::Upsert { reply, result }),
+        );
     }
 
     pub(super) fn notify(self: &Rc<Self>, n: NewNotification, reply: Reply<NotifyReply>) {
@@ -88,7 +104,14 @@ impl Engine {
             drop(st);
             bump(&self.probe.duplicates);
             // Answer only once the original is durable: a barrier through the same commit path.
-            self.committer.add(|_| {}, Some(Waiter::Duplicate { id, dedup_key: key, reply }));
+            self.committer.add(
+                |_| {},
+                Some(Waiter::Duplicate {
+                    id,
+                    dedup_key: key,
+                    reply,
+                }),
+            );
             return;
         }
         let Some(user) = st.users.get(&n.user_id) else {
@@ -125,7 +148,12 @@ impl Engine {
             if capped {
                 let st2 = &mut *st;
                 let reason = "frequency_cap: over [caps] per_user_per_hour".to_string();
-                let _ = d.apply(Outcome::Suppressed { reason }, now, &self.cfg.retry, &mut st2.jitter);
+                let _ = d.apply(
+                    Outcome::Suppressed { reason },
+                    now,
+                    &self.cfg.retry,
+                    &mut st2.jitter,
+                );
                 bump(&self.probe.suppressed);
             }
             deliveries.push(d);
@@ -145,7 +173,10 @@ impl Engine {
                 if !d.state.is_terminal() {
                     let ci = d.channel.index();
                     self.reserved[ci].set(self.reserved[ci].get() + 1);
-                    refs.push(DeliveryRef { notification: id, index: i as u16 });
+                    refs.push(DeliveryRef {
+                        notification: id,
+                        index: i as u16,
+                    });
                 }
             }
             st.open_order.insert(id);
@@ -153,9 +184,16 @@ impl Engine {
         let finished = record.is_finished();
         drop(st);
         bump(&self.probe.accepted);
-        self.committer.add(|b| {
-            b.put_notification(&record);
-        }, Some(Waiter::Accepted { id, reply, deliveries: refs }));
+        self.committer.add(
+            |b| {
+                b.put_notification(&record);
+            },
+            Some(Waiter::Accepted {
+                id,
+                reply,
+                deliveries: refs,
+            }),
+        );
         if !finished {
             self.state.borrow_mut().open.insert(id, record);
         }
@@ -182,22 +220,33 @@ impl Engine {
                 let ci = d.channel.index();
                 self.reserved[ci].set(self.reserved[ci].get().saturating_sub(1));
             }
-            st.dedup.remove(dedup_key(&rec.user_id, &rec.idempotency_key));
+            st.dedup
+                .remove(dedup_key(&rec.user_id, &rec.idempotency_key));
         }
         st.open_order.remove(&id);
     }
 
     pub(super) fn channel_of(&self, d: DeliveryRef) -> Option<clarion_shards::Channel> {
         let st = self.state.borrow();
-        st.open.get(&d.notification).and_then(|n| n.deliveries.get(d.index as usize)).map(|x| x.channel)
+        st.open
+            .get(&d.notification)
+            .and_then(|n| n.deliveries.get(d.index as usize))
+            .map(|x| x.channel)
     }
 
-    pub(super) fn get_notification(self: &Rc<Self>, id: Uuid, reply: Reply<Option<NotificationRecord>>) {
+    pub(super) fn get_notification(
+        self: &Rc<Self>,
+        id: Uuid,
+        reply: Reply<Option<NotificationRecord>>,
+    ) {
         if let Some(rec) = self.state.borrow().open.get(&id) {
             let _ = reply.send(Ok(Some(rec.clone())));
             return;
         }
-        let read = match self.log.get(Keyspace::Notifications, id.as_bytes().to_vec()) {
+        let read = match self
+            .log
+            .get(Keyspace::Notifications, id.as_bytes().to_vec())
+        {
             Ok(f) => f,
             Err(e) => {
                 let _ = reply.send(Err(ApiError::unavailable(format!("storage: {e}"))));
@@ -219,5 +268,8 @@ impl Engine {
 }
 
 fn user_not_found(user_id: &str) -> ApiError {
-    ApiError::not_found("user_not_found", format!("user `{user_id}` is not registered (PUT /v1/users/{user_id} first)"))
+    ApiError::not_found(
+        "user_not_found",
+        format!("user `{user_id}` is not registered (PUT /v1/users/{user_id} first)"),
+    )
 }

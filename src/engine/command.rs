@@ -52,10 +52,24 @@ pub enum Upsert {
 /// A command for the shard that owns a user (or a notification id).
 #[derive(Debug)]
 pub enum ShardCmd {
-    PutUser { user_id: String, profile: UserProfile, reply: Reply<Upsert> },
-    AddDevice { user_id: String, device: NewDevice, reply: Reply<Upsert> },
-    Notify { notification: NewNotification, reply: Reply<NotifyReply> },
-    GetNotification { id: Uuid, reply: Reply<Option<NotificationRecord>> },
+    PutUser {
+        user_id: String,
+        profile: UserProfile,
+        reply: Reply<Upsert>,
+    },
+    AddDevice {
+        user_id: String,
+        device: NewDevice,
+        reply: Reply<Upsert>,
+    },
+    Notify {
+        notification: NewNotification,
+        reply: Reply<NotifyReply>,
+    },
+    GetNotification {
+        id: Uuid,
+        reply: Reply<Option<NotificationRecord>>,
+    },
     /// The shard's counters, for `GET /v1/stats` (summed across shards by the caller).
     Stats { reply: Reply<ProbeSnapshot> },
 }

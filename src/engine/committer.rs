@@ -18,11 +18,22 @@ use crate::api::error::ApiError;
 /// What to do once a batch is durable (or failed).
 pub enum Waiter {
     /// A new notification: queue its deliveries, answer 202.
-    Accepted { id: Uuid, reply: Reply<NotifyReply>, deliveries: Vec<DeliveryRef> },
+    Accepted {
+        id: Uuid,
+        reply: Reply<NotifyReply>,
+        deliveries: Vec<DeliveryRef>,
+    },
     /// A repeated idempotency key: answer with the original id once that is durable.
-    Duplicate { id: Uuid, dedup_key: u128, reply: Reply<NotifyReply> },
+    Duplicate {
+        id: Uuid,
+        dedup_key: u128,
+        reply: Reply<NotifyReply>,
+    },
     /// A user or device change.
-    Upsert { reply: Reply<Upsert>, result: Upsert },
+    Upsert {
+        reply: Reply<Upsert>,
+        result: Upsert,
+    },
 }
 
 #[derive(Default)]
@@ -106,18 +117,28 @@ pub async fn commit_once(engine: &Rc<Engine>) {
 
 fn complete(engine: &Rc<Engine>, w: Waiter) {
     match w {
-        Waiter::Accepted { id, reply, deliveries } => {
+        Waiter::Accepted {
+            id,
+            reply,
+            deliveries,
+        } => {
             for d in deliveries {
                 engine.enqueue_reserved(d);
             }
             let _ = reply.send(Ok(NotifyReply::Accepted(id)));
         }
-        Waiter::Duplicate { id, dedup_key, reply } => {
+        Waiter::Duplicate {
+            id,
+            dedup_key,
+            reply,
+        } => {
             let still = engine.state.borrow().dedup.get(dedup_key) == Some(id);
             let answer = if still {
                 Ok(NotifyReply::Duplicate(id))
             } else {
-                Err(ApiError::unavailable("the original request was not stored; retry"))
+                Err(ApiError::unavailable(
+                    "the original request was not stored; retry",
+                ))
             };
             let _ = reply.send(answer);
         }

@@ -10,7 +10,7 @@ use clarion_shards::{DeliveryState, Outcome};
 use tracing::warn;
 
 use super::probe::bump;
-use super::{now_ms, DeliveryRef, Engine};
+use super::{DeliveryRef, Engine, now_ms};
 use crate::channels::{SendJob, SendResult};
 
 /// Longest the timer loop sleeps before looking again (new timers also wake it).
@@ -20,10 +20,14 @@ const REQUEUE_DELAY_MS: u64 = 200;
 
 /// The send loop of one channel.
 pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
-    let Some(sender) = engine.senders[channel].clone() else { return };
+    let Some(sender) = engine.senders[channel].clone() else {
+        return;
+    };
     let slots = Rc::new(glommio::sync::Semaphore::new(sender.max_in_flight() as u64));
     while let Some(d) = engine.queues[channel].pop().await {
-        let Ok(permit) = slots.acquire_static_permit(1).await else { break };
+        let Ok(permit) = slots.acquire_static_permit(1).await else {
+            break;
+        };
         let Some(fut) = start_attempt(&engine, d, &*sender) else {
             drop(permit);
             continue;
@@ -75,7 +79,13 @@ impl Engine {
     pub(super) fn complete_attempt(self: &Rc<Self>, d: DeliveryRef, result: SendResult) {
         let outcome = match result {
             SendResult::Sent => Outcome::Sent,
-            SendResult::Retry { reason, retry_after_ms } => Outcome::Retryable { reason, retry_after_ms },
+            SendResult::Retry {
+                reason,
+                retry_after_ms,
+            } => Outcome::Retryable {
+                reason,
+                retry_after_ms,
+            },
             SendResult::Permanent { reason, deactivate } => {
                 if deactivate {
                     self.deactivate_target(d, &reason);
@@ -99,8 +109,12 @@ impl Engine {
         let now = now_ms();
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        let Some(rec) = st.open.get_mut(&d.notification) else { return };
-        let Some(del) = rec.deliveries.get_mut(d.index as usize) else { return };
+        let Some(rec) = st.open.get_mut(&d.notification) else {
+            return;
+        };
+        let Some(del) = rec.deliveries.get_mut(d.index as usize) else {
+            return;
+        };
         let new_state = match del.apply(outcome, now, &self.cfg.retry, &mut st.jitter) {
             Ok(s) => s,
             Err(e) => {
@@ -127,9 +141,12 @@ impl Engine {
         };
         drop(guard);
         if let Some(rec) = snapshot {
-            self.committer.add(|b| {
-            b.put_notification(&rec);
-        }, None);
+            self.committer.add(
+                |b| {
+                    b.put_notification(&rec);
+                },
+                None,
+            );
         }
         if new_state == DeliveryState::Retrying {
             self.timers.borrow_mut().insert(next_at.unwrap_or(now), d);
@@ -140,12 +157,26 @@ impl Engine {
     /// A permanent answer that says the token is dead: stop sending to that device.
     fn deactivate_target(&self, d: DeliveryRef, reason: &str) {
         let mut st = self.state.borrow_mut();
-        let Some(rec) = st.open.get(&d.notification) else { return };
+        let Some(rec) = st.open.get(&d.notification) else {
+            return;
+        };
         let user_id = rec.user_id.clone();
-        let Some(target) = rec.deliveries.get(d.index as usize).map(|x| x.target.clone()) else { return };
-        let Some(user) = st.users.get_mut(&user_id) else { return };
+        let Some(target) = rec
+            .deliveries
+            .get(d.index as usize)
+            .map(|x| x.target.clone())
+        else {
+            return;
+        };
+        let Some(user) = st.users.get_mut(&user_id) else {
+            return;
+        };
         let mut changed = false;
-        for dev in user.devices.iter_mut().filter(|x| x.active && x.token == target) {
+        for dev in user
+            .devices
+            .iter_mut()
+            .filter(|x| x.active && x.token == target)
+        {
             dev.active = false;
             dev.deactivated_reason = Some(reason.to_string());
             changed = true;
@@ -155,9 +186,12 @@ impl Engine {
             let record = user.clone();
             drop(st);
             bump(&self.probe.deactivated_tokens);
-            self.committer.add(|b| {
-            b.put_user(&record);
-        }, None);
+            self.committer.add(
+                |b| {
+                    b.put_user(&record);
+                },
+                None,
+            );
         }
     }
 }
@@ -172,12 +206,15 @@ pub async fn run_timers(engine: Rc<Engine>) {
                 let now = now_ms();
                 if at > now {
                     let wait = Duration::from_millis(at - now).min(TIMER_MAX_SLEEP);
-                    futures_lite::future::or(glommio::timer::sleep(wait), engine.timer_wake.wait()).await;
+                    futures_lite::future::or(glommio::timer::sleep(wait), engine.timer_wake.wait())
+                        .await;
                     continue;
                 }
                 let due = engine.timers.borrow_mut().pop_due(now);
                 for d in due {
-                    let Some(ch) = engine.channel_of(d) else { continue };
+                    let Some(ch) = engine.channel_of(d) else {
+                        continue;
+                    };
                     if let Err(d) = engine.queues[ch.index()].try_push(d) {
                         engine.timers.borrow_mut().insert(now + REQUEUE_DELAY_MS, d);
                     }

@@ -20,8 +20,8 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clarion_shards::{
-    BoundedQueue, Channel, DedupSet, IdGenerator, Jitter, NotificationRecord, RetryPolicy, RetryTimers,
-    ShardLog, UserBuckets, UserRecord,
+    BoundedQueue, Channel, DedupSet, IdGenerator, Jitter, NotificationRecord, RetryPolicy,
+    RetryTimers, ShardLog, UserBuckets, UserRecord,
 };
 use uuid::Uuid;
 
@@ -88,7 +88,9 @@ pub struct Engine {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Engine {
@@ -114,7 +116,10 @@ impl Engine {
             last_watermark: None,
         };
         Engine {
-            queues: Channel::ALL.iter().map(|_| BoundedQueue::new(DELIVERY_QUEUE_CAPACITY)).collect(),
+            queues: Channel::ALL
+                .iter()
+                .map(|_| BoundedQueue::new(DELIVERY_QUEUE_CAPACITY))
+                .collect(),
             reserved: Channel::ALL.iter().map(|_| Cell::new(0)).collect(),
             senders: by_channel,
             cfg,
@@ -135,15 +140,33 @@ impl Engine {
     pub fn handle(self: &Rc<Self>, cmd: ShardCmd) {
         use crate::api::error::ApiError;
         if self.failed.get() {
-            return cmd.reject(ApiError::unavailable("this shard's storage failed; restart required"));
+            return cmd.reject(ApiError::unavailable(
+                "this shard's storage failed; restart required",
+            ));
         }
-        if self.stopping.is_set() && !matches!(cmd, ShardCmd::GetNotification { .. } | ShardCmd::Stats { .. }) {
+        if self.stopping.is_set()
+            && !matches!(
+                cmd,
+                ShardCmd::GetNotification { .. } | ShardCmd::Stats { .. }
+            )
+        {
             return cmd.reject(ApiError::unavailable("shutting down"));
         }
         match cmd {
-            ShardCmd::PutUser { user_id, profile, reply } => self.put_user(user_id, profile, reply),
-            ShardCmd::AddDevice { user_id, device, reply } => self.add_device(user_id, device, reply),
-            ShardCmd::Notify { notification, reply } => self.notify(notification, reply),
+            ShardCmd::PutUser {
+                user_id,
+                profile,
+                reply,
+            } => self.put_user(user_id, profile, reply),
+            ShardCmd::AddDevice {
+                user_id,
+                device,
+                reply,
+            } => self.add_device(user_id, device, reply),
+            ShardCmd::Notify {
+                notification,
+                reply,
+            } => self.notify(notification, reply),
             ShardCmd::GetNotification { id, reply } => self.get_notification(id, reply),
             ShardCmd::Stats { reply } => {
                 let _ = reply.send(Ok(self.stats()));
@@ -198,7 +221,8 @@ impl Engine {
             q.close();
         }
         self.timer_wake.notify();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(self.cfg.shutdown_grace_ms);
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(self.cfg.shutdown_grace_ms);
         while self.in_flight.get() > 0 && std::time::Instant::now() < deadline {
             glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
         }

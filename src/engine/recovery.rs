@@ -5,11 +5,11 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use clarion_shards::{uuid_floor_for_ms, DeliveryState, Recovered};
+use clarion_shards::{DeliveryState, Recovered, uuid_floor_for_ms};
 use tracing::{info, warn};
 
 use super::probe::bump;
-use super::{now_ms, DeliveryRef, Engine};
+use super::{DeliveryRef, Engine, now_ms};
 
 /// How often housekeeping runs. Retention is measured in days, dedup in hours: a minute is fine.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
@@ -25,7 +25,8 @@ impl Engine {
             st.users.insert(u.user_id.clone(), u);
         }
         for (user_id, key, id, at) in rec.recent {
-            st.dedup.insert(clarion_shards::dedup_key(&user_id, &key), id, at);
+            st.dedup
+                .insert(clarion_shards::dedup_key(&user_id, &key), id, at);
         }
         st.last_watermark = rec.watermark;
         let mut queued = 0u64;
@@ -36,7 +37,10 @@ impl Engine {
                 continue;
             }
             for (i, d) in n.deliveries.iter().enumerate() {
-                let r = DeliveryRef { notification: n.id, index: i as u16 };
+                let r = DeliveryRef {
+                    notification: n.id,
+                    index: i as u16,
+                };
                 match d.state {
                     DeliveryState::Retrying => {
                         timers.insert(d.next_attempt_at_ms.unwrap_or(now), r);
@@ -69,7 +73,11 @@ impl Engine {
 /// Periodic housekeeping for one shard.
 pub async fn run_housekeeping(engine: Rc<Engine>) {
     loop {
-        futures_lite::future::or(glommio::timer::sleep(HOUSEKEEPING_EVERY), engine.stopping.wait()).await;
+        futures_lite::future::or(
+            glommio::timer::sleep(HOUSEKEEPING_EVERY),
+            engine.stopping.wait(),
+        )
+        .await;
         if engine.stopping.is_set() {
             return;
         }

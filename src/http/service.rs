@@ -9,7 +9,7 @@ use futures_channel::oneshot;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
@@ -32,14 +32,23 @@ pub struct Api {
 
 impl Api {
     pub fn new(router: ShardRouter, api_keys: &[String]) -> Api {
-        Api { router, api_keys: api_keys.iter().map(|k| k.as_bytes().to_vec()).collect() }
+        Api {
+            router,
+            api_keys: api_keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        }
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(h) = req.headers().get(http::header::AUTHORIZATION) else { return false };
-        let Some(key) = h.as_bytes().strip_prefix(b"Bearer ") else { return false };
+        let Some(h) = req.headers().get(http::header::AUTHORIZATION) else {
+            return false;
+        };
+        let Some(key) = h.as_bytes().strip_prefix(b"Bearer ") else {
+            return false;
+        };
         // Every configured key is compared in full, in constant time.
-        self.api_keys.iter().fold(false, |ok, k| ok | constant_time_eq(k, key))
+        self.api_keys
+            .iter()
+            .fold(false, |ok, k| ok | constant_time_eq(k, key))
     }
 }
 
@@ -64,7 +73,10 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
         return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
     }
     if !path.starts_with("/v1/") {
-        return Err(ApiError::not_found("not_found", format!("no route for {path}")));
+        return Err(ApiError::not_found(
+            "not_found",
+            format!("no route for {path}"),
+        ));
     }
     if !api.authorized(&req) {
         return Err(ApiError::unauthorized());
@@ -78,10 +90,22 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
         (Method::POST, ["notifications", "batch"]) => notify_batch(api, req).await,
         (Method::GET, ["notifications", id]) => get_notification(api, id).await,
         (Method::GET, ["stats"]) => stats(api).await,
-        (_, ["users", _] | ["users", _, "devices"] | ["notifications"] | ["notifications", _] | ["stats"]) => {
-            Err(ApiError::new(405, "method_not_allowed", format!("{method_name} is not allowed on {path}")))
-        }
-        _ => Err(ApiError::not_found("not_found", format!("no route for {path}"))),
+        (
+            _,
+            ["users", _]
+            | ["users", _, "devices"]
+            | ["notifications"]
+            | ["notifications", _]
+            | ["stats"],
+        ) => Err(ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method_name} is not allowed on {path}"),
+        )),
+        _ => Err(ApiError::not_found(
+            "not_found",
+            format!("no route for {path}"),
+        )),
     }
 }
 
@@ -93,19 +117,32 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiErr
             "body_too_large",
             format!("request body exceeds {limit} bytes"),
         )),
-        Err(e) => Err(ApiError::new(400, "bad_body", format!("could not read the body: {e}"))),
+        Err(e) => Err(ApiError::new(
+            400,
+            "bad_body",
+            format!("could not read the body: {e}"),
+        )),
     }
 }
 
 /// Sends a command to its shard and waits for the answer.
-async fn ask<T>(api: &Api, shard: usize, make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> ShardCmd) -> Result<T, ApiError> {
+async fn ask<T>(
+    api: &Api,
+    shard: usize,
+    make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> ShardCmd,
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     api.router.dispatch(shard, make(tx));
-    rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry")))
+    rx.await
+        .unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry")))
 }
 
 fn upsert_response(u: Upsert, body: Value) -> ApiResponse {
-    let status = if u == Upsert::Created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if u == Upsert::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     json_response(status, &body)
 }
 
@@ -114,7 +151,12 @@ async fn put_user(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResp
     let profile = users::parse_profile(&read_body(req, MAX_BODY).await?)?;
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
-    let u = ask(api, shard, |reply| ShardCmd::PutUser { user_id: user_id.clone(), profile, reply }).await?;
+    let u = ask(api, shard, |reply| ShardCmd::PutUser {
+        user_id: user_id.clone(),
+        profile,
+        reply,
+    })
+    .await?;
     Ok(upsert_response(u, json!({"user_id": user_id})))
 }
 
@@ -124,25 +166,44 @@ async fn add_device(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiRe
     let token = device.token.clone();
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
-    let u = ask(api, shard, |reply| ShardCmd::AddDevice { user_id: user_id.clone(), device, reply }).await?;
-    Ok(upsert_response(u, json!({"user_id": user_id, "platform": "ios", "token": token, "active": true})))
+    let u = ask(api, shard, |reply| ShardCmd::AddDevice {
+        user_id: user_id.clone(),
+        device,
+        reply,
+    })
+    .await?;
+    Ok(upsert_response(
+        u,
+        json!({"user_id": user_id, "platform": "ios", "token": token, "active": true}),
+    ))
 }
 
 fn notify_json(r: NotifyReply) -> (StatusCode, Value, bool) {
     match r {
         NotifyReply::Accepted(id) => (StatusCode::ACCEPTED, json!({"id": id.to_string()}), false),
-        NotifyReply::Duplicate(id) => (StatusCode::ACCEPTED, json!({"id": id.to_string(), "duplicate": true}), true),
+        NotifyReply::Duplicate(id) => (
+            StatusCode::ACCEPTED,
+            json!({"id": id.to_string(), "duplicate": true}),
+            true,
+        ),
     }
 }
 
 async fn notify_one(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
     let n = notifications::parse_single(&read_body(req, MAX_BODY).await?)?;
     let shard = api.router.shard_for_user(&n.user_id);
-    let r = ask(api, shard, |reply| ShardCmd::Notify { notification: n, reply }).await?;
+    let r = ask(api, shard, |reply| ShardCmd::Notify {
+        notification: n,
+        reply,
+    })
+    .await?;
     let (status, body, replayed) = notify_json(r);
     let mut resp = json_response(status, &body);
     if replayed {
-        resp.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            http::HeaderValue::from_static("true"),
+        );
     }
     Ok(resp)
 }
@@ -156,7 +217,13 @@ async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, 
             Ok(n) => {
                 let (tx, rx) = oneshot::channel();
                 let shard = api.router.shard_for_user(&n.user_id);
-                api.router.dispatch(shard, ShardCmd::Notify { notification: n, reply: tx });
+                api.router.dispatch(
+                    shard,
+                    ShardCmd::Notify {
+                        notification: n,
+                        reply: tx,
+                    },
+                );
                 waits.push(Ok(rx));
             }
             Err(e) => waits.push(Err(e)),
@@ -165,7 +232,9 @@ async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, 
     let mut results = Vec::with_capacity(waits.len());
     for w in waits {
         let r = match w {
-            Ok(rx) => rx.await.unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry"))),
+            Ok(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry"))),
             Err(e) => Err(e),
         };
         results.push(match r {
@@ -177,19 +246,36 @@ async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, 
             Err(e) => json!({"status": e.status, "error": e}),
         });
     }
-    Ok(json_response(StatusCode::OK, &json!({ "results": results })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results }),
+    ))
 }
 
 async fn get_notification(api: &Api, id: &str) -> Result<ApiResponse, ApiError> {
-    let id = Uuid::parse_str(id)
-        .map_err(|_| ApiError::field("id", "invalid_id", format!("`{id}` is not a notification id")))?;
+    let id = Uuid::parse_str(id).map_err(|_| {
+        ApiError::field(
+            "id",
+            "invalid_id",
+            format!("`{id}` is not a notification id"),
+        )
+    })?;
     let shard = clarion_shards::shard_of(&id) as usize;
     if shard >= api.router.shards() {
-        return Err(ApiError::not_found("notification_not_found", format!("no notification {id}")));
+        return Err(ApiError::not_found(
+            "notification_not_found",
+            format!("no notification {id}"),
+        ));
     }
     match ask(api, shard, |reply| ShardCmd::GetNotification { id, reply }).await? {
-        Some(rec) => Ok(json_response(StatusCode::OK, &status::notification_json(&rec))),
-        None => Err(ApiError::not_found("notification_not_found", format!("no notification {id}"))),
+        Some(rec) => Ok(json_response(
+            StatusCode::OK,
+            &status::notification_json(&rec),
+        )),
+        None => Err(ApiError::not_found(
+            "notification_not_found",
+            format!("no notification {id}"),
+        )),
     }
 }
 
@@ -201,15 +287,20 @@ async fn stats(api: &Api) -> Result<ApiResponse, ApiError> {
         total.add(&s);
         per_shard.push(s);
     }
-    Ok(json_response(StatusCode::OK, &json!({"total": total, "shards": per_shard})))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"total": total, "shards": per_shard}),
+    ))
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> ApiResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -217,11 +308,14 @@ pub fn error_response(e: &ApiError) -> ApiResponse {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = json_response(status, &e.to_json());
     if let Some(s) = e.retry_after_s {
-        r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        r.headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
     }
     if e.status == 401 {
-        r.headers_mut()
-            .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
     }
     r
 }

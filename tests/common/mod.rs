@@ -7,10 +7,10 @@ pub mod server;
 
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::{generate_apns_key, Faults, SimConfig, SimHandle, Simulator};
-use serde_json::{json, Value};
+use clarion_loadtest::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
+use serde_json::{Value, json};
 
-pub use server::{wait_for, Server, API_KEY};
+pub use server::{API_KEY, Server, wait_for};
 
 pub const TEAM_ID: &str = "TEAM000001";
 pub const KEY_ID: &str = "KEY0000001";
@@ -24,16 +24,27 @@ pub struct Harness {
 
 /// Deterministic 64-hex device token number `i`.
 pub fn token(i: u64) -> String {
-    format!("{:016x}{:016x}{:016x}{:016x}", i, i ^ 0xdead_beef, i.wrapping_mul(31), 0xabcdu64)
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        i,
+        i ^ 0xdead_beef,
+        i.wrapping_mul(31),
+        0xabcdu64
+    )
 }
 
 /// Starts the simulator with `faults`, then the server with `shards` shards delivering to it.
 pub fn start(shards: usize, faults: Faults, extra_toml: &str) -> Harness {
+    start_with(shards, |cfg| cfg.faults = faults, extra_toml)
+}
+
+/// Like `start`, with full control of the simulator's configuration.
+pub fn start_with(shards: usize, sim: impl FnOnce(&mut SimConfig), extra_toml: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let (private_pem, public_pem) = generate_apns_key().unwrap();
     let mut cfg = SimConfig::new(TEAM_ID, KEY_ID, &public_pem, TOPIC);
     cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.faults = faults;
+    sim(&mut cfg);
     let sim = Simulator::start(cfg).expect("simulator starts");
     std::fs::write(dir.path().join("apns.p8"), private_pem).unwrap();
     std::fs::write(dir.path().join("ca.pem"), sim.ca_pem()).unwrap();
@@ -55,11 +66,29 @@ impl Harness {
     /// Registers a user with the given device tokens.
     pub fn register(&self, user: &str, tokens: &[String]) {
         let c = self.client();
-        let r = c.call("PUT", &format!("/v1/users/{user}"), Some(json!({"email": "u@example.com", "locale": "en-US"})));
-        assert!(r.status == 200 || r.status == 201, "PUT user: {} {}", r.status, r.body);
+        let r = c.call(
+            "PUT",
+            &format!("/v1/users/{user}"),
+            Some(json!({"email": "u@example.com", "locale": "en-US"})),
+        );
+        assert!(
+            r.status == 200 || r.status == 201,
+            "PUT user: {} {}",
+            r.status,
+            r.body
+        );
         for t in tokens {
-            let r = c.call("POST", &format!("/v1/users/{user}/devices"), Some(json!({"platform": "ios", "token": t})));
-            assert!(r.status == 200 || r.status == 201, "POST device: {} {}", r.status, r.body);
+            let r = c.call(
+                "POST",
+                &format!("/v1/users/{user}/devices"),
+                Some(json!({"platform": "ios", "token": t})),
+            );
+            assert!(
+                r.status == 200 || r.status == 201,
+                "POST device: {} {}",
+                r.status,
+                r.body
+            );
         }
     }
 
@@ -68,7 +97,9 @@ impl Harness {
     }
 
     pub fn status(&self, id: &str) -> Value {
-        let r = self.client().call("GET", &format!("/v1/notifications/{id}"), None);
+        let r = self
+            .client()
+            .call("GET", &format!("/v1/notifications/{id}"), None);
         assert_eq!(r.status, 200, "status of {id}: {}", r.body);
         r.body
     }

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 pub const API_KEY: &str = "test-key-0123456789abcdef";
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub struct Server {
@@ -30,7 +34,12 @@ impl Server {
             dir.join("data").display()
         );
         std::fs::write(&config, text).unwrap();
-        let mut s = Server { child: None, addr, dir: dir.to_path_buf(), config };
+        let mut s = Server {
+            child: None,
+            addr,
+            dir: dir.to_path_buf(),
+            config,
+        };
         s.spawn();
         s
     }
@@ -62,7 +71,10 @@ impl Server {
                 panic!("clarion exited early with {status}: {}", self.log());
             }
             if TcpStream::connect(self.addr).is_ok() {
-                let c = super::http::Client { addr: self.addr, key: None };
+                let c = super::http::Client {
+                    addr: self.addr,
+                    key: None,
+                };
                 if c.raw("GET", "/healthz", None).status == 200 {
                     return;
                 }
@@ -115,14 +127,21 @@ impl Drop for Server {
 }
 
 fn unsafe_kill(pid: i32, sig: i32) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
 /// glommio needs locked memory for io_uring; children inherit our limit.
 /// Best effort (works as root); children inherit it. The test script raises it too.
 fn raise_memlock() {
-    let lim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit reads a valid rlimit struct; failure just leaves the limit as it was.
     unsafe {
         libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
