@@ -90,6 +90,13 @@ pub fn encode_payload(fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError>
     if let Some(category) = fields.category {
         field(&mut out, &mut aps_empty, "category", category)?;
     }
+    if fields.title.is_none() && fields.body.is_none() {
+        // No alert: a background push, which Apple only delivers with content-available.
+        if !aps_empty {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"content-available\":1");
+    }
     out.push(b'}');
     for (key, value) in fields.data {
         out.push(b',');
@@ -171,7 +178,7 @@ mod tests {
         };
         assert_eq!(
             &encode_payload(&category_only).unwrap()[..],
-            br#"{"aps":{"category":"C"}}"#
+            br#"{"aps":{"category":"C","content-available":1}}"#
         );
         let nothing = PayloadFields {
             title: None,
@@ -179,7 +186,11 @@ mod tests {
             category: None,
             data: &data,
         };
-        assert_eq!(&encode_payload(&nothing).unwrap()[..], br#"{"aps":{}}"#);
+        // Without an alert it is a background push: Apple needs content-available.
+        assert_eq!(
+            &encode_payload(&nothing).unwrap()[..],
+            br#"{"aps":{"content-available":1}}"#
+        );
     }
 
     #[test]
