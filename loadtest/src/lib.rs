@@ -39,6 +39,7 @@
 //! src/apns_sim/reason.rs        APNs reasons and their statuses and bodies
 //! src/apns_sim/connection.rs    TLS + HTTP/2 connections and each request's life
 //! src/apns_sim/settings_shim.rs MAX_CONCURRENT_STREAMS 1 -> N on the wire (h2 cannot)
+//! src/apns_sim/frames.rs        just enough HTTP/2 framing for the shim
 //! src/apns_sim/faults.rs        the fault plan in force and its seeded random draws
 //! src/apns_sim/stats.rs         counters (SimStats) and the recent accepted pushes
 //! src/apns_sim/ledger.rs        per-seq receipt counts and end-to-end latency
@@ -54,6 +55,7 @@
 //! src/histogram.rs              the latency histogram shape, V2 wire form, .hgrm text
 //! src/duration.rs               "20s" / "500ms" / "2m" parsing
 //! tests/                        one scenario per file, real sockets on 127.0.0.1:0
+//! examples/apns_sim_throughput.rs  the simulator's pushes per second on one core
 //! ```
 
 pub mod apns_sim;

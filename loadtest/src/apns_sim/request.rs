@@ -133,8 +133,8 @@ pub(crate) fn validate_head<B>(
         tokens,
         now_secs,
     )?;
-    let topic_value = header_str(h, "apns-topic")?.ok_or(Reason::MissingTopic)?;
-    let push_type = header_str(h, "apns-push-type")?;
+    let topic_value = header_str(h, "apns-topic", Reason::BadTopic)?.ok_or(Reason::MissingTopic)?;
+    let push_type = header_str(h, "apns-push-type", Reason::InvalidPushType)?;
     let suffix = match push_type {
         None => "",
         Some(t) => PUSH_TYPES
@@ -158,7 +158,7 @@ pub(crate) fn validate_head<B>(
     if !allowed {
         return Err(Reason::TopicDisallowed);
     }
-    let priority = match header_str(h, "apns-priority")? {
+    let priority = match header_str(h, "apns-priority", Reason::BadPriority)? {
         None => None,
         Some(p) => match p.parse::<u8>() {
             Ok(v @ (1 | 5 | 10)) => Some(v),
@@ -168,11 +168,11 @@ pub(crate) fn validate_head<B>(
     if push_type == Some("background") && priority == Some(10) {
         return Err(Reason::BadPriority);
     }
-    let expiration = header_str(h, "apns-expiration")?;
+    let expiration = header_str(h, "apns-expiration", Reason::BadExpirationDate)?;
     if expiration.is_some_and(|e| e.parse::<i64>().is_err()) {
         return Err(Reason::BadExpirationDate);
     }
-    let collapse_id = header_str(h, "apns-collapse-id").map_err(|_| Reason::BadCollapseId)?;
+    let collapse_id = header_str(h, "apns-collapse-id", Reason::BadCollapseId)?;
     if collapse_id.is_some_and(|c| c.len() > MAX_COLLAPSE_ID_BYTES) {
         return Err(Reason::BadCollapseId);
     }
@@ -194,12 +194,15 @@ pub(crate) fn validate_head<B>(
     })
 }
 
-/// A header as text; a header that is not visible ASCII is malformed (`BadTopic` stands in
-/// for "unreadable header" here; callers that know better map it).
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Reason> {
+/// A header as text; a value that is not visible ASCII is answered with `unreadable`.
+fn header_str<'a>(
+    h: &'a HeaderMap,
+    name: &str,
+    unreadable: Reason,
+) -> Result<Option<&'a str>, Reason> {
     match h.get(name) {
         None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| Reason::BadTopic),
+        Some(v) => v.to_str().map(Some).map_err(|_| unreadable),
     }
 }
 

@@ -96,8 +96,14 @@ impl ApiClient {
                     }
                 };
                 let result = self.send_h2(sender, method, path, body).await;
-                if result.is_err() {
-                    *slots[i].lock().await = None; // reconnect on next use
+                if let Err(e) = &result {
+                    // A reset stream leaves the connection usable; anything else replaces it.
+                    let stream_only = e
+                        .downcast_ref::<h2::Error>()
+                        .is_some_and(|h| h.is_reset() && !h.is_go_away());
+                    if !stream_only {
+                        *slots[i].lock().await = None;
+                    }
                 }
                 result
             }
