@@ -88,7 +88,11 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
     sim.write_ca_file(&ca_file)?;
 
     let listen = free_port()?;
-    let api_key = format!("bench-{}", std::process::id());
+    // Clarion wants API keys of at least 16 characters.
+    let api_key = format!(
+        "clarion-bench-{:016x}",
+        crate::apns_sim::mix(u64::from(std::process::id()))
+    );
     let config = server_toml(
         cfg,
         listen,
