@@ -1,5 +1,5 @@
 //! Scenario: provider tokens are checked as APNs checks them (signature, `kid`, `iss`, age,
-//! refresh rate), and each distinct token is verified only once.
+//! per-connection refresh rate), and each distinct token is verified only once.
 
 mod common;
 
@@ -94,6 +94,23 @@ async fn refreshing_the_token_too_often_is_too_many_provider_token_updates() {
     assert_eq!(
         (a.status, a.reason().as_deref()),
         (429, Some("TooManyProviderTokenUpdates"))
+    );
+    // The rule is per connection: the same token is fine as another connection's first token
+    // (another server or shard signing its own), and this connection kept its old token.
+    let other = apns.client().await;
+    assert_eq!(
+        send(&other, push(&token(1), &early), alert(2))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
+    assert_eq!(
+        send(&client, push(&token(1), &first), alert(2))
+            .await
+            .expect("send")
+            .status,
+        200
     );
     let later = apns.jwt(5 * 60); // 25 minutes after the first
     assert_eq!(

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 1000;
 /// `SETTINGS_MAX_CONCURRENT_STREAMS` on a new connection, as APNs does with token auth.
 pub const DEFAULT_INITIAL_MAX_CONCURRENT_STREAMS: u32 = 1;
-/// APNs answers `TooManyProviderTokenUpdates` when a key's token changes more often than this.
+/// APNs answers `TooManyProviderTokenUpdates` when a connection's token changes more often than
+/// this.
 pub const DEFAULT_TOKEN_REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(20 * 60);
 /// A provider token whose `iat` is older than this is `ExpiredProviderToken`.
 pub const PROVIDER_TOKEN_MAX_AGE_SECS: u64 = 60 * 60;
@@ -41,8 +42,10 @@ pub struct SimConfig {
     pub worker_threads: usize,
     /// Where the plain HTTP/1.1 control endpoint listens, if anywhere.
     pub control_listen: Option<SocketAddr>,
-    /// A newer provider token for the key within this interval of the previous accepted one
-    /// is answered `429 TooManyProviderTokenUpdates`. `None` turns the check off.
+    /// Per connection: a different, newer provider token (by `iat`) within this interval of the
+    /// connection's current token is answered `429 TooManyProviderTokenUpdates` and the
+    /// connection keeps its current token. The first token on a connection, and tokens on other
+    /// connections, are not limited. `None` turns the check off.
     pub token_refresh_min_interval: Option<Duration>,
 }
 

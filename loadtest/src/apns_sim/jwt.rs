@@ -1,7 +1,10 @@
 //! Provider-token (JWT) checks as APNs makes them: `authorization: bearer <ES256 JWT>` with
 //! header `kid` = the key id and claims `iss` = the team id and `iat`; a token older than an hour
-//! is expired; a key whose token changes again within 20 minutes gets
-//! `TooManyProviderTokenUpdates`.
+//! is expired; a connection whose token changes to a newer one within 20 minutes of its current
+//! token's `iat` gets `TooManyProviderTokenUpdates` (and keeps its current token). The rule is
+//! per connection, as APNs ties the provider token to the connection: other connections (other
+//! servers, shards or a restarted process signing their own tokens with the same key) and the
+//! first token on a fresh connection are never refused by it.
 //!
 //! Verification is cached: a connection remembers its last accepted token (a byte compare on
 //! every request, no lock), and a simulator-wide cache remembers every token it verified (good
@@ -20,11 +23,12 @@ use super::config::{PROVIDER_TOKEN_MAX_AGE_SECS, SimError};
 use super::keys::p256_point_from_spki_pem;
 use super::reason::Reason;
 
-/// Distinct tokens remembered simulator-wide; the cache is emptied when it fills (a provider
+/// Distinct tokens remembered simulator-wide; the cache is emptied when it fills (each sender
 /// uses one token per key per 20 to 60 minutes, so this only bounds abuse).
 const TOKEN_CACHE_CAPACITY: usize = 4096;
 
-/// A connection's last accepted token, checked before the shared cache.
+/// A connection's current (last accepted) token and its `iat`: checked before the shared cache,
+/// and the reference for the per-connection refresh-interval rule.
 #[derive(Default)]
 pub(crate) struct ConnTokenCache {
     token: Vec<u8>,
@@ -33,10 +37,9 @@ pub(crate) struct ConnTokenCache {
 
 #[derive(Clone, Copy)]
 enum Verdict {
-    /// Signature and claims are good; `accepted` once it passed the refresh-interval rule.
+    /// Signature and claims are good.
     Valid {
         iat: u64,
-        accepted: bool,
     },
     Invalid,
 }
@@ -44,7 +47,6 @@ enum Verdict {
 #[derive(Default)]
 struct VerifierState {
     cache: HashMap<Box<[u8]>, Verdict>,
-    last_accepted_iat: Option<u64>,
 }
 
 /// Checks provider tokens for one key; shared by all connections.
@@ -124,46 +126,33 @@ impl TokenVerifier {
                 v
             }
         };
-        let (iat, accepted) = match verdict {
+        let iat = match verdict {
             Verdict::Invalid => return Err(Reason::InvalidProviderToken),
-            Verdict::Valid { iat, accepted } => (iat, accepted),
+            Verdict::Valid { iat } => iat,
         };
         check_age(iat, now)?;
-        if !accepted {
-            self.accept(token, iat)?;
-        }
+        self.check_refresh(conn, iat)?;
         conn.token.clear();
         conn.token.extend_from_slice(token);
         conn.iat = iat;
         Ok(())
     }
 
-    /// The refresh-interval rule, applied once per token when it is first used unexpired.
-    fn accept(&self, token: &[u8], iat: u64) -> Result<(), Reason> {
-        let mut state = self.lock();
-        if let (Some(min), Some(last)) = (self.min_refresh_secs, state.last_accepted_iat) {
-            if iat > last && iat - last < min {
-                return Err(Reason::TooManyProviderTokenUpdates);
+    /// The refresh-interval rule, per connection: replacing the connection's current token with
+    /// a newer one (by `iat`) too soon is refused. A fresh connection has no current token.
+    fn check_refresh(&self, conn: &ConnTokenCache, iat: u64) -> Result<(), Reason> {
+        match self.min_refresh_secs {
+            Some(min) if !conn.token.is_empty() && iat > conn.iat && iat - conn.iat < min => {
+                Err(Reason::TooManyProviderTokenUpdates)
             }
+            _ => Ok(()),
         }
-        state.last_accepted_iat = Some(state.last_accepted_iat.map_or(iat, |l| l.max(iat)));
-        state.cache.insert(
-            token.into(),
-            Verdict::Valid {
-                iat,
-                accepted: true,
-            },
-        );
-        Ok(())
     }
 
     fn verify(&self, token: &[u8]) -> Verdict {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         self.verify_inner(token)
-            .map_or(Verdict::Invalid, |iat| Verdict::Valid {
-                iat,
-                accepted: false,
-            })
+            .map_or(Verdict::Invalid, |iat| Verdict::Valid { iat })
     }
 
     fn verify_inner(&self, token: &[u8]) -> Option<u64> {
@@ -287,11 +276,36 @@ mod tests {
         assert_eq!(v.check(Some(&first), &mut c, NOW + 600), Ok(()));
         let r = v.check(Some(&early), &mut c, NOW + 600);
         assert_eq!(r, Err(Reason::TooManyProviderTokenUpdates));
+        // Refused again (not remembered as accepted), and the connection kept its old token.
+        let r = v.check(Some(&early), &mut c, NOW + 601);
+        assert_eq!(r, Err(Reason::TooManyProviderTokenUpdates));
+        assert_eq!(v.check(Some(&first), &mut c, NOW + 601), Ok(()));
+        // The refused token is fine as the first token of another connection.
+        let mut other = ConnTokenCache::default();
+        assert_eq!(v.check(Some(&early), &mut other, NOW + 601), Ok(()));
         assert_eq!(v.check(Some(&later), &mut c, NOW + 1200), Ok(()));
         // The older token is still good on another connection until it expires.
         assert_eq!(
             v.check(Some(&first), &mut ConnTokenCache::default(), NOW + 1200),
             Ok(())
         );
+        assert_eq!(v.verifications(), 3);
+    }
+
+    #[test]
+    fn each_connection_may_sign_its_own_fresh_token() {
+        let (v, p8) = setup(Some(Duration::from_secs(1200)));
+        let (mut a, mut b) = (ConnTokenCache::default(), ConnTokenCache::default());
+        let ta = bearer(&p8, "KEY0000001", "TEAM000001", NOW);
+        let tb = bearer(&p8, "KEY0000001", "TEAM000001", NOW + 3);
+        assert_eq!(v.check(Some(&ta), &mut a, NOW + 3), Ok(()));
+        assert_eq!(v.check(Some(&tb), &mut b, NOW + 3), Ok(()));
+        // Both stay accepted on their own connections.
+        assert_eq!(v.check(Some(&ta), &mut a, NOW + 10), Ok(()));
+        assert_eq!(v.check(Some(&tb), &mut b, NOW + 10), Ok(()));
+        // A restarted sender (a fresh connection) signs yet another one: also fine.
+        let tc = bearer(&p8, "KEY0000001", "TEAM000001", NOW + 8);
+        let mut c = ConnTokenCache::default();
+        assert_eq!(v.check(Some(&tc), &mut c, NOW + 10), Ok(()));
     }
 }
