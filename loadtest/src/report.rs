@@ -168,6 +168,7 @@ mod tests {
             accepted: 100,
             achieved_rate: 99.5,
             max_send_lag: Duration::from_millis(2),
+            send_lag_us: latency_histogram(),
             http_status: [(202, 100)].into(),
             notification_status: [(202, 100)].into(),
             error_samples: vec![],

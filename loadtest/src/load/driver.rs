@@ -3,16 +3,21 @@
 //! (coordinated-omission corrected: a stalled server shows as latency, not as fewer requests).
 //! At most `max_in_flight` requests are outstanding; when that bound holds a request back, it
 //! goes out late and its latency still counts from its intended time.
+//!
+//! The schedule is kept by a dedicated thread that sleeps, then spins, to each intended time
+//! (tokio's millisecond timer would add up to 1 ms to every latency), and hands each request
+//! to the runtime, which sends it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::Method;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::LoadConfig;
 use super::client::{ApiClient, ApiResponse};
@@ -44,6 +49,8 @@ pub(crate) struct Measurements {
     pub(crate) timeouts: u64,
     pub(crate) not_sent_items: u64,
     pub(crate) max_lag: Duration,
+    /// Per request (warm-up included): actual send time minus intended time, in µs.
+    pub(crate) send_lag_us: Histogram<u64>,
     pub(crate) error_samples: Vec<String>,
     /// From the first measured intended send to the last measured answer.
     pub(crate) measured_wall: Duration,
@@ -83,6 +90,7 @@ impl Measurements {
             timeouts: 0,
             not_sent_items: 0,
             max_lag: Duration::ZERO,
+            send_lag_us: latency_histogram(),
             error_samples: Vec::new(),
             measured_wall: Duration::ZERO,
         }
@@ -165,9 +173,89 @@ fn request_body(cfg: &LoadConfig, first_seq: u64, items: u64, lt_ts: Option<u64>
     Bytes::from(format!(r#"{{"notifications":[{}]}}"#, list.join(",")))
 }
 
+/// Sleep (`std::thread::sleep`) until this long before a request's intended time, then spin:
+/// a sleep overshoots by the timer slack plus the wake-up, tens of µs even when the slack is cut.
+const SPIN: Duration = Duration::from_micros(100);
+/// The longest single nap of the pacer, so that it notices soon when the run is over.
+const MAX_NAP: Duration = Duration::from_millis(20);
+/// Ticks the pacer may run ahead of the dispatcher (which waits for `max_in_flight` permits).
+const TICK_QUEUE: usize = 1 << 16;
+
+/// The pacer's word that request `k`, intended at `t0 + offset`, is due now.
+#[derive(Debug)]
+struct Tick {
+    k: u64,
+    offset: Duration,
+    measured: bool,
+}
+
+/// The pacing thread: for each entry of the schedule, waits until its intended time (sleeping,
+/// then spinning for the last [`SPIN`]) and hands it over. tokio's timer would not do: it rounds
+/// up to whole milliseconds, and since latency counts from the intended time, every request
+/// would carry up to 1 ms of the generator's own lag. Stops early when the dispatcher is gone.
+fn pace(schedule: impl Iterator<Item = (Duration, bool)>, t0: Instant, ticks: mpsc::Sender<Tick>) {
+    cut_timer_slack();
+    for (k, (offset, measured)) in schedule.enumerate() {
+        if !wait_until(t0 + offset, &ticks) {
+            return;
+        }
+        let tick = Tick {
+            k: k as u64,
+            offset,
+            measured,
+        };
+        // Blocks only while the dispatcher is `TICK_QUEUE` ticks behind (out of permits);
+        // those requests are late anyway, and their lag counts from their intended time.
+        if ticks.blocking_send(tick).is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits until `deadline`; false if the dispatcher went away meanwhile.
+fn wait_until(deadline: Instant, ticks: &mpsc::Sender<Tick>) -> bool {
+    loop {
+        let now = Instant::now();
+        let Some(left) = deadline
+            .checked_duration_since(now)
+            .filter(|d| !d.is_zero())
+        else {
+            return true;
+        };
+        if left > SPIN {
+            if ticks.is_closed() {
+                return false;
+            }
+            std::thread::sleep((left - SPIN).min(MAX_NAP));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Lets this thread's sleeps end when asked rather than up to 50 µs later (Linux's default
+/// timer slack), so that the spin that follows stays short.
+#[cfg(target_os = "linux")]
+fn cut_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only changes the calling
+    // thread's timer slack; a failure leaves the default slack, which costs only precision.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cut_timer_slack() {}
+
 /// Runs the warm-up and the measured phase; returns when every request was answered, timed
 /// out, or the hard deadline (end of schedule plus [`REQUEST_TIMEOUT`]) passed.
-pub(crate) async fn drive(client: Arc<ApiClient>, cfg: &LoadConfig) -> Measurements {
+///
+/// A pacing thread ([`pace`]) keeps the schedule; this task takes its ticks in order, waits
+/// for a `max_in_flight` permit and spawns the request.
+pub(crate) async fn drive(
+    client: Arc<ApiClient>,
+    cfg: &LoadConfig,
+) -> anyhow::Result<Measurements> {
     let batch = cfg.batch.max(1) as u64;
     let per_request = batch as f64;
     let warmup = Schedule::new(cfg.rate / per_request, cfg.warmup, None).map(|t| (t, false));
@@ -178,7 +266,8 @@ pub(crate) async fn drive(client: Arc<ApiClient>, cfg: &LoadConfig) -> Measureme
     let main = Schedule::new(cfg.rate / per_request, cfg.duration, burst);
     let total_requests =
         Schedule::new(cfg.rate / per_request, cfg.warmup, None).total() + main.total();
-    let schedule = warmup.chain(main.map(|t| (t + cfg.warmup, true)));
+    let warmup_len = cfg.warmup;
+    let schedule = warmup.chain(main.map(move |t| (t + warmup_len, true)));
 
     let path = if cfg.batch <= 1 {
         "/v1/notifications"
@@ -196,19 +285,28 @@ pub(crate) async fn drive(client: Arc<ApiClient>, cfg: &LoadConfig) -> Measureme
     let hard_deadline = t0 + cfg.warmup + cfg.duration + REQUEST_TIMEOUT;
     lock(&rec).scheduled_items = total_requests * batch;
 
-    for (k, (offset, measured)) in schedule.enumerate() {
+    let (tx, mut ticks) = mpsc::channel(TICK_QUEUE);
+    // Detached: it ends after the last tick, or soon after `ticks` is dropped.
+    std::thread::Builder::new()
+        .name("clarion-pacer".into())
+        .spawn(move || pace(schedule, t0, tx))
+        .context("start the pacing thread")?;
+
+    while let Some(Tick {
+        k,
+        offset,
+        measured,
+    }) = ticks.recv().await
+    {
         let intended = t0 + offset;
-        if intended > Instant::now() {
-            tokio::time::sleep_until(intended.into()).await;
-        }
         let permit =
             tokio::time::timeout_at(hard_deadline.into(), permits.clone().acquire_owned()).await;
         let Ok(Ok(permit)) = permit else {
-            lock(&rec).not_sent_items = (total_requests - k as u64) * batch;
+            lock(&rec).not_sent_items = (total_requests - k) * batch;
             break;
         };
         let shot = Shot {
-            first_seq: cfg.seq_start + k as u64 * batch,
+            first_seq: cfg.seq_start + k * batch,
             items: batch,
             intended,
             measured,
@@ -219,22 +317,28 @@ pub(crate) async fn drive(client: Arc<ApiClient>, cfg: &LoadConfig) -> Measureme
             let mut m = lock(&rec);
             m.sent_requests += 1;
             m.sent_items += batch;
-            m.max_lag = m
-                .max_lag
-                .max(Instant::now().saturating_duration_since(intended));
         }
         let (client, rec) = (client.clone(), rec.clone());
         tokio::spawn(async move {
+            // The request leaves now: the send lag includes the hand-over from the pacer, the
+            // wait for a permit and this task's scheduling.
+            let lag = Instant::now().saturating_duration_since(shot.intended);
+            {
+                let mut m = lock(&rec);
+                m.max_lag = m.max_lag.max(lag);
+                m.send_lag_us.saturating_record(lag.as_micros() as u64);
+            }
             let answer =
                 tokio::time::timeout(REQUEST_TIMEOUT, client.send(Method::POST, path, body)).await;
             lock(&rec).record(&shot, answer, measured_start);
             drop(permit);
         });
     }
+    drop(ticks);
     let all = u32::try_from(cfg.max_in_flight.max(1)).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout_at(hard_deadline.into(), permits.acquire_many(all)).await;
     let mut m = lock(&rec);
-    std::mem::replace(&mut *m, Measurements::new())
+    Ok(std::mem::replace(&mut *m, Measurements::new()))
 }
 
 #[cfg(test)]

@@ -140,6 +140,10 @@ pub struct LoadReport {
     /// How late the latest request went out compared with its intended time.
     #[serde(with = "serde_secs")]
     pub max_send_lag: Duration,
+    /// How late each request went out compared with its intended time, in µs (warm-up
+    /// included).
+    #[serde(skip)]
+    pub send_lag_us: Histogram<u64>,
     pub http_status: BTreeMap<u16, u64>,
     /// Per-notification statuses (batch items; 0 = missing from a batch answer).
     pub notification_status: BTreeMap<u16, u64>,
@@ -181,7 +185,7 @@ pub async fn run_async(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<Loa
     if cfg.reset_sim {
         sim.reset().await.context("reset the APNs simulator")?;
     }
-    let mut m = driver::drive(client, cfg).await;
+    let mut m = driver::drive(client, cfg).await?;
     m.accepted.sort_unstable();
     let next_seq = cfg.seq_start + m.scheduled_items;
     let ledger = ledger_check::await_ledger(
@@ -215,6 +219,7 @@ pub async fn run_async(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<Loa
         accepted: m.accepted.len() as u64,
         achieved_rate: m.measured_accepted as f64 / wall,
         max_send_lag: m.max_lag,
+        send_lag_us: m.send_lag_us,
         http_status: m.http_status,
         notification_status: m.item_status,
         error_samples: m.error_samples,
