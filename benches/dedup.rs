@@ -52,11 +52,12 @@ fn dedup(c: &mut Criterion) {
             set.expire(black_box(t))
         })
     });
-    // One key per ms over an inclusive `[now - window, now]`: the set stays at 1M (+1).
-    assert_eq!(
-        set.len() as u64,
-        ENTRIES + 1,
-        "steady state keeps the set at 1M"
+    // One key per ms over an inclusive `[now - window, now]`: the set stays at 1M (+1), however
+    // many iterations ran (one in `cargo test --benches`, millions under `cargo bench`).
+    let len = set.len() as u64;
+    assert!(
+        (ENTRIES..=ENTRIES + 1).contains(&len),
+        "steady state keeps the set at 1M, got {len}"
     );
 
     let mut n = 0u64;

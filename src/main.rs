@@ -5,6 +5,11 @@ use clap::Parser;
 use clarion::cli::{Cli, Command, ServeArgs};
 use clarion::config::{Config, Overrides, RawConfig};
 
+/// mimalloc: batches are built on the executors and freed on the storage threads, a pattern
+/// glibc malloc handles poorly (it showed up as ~20% of the server's CPU in profiles).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     let raw = match &args.config {
         Some(p) => RawConfig::from_file(p)?,

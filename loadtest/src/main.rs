@@ -10,6 +10,10 @@
 
 mod cli;
 
+/// mimalloc: the simulator and load generator allocate per request across tokio threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::Path;
 
 use anyhow::Context;

@@ -101,9 +101,9 @@ pub use dedup::{DedupSet, dedup_key};
 pub use error::Error;
 pub use ids::{IdGenerator, ms_of, shard_of, uuid_floor_for_ms};
 pub use log::{
-    Durable, FJALL_WORKER_THREADS, GROUP_COMMIT_MAX_RECORDS, Keyspace, LOG_FORMAT_VERSION,
-    LOG_QUEUE_CAPACITY, LogConfig, LogStats, Recovered, Reply, SWEEP_CHUNK_RECORDS, ShardLog,
-    WriteBatch, open,
+    Durable, FJALL_WORKER_THREADS, GROUP_COMMIT_MAX_RECORDS, Keyspace, LAZY_SYNC_INTERVAL,
+    LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, LogStats, Recovered, Reply,
+    SWEEP_CHUNK_RECORDS, ShardLog, WriteBatch, open,
 };
 pub use queue::{BoundedQueue, RetryTimers, TimerKey};
 pub use record::{

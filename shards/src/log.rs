@@ -45,6 +45,11 @@ use crate::error::Error;
 /// accept rate (100k/s) to queue behind one slow fsync before callers see `Busy`.
 pub const LOG_QUEUE_CAPACITY: usize = 4096;
 
+/// Longest a lazy write ([`ShardLog::submit_nowait`]) stays unsynced when no durable write
+/// comes along to carry it: short enough that a power loss costs little, long enough that an
+/// idle shard is not fsyncing for state changes alone.
+pub const LAZY_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Most records folded into one group commit. Bounds the size of one fjall batch and how long
 /// the waiters at the front of a group wait for the ones at the back.
 pub const GROUP_COMMIT_MAX_RECORDS: usize = 4096;
@@ -161,6 +166,17 @@ pub(crate) enum Request {
     FailNextCommit,
 }
 
+impl Request {
+    /// Whether this request needs its group fsynced before it is answered.
+    pub(crate) fn wants_durability(&self) -> bool {
+        match self {
+            Request::Write { done, .. } => done.is_some(),
+            Request::Shutdown { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// Counters kept by the storage thread, read by anyone. Per shard, so never contended.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -222,8 +238,17 @@ impl ShardLog {
     }
 
     fn write(&self, batch: WriteBatch, wait: bool) -> Result<Option<Durable>, Error> {
+        self.write_returning(batch, wait).map_err(|(e, _)| e)
+    }
+
+    /// Queues a write; on failure the batch comes back (with `Busy` the caller may retry it).
+    fn write_returning(
+        &self,
+        batch: WriteBatch,
+        wait: bool,
+    ) -> Result<Option<Durable>, (Error, WriteBatch)> {
         if self.counters.poisoned.load(Relaxed) {
-            return Err(Error::Poisoned);
+            return Err((Error::Poisoned, batch));
         }
         let (done, reply) = if wait {
             let (done, reply) = Durable::channel();
@@ -231,8 +256,28 @@ impl ShardLog {
         } else {
             (None, None)
         };
-        self.send(Request::Write { batch, done })?;
-        Ok(reply)
+        match self.tx.try_send(Request::Write { batch, done }) {
+            Ok(()) => Ok(reply),
+            Err(TrySendError::Full(Request::Write { batch, .. })) => Err((Error::Busy, batch)),
+            Err(TrySendError::Disconnected(Request::Write { batch, .. })) => {
+                Err((Error::Closed, batch))
+            }
+            Err(_) => Err((Error::Closed, WriteBatch::new())),
+        }
+    }
+
+    /// Like [`ShardLog::submit`], but a failed hand-off returns the batch, so a caller that
+    /// meets a full queue (`Error::Busy`) can retry the same writes later without losing them.
+    pub fn submit_returning(&self, batch: WriteBatch) -> Result<Durable, (Error, WriteBatch)> {
+        match self.write_returning(batch, true)? {
+            Some(d) => Ok(d),
+            None => Err((Error::Closed, WriteBatch::new())),
+        }
+    }
+
+    /// Like [`ShardLog::submit_nowait`], returning the batch when it could not be queued.
+    pub fn submit_nowait_returning(&self, batch: WriteBatch) -> Result<(), (Error, WriteBatch)> {
+        self.write_returning(batch, false).map(drop)
     }
 
     /// Queues `batch`; the returned future resolves when it is durable (fsynced when
@@ -242,8 +287,12 @@ impl ShardLog {
         self.write(batch, true)?.ok_or(Error::Closed)
     }
 
-    /// Like [`ShardLog::submit`] (same ordering), but nobody waits for this batch; a later
-    /// [`ShardLog::barrier`] covers it.
+    /// A lazy write: applied in order with every other request, but nobody waits for it and it
+    /// does not force an fsync of its own. It becomes durable with the next durable write (any
+    /// [`ShardLog::submit`] or [`ShardLog::barrier`]) or within [`LAZY_SYNC_INTERVAL`],
+    /// whichever comes first; a process crash (`kill -9`) never loses it once submitted here,
+    /// only a power loss inside that interval can. For state changes whose loss costs at most a
+    /// repeated action, never for anything acknowledged to a client.
     pub fn submit_nowait(&self, batch: WriteBatch) -> Result<(), Error> {
         self.write(batch, false).map(drop)
     }

@@ -42,10 +42,16 @@ pub struct Pending {
     pub waiters: Vec<Waiter>,
 }
 
+/// How long lazy writes (state changes with nobody waiting) gather before they are handed to
+/// the storage thread; a durable write arriving meanwhile ends the wait at once.
+const LAZY_COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
+
 #[derive(Default)]
 pub struct Committer {
     pending: RefCell<Pending>,
     pub(super) wake: crate::sync::LocalNotify,
+    /// Notified when a write with a waiter (someone to answer) is added.
+    urgent: crate::sync::LocalNotify,
 }
 
 impl Committer {
@@ -53,11 +59,15 @@ impl Committer {
     pub fn add(&self, f: impl FnOnce(&mut WriteBatch), waiter: Option<Waiter>) {
         let mut p = self.pending.borrow_mut();
         f(&mut p.batch);
+        let urgent = waiter.is_some();
         if let Some(w) = waiter {
             p.waiters.push(w);
         }
         drop(p);
         self.wake.notify();
+        if urgent {
+            self.urgent.notify();
+        }
     }
 
     fn take(&self) -> Pending {
@@ -68,12 +78,21 @@ impl Committer {
         let p = self.pending.borrow();
         p.batch.is_empty() && p.waiters.is_empty()
     }
+
+    fn has_waiters(&self) -> bool {
+        !self.pending.borrow().waiters.is_empty()
+    }
 }
 
 /// The commit loop: one batch in flight to the storage thread at a time.
 pub async fn run(engine: Rc<Engine>) {
     loop {
         engine.committer.wake.wait().await;
+        if !engine.committer.has_waiters() && !engine.stop_committing.get() {
+            // Only lazy writes so far: let more gather, unless someone starts waiting.
+            let c = &engine.committer;
+            futures_lite::future::or(glommio::timer::sleep(LAZY_COALESCE), c.urgent.wait()).await;
+        }
         commit_once(&engine).await;
         if engine.stopped_committing() && engine.committer.is_idle() {
             break;
@@ -81,7 +100,13 @@ pub async fn run(engine: Rc<Engine>) {
     }
 }
 
-/// Commits whatever is pending now (used by the loop and by shutdown's final flush).
+/// Longest the commit loop waits before retrying when the storage thread's queue is full.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Commits whatever is pending now (used by the loop and by shutdown's final flush). Writes go
+/// to the storage thread in the order they were added. A batch with waiters is durable (fsync)
+/// before they run; a batch of state changes alone is a lazy write: not awaited, no fsync of
+/// its own, made durable by the next durable batch or the log's lazy-sync interval.
 pub async fn commit_once(engine: &Rc<Engine>) {
     let mut pending = engine.committer.take();
     if pending.batch.is_empty() && pending.waiters.is_empty() {
@@ -90,13 +115,11 @@ pub async fn commit_once(engine: &Rc<Engine>) {
     if let Some(w) = engine.watermark_if_changed() {
         pending.batch.put_watermark(w);
     }
+    let lazy = pending.waiters.is_empty() && !engine.stop_committing.get();
     let result = if engine.failed.get() {
         Err(clarion_shards::Error::Poisoned)
     } else {
-        match engine.log.submit(pending.batch) {
-            Ok(durable) => durable.await,
-            Err(e) => Err(e),
-        }
+        submit(engine, pending.batch, lazy).await
     };
     bump(&engine.probe.commits);
     match result {
@@ -111,6 +134,32 @@ pub async fn commit_once(engine: &Rc<Engine>) {
             for w in pending.waiters {
                 fail(engine, w);
             }
+        }
+    }
+}
+
+/// Hands a batch to the storage thread, waiting out a full queue; durable batches are awaited.
+async fn submit(
+    engine: &Rc<Engine>,
+    batch: WriteBatch,
+    lazy: bool,
+) -> Result<(), clarion_shards::Error> {
+    let mut batch = Some(batch);
+    loop {
+        let b = batch.take().unwrap_or_default();
+        let attempt = if lazy {
+            engine.log.submit_nowait_returning(b).map(|()| None)
+        } else {
+            engine.log.submit_returning(b).map(Some)
+        };
+        match attempt {
+            Ok(None) => return Ok(()),
+            Ok(Some(durable)) => return durable.await,
+            Err((clarion_shards::Error::Busy, b)) => {
+                batch = Some(b);
+                glommio::timer::sleep(BUSY_RETRY).await;
+            }
+            Err((e, _)) => return Err(e),
         }
     }
 }

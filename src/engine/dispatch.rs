@@ -132,22 +132,26 @@ impl Engine {
             DeliveryState::Suppressed => bump(&self.probe.suppressed),
             _ => {}
         }
-        let finished = rec.is_finished();
-        let snapshot = if finished {
+        // Log the new state, encoding straight from the shard's copy (no clone).
+        if rec.is_finished() {
             st.open_order.remove(&d.notification);
-            st.open.remove(&d.notification)
+            if let Some(rec) = st.open.remove(&d.notification) {
+                self.committer.add(
+                    |b| {
+                        b.put_notification(&rec);
+                    },
+                    None,
+                );
+            }
         } else {
-            Some(rec.clone())
-        };
-        drop(guard);
-        if let Some(rec) = snapshot {
             self.committer.add(
                 |b| {
-                    b.put_notification(&rec);
+                    b.put_notification(rec);
                 },
                 None,
             );
         }
+        drop(guard);
         if new_state == DeliveryState::Retrying {
             self.timers.borrow_mut().insert(next_at.unwrap_or(now), d);
             self.timer_wake.notify();

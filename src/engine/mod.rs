@@ -83,7 +83,7 @@ pub struct Engine {
     pub in_flight: Cell<usize>,
     pub probe: Probe,
     pub stopping: Latch,
-    stop_committing: Cell<bool>,
+    pub(crate) stop_committing: Cell<bool>,
     pub failed: Cell<bool>,
 }
 

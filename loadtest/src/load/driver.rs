@@ -4,7 +4,7 @@
 //! At most `max_in_flight` requests are outstanding; when that bound holds a request back, it
 //! goes out late and its latency still counts from its intended time.
 //!
-//! The schedule is kept by a dedicated thread that sleeps, then spins, to each intended time
+//! The schedule is kept by a dedicated thread that sleeps to each intended time
 //! (tokio's millisecond timer would add up to 1 ms to every latency), and hands each request
 //! to the runtime, which sends it.
 
@@ -173,9 +173,6 @@ fn request_body(cfg: &LoadConfig, first_seq: u64, items: u64, lt_ts: Option<u64>
     Bytes::from(format!(r#"{{"notifications":[{}]}}"#, list.join(",")))
 }
 
-/// Sleep (`std::thread::sleep`) until this long before a request's intended time, then spin:
-/// a sleep overshoots by the timer slack plus the wake-up, tens of µs even when the slack is cut.
-const SPIN: Duration = Duration::from_micros(100);
 /// The longest single nap of the pacer, so that it notices soon when the run is over.
 const MAX_NAP: Duration = Duration::from_millis(20);
 /// Ticks the pacer may run ahead of the dispatcher (which waits for `max_in_flight` permits).
@@ -189,8 +186,10 @@ struct Tick {
     measured: bool,
 }
 
-/// The pacing thread: for each entry of the schedule, waits until its intended time (sleeping,
-/// then spinning for the last [`SPIN`]) and hands it over. tokio's timer would not do: it rounds
+/// The pacing thread: for each entry of the schedule, sleeps until its intended time and hands
+/// it over. It never spins (a spinning pacer would take a core from the server on a small
+/// machine): with the timer slack cut, a sleep overshoots by the wake-up, tens of µs, and at
+/// high rates every tick that fell due during one sleep goes out at once after it. tokio's timer would not do: it rounds
 /// up to whole milliseconds, and since latency counts from the intended time, every request
 /// would carry up to 1 ms of the generator's own lag. Stops early when the dispatcher is gone.
 fn pace(schedule: impl Iterator<Item = (Duration, bool)>, t0: Instant, ticks: mpsc::Sender<Tick>) {
@@ -222,19 +221,15 @@ fn wait_until(deadline: Instant, ticks: &mpsc::Sender<Tick>) -> bool {
         else {
             return true;
         };
-        if left > SPIN {
-            if ticks.is_closed() {
-                return false;
-            }
-            std::thread::sleep((left - SPIN).min(MAX_NAP));
-        } else {
-            std::hint::spin_loop();
+        if ticks.is_closed() {
+            return false;
         }
+        std::thread::sleep(left.min(MAX_NAP));
     }
 }
 
 /// Lets this thread's sleeps end when asked rather than up to 50 µs later (Linux's default
-/// timer slack), so that the spin that follows stays short.
+/// timer slack).
 #[cfg(target_os = "linux")]
 fn cut_timer_slack() {
     // SAFETY: PR_SET_TIMERSLACK takes one integer argument and only changes the calling

@@ -12,6 +12,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use crossbeam_channel::Receiver;
+
+use super::LAZY_SYNC_INTERVAL;
 use fjall::{Database, OwnedWriteBatch, PersistMode};
 use futures_channel::oneshot;
 
@@ -73,7 +75,23 @@ pub(super) struct Storage {
 impl Storage {
     /// Serves requests until shutdown or until every [`ShardLog`](super::ShardLog) is dropped.
     pub(super) fn run(mut self, rx: Receiver<Request>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Lazy writes left unsynced are made durable within LAZY_SYNC_INTERVAL.
+            let first = if self.fsync && self.unsynced {
+                match rx.recv_timeout(LAZY_SYNC_INTERVAL) {
+                    Ok(r) => r,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        self.sync();
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
             let mut group = vec![first];
             let mut records = group[0].records();
             while records < GROUP_COMMIT_MAX_RECORDS {
@@ -100,6 +118,10 @@ impl Storage {
         let mut held = Vec::with_capacity(group.len());
         let mut group_records = 0;
         let mut stop = false;
+        // Only a group with someone waiting for durability pays for an fsync now; lazy writes
+        // alone are committed to the journal and synced later (by the next such group or by
+        // the LAZY_SYNC_INTERVAL timer).
+        let needs_sync = group.iter().any(Request::wants_durability);
         for request in group {
             match request {
                 Request::Write { batch, done } => {
@@ -149,8 +171,9 @@ impl Storage {
                 Request::FailNextCommit => self.fail_next_commit = true,
             }
         }
-        self.commit(&mut segment, self.fsync);
-        if self.fsync && self.unsynced {
+        let sync_now = self.fsync && needs_sync;
+        self.commit(&mut segment, sync_now);
+        if sync_now && self.unsynced {
             self.sync();
         }
         self.counters

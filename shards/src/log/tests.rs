@@ -385,3 +385,53 @@ fn shutdown_flushes_then_refuses() {
     assert_eq!(rec.open, vec![n]);
     log.join().unwrap();
 }
+
+#[test]
+fn lazy_writes_wait_for_the_next_durable_write_or_the_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 5);
+    let before = log.stats().fsyncs;
+    // A lazy write alone is committed at once but not fsynced at once...
+    let mut b = WriteBatch::new();
+    b.put_notification(&notification(ids.next(NOW), NOW, DeliveryState::Sent));
+    log.submit_nowait(b).unwrap();
+    let read = block_on(log.get(Keyspace::Meta, "format").unwrap());
+    assert!(read.is_ok());
+    assert_eq!(
+        log.stats().fsyncs,
+        before,
+        "no fsync for a lazy write by itself"
+    );
+    // ...and is synced within the interval.
+    std::thread::sleep(LAZY_SYNC_INTERVAL * 3);
+    assert_eq!(
+        log.stats().fsyncs,
+        before + 1,
+        "the lazy write was synced by the timer"
+    );
+    // A lazy write followed by a durable one: one fsync covers both.
+    let mut b = WriteBatch::new();
+    let lazy = notification(ids.next(NOW), NOW, DeliveryState::Sent);
+    b.put_notification(&lazy);
+    log.submit_nowait(b).unwrap();
+    let durable = notification(ids.next(NOW), NOW, DeliveryState::Queued);
+    write(&log, std::slice::from_ref(&durable));
+    let after = log.stats().fsyncs;
+    assert!(
+        after <= before + 3,
+        "lazy + durable took at most one or two fsyncs"
+    );
+    std::thread::sleep(LAZY_SYNC_INTERVAL * 3);
+    assert_eq!(
+        log.stats().fsyncs,
+        after,
+        "nothing left unsynced after the durable write"
+    );
+    drop(log);
+    let (_, rec) = reopen(&dir, NOW).unwrap();
+    assert!(
+        rec.recent.iter().any(|r| r.2 == lazy.id),
+        "the lazy write is on disk"
+    );
+}
