@@ -8,7 +8,7 @@ use anyhow::Context;
 use clarion_loadtest::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use tracing::warn;
 
-use crate::config::ApnsSettings;
+use crate::apns::ApnsConfig;
 
 /// Key and team ids of the built-in simulator's provider key (10 characters, as Apple's are).
 const SIM_KEY_ID: &str = "SIMKEY0001";
@@ -17,7 +17,7 @@ const SIM_TEAM_ID: &str = "SIMTEAM001";
 pub fn start(
     topic: &str,
     control_listen: Option<SocketAddr>,
-) -> anyhow::Result<(ApnsSettings, SimHandle)> {
+) -> anyhow::Result<(ApnsConfig, SimHandle)> {
     let (private_pem, public_pem) =
         generate_apns_key().map_err(|e| anyhow::anyhow!("generating the simulator key: {e}"))?;
     let cfg = SimConfig {
@@ -37,7 +37,7 @@ pub fn start(
         control = ?sim.control_addr(),
         "no APNs credentials configured ([apns] key_file): delivering to the built-in simulator"
     );
-    let settings = ApnsSettings {
+    let settings = ApnsConfig {
         endpoint: format!("https://{}", sim.addr()),
         team_id: SIM_TEAM_ID.into(),
         key_id: SIM_KEY_ID.into(),

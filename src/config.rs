@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::apns::ApnsConfig;
+
 /// Default API address: loopback only, so a fresh checkout never listens on the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory, relative to the working directory.
@@ -123,23 +125,12 @@ pub struct RawSimulator {
 #[derive(Debug, Clone)]
 pub enum ApnsTarget {
     /// Real credentials (or an external simulator) from `[apns]`.
-    Configured(ApnsSettings),
+    Configured(ApnsConfig),
     /// No credentials: start the built-in simulator in-process.
     BuiltInSimulator {
         topic: String,
         control_listen: Option<SocketAddr>,
     },
-}
-
-#[derive(Debug, Clone)]
-pub struct ApnsSettings {
-    pub endpoint: String,
-    pub team_id: String,
-    pub key_id: String,
-    pub key_pem: Vec<u8>,
-    pub topic: String,
-    pub connections: usize,
-    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// The validated configuration.
@@ -343,7 +334,7 @@ fn secs_to_ms(key: &str, v: Option<u64>, default_s: u64) -> Result<u64, ConfigEr
     Ok(s * 1000)
 }
 
-fn validate_apns(raw: RawApns) -> Result<ApnsSettings, ConfigError> {
+fn validate_apns(raw: RawApns) -> Result<ApnsConfig, ConfigError> {
     let endpoint = raw.endpoint.unwrap_or_else(|| DEFAULT_APNS_ENDPOINT.into());
     if !endpoint.starts_with("https://") {
         return Err(bad(
@@ -389,7 +380,7 @@ fn validate_apns(raw: RawApns) -> Result<ApnsSettings, ConfigError> {
                 .map_err(|e| bad("apns.ca_file", format!("cannot read {}: {e}", p.display())))?,
         ),
     };
-    Ok(ApnsSettings {
+    Ok(ApnsConfig {
         endpoint,
         team_id,
         key_id,

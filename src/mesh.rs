@@ -32,10 +32,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    fn push(&self, cmd: ShardCmd) -> Result<(), ShardCmd> {
+    /// Queues a command for the destination; a full buffer hands it back (boxed: it is large).
+    fn push(&self, cmd: ShardCmd) -> Result<(), Box<ShardCmd>> {
         let mut p = self.pending.borrow_mut();
         if p.len() >= MAX_FORWARD_PENDING {
-            return Err(cmd);
+            return Err(Box::new(cmd));
         }
         p.push(cmd);
         drop(p);
@@ -50,14 +51,14 @@ impl Forwarder {
             if batch.is_empty() {
                 continue;
             }
-            if let Err(e) = senders.send_to(self.dest, batch).await {
-                // A closed channel hands the batch back; answer every command in it.
-                if let glommio::GlommioError::Closed(glommio::ResourceType::Channel(batch))
-                | glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(batch)) = e
-                {
-                    for cmd in batch {
-                        cmd.reject(ApiError::unavailable("the owning shard is not reachable"));
-                    }
+            // A closed channel hands the batch back; answer every command in it.
+            if let Err(
+                glommio::GlommioError::Closed(glommio::ResourceType::Channel(batch))
+                | glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(batch)),
+            ) = senders.send_to(self.dest, batch).await
+            {
+                for cmd in batch {
+                    cmd.reject(ApiError::unavailable("the owning shard is not reachable"));
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::apns::{ApnsConfig, ApnsSender};
 use crate::builtin_sim;
 use crate::channels::ChannelSender;
 use crate::channels::apns::ApnsChannel;
-use crate::config::{ApnsSettings, ApnsTarget, Config};
+use crate::config::{ApnsTarget, Config};
 use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::http;
 use crate::mesh::ShardRouter;
@@ -168,7 +168,7 @@ fn spawn_signal_thread(stops: Vec<oneshot::Sender<()>>) -> anyhow::Result<()> {
 
 async fn run_shard(
     cfg: Arc<Config>,
-    apns: ApnsSettings,
+    apns: ApnsConfig,
     mesh: MeshBuilder<crate::mesh::MeshBatch, glommio::channels::channel_mesh::Full>,
     opened: Opened,
     listen: SocketAddr,

@@ -9,10 +9,12 @@ use serde_json::json;
 
 #[test]
 fn throttling_and_unavailability_are_retried_then_delivered() {
-    let mut faults = Faults::default();
-    faults.too_many_requests_rate = 0.5;
-    faults.unavailable_rate = 0.5;
-    faults.seed = 7;
+    let faults = Faults {
+        too_many_requests_rate: 0.5,
+        unavailable_rate: 0.5,
+        seed: 7,
+        ..Faults::default()
+    };
     let h = common::start(1, faults, "max_attempts = 30");
     let tok = common::token(3);
     h.register("erin", std::slice::from_ref(&tok));

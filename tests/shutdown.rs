@@ -9,8 +9,10 @@ use serde_json::json;
 
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
-    let mut faults = Faults::default();
-    faults.latency_us = 300_000;
+    let faults = Faults {
+        latency_us: 300_000,
+        ..Faults::default()
+    };
     let mut h = common::start(2, faults, "");
     for u in 0..20 {
         h.register(&format!("s{u}"), &[common::token(500 + u)]);

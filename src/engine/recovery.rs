@@ -11,8 +11,15 @@ use tracing::{info, warn};
 use super::probe::bump;
 use super::{DeliveryRef, Engine, now_ms};
 
-/// How often housekeeping runs. Retention is measured in days, dedup in hours: a minute is fine.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+/// Housekeeping runs at a quarter of the shorter window (retention, dedup), within these bounds:
+/// with the defaults (days, hours) that is once a minute.
+const HOUSEKEEPING_MIN: Duration = Duration::from_millis(100);
+const HOUSEKEEPING_MAX: Duration = Duration::from_secs(60);
+
+fn housekeeping_interval(cfg: &super::EngineConfig) -> Duration {
+    let shorter = cfg.retention_ms.min(cfg.dedup_window_ms);
+    Duration::from_millis(shorter / 4).clamp(HOUSEKEEPING_MIN, HOUSEKEEPING_MAX)
+}
 /// Recovered deliveries beyond a queue's room are spread over the timer this many ms apart.
 const RECOVERY_SPREAD_MS: u64 = 1;
 
@@ -72,12 +79,9 @@ impl Engine {
 
 /// Periodic housekeeping for one shard.
 pub async fn run_housekeeping(engine: Rc<Engine>) {
+    let every = housekeeping_interval(&engine.cfg);
     loop {
-        futures_lite::future::or(
-            glommio::timer::sleep(HOUSEKEEPING_EVERY),
-            engine.stopping.wait(),
-        )
-        .await;
+        futures_lite::future::or(glommio::timer::sleep(every), engine.stopping.wait()).await;
         if engine.stopping.is_set() {
             return;
         }

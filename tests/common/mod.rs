@@ -10,6 +10,7 @@ use std::time::Duration;
 use clarion_loadtest::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use serde_json::{Value, json};
 
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use server::{API_KEY, Server, wait_for};
 
 pub const TEAM_ID: &str = "TEAM000001";
