@@ -1,0 +1,400 @@
+//! Record format version 2: the compact binary encoding of [`NotificationRecord`] and
+//! [`UserRecord`] (everything after the version byte), and its strict decoder.
+//!
+//! Primitives: integers and lengths are unsigned LEB128 varints; strings are a varint byte length
+//! then UTF-8; a [`Uuid`] is its 16 raw bytes; an `Option` is a presence byte (0 = `None`,
+//! 1 = `Some`) followed by the value; a `bool` is one byte (0 or 1); a `Vec` is a varint count
+//! followed by its elements; enums are one tag byte whose numbers are fixed below and must never
+//! be reused or renumbered. `content.data` is its JSON text as a length-prefixed string, with
+//! length 0 meaning the empty map. Fields are written in declaration order (see the encoders);
+//! a record must end exactly where its last field does.
+//!
+//! Adding or reordering a field changes the format: that needs version 3 and a reader for 2.
+//!
+//! The decoder never panics and never allocates more than the input can justify: every length
+//! and count is checked against the bytes that remain, and anything truncated, over-long or
+//! out of range is [`Error::Corrupt`] naming the field being read.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{
+    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, NotificationContent,
+    NotificationRecord, Platform, Priority, UserRecord,
+};
+use crate::error::Error;
+
+// Stable tag numbers. Append new variants with new numbers; never change an existing one.
+
+fn platform_tag(p: Platform) -> u8 {
+    match p {
+        Platform::Ios => 0,
+    }
+}
+
+fn platform_of(tag: u8) -> Option<Platform> {
+    match tag {
+        0 => Some(Platform::Ios),
+        _ => None,
+    }
+}
+
+fn channel_tag(c: Channel) -> u8 {
+    match c {
+        Channel::Apns => 0,
+    }
+}
+
+fn channel_of(tag: u8) -> Option<Channel> {
+    match tag {
+        0 => Some(Channel::Apns),
+        _ => None,
+    }
+}
+
+fn priority_tag(p: Priority) -> u8 {
+    match p {
+        Priority::High => 0,
+        Priority::Normal => 1,
+    }
+}
+
+fn priority_of(tag: u8) -> Option<Priority> {
+    match tag {
+        0 => Some(Priority::High),
+        1 => Some(Priority::Normal),
+        _ => None,
+    }
+}
+
+fn state_tag(s: DeliveryState) -> u8 {
+    match s {
+        DeliveryState::Queued => 0,
+        DeliveryState::Retrying => 1,
+        DeliveryState::Sent => 2,
+        DeliveryState::Delivered => 3,
+        DeliveryState::Failed => 4,
+        DeliveryState::Expired => 5,
+        DeliveryState::Suppressed => 6,
+        DeliveryState::Dead => 7,
+    }
+}
+
+fn state_of(tag: u8) -> Option<DeliveryState> {
+    Some(match tag {
+        0 => DeliveryState::Queued,
+        1 => DeliveryState::Retrying,
+        2 => DeliveryState::Sent,
+        3 => DeliveryState::Delivered,
+        4 => DeliveryState::Failed,
+        5 => DeliveryState::Expired,
+        6 => DeliveryState::Suppressed,
+        7 => DeliveryState::Dead,
+        _ => return None,
+    })
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Presence byte, then the value if there is one.
+fn put_opt<T>(out: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)) {
+    out.push(u8::from(v.is_some()));
+    if let Some(v) = v {
+        put(out, v);
+    }
+}
+
+/// The map's JSON text, length-prefixed; the empty map is just length 0.
+fn put_data(out: &mut Vec<u8>, data: &Map<String, Value>) {
+    if data.is_empty() {
+        out.push(0);
+        return;
+    }
+    // Serialize in place, then shift the (short) text right to make room for its length prefix.
+    let start = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, data) {
+        // Writing a string-keyed map of JSON values into a Vec cannot fail.
+        unreachable!("notification data serialization cannot fail: {e}");
+    }
+    let text_len = out.len() - start;
+    put_varint(out, text_len as u64);
+    let prefix_len = out.len() - start - text_len;
+    out[start..].rotate_right(prefix_len);
+}
+
+/// Appends the v2 body of `n` (everything after the version byte) to `out`.
+pub(super) fn encode_notification(out: &mut Vec<u8>, n: &NotificationRecord) {
+    out.extend_from_slice(n.id.as_bytes());
+    put_str(out, &n.user_id);
+    put_str(out, &n.idempotency_key);
+    put_varint(out, n.accepted_at_ms);
+    let c = &n.content;
+    put_opt(out, c.title.as_deref(), put_str);
+    put_opt(out, c.body.as_deref(), put_str);
+    put_data(out, &c.data);
+    put_opt(out, c.category.as_deref(), put_str);
+    out.push(priority_tag(c.priority));
+    put_opt(out, c.ttl_seconds.map(u64::from), put_varint);
+    put_opt(out, c.collapse_id.as_deref(), put_str);
+    put_varint(out, n.deliveries.len() as u64);
+    for d in &n.deliveries {
+        out.extend_from_slice(d.id.as_bytes());
+        out.push(channel_tag(d.channel));
+        put_str(out, &d.target);
+        out.push(state_tag(d.state));
+        put_varint(out, u64::from(d.attempts));
+        put_opt(out, d.next_attempt_at_ms, put_varint);
+        put_varint(out, d.history.len() as u64);
+        for e in &d.history {
+            put_varint(out, e.at_ms);
+            out.push(state_tag(e.state));
+            put_varint(out, u64::from(e.attempt));
+            put_opt(out, e.reason.as_deref(), put_str);
+        }
+    }
+}
+
+/// Appends the v2 body of `u` (everything after the version byte) to `out`.
+pub(super) fn encode_user(out: &mut Vec<u8>, u: &UserRecord) {
+    put_str(out, &u.user_id);
+    put_opt(out, u.email.as_deref(), put_str);
+    put_opt(out, u.phone.as_deref(), put_str);
+    put_opt(out, u.locale.as_deref(), put_str);
+    put_opt(out, u.timezone.as_deref(), put_str);
+    put_varint(out, u.devices.len() as u64);
+    for d in &u.devices {
+        out.push(platform_tag(d.platform));
+        put_str(out, &d.token);
+        out.push(u8::from(d.active));
+        put_varint(out, d.created_at_ms);
+        put_opt(out, d.deactivated_reason.as_deref(), put_str);
+    }
+    put_varint(out, u.updated_at_ms);
+}
+
+/// Smallest encodings of a delivery (id, channel, empty target, state, attempts, `None`, no
+/// history), a history event and a device: bounds for counts read from the input.
+const MIN_DELIVERY_SIZE: usize = 16 + 6;
+const MIN_EVENT_SIZE: usize = 4;
+const MIN_DEVICE_SIZE: usize = 5;
+
+/// A cursor over a v2 body; every read names what it reads so errors can say it.
+struct Reader<'a> {
+    kind: &'static str,
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(kind: &'static str, buf: &'a [u8]) -> Self {
+        Reader { kind, buf, pos: 0 }
+    }
+
+    fn err(&self, what: &str) -> Error {
+        Error::corrupt(format!(
+            "{} record (v2): truncated or malformed {what} (read up to byte {})",
+            self.kind,
+            self.pos + 1
+        ))
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], Error> {
+        if n > self.remaining() {
+            return Err(self.err(what));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, Error> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn varint(&mut self, what: &str) -> Result<u64, Error> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = self.u8(what)?;
+            // The tenth byte may only carry the top bit of a u64.
+            if i == 9 && b > 1 {
+                return Err(self.err(what));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err(what))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, Error> {
+        let v = self.varint(what)?;
+        u32::try_from(v).map_err(|_| self.err(what))
+    }
+
+    /// A byte length (`min_size` 1) or a count of elements that each take at least `min_size`
+    /// bytes, checked against the bytes left: allocations are bounded by the input's size.
+    fn len(&mut self, what: &str, min_size: usize) -> Result<usize, Error> {
+        let v = self.varint(what)?;
+        match usize::try_from(v) {
+            Ok(n) if n.saturating_mul(min_size) <= self.remaining() => Ok(n),
+            _ => Err(self.err(what)),
+        }
+    }
+
+    fn flag(&mut self, what: &str) -> Result<bool, Error> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(self.err(what)),
+        }
+    }
+
+    fn tag<T>(&mut self, what: &str, of: fn(u8) -> Option<T>) -> Result<T, Error> {
+        let t = self.u8(what)?;
+        of(t).ok_or_else(|| self.err(what))
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, Error> {
+        let n = self.len(what, 1)?;
+        let bytes = self.take(n, what)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.err(what))
+    }
+
+    /// Presence byte, then the value read by `read` if there is one.
+    fn opt<T>(
+        &mut self,
+        what: &str,
+        read: impl FnOnce(&mut Self, &str) -> Result<T, Error>,
+    ) -> Result<Option<T>, Error> {
+        if self.flag(what)? {
+            read(self, what).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn uuid(&mut self, what: &str) -> Result<Uuid, Error> {
+        Uuid::from_slice(self.take(16, what)?).map_err(|_| self.err(what))
+    }
+
+    fn data(&mut self) -> Result<Map<String, Value>, Error> {
+        let n = self.len("content.data", 1)?;
+        if n == 0 {
+            return Ok(Map::new());
+        }
+        let json = self.take(n, "content.data")?;
+        serde_json::from_slice(json).map_err(|e| {
+            Error::corrupt(format!(
+                "{} record (v2): bad content.data JSON: {e}",
+                self.kind
+            ))
+        })
+    }
+
+    fn finish(&self) -> Result<(), Error> {
+        match self.remaining() {
+            0 => Ok(()),
+            _ => Err(self.err("record end (trailing bytes)")),
+        }
+    }
+}
+
+/// Decodes a v2 notification body (the bytes after the version byte).
+pub(super) fn decode_notification(body: &[u8]) -> Result<NotificationRecord, Error> {
+    let mut r = Reader::new("notification", body);
+    // Struct fields are evaluated in the order written, which is the order they are stored in.
+    let n = NotificationRecord {
+        id: r.uuid("id")?,
+        user_id: r.string("user_id")?,
+        idempotency_key: r.string("idempotency_key")?,
+        accepted_at_ms: r.varint("accepted_at_ms")?,
+        content: NotificationContent {
+            title: r.opt("content.title", Reader::string)?,
+            body: r.opt("content.body", Reader::string)?,
+            data: r.data()?,
+            category: r.opt("content.category", Reader::string)?,
+            priority: r.tag("content.priority", priority_of)?,
+            ttl_seconds: r.opt("content.ttl_seconds", Reader::u32)?,
+            collapse_id: r.opt("content.collapse_id", Reader::string)?,
+        },
+        deliveries: {
+            let count = r.len("deliveries count", MIN_DELIVERY_SIZE)?;
+            let mut deliveries = Vec::with_capacity(count);
+            for _ in 0..count {
+                deliveries.push(decode_delivery(&mut r)?);
+            }
+            deliveries
+        },
+    };
+    r.finish()?;
+    Ok(n)
+}
+
+fn decode_delivery(r: &mut Reader<'_>) -> Result<DeliveryRecord, Error> {
+    Ok(DeliveryRecord {
+        id: r.uuid("delivery.id")?,
+        channel: r.tag("delivery.channel", channel_of)?,
+        target: r.string("delivery.target")?,
+        state: r.tag("delivery.state", state_of)?,
+        attempts: r.u32("delivery.attempts")?,
+        next_attempt_at_ms: r.opt("delivery.next_attempt_at_ms", Reader::varint)?,
+        history: {
+            let count = r.len("delivery.history count", MIN_EVENT_SIZE)?;
+            let mut history = Vec::with_capacity(count);
+            for _ in 0..count {
+                history.push(DeliveryEvent {
+                    at_ms: r.varint("event.at_ms")?,
+                    state: r.tag("event.state", state_of)?,
+                    attempt: r.u32("event.attempt")?,
+                    reason: r.opt("event.reason", Reader::string)?,
+                });
+            }
+            history
+        },
+    })
+}
+
+/// Decodes a v2 user body (the bytes after the version byte).
+pub(super) fn decode_user(body: &[u8]) -> Result<UserRecord, Error> {
+    let mut r = Reader::new("user", body);
+    let u = UserRecord {
+        user_id: r.string("user_id")?,
+        email: r.opt("email", Reader::string)?,
+        phone: r.opt("phone", Reader::string)?,
+        locale: r.opt("locale", Reader::string)?,
+        timezone: r.opt("timezone", Reader::string)?,
+        devices: {
+            let count = r.len("devices count", MIN_DEVICE_SIZE)?;
+            let mut devices = Vec::with_capacity(count);
+            for _ in 0..count {
+                devices.push(DeviceRecord {
+                    platform: r.tag("device.platform", platform_of)?,
+                    token: r.string("device.token")?,
+                    active: r.flag("device.active")?,
+                    created_at_ms: r.varint("device.created_at_ms")?,
+                    deactivated_reason: r.opt("device.deactivated_reason", Reader::string)?,
+                });
+            }
+            devices
+        },
+        updated_at_ms: r.varint("updated_at_ms")?,
+    };
+    r.finish()?;
+    Ok(u)
+}
