@@ -16,12 +16,13 @@ const SENDERS: u64 = 4;
 
 #[test]
 fn everything_acknowledged_before_kill_9_is_delivered() {
-    // A slow provider (few streams, 20 ms each) so a backlog is queued and in flight at the kill.
+    // A slow provider (4 streams per connection, 500 ms each) so a backlog is queued and in
+    // flight when the kill lands, whatever the machine's speed.
     let mut h = common::start_with(
         2,
         |c| {
             c.faults = Faults {
-                latency_us: 20_000,
+                latency_us: 500_000,
                 ..Faults::default()
             };
             c.max_concurrent_streams = 4;
@@ -44,9 +45,11 @@ fn everything_acknowledged_before_kill_9_is_delivered() {
                     let body = json!({"user_id": format!("user{}", seq % USERS), "idempotency_key": format!("crash-{seq}"),
                                       "body": "crash test", "data": {"lt_seq": seq}});
                     let bytes = serde_json::to_vec(&body).unwrap();
-                    let r = std::panic::catch_unwind(|| {
-                        common::http::Client::new(addr, common::API_KEY).raw("POST", "/v1/notifications", Some(&bytes))
-                    });
+                    let r = common::http::Client::new(addr, common::API_KEY).try_raw(
+                        "POST",
+                        "/v1/notifications",
+                        Some(&bytes),
+                    );
                     match r {
                         Ok(resp) if resp.status == 202 => {
                             accepted.lock().unwrap().insert(seq);

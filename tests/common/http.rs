@@ -36,8 +36,19 @@ impl Client {
     }
 
     pub fn raw(&self, method: &str, path: &str, body: Option<&[u8]>) -> Response {
-        let mut s = TcpStream::connect(self.addr).expect("connect to server");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        self.try_raw(method, path, body)
+            .expect("a complete HTTP exchange with the server")
+    }
+
+    /// Like `raw`, but a refused or broken connection (a killed server) is an error, not a panic.
+    pub fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> std::io::Result<Response> {
+        let mut s = TcpStream::connect(self.addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let body = body.unwrap_or(b"");
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -50,11 +61,17 @@ impl Client {
             req.push_str(&format!("Authorization: Bearer {k}\r\n"));
         }
         req.push_str("\r\n");
-        s.write_all(req.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
+        s.write_all(req.as_bytes())?;
+        s.write_all(body)?;
         let mut out = Vec::new();
-        s.read_to_end(&mut out).unwrap();
-        parse(&out)
+        s.read_to_end(&mut out)?;
+        if !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "incomplete response",
+            ));
+        }
+        Ok(parse(&out))
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Response {
