@@ -1,11 +1,16 @@
 //! One APNs connection: TLS accept, the HTTP/2 handshake behind the stream-limit shim, and
 //! each request's path from headers to answer. Header checks (including the provider token)
 //! run on the connection task, where the connection's token cache lives; the body, the payload
-//! checks, injected latency and the answer run on a task per request, so a slow answer never
-//! holds up the others.
+//! checks, injected latency and the answer are a job per request. Jobs run in order on the
+//! connection task once it has no more input (so the answers go out together), and a job that
+//! must wait (body still coming, injected latency) moves to a task of its own, so a slow answer
+//! never holds up the others.
 
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
@@ -16,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::config::SimConfig;
 use super::faults::{ConnAction, FaultPlan, FaultState, FaultView, SplitMix64, mix};
+use super::headers::{HeaderScan, Slot};
 use super::jwt::{ConnTokenCache, TokenVerifier};
 use super::ledger::Ledger;
 use super::reason::Reason;
@@ -119,13 +125,31 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     let mut ids = SplitMix64::new(mix(unix_ns() ^ conn_id));
     let active = Arc::new(AtomicU32::new(0));
     let mut served = 0u64;
-    while let Some(next) = conn.accept().await {
+    // Requests accepted since the connection last ran out of input: their jobs run (in order)
+    // once it has, so that all their answers leave in one write, as when each job was a task.
+    let mut batch = Vec::new();
+    loop {
+        let next = poll_fn(|cx| match conn.poll_accept(cx) {
+            Poll::Pending if !batch.is_empty() => Poll::Ready(Accepted::Idle),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(next) => Poll::Ready(Accepted::Next(next)),
+        })
+        .await;
+        let next = match next {
+            Accepted::Idle => {
+                run_batch(&mut batch);
+                continue;
+            }
+            Accepted::Next(None) => break,
+            Accepted::Next(Some(next)) => next,
+        };
         let Ok((req, mut respond)) = next else { break };
         served += 1;
         let plan = faults.plan(&shared.faults).clone();
         let action = plan.connection_action(served, &shared.faults);
         if action == ConnAction::Drop {
             Counters::bump(&shared.counters.dropped_connections);
+            batch.into_iter().for_each(|job| drop(tokio::spawn(job)));
             return; // drops the connection and its socket: no GOAWAY, no answer
         }
         let stream_id = u32::from(respond.stream_id());
@@ -135,35 +159,57 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let apns_id = resolve_apns_id(req.headers(), &mut ids);
+        let scan = HeaderScan::new(req.headers());
+        let apns_id = resolve_apns_id(&scan, &mut ids);
+        let id_from_request = apns_id.is_ok() && scan.get(Slot::ApnsId).is_some();
         let head = validate_head(
             &req,
+            &scan,
             &shared.topic,
             &shared.verifier,
             &mut tokens,
             unix_ms() / 1000,
         );
         let job = RequestJob {
-            apns_id,
-            head,
+            id_from_request,
             plan,
             shared: shared.clone(),
             limits: limits.clone(),
             active: active.clone(),
             conn_id,
         };
-        tokio::spawn(job.run(req, respond));
+        batch.push(Box::pin(job.run(apns_id, head, req, respond)));
         if action == ConnAction::ServeThenGoAway {
             Counters::bump(&shared.counters.goaways);
             conn.graceful_shutdown();
+        }
+    }
+    batch.into_iter().for_each(|job| drop(tokio::spawn(job)));
+}
+
+/// What the connection had next.
+enum Accepted<T> {
+    Next(Option<T>),
+    /// No request is ready and jobs are waiting.
+    Idle,
+}
+
+/// Runs the batched jobs in order. Usually the body came with the headers and a job finishes
+/// at once, with no task of its own; a job that has to wait (body still coming, injected
+/// latency) is handed to a task, whose first poll registers the real waker.
+fn run_batch<F: Future<Output = ()> + Send + 'static>(batch: &mut Vec<Pin<Box<F>>>) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for mut job in batch.drain(..) {
+        if job.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(job);
         }
     }
 }
 
 /// One request after its headers were checked.
 struct RequestJob {
-    apns_id: Result<String, String>,
-    head: Result<PushHead, Reason>,
+    /// The request carried a well-formed `apns-id` of its own (echoed as is).
+    id_from_request: bool,
     plan: Arc<FaultPlan>,
     shared: Arc<Shared>,
     limits: Arc<StreamLimits>,
@@ -172,26 +218,33 @@ struct RequestJob {
 }
 
 impl RequestJob {
-    async fn run(self, mut req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
-        let (apns_id, id_from_request) = match &self.apns_id {
-            Ok(id) => (id.clone(), req.headers().contains_key("apns-id")),
-            Err(id) => (id.clone(), false),
-        };
-        let outcome = match self.head.clone() {
+    /// Answers the request; `apns_id` is `Err` when the request's own id was malformed.
+    async fn run(
+        self,
+        apns_id: Result<String, String>,
+        head: Result<PushHead, Reason>,
+        mut req: Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+    ) {
+        let (Ok(apns_id) | Err(apns_id)) = apns_id;
+        let outcome = match head {
             Err(r) => Err(r),
             Ok(head) => match read_body(req.body_mut(), head.payload_limit).await {
                 None => return self.done(), // the client reset the stream: nothing to answer
                 Some(body) => self.check_body(head, body),
             },
         };
-        if let Ok((head, body)) = &outcome {
-            self.record(head, body, &apns_id, id_from_request);
-        }
+        let reason = match outcome {
+            Ok((head, body)) => {
+                self.record(head, body, &apns_id);
+                None
+            }
+            Err(r) => Some(r),
+        };
         let latency = self.plan.latency(&self.shared.faults);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        let reason = outcome.err();
         if reason.is_none() {
             self.limits.raise(); // before the 200 goes out, so the SETTINGS precede it
         }
@@ -214,20 +267,22 @@ impl RequestJob {
         Ok((head, body))
     }
 
-    fn record(&self, head: &PushHead, body: &Bytes, apns_id: &str, id_from_request: bool) {
-        self.shared.recent.push(ReceivedPush {
-            token: head.token.clone(),
+    /// Keeps the push for `recent()`; the payload stays as the received bytes until read.
+    fn record(&self, head: PushHead, body: Bytes, apns_id: &str) {
+        let push = ReceivedPush {
+            token: head.token,
             apns_id: apns_id.to_string(),
-            apns_id_from_request: id_from_request,
-            topic: head.topic.clone(),
-            push_type: head.push_type.clone(),
+            apns_id_from_request: self.id_from_request,
+            topic: head.topic,
+            push_type: head.push_type,
             priority: head.priority,
-            expiration: head.expiration.clone(),
-            collapse_id: head.collapse_id.clone(),
-            payload: String::from_utf8_lossy(body).into_owned(),
+            expiration: head.expiration,
+            collapse_id: head.collapse_id,
+            payload: String::new(),
             received_unix_ms: unix_ms(),
             connection: self.conn_id,
-        });
+        };
+        self.shared.recent.push(push, body);
     }
 
     fn done(&self) {

@@ -18,6 +18,7 @@ mod connection;
 mod control;
 mod faults;
 mod frames;
+mod headers;
 mod jwt;
 mod keys;
 mod ledger;

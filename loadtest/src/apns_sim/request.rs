@@ -9,11 +9,12 @@
 
 use std::fmt;
 
-use http::{HeaderMap, Method, Request};
+use http::{Method, Request};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::faults::SplitMix64;
+use super::headers::{HeaderScan, Slot};
 use super::jwt::{ConnTokenCache, TokenVerifier};
 use super::reason::Reason;
 
@@ -26,16 +27,6 @@ pub const MAX_COLLAPSE_ID_BYTES: usize = 64;
 /// Length of a device token in hex.
 const DEVICE_TOKEN_HEX_LEN: usize = 64;
 const PATH_PREFIX: &str = "/3/device/";
-/// Headers that APNs rejects with `DuplicateHeaders` when sent twice.
-const SINGLE_HEADERS: [&str; 7] = [
-    "authorization",
-    "apns-id",
-    "apns-topic",
-    "apns-push-type",
-    "apns-priority",
-    "apns-expiration",
-    "apns-collapse-id",
-];
 /// Push types and the `apns-topic` suffix each may carry.
 const PUSH_TYPES: [(&str, &str); 11] = [
     ("alert", ""),
@@ -65,8 +56,8 @@ pub(crate) struct PushHead {
 
 /// The `apns-id` to echo: the request's own when well-formed, else a new lowercase UUID;
 /// `Err` carries the new id when the request's was malformed (`BadMessageId`).
-pub(crate) fn resolve_apns_id(headers: &HeaderMap, rng: &mut SplitMix64) -> Result<String, String> {
-    match headers.get("apns-id").map(|v| v.to_str()) {
+pub(crate) fn resolve_apns_id(h: &HeaderScan, rng: &mut SplitMix64) -> Result<String, String> {
+    match h.get(Slot::ApnsId).map(|v| v.to_str()) {
         Some(Ok(id)) if is_uuid(id) => Ok(id.to_string()),
         Some(_) => Err(new_apns_id(rng)),
         None => Ok(new_apns_id(rng)),
@@ -78,15 +69,28 @@ pub(crate) fn new_apns_id(rng: &mut SplitMix64) -> String {
     let (hi, lo) = (rng.next_u64(), rng.next_u64());
     let hi = (hi & !0xf000) | 0x4000;
     let lo = (lo & !(0xc << 60)) | (0x8 << 60);
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
+    let mut out = [0u8; 36];
+    let mut at = 0;
+    for (value, digits) in [
+        (hi >> 32, 8),
+        ((hi >> 16) & 0xffff, 4),
+        (hi & 0xffff, 4),
+        (lo >> 48, 4),
+        (lo & 0xffff_ffff_ffff, 12),
+    ] {
+        if at > 0 {
+            out[at] = b'-';
+            at += 1;
+        }
+        for i in (0..digits).rev() {
+            out[at] = HEX_DIGITS[((value >> (4 * i)) & 0xf) as usize];
+            at += 1;
+        }
+    }
+    out.iter().map(|b| char::from(*b)).collect()
 }
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
@@ -100,6 +104,7 @@ fn is_uuid(s: &str) -> bool {
 /// Checks everything that can be checked before the body arrives.
 pub(crate) fn validate_head<B>(
     req: &Request<B>,
+    h: &HeaderScan,
     topic: &str,
     verifier: &TokenVerifier,
     tokens: &mut ConnTokenCache,
@@ -116,25 +121,21 @@ pub(crate) fn validate_head<B>(
     if token.is_empty() {
         return Err(Reason::MissingDeviceToken);
     }
-    let h = req.headers();
-    if h.get("apns-id")
+    if h.get(Slot::ApnsId)
         .is_some_and(|v| !v.to_str().is_ok_and(is_uuid))
     {
         return Err(Reason::BadMessageId);
     }
-    if SINGLE_HEADERS
-        .iter()
-        .any(|n| h.get_all(*n).iter().nth(1).is_some())
-    {
+    if h.duplicated() {
         return Err(Reason::DuplicateHeaders);
     }
     verifier.check(
-        h.get("authorization").map(|v| v.as_bytes()),
+        h.get(Slot::Authorization).map(|v| v.as_bytes()),
         tokens,
         now_secs,
     )?;
-    let topic_value = header_str(h, "apns-topic", Reason::BadTopic)?.ok_or(Reason::MissingTopic)?;
-    let push_type = header_str(h, "apns-push-type", Reason::InvalidPushType)?;
+    let topic_value = header_str(h, Slot::Topic, Reason::BadTopic)?.ok_or(Reason::MissingTopic)?;
+    let push_type = header_str(h, Slot::PushType, Reason::InvalidPushType)?;
     let suffix = match push_type {
         None => "",
         Some(t) => PUSH_TYPES
@@ -158,7 +159,7 @@ pub(crate) fn validate_head<B>(
     if !allowed {
         return Err(Reason::TopicDisallowed);
     }
-    let priority = match header_str(h, "apns-priority", Reason::BadPriority)? {
+    let priority = match header_str(h, Slot::Priority, Reason::BadPriority)? {
         None => None,
         Some(p) => match p.parse::<u8>() {
             Ok(v @ (1 | 5 | 10)) => Some(v),
@@ -168,11 +169,11 @@ pub(crate) fn validate_head<B>(
     if push_type == Some("background") && priority == Some(10) {
         return Err(Reason::BadPriority);
     }
-    let expiration = header_str(h, "apns-expiration", Reason::BadExpirationDate)?;
+    let expiration = header_str(h, Slot::Expiration, Reason::BadExpirationDate)?;
     if expiration.is_some_and(|e| e.parse::<i64>().is_err()) {
         return Err(Reason::BadExpirationDate);
     }
-    let collapse_id = header_str(h, "apns-collapse-id", Reason::BadCollapseId)?;
+    let collapse_id = header_str(h, Slot::CollapseId, Reason::BadCollapseId)?;
     if collapse_id.is_some_and(|c| c.len() > MAX_COLLAPSE_ID_BYTES) {
         return Err(Reason::BadCollapseId);
     }
@@ -196,8 +197,8 @@ pub(crate) fn validate_head<B>(
 
 /// A header as text; a value that is not visible ASCII is answered with `unreadable`.
 fn header_str<'a>(
-    h: &'a HeaderMap,
-    name: &str,
+    h: &HeaderScan<'a>,
+    name: Slot,
     unreadable: Reason,
 ) -> Result<Option<&'a str>, Reason> {
     match h.get(name) {
@@ -290,6 +291,25 @@ mod tests {
         assert_ne!(id, new_apns_id(&mut rng));
         assert!(!is_uuid("not-a-uuid"));
         assert!(is_uuid("EC1BF194-B3B2-424A-89A9-5A918A6E6B5D"));
+    }
+
+    #[test]
+    fn generated_ids_match_the_formatted_layout() {
+        let (mut a, mut b) = (SplitMix64::new(7), SplitMix64::new(7));
+        for _ in 0..100 {
+            let (hi, lo) = (b.next_u64(), b.next_u64());
+            let hi = (hi & !0xf000) | 0x4000;
+            let lo = (lo & !(0xc << 60)) | (0x8 << 60);
+            let expected = format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                hi >> 32,
+                (hi >> 16) & 0xffff,
+                hi & 0xffff,
+                lo >> 48,
+                lo & 0xffff_ffff_ffff
+            );
+            assert_eq!(new_apns_id(&mut a), expected);
+        }
     }
 
     #[test]

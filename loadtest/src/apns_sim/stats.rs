@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::reason::Reason;
@@ -160,19 +161,25 @@ impl Counters {
     }
 }
 
-/// The last [`RECENT_CAPACITY`] accepted pushes.
+/// The last [`RECENT_CAPACITY`] accepted pushes, each with its payload as received (turned
+/// into text only when read, as few are ever read).
 #[derive(Default)]
 pub(crate) struct RecentLog {
-    pushes: Mutex<VecDeque<ReceivedPush>>,
+    pushes: Mutex<VecDeque<(ReceivedPush, Bytes)>>,
 }
 
 impl RecentLog {
-    pub(crate) fn push(&self, p: ReceivedPush) {
+    /// Keeps `p` with `payload` as its payload (`p.payload` is replaced when read).
+    pub(crate) fn push(&self, p: ReceivedPush, payload: Bytes) {
         let mut q = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
-        if q.len() >= RECENT_CAPACITY {
-            q.pop_front();
-        }
-        q.push_back(p);
+        let evicted = if q.len() >= RECENT_CAPACITY {
+            q.pop_front()
+        } else {
+            None
+        };
+        q.push_back((p, payload));
+        drop(q);
+        drop(evicted); // freed outside the lock
     }
 
     pub(crate) fn snapshot(&self) -> Vec<ReceivedPush> {
@@ -180,7 +187,10 @@ impl RecentLog {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .cloned()
+            .map(|(p, payload)| ReceivedPush {
+                payload: String::from_utf8_lossy(payload).into_owned(),
+                ..p.clone()
+            })
             .collect()
     }
 
@@ -233,10 +243,11 @@ mod tests {
     fn recent_log_keeps_only_the_newest() {
         let log = RecentLog::default();
         for n in 0..(RECENT_CAPACITY as u64 + 5) {
-            log.push(push(n));
+            log.push(push(n), Bytes::from_static(b"{\"aps\":{}}"));
         }
         let s = log.snapshot();
         assert_eq!(s.len(), RECENT_CAPACITY);
+        assert_eq!(s[0].payload, "{\"aps\":{}}");
         assert_eq!(s[0].received_unix_ms, 5);
         assert_eq!(
             s.last().map(|p| p.received_unix_ms),
