@@ -102,7 +102,7 @@ impl Server {
     /// SIGTERM, then wait for a clean exit (bounded).
     pub fn terminate(&mut self) -> ExitStatus {
         let mut c = self.child.take().expect("server running");
-        unsafe_kill(c.id() as i32, 15);
+        send_signal(c.id() as i32, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = c.try_wait().unwrap() {
@@ -126,17 +126,13 @@ impl Drop for Server {
     }
 }
 
-fn unsafe_kill(pid: i32, sig: i32) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+fn send_signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid with a valid signal number.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
 }
 
-/// glommio needs locked memory for io_uring; children inherit our limit.
-/// Best effort (works as root); children inherit it. The test script raises it too.
+/// glommio needs locked memory for io_uring. Best effort (works as root); children inherit it. The test script raises it too.
 fn raise_memlock() {
     let lim = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
