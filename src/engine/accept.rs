@@ -40,14 +40,7 @@ impl Engine {
         user.locale = p.locale;
         user.timezone = p.timezone;
         user.updated_at_ms = now;
-        let record = user.clone();
-        drop(st);
-        self.committer.add(
-            |b| {
-                b.put_user(&record);
-            },
-            Some(Waiter::Upsert { reply, result }),
-        );
+        self.log_user(user, reply, result);
     }
 
     pub(super) fn add_device(self: &Rc<Self>, user_id: String, d: NewDevice, reply: Reply<Upsert>) {
@@ -86,11 +79,15 @@ impl Engine {
             }
         };
         user.updated_at_ms = now;
-        let record = user.clone();
-        drop(st);
+        self.log_user(user, reply, result);
+    }
+
+    /// Logs a user's new state (encoded from the shard's copy); the client is answered once it
+    /// is durable.
+    fn log_user(&self, user: &UserRecord, reply: Reply<Upsert>, result: Upsert) {
         self.committer.add(
             |b| {
-                b.put_user(&record);
+                b.put_user(user);
             },
             Some(Waiter::Upsert { reply, result }),
         );
