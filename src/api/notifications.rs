@@ -2,6 +2,7 @@
 //! notifications (fields, sizes, and the rendered APNs payload's size) into shard commands.
 
 use clarion_shards::{NotificationContent, Priority};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -29,20 +30,88 @@ const FIELDS: &[&str] = &[
     "collapse_id",
 ];
 
-/// Parses one notification object.
+/// One notification's fields as sent, typed but not yet validated. Well-formed requests are
+/// deserialized straight into it (the fast path); anything serde refuses is read again field by
+/// field (`Fields`) so the error names the field. Both paths share `validate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotification {
+    user_id: Option<String>,
+    idempotency_key: Option<String>,
+    title: Option<String>,
+    body: Option<String>,
+    data: Option<serde_json::Map<String, Value>>,
+    category: Option<String>,
+    priority: Option<String>,
+    ttl_seconds: Option<u64>,
+    collapse_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    notifications: Vec<RawNotification>,
+}
+
+/// The slow path: reads each field with its type checked, naming the field on error.
+fn read_fields(map: serde_json::Map<String, Value>) -> Result<RawNotification, ApiError> {
+    let mut f = Fields::new(map);
+    let raw = RawNotification {
+        user_id: f.opt_str("user_id", usize::MAX)?,
+        idempotency_key: f.opt_str("idempotency_key", usize::MAX)?,
+        title: f.opt_str("title", usize::MAX)?,
+        body: f.opt_str("body", usize::MAX)?,
+        data: f.opt_object("data")?,
+        category: f.opt_str("category", usize::MAX)?,
+        priority: f.opt_str("priority", usize::MAX)?,
+        ttl_seconds: f.opt_u64("ttl_seconds", u64::MAX)?,
+        collapse_id: f.opt_str("collapse_id", usize::MAX)?,
+    };
+    f.finish(FIELDS)?;
+    Ok(raw)
+}
+
+fn required(key: &str, v: Option<String>, max: usize) -> Result<String, ApiError> {
+    match optional(key, v, max)? {
+        Some(s) if !s.is_empty() => Ok(s),
+        Some(_) => Err(ApiError::field(key, "empty_field", "must not be empty")),
+        None => Err(ApiError::field(key, "missing_field", "is required")),
+    }
+}
+
+fn optional(key: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
+    match v {
+        Some(s) if s.len() > max => Err(ApiError::field(
+            key,
+            "too_long",
+            format!("at most {max} bytes, got {}", s.len()),
+        )),
+        v => Ok(v),
+    }
+}
+
+/// Parses one notification object (the slow path for a batch item the fast path refused).
 pub fn parse_notification(
     map: serde_json::Map<String, Value>,
 ) -> Result<NewNotification, ApiError> {
-    let mut f = Fields::new(map);
-    let user_id = f.req_str("user_id", validate::MAX_USER_ID)?;
+    validate(read_fields(map)?)
+}
+
+/// Checks every field's length, format and the rendered payload's size.
+fn validate(raw: RawNotification) -> Result<NewNotification, ApiError> {
+    let user_id = required("user_id", raw.user_id, validate::MAX_USER_ID)?;
     validate::user_id("user_id", &user_id)?;
-    let idempotency_key = f.req_str("idempotency_key", validate::MAX_IDEMPOTENCY_KEY)?;
+    let idempotency_key = required(
+        "idempotency_key",
+        raw.idempotency_key,
+        validate::MAX_IDEMPOTENCY_KEY,
+    )?;
     validate::idempotency_key("idempotency_key", &idempotency_key)?;
-    let title = f.opt_str("title", 1024)?;
-    let body = f.opt_str("body", 4096)?;
-    let data = f.opt_object("data")?.unwrap_or_default();
-    let category = f.opt_str("category", 64)?;
-    let priority = match f.opt_str("priority", 16)?.as_deref() {
+    let title = optional("title", raw.title, 1024)?;
+    let body = optional("body", raw.body, 4096)?;
+    let data = raw.data.unwrap_or_default();
+    let category = optional("category", raw.category, 64)?;
+    let priority = match optional("priority", raw.priority, 16)?.as_deref() {
         None | Some("high") => Priority::High,
         Some("normal") => Priority::Normal,
         Some(other) => {
@@ -53,9 +122,17 @@ pub fn parse_notification(
             ));
         }
     };
-    let ttl_seconds = f.opt_u64("ttl_seconds", MAX_TTL_SECONDS)?.map(|v| v as u32);
-    let collapse_id = f.opt_str("collapse_id", MAX_COLLAPSE_ID)?;
-    f.finish(FIELDS)?;
+    let ttl_seconds = match raw.ttl_seconds {
+        Some(v) if v > MAX_TTL_SECONDS => {
+            return Err(ApiError::field(
+                "ttl_seconds",
+                "out_of_range",
+                format!("must be an integer from 0 to {MAX_TTL_SECONDS}"),
+            ));
+        }
+        v => v.map(|v| v as u32),
+    };
+    let collapse_id = optional("collapse_id", raw.collapse_id, MAX_COLLAPSE_ID)?;
 
     if title.is_none() && body.is_none() && data.is_empty() {
         return Err(ApiError::field(
@@ -106,25 +183,29 @@ pub fn parse_notification(
 
 /// Parses a single-notification request body.
 pub fn parse_single(body: &[u8]) -> Result<NewNotification, ApiError> {
-    parse_notification(parse_object(body)?)
+    match serde_json::from_slice::<RawNotification>(body) {
+        Ok(raw) => validate(raw),
+        Err(_) => parse_notification(parse_object(body)?),
+    }
 }
 
 /// Parses a batch body into one result per item, in order: items that fail validation carry
 /// their error (field names prefixed with `notifications[i].`), the rest go to their shards.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NewNotification, ApiError>>, ApiError> {
+    // Fast path: a well-typed batch deserializes in one pass, without a JSON value tree.
+    if let Ok(batch) = serde_json::from_slice::<RawBatch>(body) {
+        check_batch_size(batch.notifications.len())?;
+        return Ok(batch
+            .notifications
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| validate(raw).map_err(|e| e.in_item(&format!("notifications[{i}]."))))
+            .collect());
+    }
     let mut f = Fields::new(parse_object(body)?);
     let items = f.req_array("notifications")?;
     f.finish(&["notifications"])?;
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::field(
-            "notifications",
-            "invalid_batch_size",
-            format!(
-                "must hold 1 to {MAX_BATCH} notifications, got {}",
-                items.len()
-            ),
-        ));
-    }
+    check_batch_size(items.len())?;
     Ok(items
         .into_iter()
         .enumerate()
@@ -139,6 +220,17 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NewNotification, ApiError>>
             )),
         })
         .collect())
+}
+
+fn check_batch_size(n: usize) -> Result<(), ApiError> {
+    if n == 0 || n > MAX_BATCH {
+        return Err(ApiError::field(
+            "notifications",
+            "invalid_batch_size",
+            format!("must hold 1 to {MAX_BATCH} notifications, got {n}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -208,6 +300,32 @@ mod tests {
         assert_eq!(
             parse_batch(br#"{"notifications":[]}"#).unwrap_err().code,
             "invalid_batch_size"
+        );
+    }
+
+    #[test]
+    fn fast_and_field_by_field_paths_agree() {
+        let body = br#"{"user_id":"u1","idempotency_key":"k1","title":"Hi","data":{"a":[1,2]},"priority":"normal","ttl_seconds":5,"collapse_id":"c"}"#;
+        let fast = parse_single(body).unwrap();
+        let slow = parse_notification(parse_object(body).unwrap()).unwrap();
+        assert_eq!(fast.user_id, slow.user_id);
+        assert_eq!(fast.idempotency_key, slow.idempotency_key);
+        assert_eq!(fast.content, slow.content);
+        // Over-long values are caught by the shared validation on the fast path too.
+        let long = format!(
+            r#"{{"user_id":"u","idempotency_key":"k","body":"b","category":"{}"}}"#,
+            "c".repeat(65)
+        );
+        assert_eq!(parse_single(long.as_bytes()).unwrap_err().code, "too_long");
+        let big_ttl = br#"{"user_id":"u","idempotency_key":"k","body":"b","ttl_seconds":99999999}"#;
+        assert_eq!(parse_single(big_ttl).unwrap_err().code, "out_of_range");
+        // A badly typed item sends the batch down the slow path: its error is named, the rest parse.
+        let r = parse_batch(br#"{"notifications":[{"user_id":"u","idempotency_key":"a","body":"b"},{"user_id":"u","idempotency_key":"b","body":7}]}"#).unwrap();
+        assert!(r[0].is_ok());
+        let e = r[1].as_ref().unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            ("invalid_type", Some("notifications[1].body"))
         );
     }
 }
