@@ -170,16 +170,11 @@ mod tests {
 
     #[test]
     fn names_resolve_off_the_executor_and_literals_directly() {
-        let (literal, name) = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(|| async {
-                let literal = resolve("127.0.0.1", 443).await.unwrap();
-                let name = resolve("localhost", 2197).await.unwrap();
-                (literal, name)
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        let (literal, name) = crate::apns::tests::on_executor(|| async {
+            let literal = resolve("127.0.0.1", 443).await.unwrap();
+            let name = resolve("localhost", 2197).await.unwrap();
+            (literal, name)
+        });
         assert_eq!(literal, vec![SocketAddr::from(([127, 0, 0, 1], 443))]);
         assert!(
             name.iter()

@@ -128,18 +128,7 @@ mod tests {
     use std::cell::Cell;
     use std::rc::Rc;
 
-    fn run<T, Fut>(f: impl FnOnce() -> Fut + Send + 'static) -> T
-    where
-        T: Send + 'static,
-        Fut: Future<Output = T> + 'static,
-    {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap()
-    }
+    use crate::apns::tests::on_executor as run;
 
     #[test]
     fn waiters_wake_when_their_condition_turns_true() {

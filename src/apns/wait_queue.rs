@@ -141,16 +141,7 @@ mod tests {
     use crate::apns::wait::within;
     use std::time::Duration;
 
-    fn run<T: Send + 'static, Fut: Future<Output = T> + 'static>(
-        f: impl FnOnce() -> Fut + Send + 'static,
-    ) -> T {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .io_memory(1 << 20)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap()
-    }
+    use crate::apns::tests::on_executor as run;
 
     /// `n` waiters for a counter of free units; returns the order in which they got one.
     async fn contend(
