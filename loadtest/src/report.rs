@@ -71,6 +71,18 @@ pub fn summary_text(r: &LoadReport) -> String {
     if let Some(e2e) = &r.e2e_latency_us {
         latency_row(&mut s, "end-to-end", &LatencySummary::of(e2e));
     }
+    if !r.accept_worst_by_second_us.is_empty() {
+        let worst: Vec<String> = r
+            .accept_worst_by_second_us
+            .iter()
+            .map(|us| format!("{:.0}", *us as f64 / 1000.0))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  Worst accept latency by second (ms): {}",
+            worst.join(" ")
+        );
+    }
     let _ = writeln!(s);
     match &r.ledger {
         None => {
@@ -173,6 +185,7 @@ mod tests {
             notification_status: [(202, 100)].into(),
             error_samples: vec![],
             accept_latency_us: h.clone(),
+            accept_worst_by_second_us: vec![1_200, 45_000],
             ledger: Some(LedgerReport {
                 accepted: 100,
                 received: 99,
@@ -203,6 +216,10 @@ mod tests {
         assert!(text.contains("lost 1"));
         assert!(text.contains("Lost seqs     [42]"));
         assert!(text.contains("end-to-end"));
+        assert!(
+            text.contains("Worst accept latency by second (ms): 1 45"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -215,6 +232,7 @@ mod tests {
         assert_eq!(json["accepted"], 100);
         assert_eq!(json["ledger"]["lost"], 1);
         assert_eq!(json["accept_latency"]["count"], 100);
+        assert_eq!(json["accept_worst_by_second_us"][1], 45_000);
         let hgrm = std::fs::read_to_string(dir.join("accept.hgrm")).expect("hgrm");
         assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
         assert!(dir.join("e2e.hgrm").exists());

@@ -1,15 +1,16 @@
 //! Client idempotency keys seen by this shard within the dedup window, so a client retry of an
 //! accepted notification gets the original id back instead of a second send.
 //!
-//! Memory is bounded by the window: a `HashMap` answers lookups, and a `VecDeque` in insertion
-//! (time) order lets [`DedupSet::expire`] drop old keys in O(expired) without scanning. On restart
-//! the set is rebuilt from the log's `Recovered::recent`.
-
-use std::collections::{HashMap, VecDeque};
+//! Memory is bounded by the window: a [`SegMap`] answers lookups, and a [`ChunkQueue`] in
+//! insertion (time) order lets [`DedupSet::expire`] drop old keys in O(expired) without scanning.
+//! Both grow in small steps, so a set of millions of keys never stalls the shard to grow. On
+//! restart the set is rebuilt from the log's `Recovered::recent`.
 
 use uuid::Uuid;
 
+use crate::chunk_queue::ChunkQueue;
 use crate::routing::{fnv1a64, splitmix64_mix};
+use crate::segmap::SegMap;
 
 /// A stable 128-bit key for `(user_id, idempotency_key)`: two independent 64-bit hashes of the
 /// length-prefixed pair (so `("ab","c")` and `("a","bc")` differ). Stable across processes.
@@ -56,9 +57,9 @@ fn word_hash(bytes: &[u8]) -> u64 {
 pub struct DedupSet {
     window_ms: u64,
     /// key -> (notification id, time it was recorded at)
-    map: HashMap<u128, (Uuid, u64)>,
+    map: SegMap<u128, (Uuid, u64)>,
     /// (time, key) in non-decreasing time order; may hold stale entries for re-inserted keys.
-    order: VecDeque<(u64, u128)>,
+    order: ChunkQueue<(u64, u128)>,
 }
 
 impl DedupSet {
@@ -67,8 +68,8 @@ impl DedupSet {
     pub fn new(window_ms: u64) -> Self {
         DedupSet {
             window_ms,
-            map: HashMap::new(),
-            order: VecDeque::new(),
+            map: SegMap::new(),
+            order: ChunkQueue::new(),
         }
     }
 

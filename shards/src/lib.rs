@@ -87,6 +87,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_debug_implementations)]
 
+pub mod chunk_queue;
 pub mod dedup;
 pub mod error;
 pub mod ids;
@@ -94,6 +95,7 @@ pub mod log;
 pub mod queue;
 pub mod record;
 pub mod routing;
+pub mod segmap;
 pub mod state;
 pub mod token_bucket;
 
@@ -111,5 +113,6 @@ pub use record::{
     NotificationRecord, Platform, Priority, RECORD_FORMAT_VERSION, UserRecord,
 };
 pub use routing::{jump_hash, shard_for_user, user_hash};
+pub use segmap::SegMap;
 pub use state::{Jitter, Outcome, RetryPolicy};
 pub use token_bucket::{TokenBucket, UserBuckets};

@@ -5,7 +5,7 @@
 //! one token is `period_ms` units, and every elapsed millisecond adds `refill_tokens` units. A cap
 //! of N per hour is therefore exact: N tokens per 3 600 000 ms, nothing lost to rounding.
 
-use std::collections::HashMap;
+use crate::segmap::SegMap;
 
 /// Milliseconds in an hour: the period of [`UserBuckets`] caps.
 const MS_PER_HOUR: u64 = 3_600_000;
@@ -117,7 +117,7 @@ impl TokenBucket {
 pub struct UserBuckets {
     /// `None` = unlimited.
     rate: Option<Rate>,
-    buckets: HashMap<String, Level>,
+    buckets: SegMap<String, Level>,
 }
 
 impl UserBuckets {
@@ -127,7 +127,7 @@ impl UserBuckets {
     pub fn new(per_hour: u32) -> Self {
         UserBuckets {
             rate: (per_hour > 0).then(|| Rate::new(per_hour, per_hour, MS_PER_HOUR)),
-            buckets: HashMap::new(),
+            buckets: SegMap::new(),
         }
     }
 

@@ -23,18 +23,15 @@ impl Engine {
         } else {
             Upsert::Created
         };
-        let user = st
-            .users
-            .entry(user_id.clone())
-            .or_insert_with(|| UserRecord {
-                user_id,
-                email: None,
-                phone: None,
-                locale: None,
-                timezone: None,
-                devices: Vec::new(),
-                updated_at_ms: now,
-            });
+        let user = st.users.get_or_insert_with(user_id.clone(), || UserRecord {
+            user_id,
+            email: None,
+            phone: None,
+            locale: None,
+            timezone: None,
+            devices: Vec::new(),
+            updated_at_ms: now,
+        });
         user.email = p.email;
         user.phone = p.phone;
         user.locale = p.locale;

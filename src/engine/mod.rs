@@ -15,13 +15,13 @@ pub mod probe;
 pub mod recovery;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clarion_shards::{
     BoundedQueue, Channel, DedupSet, IdGenerator, Jitter, NotificationRecord, RetryPolicy,
-    RetryTimers, ShardLog, UserBuckets, UserRecord,
+    RetryTimers, SegMap, ShardLog, UserBuckets, UserRecord,
 };
 use uuid::Uuid;
 
@@ -56,11 +56,11 @@ pub struct EngineConfig {
 
 /// State mutated by commands and outcomes. Borrowed briefly, never across an await.
 pub struct ShardState {
-    pub users: HashMap<String, UserRecord>,
+    pub users: SegMap<String, UserRecord>,
     pub dedup: DedupSet,
     pub buckets: UserBuckets,
     /// Notifications with at least one delivery not yet terminal.
-    pub open: HashMap<Uuid, NotificationRecord>,
+    pub open: SegMap<Uuid, NotificationRecord>,
     /// The same ids in time order: the first is the log's recovery watermark.
     pub open_order: BTreeSet<Uuid>,
     pub ids: IdGenerator,
@@ -106,10 +106,10 @@ impl Engine {
             by_channel[i] = Some(s);
         }
         let state = ShardState {
-            users: HashMap::new(),
+            users: SegMap::new(),
             dedup: DedupSet::new(cfg.dedup_window_ms),
             buckets: UserBuckets::new(cfg.per_user_per_hour),
-            open: HashMap::new(),
+            open: SegMap::new(),
             open_order: BTreeSet::new(),
             ids: IdGenerator::new(cfg.shard, seed),
             jitter: Jitter::new(seed ^ 0x9E37_79B9_7F4A_7C15),

@@ -54,6 +54,8 @@ pub(crate) struct Measurements {
     pub(crate) error_samples: Vec<String>,
     /// From the first measured intended send to the last measured answer.
     pub(crate) measured_wall: Duration,
+    /// Worst accept latency (µs) of the measured requests intended in each second of the run.
+    pub(crate) worst_by_second_us: Vec<u64>,
 }
 
 #[derive(Deserialize)]
@@ -93,6 +95,7 @@ impl Measurements {
             send_lag_us: latency_histogram(),
             error_samples: Vec::new(),
             measured_wall: Duration::ZERO,
+            worst_by_second_us: Vec::new(),
         }
     }
 
@@ -117,8 +120,17 @@ impl Measurements {
         *self.http_status.entry(resp.status).or_insert(0) += 1;
         if shot.measured {
             let now = Instant::now();
-            self.accept_us
-                .saturating_record(now.duration_since(shot.intended).as_micros() as u64);
+            let latency_us = now.duration_since(shot.intended).as_micros() as u64;
+            self.accept_us.saturating_record(latency_us);
+            let second = shot
+                .intended
+                .saturating_duration_since(measured_start)
+                .as_secs() as usize;
+            if self.worst_by_second_us.len() <= second {
+                self.worst_by_second_us.resize(second + 1, 0);
+            }
+            let worst = &mut self.worst_by_second_us[second];
+            *worst = (*worst).max(latency_us);
             self.measured_wall = self.measured_wall.max(now.duration_since(measured_start));
         }
         let statuses: Vec<u16> = match (shot.items, resp.status) {
@@ -409,6 +421,8 @@ mod tests {
         );
         assert_eq!(m.item_status.get(&503), Some(&2));
         assert_eq!(m.accept_us.len(), 1, "warm-up answers are not timed");
+        assert_eq!(m.worst_by_second_us.len(), 1, "one measured second");
+        assert!(m.worst_by_second_us[0] > 0);
         assert_eq!(m.http_status.get(&200), Some(&1));
     }
 }

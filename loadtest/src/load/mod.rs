@@ -150,6 +150,9 @@ pub struct LoadReport {
     pub error_samples: Vec<String>,
     #[serde(skip)]
     pub accept_latency_us: Histogram<u64>,
+    /// The worst accept latency (µs) among the measured requests intended in each second of the
+    /// run, in order: shows *when* the tail happened (a stall, a burst) rather than only how big.
+    pub accept_worst_by_second_us: Vec<u64>,
     pub ledger: Option<LedgerReport>,
     #[serde(skip)]
     pub e2e_latency_us: Option<Histogram<u64>>,
@@ -224,6 +227,7 @@ pub async fn run_async(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<Loa
         notification_status: m.item_status,
         error_samples: m.error_samples,
         accept_latency_us: m.accept_us,
+        accept_worst_by_second_us: m.worst_by_second_us,
         ledger,
         e2e_latency_us: e2e,
         next_seq,
