@@ -19,6 +19,7 @@
 //! (the thread and group commit), `log/recovery.rs` (open, format check, recovery scan).
 
 mod batch;
+mod fold;
 mod recovery;
 mod storage;
 #[cfg(test)]
@@ -63,7 +64,11 @@ pub const SWEEP_CHUNK_RECORDS: usize = 1024;
 pub const FJALL_WORKER_THREADS: usize = 1;
 
 /// On-disk layout version stored under `meta/format`. Bump with a migration.
-pub const LOG_FORMAT_VERSION: u8 = 1;
+///
+/// - 1: users, notifications (one record each, rewritten whole as deliveries settled), meta.
+/// - 2: as 1, plus delivery updates in `notifications` under `id ++ index` (see `log/fold.rs`).
+///   A version 1 log is a valid version 2 log and is marked 2 when opened.
+pub const LOG_FORMAT_VERSION: u8 = 2;
 
 /// Where and how a shard's log lives.
 #[derive(Clone, Debug)]
@@ -153,6 +158,10 @@ pub(crate) enum Request {
         ks: Keyspace,
         key: Vec<u8>,
         done: oneshot::Sender<Result<Option<Vec<u8>>, Error>>,
+    },
+    GetNotification {
+        id: uuid::Uuid,
+        done: oneshot::Sender<Result<Option<crate::record::NotificationRecord>, Error>>,
     },
     Sweep {
         before: [u8; 16],
@@ -314,6 +323,17 @@ impl ShardLog {
             key: key.into(),
             done,
         })?;
+        Ok(reply)
+    }
+
+    /// Reads notification `id` with its delivery updates applied, in order with the writes
+    /// submitted before it.
+    pub fn get_notification(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Reply<Option<crate::record::NotificationRecord>>, Error> {
+        let (done, reply) = Reply::channel();
+        self.send(Request::GetNotification { id, done })?;
         Ok(reply)
     }
 

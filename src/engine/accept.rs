@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use clarion_shards::{
-    DeliveryRecord, DeviceRecord, Keyspace, NotificationRecord, Outcome, UserRecord, dedup_key,
+    DeliveryRecord, DeviceRecord, NotificationRecord, Outcome, UserRecord, dedup_key,
 };
 use uuid::Uuid;
 
@@ -237,10 +237,7 @@ impl Engine {
             let _ = reply.send(Ok(Some(rec.clone())));
             return;
         }
-        let read = match self
-            .log
-            .get(Keyspace::Notifications, id.as_bytes().to_vec())
-        {
+        let read = match self.log.get_notification(id) {
             Ok(f) => f,
             Err(e) => {
                 let _ = reply.send(Err(ApiError::unavailable(format!("storage: {e}"))));
@@ -249,10 +246,10 @@ impl Engine {
         };
         glommio::spawn_local(async move {
             let answer = match read.await {
-                Ok(None) => Ok(None),
-                Ok(Some(bytes)) => NotificationRecord::decode(&bytes)
-                    .map(Some)
-                    .map_err(|e| ApiError::new(500, "corrupt_record", e.to_string())),
+                Ok(found) => Ok(found),
+                Err(e @ clarion_shards::Error::Corrupt { .. }) => {
+                    Err(ApiError::new(500, "corrupt_record", e.to_string()))
+                }
                 Err(e) => Err(ApiError::unavailable(format!("storage: {e}"))),
             };
             let _ = reply.send(answer);

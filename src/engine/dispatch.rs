@@ -132,24 +132,16 @@ impl Engine {
             DeliveryState::Suppressed => bump(&self.probe.suppressed),
             _ => {}
         }
-        // Log the new state, encoding straight from the shard's copy (no clone).
+        // Log only this delivery's progress (a delivery update), encoded from the shard's copy.
+        self.committer.add(
+            |b| {
+                b.put_delivery_update(d.notification, d.index, del);
+            },
+            None,
+        );
         if rec.is_finished() {
             st.open_order.remove(&d.notification);
-            if let Some(rec) = st.open.remove(&d.notification) {
-                self.committer.add(
-                    |b| {
-                        b.put_notification(&rec);
-                    },
-                    None,
-                );
-            }
-        } else {
-            self.committer.add(
-                |b| {
-                    b.put_notification(rec);
-                },
-                None,
-            );
+            st.open.remove(&d.notification);
         }
         drop(guard);
         if new_state == DeliveryState::Retrying {

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::{Keyspace, META_WATERMARK};
-use crate::record::{NotificationRecord, UserRecord};
+use crate::record::{DeliveryRecord, NotificationRecord, UserRecord};
 
 /// One put (`value: Some`) or delete (`value: None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +65,21 @@ impl WriteBatch {
             Keyspace::Notifications,
             notification.id.as_bytes().as_slice(),
             notification.encode(),
+        )
+    }
+
+    /// Stores delivery `index`'s progress within notification `id` (a delivery update: what
+    /// changes when a delivery settles, without rewriting the notification).
+    pub fn put_delivery_update(
+        &mut self,
+        id: Uuid,
+        index: u16,
+        delivery: &DeliveryRecord,
+    ) -> &mut Self {
+        self.put(
+            Keyspace::Notifications,
+            super::fold::delivery_update_key(id, index).to_vec(),
+            delivery.encode_update(),
         )
     }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 use uuid::Uuid;
 
+use super::fold::fold;
 use super::storage::{Handles, Storage};
 use super::{
     FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, META_FORMAT,
@@ -38,8 +39,13 @@ pub struct Recovered {
 
 /// Names the record an error is about: `keyspace/key` (ids as UUIDs, user ids as text).
 pub(super) fn name_key(ks: Keyspace, key: &[u8], e: Error) -> Error {
-    let key = match (ks, <[u8; 16]>::try_from(key)) {
-        (Keyspace::Notifications, Ok(b)) => Uuid::from_bytes(b).to_string(),
+    let key = match (ks, <[u8; 16]>::try_from(key.get(..16).unwrap_or(key))) {
+        (Keyspace::Notifications, Ok(b)) if key.len() == 18 => format!(
+            "{}/delivery-{}",
+            Uuid::from_bytes(b),
+            u16::from_be_bytes([key[16], key[17]])
+        ),
+        (Keyspace::Notifications, Ok(b)) if key.len() == 16 => Uuid::from_bytes(b).to_string(),
         _ => String::from_utf8_lossy(key).into_owned(),
     };
     match e {
@@ -110,6 +116,15 @@ pub(crate) fn open_with_capacity(
 fn check_format(db: &Database, h: &Handles) -> Result<(), Error> {
     match h.meta.get(META_FORMAT)? {
         Some(v) if v.len() == 1 && v[0] == LOG_FORMAT_VERSION => Ok(()),
+        // Version 1 is version 2 without delivery updates: valid as it stands. Mark it 2 so a
+        // build that cannot read updates refuses it instead of misreading it.
+        Some(v) if v.len() == 1 && v[0] == 1 => {
+            let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+            batch.insert(&h.meta, META_FORMAT, [LOG_FORMAT_VERSION]);
+            batch.commit()?;
+            tracing::info!("log format 1 upgraded to {LOG_FORMAT_VERSION} in place");
+            Ok(())
+        }
         Some(v) if v.len() == 1 => Err(Error::UnsupportedFormat {
             found: v[0],
             supported: LOG_FORMAT_VERSION,
@@ -163,13 +178,15 @@ fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, 
     };
     let mut open = Vec::new();
     let mut recent = Vec::new();
-    for guard in h.notifications.range::<&[u8], _>(&start[..]..) {
-        let (key, value) = guard.into_inner()?;
-        let named = |e| name_key(Keyspace::Notifications, &key, e);
-        let n = NotificationRecord::decode(&value).map_err(named)?;
-        if n.id.as_bytes()[..] != key[..] {
-            return Err(named(Error::corrupt(format!("stored id {} differs", n.id))));
-        }
+    let entries = h
+        .notifications
+        .range::<&[u8], _>(&start[..]..)
+        .map(|guard| guard.into_inner().map_err(Error::from));
+    for stored in fold(entries) {
+        // Updates whose notification is gone are garbage for the sweep; nothing to recover.
+        let Some(n) = stored?.record else {
+            continue;
+        };
         if n.accepted_at_ms >= recent_since_ms {
             recent.push((
                 n.user_id.clone(),
@@ -179,7 +196,7 @@ fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, 
             ));
         }
         if !n.is_finished() {
-            if key[..] >= open_floor[..] {
+            if n.id.as_bytes()[..] >= open_floor[..] {
                 open.push(n);
             } else {
                 // The shard promised everything below the watermark was finished.

@@ -17,6 +17,7 @@ use super::LAZY_SYNC_INTERVAL;
 use fjall::{Database, OwnedWriteBatch, PersistMode};
 use futures_channel::oneshot;
 
+use super::fold::fold;
 use super::{Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, Request, SWEEP_CHUNK_RECORDS};
 use crate::error::Error;
 use crate::record::NotificationRecord;
@@ -45,6 +46,10 @@ enum Held {
     Get(
         oneshot::Sender<Result<Option<Vec<u8>>, Error>>,
         Result<Option<Vec<u8>>, Error>,
+    ),
+    GetNotification(
+        oneshot::Sender<Result<Option<NotificationRecord>, Error>>,
+        Result<Option<NotificationRecord>, Error>,
     ),
     Sweep(oneshot::Sender<Result<u64, Error>>, Result<u64, Error>),
     Shutdown(oneshot::Sender<Result<(), Error>>),
@@ -156,6 +161,11 @@ impl Storage {
                         .map_err(Error::from);
                     held.push(Held::Get(done, value));
                 }
+                Request::GetNotification { id, done } => {
+                    self.commit(&mut segment, false);
+                    let record = self.read_notification(id);
+                    held.push(Held::GetNotification(done, record));
+                }
                 Request::Sweep { before, done } => {
                     self.commit(&mut segment, false);
                     let swept = self.sweep(&before);
@@ -240,26 +250,51 @@ impl Storage {
         self.group_failure = Some(e.to_string());
     }
 
-    /// Deletes finished notifications with keys below `before`, in chunks. Unsynced: a lost
-    /// deletion is simply redone by the next sweep (and the group's final fsync covers it).
+    /// Notification `id` with its delivery updates applied.
+    fn read_notification(&self, id: uuid::Uuid) -> Result<Option<NotificationRecord>, Error> {
+        let entries = self
+            .handles
+            .notifications
+            .prefix(id.as_bytes())
+            .map(|guard| guard.into_inner().map_err(Error::from));
+        for stored in fold(entries) {
+            if let Some(n) = stored?.record {
+                return Ok(Some(n));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes finished notifications with keys below `before` (each with its delivery updates,
+    /// in the same fjall batch), in chunks, and any updates left without their notification.
+    /// Unsynced: a lost deletion is simply redone by the next sweep (and the group's final fsync
+    /// covers it).
     fn sweep(&mut self, before: &[u8; 16]) -> Result<u64, Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
         let mut deleted = 0u64;
         let mut segment = Segment::default();
-        for guard in self.handles.notifications.range::<&[u8], _>(..&before[..]) {
-            let (key, value) = guard.into_inner()?;
-            let record = NotificationRecord::decode(&value)
-                .map_err(|e| super::recovery::name_key(Keyspace::Notifications, &key, e))?;
-            if !record.is_finished() {
-                continue;
+        let entries = self
+            .handles
+            .notifications
+            .range::<&[u8], _>(..&before[..])
+            .map(|guard| guard.into_inner().map_err(Error::from));
+        for stored in fold(entries) {
+            let stored = stored?;
+            match &stored.record {
+                Some(n) if !n.is_finished() => continue,
+                Some(_) => deleted += 1,
+                // Updates left without their notification: garbage.
+                None => {}
             }
+            // A notification and its updates always go in the same batch.
             let fb = segment.batch.get_or_insert_with(|| self.db.batch());
-            fb.remove(&self.handles.notifications, key.to_vec());
-            segment.records += 1;
-            segment.bytes += key.len() as u64;
-            deleted += 1;
+            for key in stored.keys {
+                segment.records += 1;
+                segment.bytes += key.len() as u64;
+                fb.remove(&self.handles.notifications, key);
+            }
             if segment.records as usize >= SWEEP_CHUNK_RECORDS {
                 self.commit(&mut segment, false);
             }
@@ -290,6 +325,9 @@ impl Storage {
                 }
                 Held::Get(done, value) => {
                     let _ = done.send(fail().map_or(value, Err));
+                }
+                Held::GetNotification(done, record) => {
+                    let _ = done.send(fail().map_or(record, Err));
                 }
                 Held::Sweep(done, swept) => {
                     let _ = done.send(fail().map_or(swept, Err));

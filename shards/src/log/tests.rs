@@ -435,3 +435,133 @@ fn lazy_writes_wait_for_the_next_durable_write_or_the_interval() {
         "the lazy write is on disk"
     );
 }
+
+/// The delivery of `n` as it is after `state` (what the engine logs as a delivery update).
+fn settled(n: &NotificationRecord, state: DeliveryState, at_ms: u64) -> DeliveryRecord {
+    let mut d = n.deliveries[0].clone();
+    d.state = state;
+    d.attempts += 1;
+    d.history.push(crate::record::DeliveryEvent {
+        at_ms,
+        state,
+        attempt: d.attempts,
+        reason: (state == DeliveryState::Retrying).then(|| "TooManyRequests".to_string()),
+    });
+    d
+}
+
+#[test]
+fn delivery_updates_are_read_back_and_recovered_without_rewriting_the_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 9);
+    let retrying = notification(ids.next(NOW), NOW, DeliveryState::Queued);
+    let sent = notification(ids.next(NOW), NOW, DeliveryState::Queued);
+    write(&log, &[retrying.clone(), sent.clone()]);
+    let retry_update = settled(&retrying, DeliveryState::Retrying, NOW + 5);
+    let sent_update = settled(&sent, DeliveryState::Sent, NOW + 6);
+    let mut b = WriteBatch::new();
+    b.put_delivery_update(retrying.id, 0, &retry_update)
+        .put_delivery_update(sent.id, 0, &sent_update);
+    let update_bytes = b.bytes();
+    assert!(
+        update_bytes < sent.encode().len(),
+        "two updates ({update_bytes} B) are smaller than one notification"
+    );
+    log.submit_nowait(b).unwrap();
+
+    // Read back (in order with the lazy write before it), updates applied.
+    let got = block_on(log.get_notification(sent.id).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.deliveries[0], sent_update);
+    assert_eq!(got.content, sent.content);
+    assert_eq!(
+        block_on(log.get_notification(Uuid::from_u128(7)).unwrap()).unwrap(),
+        None
+    );
+    log.join().unwrap();
+
+    // Recovery sees the sent one finished and the retrying one open, with its history.
+    let (log, rec) = reopen(&dir, NOW + 10).unwrap();
+    assert_eq!(rec.open.len(), 1);
+    assert_eq!(rec.open[0].id, retrying.id);
+    assert_eq!(rec.open[0].deliveries[0], retry_update);
+    assert_eq!(rec.recent.len(), 2, "both keep their idempotency keys");
+    log.join().unwrap();
+}
+
+#[test]
+fn sweep_deletes_a_notification_with_its_updates_and_leaves_no_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut ids = IdGenerator::new(0, 10);
+    let old = NOW - 10 * WINDOW;
+    let done = notification(ids.next(old), old, DeliveryState::Queued);
+    let open_one = notification(ids.next(old + 1), old + 1, DeliveryState::Queued);
+    write(&log, &[done.clone(), open_one.clone()]);
+    let mut b = WriteBatch::new();
+    b.put_delivery_update(done.id, 0, &settled(&done, DeliveryState::Sent, old + 2))
+        .put_delivery_update(
+            open_one.id,
+            0,
+            &settled(&open_one, DeliveryState::Retrying, old + 2),
+        );
+    block_on(log.submit(b).unwrap()).unwrap();
+
+    let swept = block_on(log.sweep(uuid_floor_for_ms(NOW)).unwrap()).unwrap();
+    assert_eq!(swept, 1, "only the finished one");
+    assert_eq!(
+        block_on(log.get_notification(done.id).unwrap()).unwrap(),
+        None
+    );
+    let update_key = super::fold::delivery_update_key(done.id, 0).to_vec();
+    assert_eq!(
+        block_on(log.get(Keyspace::Notifications, update_key).unwrap()).unwrap(),
+        None,
+        "its update went with it"
+    );
+    let kept = block_on(log.get_notification(open_one.id).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.deliveries[0].state, DeliveryState::Retrying);
+
+    // An update whose notification is gone (an interrupted deletion) is garbage for the sweep.
+    let orphan = ids.next(old + 3);
+    let mut b = WriteBatch::new();
+    b.put_delivery_update(orphan, 0, &settled(&done, DeliveryState::Sent, old + 3));
+    block_on(log.submit(b).unwrap()).unwrap();
+    assert_eq!(
+        block_on(log.sweep(uuid_floor_for_ms(NOW)).unwrap()).unwrap(),
+        0
+    );
+    let orphan_key = super::fold::delivery_update_key(orphan, 0).to_vec();
+    assert_eq!(
+        block_on(log.get(Keyspace::Notifications, orphan_key).unwrap()).unwrap(),
+        None
+    );
+    log.join().unwrap();
+}
+
+#[test]
+fn a_format_1_log_opens_and_is_marked_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let n = notification(
+        IdGenerator::new(0, 11).next(NOW),
+        NOW,
+        DeliveryState::Queued,
+    );
+    write(&log, std::slice::from_ref(&n));
+    let mut b = WriteBatch::new();
+    b.put(Keyspace::Meta, META_FORMAT, vec![1]);
+    block_on(log.submit(b).unwrap()).unwrap();
+    log.join().unwrap();
+
+    let (log, rec) = reopen(&dir, NOW).unwrap();
+    assert_eq!(rec.open, vec![n]);
+    let format = block_on(log.get(Keyspace::Meta, META_FORMAT).unwrap()).unwrap();
+    assert_eq!(format, Some(vec![LOG_FORMAT_VERSION]));
+    assert_eq!(LOG_FORMAT_VERSION, 2);
+    log.join().unwrap();
+}

@@ -1,5 +1,7 @@
-//! Record format version 2: the compact binary encoding of [`NotificationRecord`] and
-//! [`UserRecord`] (everything after the version byte), and its strict decoder.
+//! Record format version 2: the compact binary encoding of [`NotificationRecord`],
+//! [`UserRecord`] and delivery updates (everything after the version byte), and its strict
+//! decoder. A delivery update is a delivery's progress alone: state, attempts, next attempt and
+//! history, exactly as they appear inside a notification after the delivery's target.
 //!
 //! Primitives: integers and lengths are unsigned LEB128 varints; strings are a varint byte length
 //! then UTF-8; a [`Uuid`] is its 16 raw bytes; an `Option` is a presence byte (0 = `None`,
@@ -152,17 +154,28 @@ pub(super) fn encode_notification(out: &mut Vec<u8>, n: &NotificationRecord) {
         out.extend_from_slice(d.id.as_bytes());
         out.push(channel_tag(d.channel));
         put_str(out, &d.target);
-        out.push(state_tag(d.state));
-        put_varint(out, u64::from(d.attempts));
-        put_opt(out, d.next_attempt_at_ms, put_varint);
-        put_varint(out, d.history.len() as u64);
-        for e in &d.history {
-            put_varint(out, e.at_ms);
-            out.push(state_tag(e.state));
-            put_varint(out, u64::from(e.attempt));
-            put_opt(out, e.reason.as_deref(), put_str);
-        }
+        put_progress(out, d);
     }
+}
+
+/// A delivery's progress: the fields after its target (state, attempts, next attempt, history).
+/// Inside a notification body, and alone as the body of a delivery update record.
+fn put_progress(out: &mut Vec<u8>, d: &DeliveryRecord) {
+    out.push(state_tag(d.state));
+    put_varint(out, u64::from(d.attempts));
+    put_opt(out, d.next_attempt_at_ms, put_varint);
+    put_varint(out, d.history.len() as u64);
+    for e in &d.history {
+        put_varint(out, e.at_ms);
+        out.push(state_tag(e.state));
+        put_varint(out, u64::from(e.attempt));
+        put_opt(out, e.reason.as_deref(), put_str);
+    }
+}
+
+/// Appends the v2 body of a delivery update (the delivery's progress) to `out`.
+pub(super) fn encode_progress(out: &mut Vec<u8>, d: &DeliveryRecord) {
+    put_progress(out, d);
 }
 
 /// Appends the v2 body of `u` (everything after the version byte) to `out`.
@@ -347,27 +360,58 @@ pub(super) fn decode_notification(body: &[u8]) -> Result<NotificationRecord, Err
 }
 
 fn decode_delivery(r: &mut Reader<'_>) -> Result<DeliveryRecord, Error> {
-    Ok(DeliveryRecord {
+    let mut d = DeliveryRecord {
         id: r.uuid("delivery.id")?,
         channel: r.tag("delivery.channel", channel_of)?,
         target: r.string("delivery.target")?,
-        state: r.tag("delivery.state", state_of)?,
-        attempts: r.u32("delivery.attempts")?,
-        next_attempt_at_ms: r.opt("delivery.next_attempt_at_ms", Reader::varint)?,
-        history: {
-            let count = r.len("delivery.history count", MIN_EVENT_SIZE)?;
-            let mut history = Vec::with_capacity(count);
-            for _ in 0..count {
-                history.push(DeliveryEvent {
-                    at_ms: r.varint("event.at_ms")?,
-                    state: r.tag("event.state", state_of)?,
-                    attempt: r.u32("event.attempt")?,
-                    reason: r.opt("event.reason", Reader::string)?,
-                });
-            }
-            history
-        },
-    })
+        state: DeliveryState::Queued,
+        attempts: 0,
+        next_attempt_at_ms: None,
+        history: Vec::new(),
+    };
+    read_progress(r, &mut d)?;
+    Ok(d)
+}
+
+/// Reads what [`put_progress`] wrote into `d`.
+fn read_progress(r: &mut Reader<'_>, d: &mut DeliveryRecord) -> Result<(), Error> {
+    d.state = r.tag("delivery.state", state_of)?;
+    d.attempts = r.u32("delivery.attempts")?;
+    d.next_attempt_at_ms = r.opt("delivery.next_attempt_at_ms", Reader::varint)?;
+    let count = r.len("delivery.history count", MIN_EVENT_SIZE)?;
+    let mut history = Vec::with_capacity(count);
+    for _ in 0..count {
+        history.push(DeliveryEvent {
+            at_ms: r.varint("event.at_ms")?,
+            state: r.tag("event.state", state_of)?,
+            attempt: r.u32("event.attempt")?,
+            reason: r.opt("event.reason", Reader::string)?,
+        });
+    }
+    d.history = history;
+    Ok(())
+}
+
+/// Decodes a v2 delivery update body into `d`, replacing its progress. All or nothing: on error
+/// `d` is unchanged.
+pub(super) fn decode_progress_into(body: &[u8], d: &mut DeliveryRecord) -> Result<(), Error> {
+    let mut r = Reader::new("delivery update", body);
+    let mut next = DeliveryRecord {
+        id: d.id,
+        channel: d.channel,
+        target: String::new(),
+        state: DeliveryState::Queued,
+        attempts: 0,
+        next_attempt_at_ms: None,
+        history: Vec::new(),
+    };
+    read_progress(&mut r, &mut next)?;
+    r.finish()?;
+    d.state = next.state;
+    d.attempts = next.attempts;
+    d.next_attempt_at_ms = next.next_attempt_at_ms;
+    d.history = next.history;
+    Ok(())
 }
 
 /// Decodes a v2 user body (the bytes after the version byte).
