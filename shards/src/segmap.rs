@@ -49,8 +49,11 @@ impl<K: Hash + Eq, V> SegMap<K, V> {
     }
 
     fn segment<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        // The top byte: the table inside the segment uses the low bits of the same hash.
-        (self.hasher.hash_one(key) >> 56) as usize % SEGMENTS
+        // Bits 48..56 of the hash. The table inside the segment hashes the key again with the
+        // same hasher and uses the low bits for the bucket and the top 7 bits as each entry's
+        // tag. Choosing segments by those top bits gave every key in a segment the same tag,
+        // so every probe compared keys one by one (measured: 5% of a shard in `Uuid::eq`).
+        usize::from((self.hasher.hash_one(key) >> 48) as u8) % SEGMENTS
     }
 
     /// The value for `key`.
