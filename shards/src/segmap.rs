@@ -198,4 +198,18 @@ mod tests {
         // Mean 100 per segment; a fair hash keeps the largest well under 3x.
         assert!(biggest < 300, "largest segment holds {biggest}");
     }
+
+    #[test]
+    fn keys_of_one_segment_keep_distinct_table_tags() {
+        // hashbrown tags each entry with the top 7 bits of its hash; if the segment choice used
+        // those bits, every key in a segment would share one tag and lookups would degrade.
+        let m: SegMap<u128, ()> = SegMap::new();
+        let mut tags = std::collections::HashSet::new();
+        for k in 0..100_000u128 {
+            if m.segment(&k) == 0 {
+                tags.insert(m.hasher.hash_one(k) >> 57);
+            }
+        }
+        assert!(tags.len() > 64, "only {} distinct tags in segment 0", tags.len());
+    }
 }
