@@ -776,7 +776,12 @@ mod tests {
         assert_eq!(d, settled);
 
         let before = d.clone();
-        for bad in [&[][..], &[9, 0][..], &bytes[..bytes.len() - 1], &[2, 200][..]] {
+        for bad in [
+            &[][..],
+            &[9, 0][..],
+            &bytes[..bytes.len() - 1],
+            &[2, 200][..],
+        ] {
             assert!(d.apply_update(bad).is_err(), "{bad:?}");
             assert_eq!(d, before, "a failed update changes nothing");
         }

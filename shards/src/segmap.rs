@@ -210,6 +210,10 @@ mod tests {
                 tags.insert(m.hasher.hash_one(k) >> 57);
             }
         }
-        assert!(tags.len() > 64, "only {} distinct tags in segment 0", tags.len());
+        assert!(
+            tags.len() > 64,
+            "only {} distinct tags in segment 0",
+            tags.len()
+        );
     }
 }

@@ -19,6 +19,7 @@
 
 mod config;
 mod connection;
+mod deadline;
 mod jwt;
 mod notification;
 mod payload;

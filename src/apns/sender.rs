@@ -4,6 +4,7 @@
 
 use super::config::{self, ApnsConfig, ApnsError, Endpoint, Tuning};
 use super::connection::StreamError;
+use super::deadline::Deadlines;
 use super::jwt::{ProviderToken, SigningFailed, SystemClock};
 use super::notification::ApnsNotification;
 use super::pool::Pool;
@@ -54,6 +55,8 @@ struct Inner {
     token: ProviderToken,
     pool: Rc<Pool>,
     tuning: Tuning,
+    /// Bounds each request in time without a timer per request.
+    deadlines: Rc<Deadlines>,
     closing: Cell<bool>,
     in_flight: Cell<usize>,
     /// Notified when `in_flight` drops, for `close`.
@@ -87,6 +90,7 @@ impl ApnsSender {
             token,
             pool: Rc::new(Pool::new(transport, config.connections, tuning, shard)),
             tuning,
+            deadlines: Rc::default(),
             closing: Cell::new(false),
             in_flight: Cell::new(0),
             idle: Signal::default(),
@@ -113,8 +117,10 @@ impl ApnsSender {
                 Err(refused) => refused,
                 Ok(prepared) => {
                     let _running = Running::start(inner);
-                    let outcome =
-                        within(inner.tuning.request_timeout, inner.attempt(&prepared)).await;
+                    let outcome = inner
+                        .deadlines
+                        .within(inner.tuning.request_timeout, inner.attempt(&prepared))
+                        .await;
                     outcome.unwrap_or_else(|| {
                         inner.stats.borrow_mut().timeouts += 1;
                         retry("request timed out")
