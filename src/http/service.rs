@@ -231,25 +231,68 @@ async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, 
     }
     let mut results = Vec::with_capacity(waits.len());
     for w in waits {
-        let r = match w {
+        results.push(match w {
             Ok(rx) => rx
                 .await
                 .unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry"))),
             Err(e) => Err(e),
-        };
-        results.push(match r {
-            Ok(reply) => {
-                let (status, mut body, _) = notify_json(reply);
-                body["status"] = json!(status.as_u16());
-                body
-            }
-            Err(e) => json!({"status": e.status, "error": e}),
         });
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "results": results }),
-    ))
+    let body = serde_json::to_vec(&BatchAnswer { results: &results }).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+/// `{"results":[...]}`, one entry per item in order: `{"status":202,"id":..}` (plus
+/// `"duplicate":true` for a replay) or `{"status":4xx,"error":{..}}`. Serialized straight from
+/// the replies, with no JSON value tree per item.
+struct BatchAnswer<'a> {
+    results: &'a [Result<NotifyReply, ApiError>],
+}
+
+impl serde::Serialize for BatchAnswer<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Item<'a>(&'a Result<NotifyReply, ApiError>);
+        impl serde::Serialize for Item<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                match self.0 {
+                    Ok(NotifyReply::Accepted(id)) => {
+                        m.serialize_entry("id", &id.hyphenated())?;
+                        m.serialize_entry("status", &StatusCode::ACCEPTED.as_u16())?;
+                    }
+                    Ok(NotifyReply::Duplicate(id)) => {
+                        m.serialize_entry("duplicate", &true)?;
+                        m.serialize_entry("id", &id.hyphenated())?;
+                        m.serialize_entry("status", &StatusCode::ACCEPTED.as_u16())?;
+                    }
+                    Err(e) => {
+                        m.serialize_entry("error", e)?;
+                        m.serialize_entry("status", &e.status)?;
+                    }
+                }
+                m.end()
+            }
+        }
+        struct Items<'a>(&'a [Result<NotifyReply, ApiError>]);
+        impl serde::Serialize for Items<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for r in self.0 {
+                    seq.serialize_element(&Item(r))?;
+                }
+                seq.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("results", &Items(self.results))?;
+        m.end()
+    }
 }
 
 async fn get_notification(api: &Api, id: &str) -> Result<ApiResponse, ApiError> {
@@ -318,4 +361,27 @@ pub fn error_response(e: &ApiError) -> ApiResponse {
         );
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_answer_lists_each_result_in_order() {
+        let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001);
+        let results = vec![
+            Ok(NotifyReply::Accepted(id)),
+            Ok(NotifyReply::Duplicate(id)),
+            Err(ApiError::field("title", "too_long", "title is too long")),
+        ];
+        let json = serde_json::to_string(&BatchAnswer { results: &results }).expect("json");
+        let expected = serde_json::json!({"results": [
+            {"status": 202, "id": id.to_string()},
+            {"status": 202, "id": id.to_string(), "duplicate": true},
+            {"status": 400, "error": {"code": "too_long", "message": "title: title is too long", "field": "title"}},
+        ]});
+        let parsed: Value = serde_json::from_str(&json).expect("parse");
+        assert_eq!(parsed, expected);
+    }
 }
