@@ -73,8 +73,9 @@
 //!     Outcome::Sent, now_ms + 40, &RetryPolicy::default(), &mut jitter)?;
 //! assert_eq!(state, DeliveryState::Sent);
 //! assert!(notification.is_finished());
+//! // Only the delivery's progress is logged (a delivery update), never the whole record again.
 //! let mut batch = WriteBatch::new();
-//! batch.put_notification(&notification);
+//! batch.put_delivery_update(notification.id, 0, &notification.deliveries[0]);
 //! log.submit_nowait(batch)?;
 //!
 //! // Shutdown, off the executor.
@@ -109,8 +110,9 @@ pub use log::{
 };
 pub use queue::{BoundedQueue, RetryTimers, TimerKey};
 pub use record::{
-    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, NotificationContent,
-    NotificationRecord, Platform, Priority, RECORD_FORMAT_VERSION, UserRecord,
+    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord,
+    MAX_DELIVERIES_PER_NOTIFICATION, NotificationContent, NotificationRecord, Platform, Priority,
+    RECORD_FORMAT_VERSION, UserRecord,
 };
 pub use routing::{jump_hash, shard_for_user, user_hash};
 pub use segmap::SegMap;

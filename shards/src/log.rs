@@ -9,14 +9,16 @@
 //! ```
 //!
 //! Keyspaces: `users` (user id → [`UserRecord`](crate::UserRecord)), `notifications` (16 id bytes
-//! → [`NotificationRecord`](crate::NotificationRecord)), `meta` (`watermark` → 16 id bytes,
-//! `format` → [`LOG_FORMAT_VERSION`]).
+//! → [`NotificationRecord`](crate::NotificationRecord) as accepted, and 18-byte `id ++ index`
+//! keys → that delivery's latest progress, a delivery update), `meta` (`watermark` → 16 id bytes,
+//! `format` → [`LOG_FORMAT_VERSION`]). Reads fold the updates in (`log/fold.rs`).
 //!
 //! Like fjall itself, the log is *poisoned* by the first failed commit or fsync: every later write
 //! fails with [`Error::Poisoned`] instead of pretending to succeed.
 //!
 //! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/storage.rs`
-//! (the thread and group commit), `log/recovery.rs` (open, format check, recovery scan).
+//! (the thread and group commit), `log/recovery.rs` (open, format check, recovery scan),
+//! `log/fold.rs` (notifications read back with their delivery updates).
 
 mod batch;
 mod fold;

@@ -30,6 +30,10 @@ pub const RECORD_FORMAT_VERSION: u8 = 2;
 /// Version 1: the record as JSON. Read, no longer written.
 const RECORD_FORMAT_JSON: u8 = 1;
 
+/// Most deliveries one notification may have: a delivery's index within its notification is a
+/// `u16` in the log's delivery-update keys.
+pub const MAX_DELIVERIES_PER_NOTIFICATION: usize = 1 << 16;
+
 /// A user's contact points and devices, owned by the user's shard.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UserRecord {
@@ -278,7 +282,8 @@ impl DeliveryRecord {
     /// nothing.
     pub fn apply_update(&mut self, bytes: &[u8]) -> Result<(), Error> {
         match split_version("delivery update", bytes)? {
-            (RECORD_FORMAT_VERSION, body) => codec::decode_progress_into(body, self),
+            // Delivery updates exist from record format 2 on; a later format keeps reading 2.
+            (2, body) => codec::decode_progress_into(body, self),
             (v, _) => Err(unknown_version("delivery update", v)),
         }
     }

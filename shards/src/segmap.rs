@@ -1,10 +1,10 @@
 //! [`SegMap`]: a hash map split into [`SEGMENTS`] independent tables, for the per-shard maps that
-//! grow to millions of entries (idempotency keys, users, open notifications).
+//! grow to millions of entries (idempotency keys, users, open notifications, token buckets).
 //!
 //! A single `HashMap` grows by doubling, and the doubling rehashes every entry at once: at a few
 //! hundred thousand entries that is a 40 ms stall of the shard's executor (measured), and at the
 //! millions a day's dedup window holds it is most of a second, plus a transient second copy of
-//! the table. Split by the top bits of the key's hash, each segment grows on its own, so one growth
+//! the table. Split by one byte of the key's hash, each segment grows on its own, so one growth
 //! step moves 1/[`SEGMENTS`] of the entries, and the segments reach their thresholds at different
 //! inserts. Hashing is foldhash with a per-map random seed: several times cheaper than SipHash on
 //! these short keys while still not predictable from outside.
@@ -16,6 +16,8 @@ use std::hash::{BuildHasher, Hash};
 /// Number of segments. 256 keeps a growth step under a millisecond up to ~50 million entries
 /// while costing a few KB when empty.
 pub const SEGMENTS: usize = 256;
+// The segment is chosen by one byte of the hash.
+const _: () = assert!(SEGMENTS <= 256);
 
 type Hasher = foldhash::fast::RandomState;
 
@@ -100,11 +102,14 @@ impl<K: Hash + Eq, V> SegMap<K, V> {
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let s = self.segment(&key);
         let seg = &mut self.segments[s];
-        let entry = seg.entry(key);
-        if matches!(entry, std::collections::hash_map::Entry::Vacant(_)) {
-            self.len += 1;
+        match seg.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let value = e.insert(make());
+                self.len += 1;
+                value
+            }
         }
-        entry.or_insert_with(make)
     }
 
     /// Removes `key`; returns its value.

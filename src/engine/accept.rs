@@ -119,6 +119,20 @@ impl Engine {
             .filter(|d| d.active)
             .map(|d| (d.platform.channel(), d.token.clone()))
             .collect();
+        if targets.len() > clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION {
+            drop(st);
+            let _ = reply.send(Err(ApiError::new(
+                422,
+                "too_many_devices",
+                format!(
+                    "user `{}` has {} active devices; one notification reaches at most {}",
+                    n.user_id,
+                    targets.len(),
+                    clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION
+                ),
+            )));
+            return;
+        }
         // Reserve queue room now, so an accepted delivery always has a place to go.
         for (ch, _) in &targets {
             let i = ch.index();
@@ -167,9 +181,11 @@ impl Engine {
                 if !d.state.is_terminal() {
                     let ci = d.channel.index();
                     self.reserved[ci].set(self.reserved[ci].get() + 1);
+                    // Fits: at most MAX_DELIVERIES_PER_NOTIFICATION deliveries (checked above).
+                    let Ok(index) = u16::try_from(i) else { break };
                     refs.push(DeliveryRef {
                         notification: id,
-                        index: i as u16,
+                        index,
                     });
                 }
             }

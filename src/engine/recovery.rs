@@ -44,9 +44,11 @@ impl Engine {
                 continue;
             }
             for (i, d) in n.deliveries.iter().enumerate() {
+                // Accept never makes more than MAX_DELIVERIES_PER_NOTIFICATION deliveries.
+                let Ok(index) = u16::try_from(i) else { break };
                 let r = DeliveryRef {
                     notification: n.id,
-                    index: i as u16,
+                    index,
                 };
                 match d.state {
                     DeliveryState::Retrying => {

@@ -247,9 +247,10 @@ async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, 
     Ok(r)
 }
 
-/// `{"results":[...]}`, one entry per item in order: `{"status":202,"id":..}` (plus
-/// `"duplicate":true` for a replay) or `{"status":4xx,"error":{..}}`. Serialized straight from
-/// the replies, with no JSON value tree per item.
+/// `{"results":[...]}`, one entry per item in order: `{"id":..,"status":202}` (plus
+/// `"duplicate":true` for a replay) or `{"error":{..},"status":4xx}`. Serialized straight from
+/// the replies, with no JSON value tree per item, and with every object's keys in sorted order
+/// exactly as the `serde_json::Value` answers of the single-item endpoint have them.
 struct BatchAnswer<'a> {
     results: &'a [Result<NotifyReply, ApiError>],
 }
@@ -272,10 +273,23 @@ impl serde::Serialize for BatchAnswer<'_> {
                         m.serialize_entry("status", &StatusCode::ACCEPTED.as_u16())?;
                     }
                     Err(e) => {
-                        m.serialize_entry("error", e)?;
+                        m.serialize_entry("error", &ErrorBody(e))?;
                         m.serialize_entry("status", &e.status)?;
                     }
                 }
+                m.end()
+            }
+        }
+        /// An `ApiError` with its keys sorted: code, field (when there is one), message.
+        struct ErrorBody<'a>(&'a ApiError);
+        impl serde::Serialize for ErrorBody<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                m.serialize_entry("code", self.0.code)?;
+                if let Some(field) = &self.0.field {
+                    m.serialize_entry("field", field)?;
+                }
+                m.serialize_entry("message", &self.0.message)?;
                 m.end()
             }
         }
@@ -376,12 +390,13 @@ mod tests {
             Err(ApiError::field("title", "too_long", "title is too long")),
         ];
         let json = serde_json::to_string(&BatchAnswer { results: &results }).expect("json");
-        let expected = serde_json::json!({"results": [
+        // Byte for byte what the same answer built as a `serde_json::Value` (sorted keys) gives.
+        let as_value = serde_json::json!({"results": [
             {"status": 202, "id": id.to_string()},
             {"status": 202, "id": id.to_string(), "duplicate": true},
-            {"status": 400, "error": {"code": "too_long", "message": "title: title is too long", "field": "title"}},
+            {"status": 400, "error": results[2].as_ref().err()},
         ]});
-        let parsed: Value = serde_json::from_str(&json).expect("parse");
-        assert_eq!(parsed, expected);
+        assert_eq!(json, as_value.to_string());
+        assert!(json.contains(r#""error":{"code":"too_long","field":"title","message":"title: title is too long"}"#), "{json}");
     }
 }

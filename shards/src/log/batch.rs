@@ -59,7 +59,9 @@ impl WriteBatch {
         self.put(Keyspace::Users, user.user_id.as_bytes(), user.encode())
     }
 
-    /// Stores `notification` under its 16 id bytes.
+    /// Stores `notification` under its 16 id bytes: once, when it is accepted. Later changes to
+    /// its deliveries are [`WriteBatch::put_delivery_update`]s; writing the whole record again
+    /// would be overlaid by the older updates stored after it when read back.
     pub fn put_notification(&mut self, notification: &NotificationRecord) -> &mut Self {
         self.put(
             Keyspace::Notifications,

@@ -28,8 +28,10 @@ pub(crate) fn delivery_update_key(id: Uuid, index: u16) -> [u8; UPDATE_KEY_LEN] 
 }
 
 /// One notification as stored: its current record (updates applied) and every key it occupies.
-/// `record` is `None` for updates whose notification is gone (left by an interrupted deletion):
-/// garbage that a sweep removes.
+/// `record` is `None` for updates whose notification is not there. The sweep deletes a
+/// notification and its updates in one batch and nothing writes an update after that, so this
+/// should never happen; it is tolerated (skipped by recovery, removed by the sweep) rather than
+/// treated as corruption.
 #[derive(Debug)]
 pub(crate) struct Stored {
     pub(crate) record: Option<NotificationRecord>,
