@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::apns_sim::{Faults, SimConfig, Simulator, generate_apns_key};
-use crate::load::{LoadConfig, LoadReport, SimLink, run_async};
+use crate::cpu::CpuMeter;
+use crate::load::{LoadConfig, LoadReport, SimLink, run_async_metered};
 
 /// How long a stopped server may take to drain before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,7 +122,8 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
         .build()?;
     let result = rt.block_on(async {
         wait_healthy(listen, &mut server, cfg.startup_timeout, &log_file).await?;
-        run_async(&load, SimLink::InProcess(&sim)).await
+        let meter = CpuMeter::new(server.pid());
+        run_async_metered(&load, SimLink::InProcess(&sim), Some(meter)).await
     });
     let stopped = server.stop();
     sim.shutdown();
@@ -191,6 +193,10 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
         Ok(ServerProcess { child: Some(child) })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {

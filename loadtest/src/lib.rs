@@ -52,6 +52,7 @@
 //! src/load/ledger_check.rs      accepted vs received: lost, duplicated, unexpected
 //! src/bench.rs                  keygen + simulator + server child + load, in one command
 //! src/report.rs                 summary table, summary.json, .hgrm files
+//! src/cpu.rs                    CPU per notification: server, simulator, load generator
 //! src/histogram.rs              the latency histogram shape, V2 wire form, .hgrm text
 //! src/duration.rs               "20s" / "500ms" / "2m" parsing
 //! tests/                        one scenario per file, real sockets on 127.0.0.1:0
@@ -60,6 +61,7 @@
 
 pub mod apns_sim;
 pub mod bench;
+pub mod cpu;
 pub mod duration;
 pub mod histogram;
 pub mod load;

@@ -106,6 +106,35 @@ pub fn summary_text(r: &LoadReport) -> String {
             }
         }
     }
+    if let Some(rate) = r.delivered_rate {
+        let _ = writeln!(
+            s,
+            "  Delivered     {rate:.1} notifications/s end to end (first send to last receipt)"
+        );
+    }
+    if let Some(c) = &r.cpu {
+        let server = match (c.server_cpu_s, c.server_us_per_notification) {
+            (Some(cpu), Some(per)) => {
+                let roles: Vec<String> = c
+                    .server_threads_us_per_notification
+                    .iter()
+                    .filter(|(_, us)| **us >= 0.05)
+                    .map(|(role, us)| format!("{role} {us:.1}"))
+                    .collect();
+                format!("server {per:.1} ({cpu:.2} s: {})", roles.join(", "))
+            }
+            _ => "server n/a".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "  CPU µs/notif  {server}, simulator {:.1} ({:.2} s), load generator {:.1} ({:.2} s) over {:.1} s",
+            c.sim_us_per_notification,
+            c.sim_cpu_s,
+            c.load_us_per_notification,
+            c.load_cpu_s,
+            c.wall_s
+        );
+    }
     let _ = writeln!(s, "  Next seq      {}", r.next_seq);
     s
 }
@@ -194,6 +223,23 @@ mod tests {
                 ..LedgerReport::default()
             }),
             e2e_latency_us: Some(h),
+            delivered_rate: Some(97.25),
+            cpu: Some(crate::cpu::CpuUse {
+                wall_s: 1.02,
+                notifications: 99,
+                server_cpu_s: Some(0.99),
+                server_us_per_notification: Some(10_000.0),
+                server_threads_us_per_notification: [
+                    ("shard".to_owned(), 8_000.0),
+                    ("clarion-log".to_owned(), 2_000.0),
+                    ("signals".to_owned(), 0.0),
+                ]
+                .into(),
+                sim_cpu_s: 0.5,
+                sim_us_per_notification: 5050.505,
+                load_cpu_s: 0.25,
+                load_us_per_notification: 2525.2525,
+            }),
             next_seq: 100,
         }
     }
@@ -220,6 +266,16 @@ mod tests {
             text.contains("Worst accept latency by second (ms): 1 45"),
             "{text}"
         );
+        assert!(
+            text.contains("Delivered     97.2 notifications/s end to end"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "CPU µs/notif  server 10000.0 (0.99 s: clarion-log 2000.0, shard 8000.0), simulator 5050.5 (0.50 s), load generator 2525.3 (0.25 s) over 1.0 s"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -233,6 +289,9 @@ mod tests {
         assert_eq!(json["ledger"]["lost"], 1);
         assert_eq!(json["accept_latency"]["count"], 100);
         assert_eq!(json["accept_worst_by_second_us"][1], 45_000);
+        assert_eq!(json["delivered_rate"], 97.25);
+        assert_eq!(json["cpu"]["server_us_per_notification"], 10_000.0);
+        assert_eq!(json["cpu"]["sim_cpu_s"], 0.5);
         let hgrm = std::fs::read_to_string(dir.join("accept.hgrm")).expect("hgrm");
         assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
         assert!(dir.join("e2e.hgrm").exists());

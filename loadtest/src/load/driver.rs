@@ -385,7 +385,8 @@ mod tests {
     #[test]
     fn batch_answers_accept_item_by_item() {
         let mut m = Measurements::new();
-        let start = Instant::now();
+        // Intended 3 ms ago, so the recorded latency is at least that on any machine.
+        let start = Instant::now() - std::time::Duration::from_millis(3);
         let shot = Shot {
             first_seq: 10,
             items: 3,
@@ -422,7 +423,7 @@ mod tests {
         assert_eq!(m.item_status.get(&503), Some(&2));
         assert_eq!(m.accept_us.len(), 1, "warm-up answers are not timed");
         assert_eq!(m.worst_by_second_us.len(), 1, "one measured second");
-        assert!(m.worst_by_second_us[0] > 0);
+        assert!(m.worst_by_second_us[0] >= 3_000);
         assert_eq!(m.http_status.get(&200), Some(&1));
     }
 }

@@ -15,11 +15,13 @@ mod schedule;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use crate::cpu::{CpuMeter, CpuUse};
 
 pub use driver::REQUEST_TIMEOUT;
 pub use ledger_check::{LedgerReport, SimLink, compare};
@@ -156,6 +158,11 @@ pub struct LoadReport {
     pub ledger: Option<LedgerReport>,
     #[serde(skip)]
     pub e2e_latency_us: Option<Histogram<u64>>,
+    /// Notifications received by the simulator per second, from the start of the load (warm-up
+    /// included) to the last receipt: the end-to-end delivery rate. `None` without a simulator.
+    pub delivered_rate: Option<f64>,
+    /// CPU spent over the same span, per delivered notification (`bench` only).
+    pub cpu: Option<CpuUse>,
     /// The `seq_start` of a run that continues this one.
     pub next_seq: u64,
 }
@@ -173,6 +180,16 @@ pub fn run(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<LoadReport> {
 
 /// Runs a load on the current tokio runtime.
 pub async fn run_async(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<LoadReport> {
+    run_async_metered(cfg, sim, None).await
+}
+
+/// [`run_async`], also measuring the CPU spent from the start of the load until the simulator
+/// has received everything (`bench` passes a meter that knows the server's pid).
+pub async fn run_async_metered(
+    cfg: &LoadConfig,
+    sim: SimLink<'_>,
+    meter: Option<CpuMeter>,
+) -> anyhow::Result<LoadReport> {
     cfg.validate()?;
     let client = Arc::new(client::ApiClient::new(
         cfg.target,
@@ -188,6 +205,8 @@ pub async fn run_async(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<Loa
     if cfg.reset_sim {
         sim.reset().await.context("reset the APNs simulator")?;
     }
+    let load_started = Instant::now();
+    let cpu_start = meter.as_ref().and_then(CpuMeter::sample);
     let mut m = driver::drive(client, cfg).await?;
     m.accepted.sort_unstable();
     let next_seq = cfg.seq_start + m.scheduled_items;
@@ -200,6 +219,16 @@ pub async fn run_async(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<Loa
     )
     .await
     .context("read the APNs simulator's ledger")?;
+    // Everything up to the last receipt: warm-up, the measured load and the drain.
+    let delivery_wall = load_started.elapsed().as_secs_f64();
+    let received = ledger.as_ref().map(|(r, _)| r.received);
+    let delivered_rate = received.map(|n| n as f64 / delivery_wall.max(f64::EPSILON));
+    let cpu = match (meter, cpu_start, received) {
+        (Some(meter), Some(start), Some(n)) => meter
+            .sample()
+            .map(|end| CpuUse::between(&start, &end, delivery_wall, n)),
+        _ => None,
+    };
     let wall = m.measured_wall.max(cfg.duration).as_secs_f64();
     let (ledger, e2e) = match ledger {
         Some((r, h)) => (Some(r), Some(h)),
@@ -230,6 +259,8 @@ pub async fn run_async(cfg: &LoadConfig, sim: SimLink<'_>) -> anyhow::Result<Loa
         accept_worst_by_second_us: m.worst_by_second_us,
         ledger,
         e2e_latency_us: e2e,
+        delivered_rate,
+        cpu,
         next_seq,
     })
 }
