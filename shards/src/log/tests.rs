@@ -565,3 +565,38 @@ fn a_format_1_log_opens_and_is_marked_2() {
     assert_eq!(LOG_FORMAT_VERSION, 2);
     log.join().unwrap();
 }
+
+#[test]
+fn notification_tables_are_compressed_and_read_back() {
+    let dir = TempDir::new().unwrap();
+    let db = fjall::Database::builder(dir.path()).open().unwrap();
+    let plain = db
+        .keyspace("plain", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    let packed = db
+        .keyspace("packed", super::recovery::notifications_options)
+        .unwrap();
+    let value = |i: u32| {
+        format!(
+            "{{\"title\":\"Order shipped\",\"body\":\"Your order #{i} from ACME Store is on the way and should arrive by Friday.\",\"data\":{{\"order_id\":\"ord_{i:08}\"}}}}"
+        )
+    };
+    for ks in [&plain, &packed] {
+        for i in 0..5_000u32 {
+            ks.insert(i.to_be_bytes(), value(i)).unwrap();
+        }
+        // Flush the memtable to a table on disk, where the compression policy applies.
+        ks.rotate_memtable_and_wait().unwrap();
+        assert!(ks.table_count() >= 1);
+    }
+    assert!(
+        packed.disk_space() * 2 < plain.disk_space(),
+        "packed {} vs plain {} bytes",
+        packed.disk_space(),
+        plain.disk_space()
+    );
+    for i in [0u32, 2_500, 4_999] {
+        let got = packed.get(i.to_be_bytes()).unwrap().unwrap();
+        assert_eq!(&*got, value(i).as_bytes());
+    }
+}
