@@ -13,12 +13,12 @@ const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7
 /// The shape of a real provider token header: `bearer` + ES256 JWT (~200 bytes).
 const AUTHORIZATION: &str = "bearer eyJhbGciOiJFUzI1NiIsImtpZCI6IktFWTEyMzQ1NjcifQ.eyJpc3MiOiJURUFNMTIzNDU2IiwiaWF0IjoxNzAwMDAwMDAwfQ.MEUCIQDx3kz8b3Vh7qg1c2m9yq0Vt6bXhP4cXxk2gJ1nT0Z9pwIgQx7Vt6bXhP4cXxk2gJ1nT0Z9pwIgQx7Vt6bXhP4cXxk2gJ1nT0";
 
-fn typical_data() -> serde_json::Map<String, serde_json::Value> {
+fn typical_data() -> clarion_shards::JsonObject {
     let data = serde_json::json!({
         "order_id": "ord_8f14e45fceea167a5a36dedd4bea2543",
         "deep_link": "acme://orders/ord_8f14e45fceea167a5a36dedd4bea2543",
     });
-    data.as_object().cloned().unwrap_or_default()
+    clarion_shards::JsonObject::from_map(data.as_object().unwrap_or(&serde_json::Map::new()))
 }
 
 fn payload(c: &mut Criterion) {

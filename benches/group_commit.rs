@@ -18,8 +18,7 @@ const ARRIVAL_SIZES: [usize; 3] = [1, 64, 512];
 /// measured with ~300-byte values):
 /// content and idempotency key, deliveries left out to stay at that size.
 fn sample_value() -> Vec<u8> {
-    let mut data = serde_json::Map::new();
-    data.insert("order_id".into(), serde_json::json!("12345"));
+    let data = clarion_shards::JsonObject::parse(r#"{"order_id":"12345"}"#).unwrap_or_default();
     let n = NotificationRecord {
         id: IdGenerator::new(0, 1).next(1_700_000_000_000),
         user_id: "user-00012345".into(),

@@ -110,6 +110,7 @@ pub use log::{
 };
 pub use queue::{BoundedQueue, RetryTimers, TimerKey};
 pub use record::{
+    JsonObject, JsonObjectError,
     Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord,
     MAX_DELIVERIES_PER_NOTIFICATION, NotificationContent, NotificationRecord, Platform, Priority,
     RECORD_FORMAT_VERSION, UserRecord,

@@ -17,6 +17,9 @@
 //! log is opened) is separate and unchanged by record versions.
 
 mod codec;
+mod json_object;
+
+pub use json_object::{JsonObject, JsonObjectError};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
@@ -129,7 +132,7 @@ pub struct NotificationContent {
     #[serde(default)]
     pub body: Option<String>,
     #[serde(default)]
-    pub data: serde_json::Map<String, serde_json::Value>,
+    pub data: JsonObject,
     #[serde(default)]
     pub category: Option<String>,
     #[serde(default)]
@@ -324,7 +327,7 @@ impl NotificationRecord {
         96 + self.user_id.len()
             + self.idempotency_key.len()
             + strings
-            + 64 * c.data.len()
+            + c.data.as_str().len()
             + deliveries
     }
 }
@@ -352,7 +355,7 @@ mod tests {
             content: NotificationContent {
                 title: Some("Order shipped".into()),
                 body: Some("On its way".into()),
-                data,
+                data: JsonObject::from_map(&data),
                 category: Some("orders".into()),
                 priority: Priority::Normal,
                 ttl_seconds: Some(3600),
@@ -508,7 +511,7 @@ mod tests {
             content: NotificationContent {
                 title: Some("Tïtle\0with nul".into()),
                 body: Some("b".repeat(70_000)),
-                data,
+                data: JsonObject::from_map(&data),
                 category: Some(String::new()),
                 priority: Priority::High,
                 ttl_seconds: Some(u32::MAX),

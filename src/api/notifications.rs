@@ -1,9 +1,10 @@
 //! `POST /v1/notifications` and `POST /v1/notifications/batch`: parsing and validating
 //! notifications (fields, sizes, and the rendered APNs payload's size) into shard commands.
 
-use clarion_shards::{NotificationContent, Priority};
+use clarion_shards::{JsonObject, JsonObjectError, NotificationContent, Priority};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::fields::{Fields, parse_object};
@@ -40,7 +41,8 @@ struct RawNotification {
     idempotency_key: Option<String>,
     title: Option<String>,
     body: Option<String>,
-    data: Option<serde_json::Map<String, Value>>,
+    /// Kept as its JSON text: checked once here, never parsed into a tree.
+    data: Option<Box<RawValue>>,
     category: Option<String>,
     priority: Option<String>,
     ttl_seconds: Option<u64>,
@@ -61,7 +63,11 @@ fn read_fields(map: serde_json::Map<String, Value>) -> Result<RawNotification, A
         idempotency_key: f.opt_str("idempotency_key", usize::MAX)?,
         title: f.opt_str("title", usize::MAX)?,
         body: f.opt_str("body", usize::MAX)?,
-        data: f.opt_object("data")?,
+        data: f
+            .opt_object("data")?
+            .map(|m| RawValue::from_string(Value::Object(m).to_string()))
+            .transpose()
+            .map_err(|e| ApiError::field("data", "invalid_json", e.to_string()))?,
         category: f.opt_str("category", usize::MAX)?,
         priority: f.opt_str("priority", usize::MAX)?,
         ttl_seconds: f.opt_u64("ttl_seconds", u64::MAX)?,
@@ -109,7 +115,18 @@ fn validate(raw: RawNotification) -> Result<NewNotification, ApiError> {
     validate::idempotency_key("idempotency_key", &idempotency_key)?;
     let title = optional("title", raw.title, 1024)?;
     let body = optional("body", raw.body, 4096)?;
-    let data = raw.data.unwrap_or_default();
+    let data = match raw.data {
+        None => JsonObject::empty(),
+        Some(raw) => JsonObject::parse(Box::<str>::from(raw)).map_err(|e| match e {
+            JsonObjectError::NotAnObject { .. } => {
+                ApiError::field("data", "invalid_type", e.to_string())
+            }
+            JsonObjectError::DuplicateKey { .. } => {
+                ApiError::field("data", "duplicate_key", e.to_string())
+            }
+            _ => ApiError::field("data", "invalid_json", e.to_string()),
+        })?,
+    };
     let category = optional("category", raw.category, 64)?;
     let priority = match optional("priority", raw.priority, 16)?.as_deref() {
         None | Some("high") => Priority::High,
@@ -243,7 +260,7 @@ mod tests {
         assert_eq!(n.user_id, "u1");
         assert_eq!(n.content.priority, Priority::Normal);
         assert_eq!(n.content.ttl_seconds, Some(60));
-        assert_eq!(n.content.data["order"], 7);
+        assert_eq!(n.content.data.to_map()["order"], 7);
     }
 
     #[test]
@@ -287,6 +304,31 @@ mod tests {
         let big = "x".repeat(4000);
         let e = parse_single(format!(r#"{{"user_id":"u","idempotency_key":"k","body":"b","data":{{"big":"{big}","big2":"{big}"}}}}"#).as_bytes()).unwrap_err();
         assert_eq!(e.code, "payload_too_large");
+    }
+
+    #[test]
+    fn data_is_checked_once_and_kept_compact() {
+        let n = parse_single(
+            br#"{"user_id":"u","idempotency_key":"k","data": { "a" : [1, 2] , "s" : "x y" } }"#,
+        )
+        .unwrap();
+        assert_eq!(n.content.data.as_str(), r#"{"a":[1,2],"s":"x y"}"#);
+        let err = |b: &str| parse_single(b.as_bytes()).unwrap_err();
+        let dup = err(r#"{"user_id":"u","idempotency_key":"k","data":{"a":1,"a":2}}"#);
+        assert_eq!(
+            (dup.field.as_deref(), dup.code),
+            (Some("data"), "duplicate_key")
+        );
+        let not_object = err(r#"{"user_id":"u","idempotency_key":"k","data":"text"}"#);
+        assert_eq!(
+            (not_object.field.as_deref(), not_object.code),
+            (Some("data"), "invalid_type")
+        );
+        assert!(not_object.message.contains("got a string"), "{}", not_object.message);
+        // A batch item the fast path refuses (a wrong type elsewhere) keeps its data too.
+        let r = parse_batch(br#"{"notifications":[{"user_id":"u","idempotency_key":"k","data":{"z":1},"ttl_seconds":"x"},{"user_id":"u","idempotency_key":"k2","data":{"z":1}}]}"#).unwrap();
+        assert_eq!(r[0].as_ref().unwrap_err().field.as_deref(), Some("notifications[0].ttl_seconds"));
+        assert_eq!(r[1].as_ref().unwrap().content.data.as_str(), r#"{"z":1}"#);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! one pass into one right-sized buffer, and the payload size limits.
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use clarion_shards::JsonObject;
 use std::fmt;
 
 /// Apple rejects larger payloads with `413 PayloadTooLarge` (all push types but VoIP).
@@ -13,8 +13,6 @@ pub const MAX_VOIP_PAYLOAD_BYTES: usize = 5120;
 pub const RESERVED_KEY: &str = "aps";
 /// Bytes of JSON punctuation and key names around the given strings, for the initial capacity.
 const FIXED_OVERHEAD_BYTES: usize = 64;
-/// Guess of the encoded size of one custom data entry, for the initial capacity.
-const DATA_ENTRY_ESTIMATE_BYTES: usize = 48;
 
 /// What goes into one notification's payload; `data` keys land at the top level.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +20,7 @@ pub struct PayloadFields<'a> {
     pub title: Option<&'a str>,
     pub body: Option<&'a str>,
     pub category: Option<&'a str>,
-    pub data: &'a Map<String, Value>,
+    pub data: &'a JsonObject,
 }
 
 /// Why a payload cannot be built. Retrying never helps: the notification itself must change.
@@ -71,9 +69,7 @@ pub fn encode_payload(fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError>
         .flatten()
         .map(|s| s.len())
         .sum::<usize>();
-    let mut out = Vec::with_capacity(
-        FIXED_OVERHEAD_BYTES + strings + fields.data.len() * DATA_ENTRY_ESTIMATE_BYTES,
-    );
+    let mut out = Vec::with_capacity(FIXED_OVERHEAD_BYTES + strings + fields.data.as_str().len());
     out.extend_from_slice(b"{\"aps\":{");
     let mut aps_empty = true;
     if fields.title.is_some() || fields.body.is_some() {
@@ -98,11 +94,10 @@ pub fn encode_payload(fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError>
         out.extend_from_slice(b"\"content-available\":1");
     }
     out.push(b'}');
-    for (key, value) in fields.data {
+    // The data's members, already compact JSON, become top-level members beside `aps`.
+    if !fields.data.is_empty() {
         out.push(b',');
-        json(&mut out, key)?;
-        out.push(b':');
-        json(&mut out, value)?;
+        out.extend_from_slice(fields.data.members().as_bytes());
     }
     out.push(b'}');
     if out.len() > MAX_PAYLOAD_BYTES {
@@ -134,7 +129,11 @@ fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<()
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    fn obj(v: Value) -> JsonObject {
+        JsonObject::parse(v.to_string()).unwrap()
+    }
 
     fn parse(b: &Bytes) -> Value {
         serde_json::from_slice(b).unwrap()
@@ -142,12 +141,12 @@ mod tests {
 
     #[test]
     fn title_and_body_go_into_aps_alert_and_data_keys_to_the_top_level() {
-        let data = json!({"order_id": "ord_1", "n": 3, "nested": {"a": [1, 2]}});
+        let data = obj(json!({"order_id": "ord_1", "n": 3, "nested": {"a": [1, 2]}}));
         let fields = PayloadFields {
             title: Some("Order shipped"),
             body: Some("It is on the way"),
             category: Some("ORDER"),
-            data: data.as_object().unwrap(),
+            data: &data,
         };
         let v = parse(&encode_payload(&fields).unwrap());
         assert_eq!(
@@ -161,7 +160,7 @@ mod tests {
 
     #[test]
     fn only_given_fields_appear() {
-        let data = Map::new();
+        let data = JsonObject::empty();
         let body_only = PayloadFields {
             title: None,
             body: Some("hi"),
@@ -195,12 +194,12 @@ mod tests {
 
     #[test]
     fn strings_are_escaped() {
-        let data = json!({"quote\"key": "line\nbreak"});
+        let data = obj(json!({"quote\"key": "line\nbreak"}));
         let fields = PayloadFields {
             title: Some("say \"hi\" \\ ü"),
             body: None,
             category: None,
-            data: data.as_object().unwrap(),
+            data: &data,
         };
         let v = parse(&encode_payload(&fields).unwrap());
         assert_eq!(v["aps"]["alert"]["title"], "say \"hi\" \\ ü");
@@ -209,12 +208,12 @@ mod tests {
 
     #[test]
     fn reserved_aps_key_is_rejected() {
-        let data = json!({"aps": {"badge": 1}});
+        let data = obj(json!({"aps": {"badge": 1}}));
         let fields = PayloadFields {
             title: Some("t"),
             body: None,
             category: None,
-            data: data.as_object().unwrap(),
+            data: &data,
         };
         assert_eq!(
             encode_payload(&fields),
@@ -226,8 +225,7 @@ mod tests {
     #[test]
     fn size_limit_is_inclusive_at_exactly_4096_bytes() {
         let with_pad = |n: usize| {
-            let mut data = Map::new();
-            data.insert("pad".into(), Value::String("p".repeat(n)));
+            let data = obj(json!({"pad": "p".repeat(n)}));
             encode_payload(&PayloadFields {
                 title: Some("t"),
                 body: Some("b"),

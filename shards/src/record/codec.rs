@@ -17,12 +17,11 @@
 //! and count is checked against the bytes that remain, and anything truncated, over-long or
 //! out of range is [`Error::Corrupt`] naming the field being read.
 
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{
-    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, NotificationContent,
-    NotificationRecord, Platform, Priority, UserRecord,
+    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, JsonObject,
+    NotificationContent, NotificationRecord, Platform, Priority, UserRecord,
 };
 use crate::error::Error;
 
@@ -117,22 +116,13 @@ fn put_opt<T>(out: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)
     }
 }
 
-/// The map's JSON text, length-prefixed; the empty map is just length 0.
-fn put_data(out: &mut Vec<u8>, data: &Map<String, Value>) {
+/// The object's JSON text, length-prefixed; the empty object is just length 0.
+fn put_data(out: &mut Vec<u8>, data: &JsonObject) {
     if data.is_empty() {
         out.push(0);
         return;
     }
-    // Serialize in place, then shift the (short) text right to make room for its length prefix.
-    let start = out.len();
-    if let Err(e) = serde_json::to_writer(&mut *out, data) {
-        // Writing a string-keyed map of JSON values into a Vec cannot fail.
-        unreachable!("notification data serialization cannot fail: {e}");
-    }
-    let text_len = out.len() - start;
-    put_varint(out, text_len as u64);
-    let prefix_len = out.len() - start - text_len;
-    out[start..].rotate_right(prefix_len);
+    put_str(out, data.as_str());
 }
 
 /// Appends the v2 body of `n` (everything after the version byte) to `out`.
@@ -306,18 +296,17 @@ impl<'a> Reader<'a> {
         Uuid::from_slice(self.take(16, what)?).map_err(|_| self.err(what))
     }
 
-    fn data(&mut self) -> Result<Map<String, Value>, Error> {
+    fn data(&mut self) -> Result<JsonObject, Error> {
         let n = self.len("content.data", 1)?;
         if n == 0 {
-            return Ok(Map::new());
+            return Ok(JsonObject::empty());
         }
         let json = self.take(n, "content.data")?;
-        serde_json::from_slice(json).map_err(|e| {
-            Error::corrupt(format!(
-                "{} record (v2): bad content.data JSON: {e}",
-                self.kind
-            ))
-        })
+        let kind = self.kind;
+        std::str::from_utf8(json)
+            .map_err(|e| e.to_string())
+            .and_then(|text| JsonObject::parse(text).map_err(|e| e.to_string()))
+            .map_err(|e| Error::corrupt(format!("{kind} record (v2): bad content.data JSON: {e}")))
     }
 
     fn finish(&self) -> Result<(), Error> {
