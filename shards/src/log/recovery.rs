@@ -73,7 +73,9 @@ pub(crate) fn open_with_capacity(
         .open()?;
     let handles = Handles {
         users: db.keyspace(Keyspace::Users.name(), KeyspaceCreateOptions::default)?,
-        notifications: db.keyspace(Keyspace::Notifications.name(), notifications_options)?,
+        notifications: db.keyspace(Keyspace::Notifications.name(), || {
+            notifications_options(config.shard)
+        })?,
         meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
     };
     check_format(&db, &handles)?;
@@ -110,17 +112,38 @@ pub(crate) fn open_with_capacity(
     Ok((log, recovered))
 }
 
-/// Writes the format byte into a new log; refuses a log of another format.
 /// Options of a new `notifications` keyspace (an existing one keeps those it was created with;
-/// fjall stores them). Its data blocks are LZ4-compressed at every level, the first included:
-/// notification records are repetitive JSON-like text, and a memtable flush that writes half
-/// the bytes competes half as long with the group commit's fsync on the same disk. In the load
-/// test that halved the accept-latency spike each flush causes, for no measurable CPU.
-pub(super) fn notifications_options() -> KeyspaceCreateOptions {
+/// fjall stores them).
+/// - Data blocks are LZ4-compressed at every level, the first included. Notification records
+///   are repetitive JSON-like text, so a memtable flush writes about half the bytes, and the
+///   group commit's fsync, which competes with that writeback on the same disk, stalls about
+///   half as long. In the load test that halved the accept-latency spike of a flush, for no
+///   measurable CPU.
+/// - The memtable size differs per shard ([`memtable_bytes`]), so shards under the same load do
+///   not rotate and flush at the same moment: the rotation's fsyncs under fjall's journal lock,
+///   and the flush's writeback, then meet only one shard's group commits at a time.
+pub(super) fn notifications_options(shard: u16) -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
+        .max_memtable_size(memtable_bytes(shard))
 }
 
+/// Smallest memtable of a shard's `notifications` keyspace (fjall's default size).
+pub const MEMTABLE_BASE_BYTES: u64 = 64 << 20;
+/// Shards' memtables are spread over `[BASE, BASE + SPREAD)`.
+pub const MEMTABLE_SPREAD_BYTES: u64 = 32 << 20;
+
+/// Shard `shard`'s memtable size: the base plus a share of the spread taken from the golden
+/// ratio's sequence (0, 0.618, 0.236, 0.854, ...). Consecutive shards get well-separated sizes,
+/// and no two have a simple ratio such as 3:2, so their flushes drift apart rather than keep
+/// meeting.
+pub(super) fn memtable_bytes(shard: u16) -> u64 {
+    const GOLDEN_FRACTION: f64 = 0.618_033_988_749_895;
+    let share = (f64::from(shard) * GOLDEN_FRACTION).fract();
+    MEMTABLE_BASE_BYTES + (share * MEMTABLE_SPREAD_BYTES as f64) as u64
+}
+
+/// Writes the format byte into a new log; refuses a log of another format.
 fn check_format(db: &Database, h: &Handles) -> Result<(), Error> {
     match h.meta.get(META_FORMAT)? {
         Some(v) if v.len() == 1 && v[0] == LOG_FORMAT_VERSION => Ok(()),

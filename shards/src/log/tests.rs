@@ -574,7 +574,7 @@ fn notification_tables_are_compressed_and_read_back() {
         .keyspace("plain", fjall::KeyspaceCreateOptions::default)
         .unwrap();
     let packed = db
-        .keyspace("packed", super::recovery::notifications_options)
+        .keyspace("packed", || super::recovery::notifications_options(0))
         .unwrap();
     let value = |i: u32| {
         format!(
@@ -599,4 +599,20 @@ fn notification_tables_are_compressed_and_read_back() {
         let got = packed.get(i.to_be_bytes()).unwrap().unwrap();
         assert_eq!(&*got, value(i).as_bytes());
     }
+}
+
+#[test]
+fn shards_get_different_memtable_sizes_within_the_spread() {
+    use super::recovery::{MEMTABLE_BASE_BYTES, MEMTABLE_SPREAD_BYTES, memtable_bytes};
+    assert_eq!(memtable_bytes(0), MEMTABLE_BASE_BYTES);
+    let sizes: Vec<u64> = (0..64).map(memtable_bytes).collect();
+    for (i, &a) in sizes.iter().enumerate() {
+        assert!((MEMTABLE_BASE_BYTES..MEMTABLE_BASE_BYTES + MEMTABLE_SPREAD_BYTES).contains(&a));
+        for &b in &sizes[i + 1..] {
+            assert_ne!(a, b, "two shards share a memtable size");
+        }
+    }
+    // Two shards (the common small machine) are at least a sixth apart, and not 3:2 or 4:3.
+    let ratio = sizes[1] as f64 / sizes[0] as f64;
+    assert!(ratio > 1.16 && (ratio - 1.5).abs() > 0.05 && (ratio - 4.0 / 3.0).abs() > 0.01);
 }
