@@ -27,7 +27,9 @@ fn batch_body() -> Vec<u8> {
             })
         })
         .collect();
-    serde_json::json!({ "notifications": items }).to_string().into_bytes()
+    serde_json::json!({ "notifications": items })
+        .to_string()
+        .into_bytes()
 }
 
 fn parsing(c: &mut Criterion) {
@@ -37,7 +39,11 @@ fn parsing(c: &mut Criterion) {
     g.bench_function("parse_batch_of_100", |b| {
         b.iter(|| {
             let parsed = parse_batch(black_box(&body));
-            assert!(parsed.as_ref().is_ok_and(|items| items.iter().all(Result::is_ok)));
+            assert!(
+                parsed
+                    .as_ref()
+                    .is_ok_and(|items| items.iter().all(Result::is_ok))
+            );
             parsed
         })
     });

@@ -47,8 +47,18 @@ pub struct CpuMeter {
     server_pid: Option<u32>,
 }
 
-/// Clock ticks per second for `/proc/*/stat` times (USER_HZ; 100 on every Linux platform).
-const TICKS_PER_S: f64 = 100.0;
+/// Clock ticks per second of `/proc/*/stat` times (USER_HZ, 100 on Linux as built today).
+fn ticks_per_s() -> f64 {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf(3) only reads its integer argument.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if hz > 0 {
+            return hz as f64;
+        }
+    }
+    100.0
+}
 
 impl CpuMeter {
     pub fn new(server_pid: Option<u32>) -> CpuMeter {
@@ -97,13 +107,9 @@ impl CpuMeter {
 
 impl CpuUse {
     /// The CPU spent between two samples, per notification.
-    pub fn between(
-        start: &CpuSample,
-        end: &CpuSample,
-        wall_s: f64,
-        notifications: u64,
-    ) -> CpuUse {
-        let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / TICKS_PER_S;
+    pub fn between(start: &CpuSample, end: &CpuSample, wall_s: f64, notifications: u64) -> CpuUse {
+        let hz = ticks_per_s();
+        let secs = |a: u64, b: u64| b.saturating_sub(a) as f64 / hz;
         let per = |s: f64| {
             if notifications == 0 {
                 0.0
@@ -189,17 +195,23 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn this_process_is_sampled_and_burning_cpu_shows() {
         let meter = CpuMeter::new(Some(std::process::id()));
         let a = meter.sample().unwrap();
-        // Spin for about 50 ms of CPU (two clock ticks at least).
-        let t = std::time::Instant::now();
+        // Spin until this process has used at least three more clock ticks of CPU (checked on
+        // CPU time, not wall time, so a busy machine only makes the test slower).
         let mut x = 0u64;
-        while t.elapsed() < std::time::Duration::from_millis(60) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-        }
+        let b = loop {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            let b = meter.sample().unwrap();
+            if b.load_ticks >= a.load_ticks + 3 {
+                break b;
+            }
+        };
         std::hint::black_box(x);
-        let b = meter.sample().unwrap();
         assert!(b.load_ticks >= a.load_ticks + 2, "{a:?} -> {b:?}");
         assert!(b.server_ticks.unwrap() >= a.server_ticks.unwrap() + 2);
         // This test's own thread is one of the "server" threads here.

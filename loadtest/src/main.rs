@@ -25,6 +25,7 @@ use clarion_loadtest::{bench, load, report};
 
 /// Transparent huge pages off, as the server does (see its `main.rs`): a 2 MiB page zeroed on
 /// first touch stalls the thread that touched it, and here that thread may be timing a request.
+#[cfg(target_os = "linux")]
 fn disable_transparent_huge_pages() {
     // SAFETY: prctl(2) with PR_SET_THP_DISABLE reads only its integer arguments.
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
@@ -33,6 +34,10 @@ fn disable_transparent_huge_pages() {
         tracing::debug!(error = %e, "could not turn transparent huge pages off");
     }
 }
+
+/// Elsewhere there is no such switch (and no transparent huge pages to speak of).
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -109,7 +109,7 @@ pub fn summary_text(r: &LoadReport) -> String {
     if let Some(rate) = r.delivered_rate {
         let _ = writeln!(
             s,
-            "  Delivered     {rate:.1} notifications/s end to end (first send to last receipt)"
+            "  Delivered     {rate:.1} notifications/s end to end (first send until all were received)"
         );
     }
     if let Some(c) = &r.cpu {

@@ -110,10 +110,9 @@ pub use log::{
 };
 pub use queue::{BoundedQueue, RetryTimers, TimerKey};
 pub use record::{
-    JsonObject, JsonObjectError,
-    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord,
-    MAX_DELIVERIES_PER_NOTIFICATION, NotificationContent, NotificationRecord, Platform, Priority,
-    RECORD_FORMAT_VERSION, UserRecord,
+    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, JsonObject,
+    JsonObjectError, MAX_DELIVERIES_PER_NOTIFICATION, NotificationContent, NotificationRecord,
+    Platform, Priority, RECORD_FORMAT_VERSION, UserRecord,
 };
 pub use routing::{jump_hash, shard_for_user, user_hash};
 pub use segmap::SegMap;

@@ -55,19 +55,50 @@ struct RawBatch {
     notifications: Vec<RawNotification>,
 }
 
-/// The slow path: reads each field with its type checked, naming the field on error.
-fn read_fields(map: serde_json::Map<String, Value>) -> Result<RawNotification, ApiError> {
+/// Only the `data` member of a notification object, as the text it was sent as.
+#[derive(Deserialize)]
+struct DataText {
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+/// A batch's items as the text they were sent as.
+#[derive(Deserialize)]
+struct ItemTexts<'a> {
+    #[serde(borrow)]
+    notifications: Vec<&'a RawValue>,
+}
+
+/// `data` exactly as sent in the notification object `text`, so that the slow path checks and
+/// keeps the same text the fast path would (a key twice is refused, numbers stay as written).
+/// `None` when it cannot be picked out (no `data`, or `data` itself given twice); the parsed
+/// map is then used.
+fn data_text(text: &str) -> Option<Box<RawValue>> {
+    serde_json::from_str::<DataText>(text).ok()?.data
+}
+
+/// The slow path: reads each field with its type checked, naming the field on error. `text` is
+/// the object's JSON text, when known.
+fn read_fields(
+    map: serde_json::Map<String, Value>,
+    text: Option<&str>,
+) -> Result<RawNotification, ApiError> {
     let mut f = Fields::new(map);
     let raw = RawNotification {
         user_id: f.opt_str("user_id", usize::MAX)?,
         idempotency_key: f.opt_str("idempotency_key", usize::MAX)?,
         title: f.opt_str("title", usize::MAX)?,
         body: f.opt_str("body", usize::MAX)?,
-        data: f
-            .opt_object("data")?
-            .map(|m| RawValue::from_string(Value::Object(m).to_string()))
-            .transpose()
-            .map_err(|e| ApiError::field("data", "invalid_json", e.to_string()))?,
+        data: match f.opt_object("data")? {
+            None => None,
+            Some(m) => match text.and_then(data_text) {
+                Some(raw) => Some(raw),
+                None => Some(
+                    RawValue::from_string(Value::Object(m).to_string())
+                        .map_err(|e| ApiError::field("data", "invalid_json", e.to_string()))?,
+                ),
+            },
+        },
         category: f.opt_str("category", usize::MAX)?,
         priority: f.opt_str("priority", usize::MAX)?,
         ttl_seconds: f.opt_u64("ttl_seconds", u64::MAX)?,
@@ -96,11 +127,13 @@ fn optional(key: &str, v: Option<String>, max: usize) -> Result<Option<String>, 
     }
 }
 
-/// Parses one notification object (the slow path for a batch item the fast path refused).
-pub fn parse_notification(
+/// Parses one notification object, field by field (the slow path): `text` is its JSON text
+/// when known, so `data` is taken as sent.
+fn parse_notification(
     map: serde_json::Map<String, Value>,
+    text: Option<&str>,
 ) -> Result<NewNotification, ApiError> {
-    validate(read_fields(map)?)
+    validate(read_fields(map, text)?)
 }
 
 /// Checks every field's length, format and the rendered payload's size.
@@ -202,7 +235,7 @@ fn validate(raw: RawNotification) -> Result<NewNotification, ApiError> {
 pub fn parse_single(body: &[u8]) -> Result<NewNotification, ApiError> {
     match serde_json::from_slice::<RawNotification>(body) {
         Ok(raw) => validate(raw),
-        Err(_) => parse_notification(parse_object(body)?),
+        Err(_) => parse_notification(parse_object(body)?, std::str::from_utf8(body).ok()),
     }
 }
 
@@ -223,12 +256,17 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NewNotification, ApiError>>
     let items = f.req_array("notifications")?;
     f.finish(&["notifications"])?;
     check_batch_size(items.len())?;
+    let texts = serde_json::from_slice::<ItemTexts>(body)
+        .ok()
+        .map(|t| t.notifications)
+        .filter(|t| t.len() == items.len());
     Ok(items
         .into_iter()
         .enumerate()
         .map(|(i, item)| match item {
             Value::Object(m) => {
-                parse_notification(m).map_err(|e| e.in_item(&format!("notifications[{i}].")))
+                let text = texts.as_ref().and_then(|t| t.get(i)).map(|r| r.get());
+                parse_notification(m, text).map_err(|e| e.in_item(&format!("notifications[{i}].")))
             }
             _ => Err(ApiError::field(
                 &format!("notifications[{i}]"),
@@ -324,11 +362,30 @@ mod tests {
             (not_object.field.as_deref(), not_object.code),
             (Some("data"), "invalid_type")
         );
-        assert!(not_object.message.contains("got a string"), "{}", not_object.message);
+        assert!(
+            not_object.message.contains("got a string"),
+            "{}",
+            not_object.message
+        );
         // A batch item the fast path refuses (a wrong type elsewhere) keeps its data too.
         let r = parse_batch(br#"{"notifications":[{"user_id":"u","idempotency_key":"k","data":{"z":1},"ttl_seconds":"x"},{"user_id":"u","idempotency_key":"k2","data":{"z":1}}]}"#).unwrap();
-        assert_eq!(r[0].as_ref().unwrap_err().field.as_deref(), Some("notifications[0].ttl_seconds"));
+        assert_eq!(
+            r[0].as_ref().unwrap_err().field.as_deref(),
+            Some("notifications[0].ttl_seconds")
+        );
         assert_eq!(r[1].as_ref().unwrap().content.data.as_str(), r#"{"z":1}"#);
+        // ...and the slow path takes `data` as sent: a key twice is refused there too, whatever
+        // the neighbouring items, and numbers are kept as written.
+        let r = parse_batch(br#"{"notifications":[{"user_id":"u","idempotency_key":"k","data":{"a":1,"a":2}},{"user_id":"u","idempotency_key":"k2","data":{"n":123456789012345678901234567890,"f":1.0}},{"ttl_seconds":"x"}]}"#).unwrap();
+        assert_eq!(r[0].as_ref().unwrap_err().code, "duplicate_key");
+        assert_eq!(
+            r[1].as_ref().unwrap().content.data.as_str(),
+            r#"{"n":123456789012345678901234567890,"f":1.0}"#
+        );
+        let single = parse_single(
+            br#"{"user_id":"u","user_id":"u","idempotency_key":"k","data":{"a":1,"a":2}}"#,
+        );
+        assert_eq!(single.unwrap_err().code, "duplicate_key");
     }
 
     #[test]
@@ -349,7 +406,11 @@ mod tests {
     fn fast_and_field_by_field_paths_agree() {
         let body = br#"{"user_id":"u1","idempotency_key":"k1","title":"Hi","data":{"a":[1,2]},"priority":"normal","ttl_seconds":5,"collapse_id":"c"}"#;
         let fast = parse_single(body).unwrap();
-        let slow = parse_notification(parse_object(body).unwrap()).unwrap();
+        let slow = parse_notification(
+            parse_object(body).unwrap(),
+            Some(std::str::from_utf8(body).unwrap()),
+        )
+        .unwrap();
         assert_eq!(fast.user_id, slow.user_id);
         assert_eq!(fast.idempotency_key, slow.idempotency_key);
         assert_eq!(fast.content, slow.content);

@@ -159,7 +159,8 @@ pub struct LoadReport {
     #[serde(skip)]
     pub e2e_latency_us: Option<Histogram<u64>>,
     /// Notifications received by the simulator per second, from the start of the load (warm-up
-    /// included) to the last receipt: the end-to-end delivery rate. `None` without a simulator.
+    /// included) until the ledger showed all of them received: the end-to-end delivery rate.
+    /// `None` without a simulator or when the run did not drain.
     pub delivered_rate: Option<f64>,
     /// CPU spent over the same span, per delivered notification (`bench` only).
     pub cpu: Option<CpuUse>,
@@ -219,9 +220,14 @@ pub async fn run_async_metered(
     )
     .await
     .context("read the APNs simulator's ledger")?;
-    // Everything up to the last receipt: warm-up, the measured load and the drain.
+    // Everything up to when the ledger showed every notification received: warm-up, the
+    // measured load and the drain (to within the ledger's polling interval). Reported only for
+    // a run that drained; otherwise the span would include the drain timeout.
     let delivery_wall = load_started.elapsed().as_secs_f64();
-    let received = ledger.as_ref().map(|(r, _)| r.received);
+    let received = ledger
+        .as_ref()
+        .filter(|(r, _)| r.drained)
+        .map(|(r, _)| r.received);
     let delivered_rate = received.map(|n| n as f64 / delivery_wall.max(f64::EPSILON));
     let cpu = match (meter, cpu_start, received) {
         (Some(meter), Some(start), Some(n)) => meter

@@ -4,9 +4,10 @@
 //! never builds, walks or drops a JSON tree for data it only carries.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
 
-use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// A JSON object's compact text: `{}` when empty, otherwise `{"k":v,...}` with no whitespace
@@ -44,18 +45,12 @@ impl JsonObject {
         JsonObject("{}".into())
     }
 
-    /// Checks `text` (an object, valid JSON, no duplicate key) and keeps it compact. Text that
-    /// is already compact is kept without a copy.
+    /// Checks `text` (valid JSON as strictly as `serde_json::Value` reads it, an object, no key
+    /// twice in it or in any object nested in it) and keeps it compact. Text that is already
+    /// compact is kept without a copy.
     pub fn parse(text: impl Into<Box<str>>) -> Result<JsonObject, JsonObjectError> {
         let text = text.into();
-        let mut keys = object_keys(&text)?;
-        keys.sort_unstable();
-        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-            return Err(JsonObjectError::DuplicateKey {
-                key: w[0].clone().into_owned(),
-            });
-        }
-        drop(keys);
+        object_keys(&text)?;
         Ok(JsonObject(compact(text)))
     }
 
@@ -146,42 +141,106 @@ fn kind_of(text: &str) -> &'static str {
     }
 }
 
-/// The keys of the JSON object `text` (borrowed where they hold no escapes), checking that all
-/// of `text` is valid JSON.
+/// The top-level keys of the JSON object `text` (borrowed where they hold no escapes), after
+/// checking all of `text` as strictly as building a `serde_json::Value` would (string escapes,
+/// number range, nesting depth), and that no object in it, nested ones included, has a key twice.
 fn object_keys(text: &str) -> Result<Vec<Cow<'_, str>>, JsonObjectError> {
-    let invalid = |e: serde_json::Error| JsonObjectError::Invalid {
-        reason: e.to_string(),
-    };
+    let got = kind_of(text);
+    if got != "an object" {
+        return Err(JsonObjectError::NotAnObject { got });
+    }
+    let duplicate = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_str(text);
-    let keys = match (&mut de).deserialize_any(KeysVisitor) {
-        Ok(keys) => keys,
-        Err(e) if e.is_data() => {
-            return Err(JsonObjectError::NotAnObject {
-                got: kind_of(text),
-            });
-        }
-        Err(e) => return Err(invalid(e)),
-    };
-    de.end().map_err(invalid)?;
-    Ok(keys)
+    let checked = Check {
+        duplicate: &duplicate,
+        keys: Some(Vec::new()),
+    }
+    .deserialize(&mut de)
+    .and_then(|keys| de.end().map(|()| keys));
+    match checked {
+        Ok(keys) => Ok(keys.unwrap_or_default()),
+        Err(e) => Err(match duplicate.into_inner() {
+            Some(key) => JsonObjectError::DuplicateKey { key },
+            None if e.is_data() => JsonObjectError::NotAnObject { got },
+            None => JsonObjectError::Invalid {
+                reason: e.to_string(),
+            },
+        }),
+    }
 }
 
-struct KeysVisitor;
+/// Checks one JSON value without keeping it; for the top-level object (`keys` is `Some`) it
+/// returns that object's keys. A key seen twice in any object is written to `duplicate`.
+struct Check<'a, 'de> {
+    duplicate: &'a RefCell<Option<String>>,
+    keys: Option<Vec<Cow<'de, str>>>,
+}
 
-impl<'de> Visitor<'de> for KeysVisitor {
-    type Value = Vec<Cow<'de, str>>;
+impl<'de> DeserializeSeed<'de> for Check<'_, 'de> {
+    type Value = Option<Vec<Cow<'de, str>>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Check<'_, 'de> {
+    type Value = Option<Vec<Cow<'de, str>>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq
+            .next_element_seed(Check {
+                duplicate: self.duplicate,
+                keys: None,
+            })?
+            .is_some()
+        {}
+        Ok(None)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut keys = Vec::new();
+        let top = self.keys.is_some();
+        let mut keys = self.keys.unwrap_or_default();
         while let Some(Key(k)) = map.next_key()? {
             keys.push(k);
-            map.next_value::<IgnoredAny>()?;
+            map.next_value_seed(Check {
+                duplicate: self.duplicate,
+                keys: None,
+            })?;
         }
-        Ok(keys)
+        let mut sorted: Vec<&str> = keys.iter().map(|k| &**k).collect();
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            *self.duplicate.borrow_mut() = Some(w[0].to_owned());
+            return Err(de::Error::custom(format_args!(
+                "key {:?} appears twice",
+                w[0]
+            )));
+        }
+        Ok(top.then_some(keys))
     }
 }
 
@@ -321,6 +380,45 @@ mod tests {
     }
 
     #[test]
+    fn values_are_checked_as_strictly_as_a_json_tree_would_be() {
+        let invalid = |text: &str| {
+            assert!(
+                matches!(
+                    JsonObject::parse(text),
+                    Err(JsonObjectError::Invalid { .. })
+                ),
+                "{text} should be refused"
+            );
+            assert!(serde_json::from_str::<serde_json::Value>(text).is_err());
+        };
+        invalid(r#"{"a":"\ud800"}"#);
+        invalid(r#"{"a":1e999}"#);
+        invalid(&format!(
+            r#"{{"a":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        ));
+        assert!(
+            JsonObject::parse(format!(
+                r#"{{"a":{}1{}}}"#,
+                "[".repeat(100),
+                "]".repeat(100)
+            ))
+            .is_ok()
+        );
+        assert_eq!(
+            JsonObject::parse(r#"{"a":{"b":1,"c":[{"d":1,"d":2}]}}"#),
+            Err(JsonObjectError::DuplicateKey { key: "d".into() })
+        );
+        // Numbers keep their text: nothing is re-serialized.
+        let o = JsonObject::parse(r#"{"big":123456789012345678901234567890,"f":1.0}"#).unwrap();
+        assert_eq!(
+            o.as_str(),
+            r#"{"big":123456789012345678901234567890,"f":1.0}"#
+        );
+    }
+
+    #[test]
     fn contains_key_is_exact() {
         let o = JsonObject::parse(r#"{"aps":1,"x":"\"apsx\"","\u0062":2}"#).unwrap();
         assert!(o.contains_key("aps"));
@@ -339,7 +437,10 @@ mod tests {
         }
         let w: W = serde_json::from_str(r#"{"data": { "k" : [true] }}"#).unwrap();
         assert_eq!(w.data.as_str(), r#"{"k":[true]}"#);
-        assert_eq!(serde_json::to_string(&w).unwrap(), r#"{"data":{"k":[true]}}"#);
+        assert_eq!(
+            serde_json::to_string(&w).unwrap(),
+            r#"{"data":{"k":[true]}}"#
+        );
         assert!(serde_json::from_str::<W>(r#"{"data":[1]}"#).is_err());
     }
 
