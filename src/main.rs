@@ -25,21 +25,6 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(raw.validate(&overrides, env_keys.as_deref(), cores)?)
 }
 
-/// Transparent huge pages off for this process. mimalloc asks for huge pages on its arenas, and
-/// the kernel then zeroes a fresh 2 MiB page on first touch, on whichever executor thread
-/// touched it: in the load test that was some 300 such faults per 20-second run, each a stall
-/// of up to a millisecond on a virtual machine, and without them p90 accept latency at 30,000
-/// notifications/s fell by about half (README, "Figures"). Best effort: a kernel without
-/// `PR_SET_THP_DISABLE` just keeps its default.
-fn disable_transparent_huge_pages() {
-    // SAFETY: prctl(2) with PR_SET_THP_DISABLE reads only its integer arguments.
-    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        tracing::debug!(error = %e, "could not turn transparent huge pages off");
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -50,7 +35,10 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    disable_transparent_huge_pages();
+    // Huge pages off: see `clarion_shards::process` for why.
+    if let Err(e) = clarion_shards::process::disable_transparent_huge_pages() {
+        tracing::debug!(error = %e, "could not turn transparent huge pages off");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {

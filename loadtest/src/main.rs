@@ -23,28 +23,15 @@ use clarion_loadtest::apns_sim::{Simulator, generate_apns_key};
 use clarion_loadtest::load::{LoadReport, SimLink};
 use clarion_loadtest::{bench, load, report};
 
-/// Transparent huge pages off, as the server does (see its `main.rs`): a 2 MiB page zeroed on
-/// first touch stalls the thread that touched it, and here that thread may be timing a request.
-#[cfg(target_os = "linux")]
-fn disable_transparent_huge_pages() {
-    // SAFETY: prctl(2) with PR_SET_THP_DISABLE reads only its integer arguments.
-    let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        tracing::debug!(error = %e, "could not turn transparent huge pages off");
-    }
-}
-
-/// Elsewhere there is no such switch (and no transparent huge pages to speak of).
-#[cfg(not(target_os = "linux"))]
-fn disable_transparent_huge_pages() {}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    disable_transparent_huge_pages();
+    // Huge pages off: see `clarion_shards::process` for why.
+    if let Err(e) = clarion_shards::process::disable_transparent_huge_pages() {
+        tracing::debug!(error = %e, "could not turn transparent huge pages off");
+    }
     match cli::Cli::parse().command {
         cli::Command::Keygen { out } => keygen(&out),
         cli::Command::ApnsSim(args) => apns_sim(&args),

@@ -23,6 +23,7 @@
 //! | `dedup.rs` | [`DedupSet`]: idempotency keys within a time window |
 //! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
 //! | `queue.rs` | [`BoundedQueue`] (per-channel delivery queue), [`RetryTimers`] |
+//! | `process.rs` | process-wide start-up settings (transparent huge pages off) |
 //!
 //! # A notification's path through a shard
 //!
@@ -93,6 +94,7 @@ pub mod dedup;
 pub mod error;
 pub mod ids;
 pub mod log;
+pub mod process;
 pub mod queue;
 pub mod record;
 pub mod routing;

@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(n.user_id, "u1");
         assert_eq!(n.content.priority, Priority::Normal);
         assert_eq!(n.content.ttl_seconds, Some(60));
-        assert_eq!(n.content.data.to_map()["order"], 7);
+        assert_eq!(n.content.data.to_map().unwrap()["order"], 7);
     }
 
     #[test]
