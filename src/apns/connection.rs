@@ -120,6 +120,8 @@ pub(crate) struct Connection {
     pub(crate) opened_at: Instant,
     sender: SendRequest<Bytes>,
     pub(crate) health: Rc<Health>,
+    /// No request has been built for this connection yet (see [`Connection::take_first_request`]).
+    first_request: Cell<bool>,
 }
 
 impl Connection {
@@ -163,7 +165,14 @@ impl Connection {
             opened_at: Instant::now(),
             sender,
             health,
+            first_request: Cell::new(true),
         }))
+    }
+
+    /// True once per connection, for the request that may index its per-notification headers
+    /// (a new connection starts with an empty HPACK table).
+    pub(crate) fn take_first_request(&self) -> bool {
+        self.first_request.replace(false)
     }
 
     /// Whether the server's `SETTINGS_MAX_CONCURRENT_STREAMS` leaves room for another stream now.

@@ -74,7 +74,9 @@ impl RequestEncoder {
         n: &ApnsNotification<'_>,
         authorization: &HeaderValue,
     ) -> Result<Request<()>, SendOutcome> {
-        Ok(self.prepare(n)?.to_request(authorization, &self.topic))
+        Ok(self
+            .prepare(n)?
+            .to_request(authorization, &self.topic, false))
     }
 
     pub(crate) fn topic(&self) -> &HeaderValue {
@@ -161,11 +163,26 @@ impl PreparedRequest {
     }
 
     /// The request for one attempt: every value is a reference-counted clone.
+    ///
+    /// HPACK as Apple asks of APNs clients: `:path` and `authorization` are never added to the
+    /// server's dynamic table (h2 already sends both as literals), and `apns-id`,
+    /// `apns-expiration` and `apns-collapse-id` are indexed only in a connection's first request
+    /// (`first_on_connection`), which puts their names in the table; later requests send their
+    /// values as literals. Values unique to one notification would otherwise fill APNs's small
+    /// table, evicting what repeats (topic, push type, priority), and cost both ends a table
+    /// insert and an eviction per request.
     pub(crate) fn to_request(
         &self,
         authorization: &HeaderValue,
         topic: &HeaderValue,
+        first_on_connection: bool,
     ) -> Request<()> {
+        let per_notification = |value: &HeaderValue| {
+            let mut value = value.clone();
+            // h2's only representation that keeps a value out of the table: "never indexed".
+            value.set_sensitive(!first_on_connection);
+            value
+        };
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
@@ -176,10 +193,10 @@ impl PreparedRequest {
         headers.insert(APNS_TOPIC, topic.clone());
         headers.insert(APNS_PUSH_TYPE, self.push_type.clone());
         headers.insert(APNS_PRIORITY, self.priority.clone());
-        headers.insert(APNS_EXPIRATION, self.expiration.clone());
-        headers.insert(APNS_ID, self.apns_id.clone());
+        headers.insert(APNS_EXPIRATION, per_notification(&self.expiration));
+        headers.insert(APNS_ID, per_notification(&self.apns_id));
         if let Some(collapse_id) = &self.collapse_id {
-            headers.insert(APNS_COLLAPSE_ID, collapse_id.clone());
+            headers.insert(APNS_COLLAPSE_ID, per_notification(collapse_id));
         }
         request
     }
@@ -364,10 +381,44 @@ mod tests {
     fn prepared_request_is_reusable_across_attempts() {
         let e = encoder();
         let prepared = e.prepare(&notification()).unwrap();
-        let first = prepared.to_request(&HeaderValue::from_static("bearer old"), e.topic());
-        let second = prepared.to_request(&HeaderValue::from_static("bearer new"), e.topic());
+        let first = prepared.to_request(&HeaderValue::from_static("bearer old"), e.topic(), true);
+        let second = prepared.to_request(&HeaderValue::from_static("bearer new"), e.topic(), false);
         assert_eq!(first.uri(), second.uri());
         assert_eq!(header(&second, "authorization"), Some("bearer new"));
         assert_eq!(prepared.apns_id(), "0f8fad5b-d9cb-469f-a165-70867728950e");
+    }
+
+    #[test]
+    fn per_notification_headers_stay_out_of_the_hpack_table_after_a_connections_first_request() {
+        let e = encoder();
+        let prepared = e.prepare(&notification()).unwrap();
+        let auth = HeaderValue::from_static("bearer x");
+        let sensitive = |r: &Request<()>, name: &str| r.headers()[name].is_sensitive();
+        let per_notification = ["apns-id", "apns-expiration", "apns-collapse-id"];
+        let repeating = [
+            "apns-topic",
+            "apns-push-type",
+            "apns-priority",
+            "content-type",
+        ];
+
+        let first = prepared.to_request(&auth, e.topic(), true);
+        for name in per_notification.iter().chain(&repeating) {
+            assert!(
+                !sensitive(&first, name),
+                "{name} may be indexed in the first request"
+            );
+        }
+        let later = prepared.to_request(&auth, e.topic(), false);
+        for name in per_notification {
+            assert!(sensitive(&later, name), "{name} must not be indexed again");
+            assert_eq!(later.headers()[name], first.headers()[name], "{name} value");
+        }
+        for name in repeating {
+            assert!(
+                !sensitive(&later, name),
+                "{name} repeats: keep it indexable"
+            );
+        }
     }
 }

@@ -200,8 +200,12 @@ impl Inner {
             let Ok(token) = self.token.current() else {
                 return retry("provider token signing failed");
             };
-            let request = prepared.to_request(&token.authorization, self.encoder.topic());
             let conn = stream.connection();
+            let request = prepared.to_request(
+                &token.authorization,
+                self.encoder.topic(),
+                conn.take_first_request(),
+            );
             let answer = match conn.round_trip(request, prepared.payload.clone()).await {
                 Ok(answer) => answer,
                 Err(error @ (StreamError::NotSent | StreamError::Refused)) if unsent_retry_left => {

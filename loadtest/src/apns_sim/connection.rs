@@ -321,7 +321,10 @@ fn send_answer(respond: &mut SendResponse<Bytes>, reason: Option<Reason>, apns_i
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(reason.map_or(200, Reason::status))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = HeaderValue::from_str(apns_id) {
+    if let Ok(mut v) = HeaderValue::from_str(apns_id) {
+        // Unique to each answer: sent as a literal, never added to the HPACK table, where it
+        // would only evict entries and cost both ends an insert per answer.
+        v.set_sensitive(true);
         resp.headers_mut().insert("apns-id", v);
     }
     match reason {

@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     connections: AtomicUsize,
     connections_closed: AtomicUsize,
     drop_pongs: Arc<AtomicBool>,
+    /// Every byte each connection received (after TLS), by connection number.
+    inbound: Mutex<Vec<Vec<u8>>>,
 }
 
 pub(crate) struct FakeApns {
@@ -191,6 +193,11 @@ impl FakeApns {
     pub(crate) fn watch(&self) -> Arc<Shared> {
         self.shared.clone()
     }
+    /// The HTTP/2 bytes the client sent on connection `connection` (numbered from 0).
+    pub(crate) fn inbound(&self, connection: usize) -> Vec<u8> {
+        let inbound = self.shared.inbound.lock().unwrap();
+        inbound.get(connection).cloned().unwrap_or_default()
+    }
     pub(crate) fn drop_pongs(&self, drop: bool) {
         self.shared.drop_pongs.store(drop, Ordering::SeqCst);
     }
@@ -224,7 +231,15 @@ async fn serve(
         return;
     };
     let advertised = Rc::new(Cell::new(options.initial_streams));
-    let tap = FrameTap::new(tls, advertised.clone(), shared.drop_pongs.clone());
+    let recorder = shared.clone();
+    let record = Box::new(move |bytes: &[u8]| {
+        let mut inbound = recorder.inbound.lock().unwrap();
+        if inbound.len() <= connection {
+            inbound.resize(connection + 1, Vec::new());
+        }
+        inbound[connection].extend_from_slice(bytes);
+    });
+    let tap = FrameTap::new(tls, advertised.clone(), shared.drop_pongs.clone(), record);
     let handshake = h2::server::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(1 << 24)

@@ -1,7 +1,8 @@
 //! A byte-level shim under the test server's HTTP/2 stack that edits what the server sends:
 //! every SETTINGS frame advertises the test's current `SETTINGS_MAX_CONCURRENT_STREAMS` (h2's
 //! server cannot change that value after the handshake, APNs does), and PING acknowledgements
-//! can be swallowed to play a dead peer.
+//! can be swallowed to play a dead peer. It also hands every byte the client sent to a recorder,
+//! for tests of how requests are encoded on the wire.
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use std::cell::Cell;
@@ -20,6 +21,9 @@ const MAX_CONCURRENT_STREAMS: u16 = 0x3;
 /// Past this much unsent output, writes wait for the socket.
 const MAX_BUFFERED: usize = 1 << 20;
 
+/// Called with each chunk of bytes read from the client.
+pub(crate) type Recorder = Box<dyn FnMut(&[u8])>;
+
 pub(crate) struct FrameTap<S> {
     inner: S,
     /// Value every outgoing SETTINGS frame carries for MAX_CONCURRENT_STREAMS.
@@ -30,10 +34,17 @@ pub(crate) struct FrameTap<S> {
     /// Edited frames not yet written to `inner`, from `sent` on.
     out: Vec<u8>,
     sent: usize,
+    /// Sees every byte read from the client, in order.
+    record_inbound: Recorder,
 }
 
 impl<S> FrameTap<S> {
-    pub(crate) fn new(inner: S, advertised: Rc<Cell<u32>>, drop_pongs: Arc<AtomicBool>) -> Self {
+    pub(crate) fn new(
+        inner: S,
+        advertised: Rc<Cell<u32>>,
+        drop_pongs: Arc<AtomicBool>,
+        record_inbound: Recorder,
+    ) -> Self {
         FrameTap {
             inner,
             advertised,
@@ -41,6 +52,7 @@ impl<S> FrameTap<S> {
             staging: Vec::new(),
             out: Vec::new(),
             sent: 0,
+            record_inbound,
         }
     }
 
@@ -101,7 +113,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for FrameTap<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let this = &mut *self;
+        let n = ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        (this.record_inbound)(&buf[..n]);
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -161,7 +176,7 @@ mod tests {
     fn settings_advertise_the_current_limit_and_pongs_can_vanish() {
         let advertised = Rc::new(Cell::new(1));
         let drop_pongs = Arc::new(AtomicBool::new(true));
-        let mut tap = FrameTap::new((), advertised, drop_pongs);
+        let mut tap = FrameTap::new((), advertised, drop_pongs, Box::new(|_| {}));
         // MAX_CONCURRENT_STREAMS=1000 and INITIAL_WINDOW_SIZE=65535, split mid-frame.
         let settings = frame(SETTINGS, 0, &[0, 3, 0, 0, 3, 0xE8, 0, 4, 0, 0, 0xFF, 0xFF]);
         let pong = frame(PING, ACK, &[0; 8]);

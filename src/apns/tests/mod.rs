@@ -7,6 +7,7 @@ mod concurrency;
 mod delivery;
 mod fake_apns;
 mod frame_tap;
+mod hpack;
 mod recovery;
 
 use super::config::Tuning;
