@@ -134,12 +134,17 @@ impl DeliveryRecord {
             state: DeliveryState::Queued,
             attempts: 0,
             next_attempt_at_ms: None,
-            history: vec![DeliveryEvent {
-                at_ms: now_ms,
-                state: DeliveryState::Queued,
-                attempt: 0,
-                reason: None,
-            }],
+            history: {
+                // Room for the usual life, queued then sent, in one allocation.
+                let mut history = Vec::with_capacity(2);
+                history.push(DeliveryEvent {
+                    at_ms: now_ms,
+                    state: DeliveryState::Queued,
+                    attempt: 0,
+                    reason: None,
+                });
+                history
+            },
         }
     }
 

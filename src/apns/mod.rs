@@ -47,4 +47,4 @@ pub use payload::{
 };
 pub use request::{MAX_COLLAPSE_ID_BYTES, MAX_DEVICE_TOKEN_HEX_DIGITS, RequestEncoder};
 pub use response::{MAX_RETRY_AFTER, SendOutcome};
-pub use sender::{ApnsSender, ApnsStats};
+pub use sender::{ApnsSender, ApnsStats, PreparedNotification};

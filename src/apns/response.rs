@@ -55,6 +55,9 @@ pub(crate) struct Verdict {
     pub(crate) follow_up: FollowUp,
 }
 
+/// The answer's echo of the request's `apns-id` (a static name: no parsing per answer).
+const APNS_ID: http::HeaderName = http::HeaderName::from_static("apns-id");
+
 /// Maps one answer. `body` is the (possibly truncated) response body; `sent_id` the `apns-id`
 /// we sent, used if APNs did not echo one.
 pub(crate) fn classify(
@@ -81,7 +84,7 @@ pub(crate) fn classify(
     let verdict = |outcome, follow_up| Verdict { outcome, follow_up };
     match (status.as_u16(), reason) {
         (200, _) => {
-            let echoed = headers.get("apns-id").and_then(|v| v.to_str().ok());
+            let echoed = headers.get(APNS_ID).and_then(|v| v.to_str().ok());
             let apns_id = echoed.unwrap_or(sent_id).to_owned();
             verdict(SendOutcome::Sent { apns_id }, FollowUp::None)
         }

@@ -43,6 +43,9 @@ pub struct ApnsStats {
     pub jwt_refreshes: u64,
 }
 
+/// A notification checked and encoded by [`ApnsSender::prepare`], or the reason it was refused.
+pub struct PreparedNotification(Result<PreparedRequest, SendOutcome>);
+
 /// Sends APNs notifications for one shard. Create it on (or hand it to) the shard's executor;
 /// `send` may be called from many tasks at once. Connects lazily on the first `send`.
 pub struct ApnsSender {
@@ -108,12 +111,24 @@ impl ApnsSender {
     /// connection) is sent again once at once; anything that may have reached APNs is left to
     /// the caller's retry.
     pub async fn send(&self, n: ApnsNotification<'_>) -> SendOutcome {
+        self.send_prepared(self.prepare(&n)).await
+    }
+
+    /// Checks and encodes `n` now, without I/O, into something that borrows nothing: the
+    /// request's path and headers are built once, before the send is started or awaited.
+    pub fn prepare(&self, n: &ApnsNotification<'_>) -> PreparedNotification {
+        PreparedNotification(self.inner.encoder.prepare(n))
+    }
+
+    /// [`ApnsSender::send`] for a notification already prepared (a refused one comes back as
+    /// the `Permanent` outcome [`ApnsSender::prepare`] found).
+    pub async fn send_prepared(&self, prepared: PreparedNotification) -> SendOutcome {
         let inner = &*self.inner;
         inner.stats.borrow_mut().requests += 1;
         let outcome = if inner.closing.get() {
             retry("sender closed")
         } else {
-            match inner.encoder.prepare(&n) {
+            match prepared.0 {
                 Err(refused) => refused,
                 Ok(prepared) => {
                     let _running = Running::start(inner);

@@ -72,23 +72,18 @@ impl ChannelSender for ApnsChannel {
             _ => 5,
         };
         let ttl = c.ttl_seconds.map_or(DEFAULT_TTL_SECONDS, u64::from);
-        let expiration_unix_s = job.accepted_at_ms / 1000 + ttl;
-        let token = job.target.to_string();
-        let collapse_id = c.collapse_id.clone();
-        let delivery_id = job.delivery_id;
+        // Encoded here, while the record is borrowed: the future then owns only the request.
+        let prepared = self.sender.prepare(&ApnsNotification {
+            delivery_id: job.delivery_id,
+            device_token: job.target,
+            push_type,
+            priority,
+            expiration_unix_s: job.accepted_at_ms / 1000 + ttl,
+            collapse_id: c.collapse_id.as_deref(),
+            payload,
+        });
         let sender = self.sender.clone();
-        Box::pin(async move {
-            let n = ApnsNotification {
-                delivery_id,
-                device_token: &token,
-                push_type,
-                priority,
-                expiration_unix_s,
-                collapse_id: collapse_id.as_deref(),
-                payload,
-            };
-            map_outcome(sender.send(n).await)
-        })
+        Box::pin(async move { map_outcome(sender.send_prepared(prepared).await) })
     }
 
     fn max_in_flight(&self) -> usize {

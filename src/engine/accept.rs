@@ -186,6 +186,7 @@ impl Engine {
                     refs.push(DeliveryRef {
                         notification: id,
                         index,
+                        channel: d.channel,
                     });
                 }
             }
@@ -211,7 +212,7 @@ impl Engine {
 
     /// A durable delivery takes its reserved place in its channel's queue.
     pub(super) fn enqueue_reserved(&self, d: DeliveryRef) {
-        let ci = self.channel_of(d).map_or(0, |c| c.index());
+        let ci = d.channel.index();
         self.reserved[ci].set(self.reserved[ci].get().saturating_sub(1));
         bump(&self.probe.deliveries_queued);
         if let Err(d) = self.queues[ci].try_push(d) {
@@ -234,14 +235,6 @@ impl Engine {
                 .remove(dedup_key(&rec.user_id, &rec.idempotency_key));
         }
         st.open_order.remove(&id);
-    }
-
-    pub(super) fn channel_of(&self, d: DeliveryRef) -> Option<clarion_shards::Channel> {
-        let st = self.state.borrow();
-        st.open
-            .get(&d.notification)
-            .and_then(|n| n.deliveries.get(d.index as usize))
-            .map(|x| x.channel)
     }
 
     pub(super) fn get_notification(

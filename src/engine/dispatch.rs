@@ -208,10 +208,7 @@ pub async fn run_timers(engine: Rc<Engine>) {
                 }
                 let due = engine.timers.borrow_mut().pop_due(now);
                 for d in due {
-                    let Some(ch) = engine.channel_of(d) else {
-                        continue;
-                    };
-                    if let Err(d) = engine.queues[ch.index()].try_push(d) {
+                    if let Err(d) = engine.queues[d.channel.index()].try_push(d) {
                         engine.timers.borrow_mut().insert(now + REQUEUE_DELAY_MS, d);
                     }
                 }

@@ -36,11 +36,13 @@ use probe::Probe;
 /// several seconds of traffic.
 pub const DELIVERY_QUEUE_CAPACITY: usize = 200_000;
 
-/// One delivery of one open notification: the queue and timer entry.
+/// One delivery of one open notification: the queue and timer entry. It carries the delivery's
+/// channel so that queueing it needs no lookup of the notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryRef {
     pub notification: Uuid,
     pub index: u16,
+    pub channel: clarion_shards::Channel,
 }
 
 /// The engine's settings, from the validated config.

@@ -49,6 +49,7 @@ impl Engine {
                 let r = DeliveryRef {
                     notification: n.id,
                     index,
+                    channel: d.channel,
                 };
                 match d.state {
                     DeliveryState::Retrying => {
