@@ -16,13 +16,27 @@ use crate::segmap::SegMap;
 /// length-prefixed pair (so `("ab","c")` and `("a","bc")` differ). Stable across processes.
 #[must_use]
 pub fn dedup_key(user_id: &str, idempotency_key: &str) -> u128 {
-    let mut buf = Vec::with_capacity(8 + user_id.len() + idempotency_key.len());
-    buf.extend_from_slice(&(user_id.len() as u64).to_le_bytes());
-    buf.extend_from_slice(user_id.as_bytes());
-    buf.extend_from_slice(idempotency_key.as_bytes());
-    let hi = splitmix64_mix(fnv1a64(&buf));
-    let lo = word_hash(&buf);
-    (u128::from(hi) << 64) | u128::from(lo)
+    let len = 8 + user_id.len() + idempotency_key.len();
+    let fill = |buf: &mut [u8]| {
+        let (prefix, rest) = buf.split_at_mut(8);
+        prefix.copy_from_slice(&(user_id.len() as u64).to_le_bytes());
+        let (user, key) = rest.split_at_mut(user_id.len());
+        user.copy_from_slice(user_id.as_bytes());
+        key.copy_from_slice(idempotency_key.as_bytes());
+    };
+    let hash = |buf: &[u8]| {
+        let hi = splitmix64_mix(fnv1a64(buf));
+        (u128::from(hi) << 64) | u128::from(word_hash(buf))
+    };
+    // Typical ids fit on the stack: no allocation per notification.
+    let mut stack = [0u8; 256];
+    if let Some(buf) = stack.get_mut(..len) {
+        fill(buf);
+        return hash(buf);
+    }
+    let mut heap = vec![0u8; len];
+    fill(&mut heap);
+    hash(&heap)
 }
 
 /// A second 64-bit hash, structurally unlike FNV: 8-byte words, multiply and murmur3's fmix64.
@@ -143,6 +157,28 @@ mod tests {
 
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn dedup_key_is_the_hash_of_the_length_prefixed_pair_short_or_long() {
+        let reference = |user_id: &str, key: &str| {
+            let mut buf = (user_id.len() as u64).to_le_bytes().to_vec();
+            buf.extend_from_slice(user_id.as_bytes());
+            buf.extend_from_slice(key.as_bytes());
+            (u128::from(splitmix64_mix(fnv1a64(&buf))) << 64) | u128::from(word_hash(&buf))
+        };
+        let long = "u".repeat(300);
+        for (user_id, key) in [("user-1", "order-42"), ("", ""), (long.as_str(), "k")] {
+            assert_eq!(
+                dedup_key(user_id, key),
+                reference(user_id, key),
+                "{user_id:.8}"
+            );
+        }
+        // Exactly the stack buffer's size, and one past it.
+        let edge = "e".repeat(256 - 8 - 1);
+        assert_eq!(dedup_key(&edge, "k"), reference(&edge, "k"));
+        assert_eq!(dedup_key(&edge, "kk"), reference(&edge, "kk"));
     }
 
     #[test]

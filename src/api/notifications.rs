@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use super::error::ApiError;
 use super::fields::{Fields, parse_object};
 use super::validate;
-use crate::apns::{PayloadFields, encode_payload};
+use crate::apns::{PayloadFields, payload_size};
 use crate::engine::command::NewNotification;
 
 /// Most notifications in one batch request: bounds a request's memory and its time on a shard.
@@ -212,7 +212,7 @@ fn validate(raw: RawNotification) -> Result<NewNotification, ApiError> {
         category: category.as_deref(),
         data: &data,
     };
-    if let Err(e) = encode_payload(&fields) {
+    if let Err(e) = payload_size(&fields) {
         return Err(ApiError::field("body", "payload_too_large", e.to_string()));
     }
     let content = NotificationContent {

@@ -43,7 +43,7 @@ pub use jwt::{TOKEN_MIN_REFRESH_INTERVAL, TOKEN_REFRESH_AGE};
 pub use notification::{ApnsNotification, PushType};
 pub use payload::{
     MAX_PAYLOAD_BYTES, MAX_VOIP_PAYLOAD_BYTES, PayloadError, PayloadFields, RESERVED_KEY,
-    encode_payload,
+    encode_payload, payload_size,
 };
 pub use request::{MAX_COLLAPSE_ID_BYTES, MAX_DEVICE_TOKEN_HEX_DIGITS, RequestEncoder};
 pub use response::{MAX_RETRY_AFTER, SendOutcome};

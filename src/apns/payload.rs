@@ -1,8 +1,10 @@
 //! APNs payload encoding: the JSON body Apple expects (`{"aps":{...}, <custom keys>}`), written in
-//! one pass into one right-sized buffer, and the payload size limits.
+//! one pass into a per-thread scratch buffer and copied out at its exact size (one allocation,
+//! none when only the size is wanted), and the payload size limits.
 
 use bytes::Bytes;
 use clarion_shards::JsonObject;
+use std::cell::RefCell;
 use std::fmt;
 
 /// Apple rejects larger payloads with `413 PayloadTooLarge` (all push types but VoIP).
@@ -11,8 +13,13 @@ pub const MAX_PAYLOAD_BYTES: usize = 4096;
 pub const MAX_VOIP_PAYLOAD_BYTES: usize = 5120;
 /// The top-level key Apple reserves for its own dictionary.
 pub const RESERVED_KEY: &str = "aps";
-/// Bytes of JSON punctuation and key names around the given strings, for the initial capacity.
-const FIXED_OVERHEAD_BYTES: usize = 64;
+/// Room the scratch buffer keeps between payloads: the largest payload any push type allows.
+const SCRATCH_BYTES: usize = MAX_VOIP_PAYLOAD_BYTES;
+
+thread_local! {
+    /// Where payloads are written on this thread (each executor has its own).
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(SCRATCH_BYTES));
+}
 
 /// What goes into one notification's payload; `data` keys land at the top level.
 #[derive(Debug, Clone, Copy)]
@@ -59,17 +66,43 @@ impl std::error::Error for PayloadError {}
 /// Encodes `{"aps":{"alert":{"title":..,"body":..},"category":..}, <data...>}`. Only the fields
 /// given appear; `alert` is omitted when neither title nor body is set.
 pub fn encode_payload(fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError> {
+    with_encoded(fields, Bytes::copy_from_slice)
+}
+
+/// The size [`encode_payload`] would return, or its error, without keeping the bytes.
+pub fn payload_size(fields: &PayloadFields<'_>) -> Result<usize, PayloadError> {
+    with_encoded(fields, <[u8]>::len)
+}
+
+/// Encodes into this thread's scratch buffer and hands the checked payload to `f`.
+fn with_encoded<T>(
+    fields: &PayloadFields<'_>,
+    f: impl FnOnce(&[u8]) -> T,
+) -> Result<T, PayloadError> {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut out) => {
+            out.clear();
+            let result = write_payload(fields, &mut out).map(|()| f(&out));
+            // A huge data object (refused as too large) must not stay allocated.
+            if out.capacity() > SCRATCH_BYTES {
+                *out = Vec::with_capacity(SCRATCH_BYTES);
+            }
+            result
+        }
+        // Only if `f` encoded another payload itself; not worth failing for.
+        Err(_) => {
+            let mut out = Vec::new();
+            write_payload(fields, &mut out).map(|()| f(&out))
+        }
+    })
+}
+
+fn write_payload(fields: &PayloadFields<'_>, out: &mut Vec<u8>) -> Result<(), PayloadError> {
     if fields.data.contains_key(RESERVED_KEY) {
         return Err(PayloadError::ReservedKey {
             key: RESERVED_KEY.to_owned(),
         });
     }
-    let strings = [fields.title, fields.body, fields.category]
-        .iter()
-        .flatten()
-        .map(|s| s.len())
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(FIXED_OVERHEAD_BYTES + strings + fields.data.as_str().len());
     out.extend_from_slice(b"{\"aps\":{");
     let mut aps_empty = true;
     if fields.title.is_some() || fields.body.is_some() {
@@ -77,14 +110,14 @@ pub fn encode_payload(fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError>
         let mut alert_empty = true;
         for (key, value) in [("title", fields.title), ("body", fields.body)] {
             if let Some(value) = value {
-                field(&mut out, &mut alert_empty, key, value)?;
+                field(out, &mut alert_empty, key, value)?;
             }
         }
         out.push(b'}');
         aps_empty = false;
     }
     if let Some(category) = fields.category {
-        field(&mut out, &mut aps_empty, "category", category)?;
+        field(out, &mut aps_empty, "category", category)?;
     }
     if fields.title.is_none() && fields.body.is_none() {
         // No alert: a background push, which Apple only delivers with content-available.
@@ -106,7 +139,7 @@ pub fn encode_payload(fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError>
             limit: MAX_PAYLOAD_BYTES,
         });
     }
-    Ok(Bytes::from(out))
+    Ok(())
 }
 
 /// Writes `"key":"value"`, preceded by a comma unless it is the object's first member.
@@ -243,5 +276,34 @@ mod tests {
                 limit: MAX_PAYLOAD_BYTES
             })
         );
+    }
+
+    #[test]
+    fn payload_size_agrees_with_the_encoding_and_the_scratch_buffer_stays_bounded() {
+        let cases = [
+            obj(json!({"order_id": "ord_1", "q": "\"quoted\" \u{e9}"})),
+            obj(json!({"aps": 1})),
+            obj(json!({"pad": "p".repeat(3 * MAX_VOIP_PAYLOAD_BYTES)})),
+            obj(json!({})),
+        ];
+        for data in &cases {
+            let fields = PayloadFields {
+                title: Some("Caf\u{e9} \"open\""),
+                body: None,
+                category: Some("C"),
+                data,
+            };
+            let encoded = encode_payload(&fields);
+            assert_eq!(
+                payload_size(&fields),
+                encoded.as_ref().map(Bytes::len).map_err(Clone::clone)
+            );
+            if let Ok(bytes) = encoded {
+                // Copied out at its exact size, so the shared buffer is not held.
+                assert_eq!(parse(&bytes)["aps"]["category"], "C");
+            }
+            // The 15 KB refusal above must not leave the thread's buffer that large.
+            assert!(SCRATCH.with(|s| s.borrow().capacity()) <= SCRATCH_BYTES);
+        }
     }
 }

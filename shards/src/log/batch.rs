@@ -10,8 +10,48 @@ use crate::record::{DeliveryRecord, NotificationRecord, UserRecord};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Op {
     pub(crate) ks: Keyspace,
-    pub(crate) key: Vec<u8>,
+    pub(crate) key: LogKey,
     pub(crate) value: Option<Vec<u8>>,
+}
+
+/// Keys up to this long (notification ids, delivery updates, most user ids) live inside the op.
+const INLINE_KEY_BYTES: usize = 30;
+
+/// A key as handed to the storage thread: inline when short, so the two writes of every
+/// notification allocate no key (fjall copies keys into its own representation anyway).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum LogKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_BYTES],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl LogKey {
+    fn new(key: &[u8]) -> LogKey {
+        let mut bytes = [0u8; INLINE_KEY_BYTES];
+        match (bytes.get_mut(..key.len()), u8::try_from(key.len())) {
+            (Some(inline), Ok(len)) => {
+                inline.copy_from_slice(key);
+                LogKey::Inline { len, bytes }
+            }
+            _ => LogKey::Heap(key.into()),
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            LogKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            LogKey::Heap(key) => key,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
 }
 
 /// Writes that are applied atomically and in order, and acknowledged together.
@@ -31,24 +71,24 @@ impl WriteBatch {
     }
 
     /// Sets `key` to `value` in `ks`.
-    pub fn put(&mut self, ks: Keyspace, key: impl Into<Vec<u8>>, value: Vec<u8>) -> &mut Self {
-        let key = key.into();
+    pub fn put(&mut self, ks: Keyspace, key: impl AsRef<[u8]>, value: Vec<u8>) -> &mut Self {
+        let key = key.as_ref();
         self.bytes += key.len() + value.len();
         self.ops.push(Op {
             ks,
-            key,
+            key: LogKey::new(key),
             value: Some(value),
         });
         self
     }
 
     /// Removes `key` from `ks`.
-    pub fn delete(&mut self, ks: Keyspace, key: impl Into<Vec<u8>>) -> &mut Self {
-        let key = key.into();
+    pub fn delete(&mut self, ks: Keyspace, key: impl AsRef<[u8]>) -> &mut Self {
+        let key = key.as_ref();
         self.bytes += key.len();
         self.ops.push(Op {
             ks,
-            key,
+            key: LogKey::new(key),
             value: None,
         });
         self
@@ -65,7 +105,7 @@ impl WriteBatch {
     pub fn put_notification(&mut self, notification: &NotificationRecord) -> &mut Self {
         self.put(
             Keyspace::Notifications,
-            notification.id.as_bytes().as_slice(),
+            notification.id.as_bytes(),
             notification.encode(),
         )
     }
@@ -80,7 +120,7 @@ impl WriteBatch {
     ) -> &mut Self {
         self.put(
             Keyspace::Notifications,
-            super::fold::delivery_update_key(id, index).to_vec(),
+            super::fold::delivery_update_key(id, index),
             delivery.encode_update(),
         )
     }
@@ -127,11 +167,33 @@ mod tests {
             b.ops[0],
             Op {
                 ks: Keyspace::Users,
-                key: b"u1".to_vec(),
+                key: LogKey::new(b"u1"),
                 value: Some(b"v".to_vec())
             }
         );
+        assert_eq!(b.ops[1].key.as_slice(), b"u2");
         assert_eq!(b.ops[1].value, None);
+    }
+
+    #[test]
+    fn keys_are_kept_whole_inline_or_on_the_heap() {
+        let long = vec![7u8; 200];
+        for key in [
+            &b""[..],
+            b"k",
+            &[1u8; INLINE_KEY_BYTES],
+            &[2u8; INLINE_KEY_BYTES + 1],
+            &long,
+        ] {
+            let k = LogKey::new(key);
+            assert_eq!(k.as_slice(), key);
+            assert_eq!(
+                matches!(k, LogKey::Inline { .. }),
+                key.len() <= INLINE_KEY_BYTES,
+                "{} bytes",
+                key.len()
+            );
+        }
     }
 
     #[test]
@@ -152,7 +214,7 @@ mod tests {
         let mut b = WriteBatch::new();
         b.put_notification(&n).put_user(&user).put_watermark(id);
         assert_eq!(b.ops[0].ks, Keyspace::Notifications);
-        assert_eq!(b.ops[0].key, id.as_bytes().to_vec());
+        assert_eq!(b.ops[0].key.as_slice(), id.as_bytes());
         assert_eq!(b.ops[0].value.as_deref(), Some(n.encode().as_slice()));
         assert_eq!(
             (b.ops[1].ks, b.ops[1].key.as_slice()),

@@ -140,8 +140,8 @@ impl Storage {
                         for op in batch.ops {
                             let ks = self.handles.get(op.ks);
                             match op.value {
-                                Some(v) => fb.insert(ks, op.key, v),
-                                None => fb.remove(ks, op.key),
+                                Some(v) => fb.insert(ks, op.key.as_slice(), v),
+                                None => fb.remove(ks, op.key.as_slice()),
                             }
                         }
                         segment.batches += 1;
