@@ -36,6 +36,8 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 /// A notification checked and turned into header values, reusable for a second attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct PreparedRequest {
+    /// The delivery id, sent as `apns-id`.
+    id: uuid::Uuid,
     uri: Uri,
     apns_id: HeaderValue,
     push_type: HeaderValue,
@@ -144,6 +146,7 @@ impl RequestEncoder {
             ),
         };
         Ok(PreparedRequest {
+            id: n.delivery_id,
             uri: Uri::from_parts(uri).map_err(|_| refused("BadPath", false))?,
             apns_id: value(path_end..id_end).map_err(|_| refused("BadMessageId", false))?,
             push_type: HeaderValue::from_static(n.push_type.as_str()),
@@ -157,9 +160,9 @@ impl RequestEncoder {
 }
 
 impl PreparedRequest {
-    /// The `apns-id` sent, lowercase hyphenated.
-    pub(crate) fn apns_id(&self) -> &str {
-        self.apns_id.to_str().unwrap_or_default()
+    /// The delivery id, sent as `apns-id`.
+    pub(crate) fn id(&self) -> uuid::Uuid {
+        self.id
     }
 
     /// The request for one attempt: every value is a reference-counted clone.
@@ -385,7 +388,11 @@ mod tests {
         let second = prepared.to_request(&HeaderValue::from_static("bearer new"), e.topic(), false);
         assert_eq!(first.uri(), second.uri());
         assert_eq!(header(&second, "authorization"), Some("bearer new"));
-        assert_eq!(prepared.apns_id(), "0f8fad5b-d9cb-469f-a165-70867728950e");
+        assert_eq!(prepared.id(), notification().delivery_id);
+        assert_eq!(
+            header(&second, "apns-id"),
+            Some("0f8fad5b-d9cb-469f-a165-70867728950e")
+        );
     }
 
     #[test]

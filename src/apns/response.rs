@@ -12,8 +12,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// APNs accepted it; `apns_id` is the id it echoed.
-    Sent { apns_id: String },
+    /// APNs accepted it; `apns_id` is the id it echoed (the one sent, if it echoed none).
+    Sent { apns_id: uuid::Uuid },
     /// Not delivered, but the same notification may succeed later (throttling, server errors,
     /// connection loss, timeouts). `retry_after` is APNs' hint when it gave one.
     Retry {
@@ -64,7 +64,7 @@ pub(crate) fn classify(
     status: StatusCode,
     headers: &HeaderMap,
     body: &[u8],
-    sent_id: &str,
+    sent_id: uuid::Uuid,
 ) -> Verdict {
     use super::jwt::TokenRejection::{Expired, Invalid};
     let reason = error_reason(body);
@@ -84,8 +84,10 @@ pub(crate) fn classify(
     let verdict = |outcome, follow_up| Verdict { outcome, follow_up };
     match (status.as_u16(), reason) {
         (200, _) => {
-            let echoed = headers.get(APNS_ID).and_then(|v| v.to_str().ok());
-            let apns_id = echoed.unwrap_or(sent_id).to_owned();
+            let echoed = headers
+                .get(APNS_ID)
+                .and_then(|v| uuid::Uuid::try_parse_ascii(v.as_bytes()).ok());
+            let apns_id = echoed.unwrap_or(sent_id);
             verdict(SendOutcome::Sent { apns_id }, FollowUp::None)
         }
         (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
@@ -148,7 +150,8 @@ mod tests {
     use super::super::jwt::TokenRejection;
     use super::*;
 
-    const SENT: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    const SENT: uuid::Uuid = uuid::Uuid::from_u128(0x0F8FAD5B_D9CB_469F_A165_70867728950E);
+    const ECHOED: &str = "5c1e7e5a-0000-4000-8000-00000000e40e";
 
     fn answer(status: u16, reason: &str) -> Verdict {
         let body = if reason.is_empty() {
@@ -181,20 +184,19 @@ mod tests {
     #[test]
     fn ok_is_sent_with_the_echoed_or_sent_id() {
         let mut headers = HeaderMap::new();
-        headers.insert("apns-id", "ECHOED".parse().unwrap());
+        headers.insert("apns-id", ECHOED.parse().unwrap());
         let v = classify(StatusCode::OK, &headers, b"", SENT);
         assert_eq!(
             v.outcome,
             SendOutcome::Sent {
-                apns_id: "ECHOED".into()
+                apns_id: ECHOED.parse().unwrap()
             }
         );
-        assert_eq!(
-            answer(200, "").outcome,
-            SendOutcome::Sent {
-                apns_id: SENT.into()
-            }
-        );
+        assert_eq!(answer(200, "").outcome, SendOutcome::Sent { apns_id: SENT });
+        // Not an id: the one sent stands.
+        headers.insert("apns-id", "not-a-uuid".parse().unwrap());
+        let v = classify(StatusCode::OK, &headers, b"", SENT);
+        assert_eq!(v.outcome, SendOutcome::Sent { apns_id: SENT });
         assert!(!answer(200, "").outcome.retry_can_help());
     }
 

@@ -246,12 +246,7 @@ impl Inner {
                 .by_status
                 .entry(answer.status.as_u16())
                 .or_default() += 1;
-            let verdict = classify(
-                answer.status,
-                &answer.headers,
-                &answer.body,
-                prepared.apns_id(),
-            );
+            let verdict = classify(answer.status, &answer.headers, &answer.body, prepared.id());
             match verdict.follow_up {
                 FollowUp::None => {}
                 FollowUp::Reconnect => conn.health.retire(),

@@ -9,7 +9,7 @@ use clarion_shards::{
 use uuid::Uuid;
 
 use super::command::{NewDevice, NewNotification, NotifyReply, Reply, Upsert, UserProfile};
-use super::committer::Waiter;
+use super::committer::{Deliveries, Waiter};
 use super::probe::bump;
 use super::{DeliveryRef, Engine, now_ms};
 use crate::api::error::ApiError;
@@ -108,37 +108,31 @@ impl Engine {
             );
             return;
         }
-        let Some(user) = st.users.get(&n.user_id) else {
-            drop(st);
+        let shard = &mut *st;
+        let Some(user) = shard.users.get(&n.user_id) else {
             let _ = reply.send(Err(user_not_found(&n.user_id)));
             return;
         };
-        let targets: Vec<(clarion_shards::Channel, String)> = user
-            .devices
-            .iter()
-            .filter(|d| d.active)
-            .map(|d| (d.platform.channel(), d.token.clone()))
-            .collect();
-        if targets.len() > clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION {
-            drop(st);
+        let active = || user.devices.iter().filter(|d| d.active);
+        let count = active().count();
+        if count > clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION {
             let _ = reply.send(Err(ApiError::new(
                 422,
                 "too_many_devices",
                 format!(
-                    "user `{}` has {} active devices; one notification reaches at most {}",
+                    "user `{}` has {count} active devices; one notification reaches at most {}",
                     n.user_id,
-                    targets.len(),
                     clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION
                 ),
             )));
             return;
         }
         // Reserve queue room now, so an accepted delivery always has a place to go.
-        for (ch, _) in &targets {
+        for device in active() {
+            let ch = device.platform.channel();
             let i = ch.index();
             let used = self.queues[i].len() + self.reserved[i].get();
-            if used + targets.len() > self.queues[i].capacity() || self.senders[i].is_none() {
-                drop(st);
+            if used + count > self.queues[i].capacity() || self.senders[i].is_none() {
                 bump(&self.probe.rejected_overload);
                 let _ = reply.send(Err(ApiError::overloaded(format!(
                     "the {} delivery queue is full; retry later",
@@ -147,20 +141,20 @@ impl Engine {
                 return;
             }
         }
-        let capped = !st.buckets.try_take(&n.user_id, now);
-        let id = st.ids.next(now);
-        let mut deliveries = Vec::with_capacity(targets.len());
-        for (ch, token) in targets {
-            let did = st.ids.next(now);
-            let mut d = DeliveryRecord::new_queued(did, ch, token, now);
+        let capped = !shard.buckets.try_take(&n.user_id, now);
+        let id = shard.ids.next(now);
+        let mut deliveries = Vec::with_capacity(count);
+        for device in active() {
+            let did = shard.ids.next(now);
+            let ch = device.platform.channel();
+            let mut d = DeliveryRecord::new_queued(did, ch, device.token.clone(), now);
             if capped {
-                let st2 = &mut *st;
                 let reason = "frequency_cap: over [caps] per_user_per_hour".to_string();
                 let _ = d.apply(
                     Outcome::Suppressed { reason },
                     now,
                     &self.cfg.retry,
-                    &mut st2.jitter,
+                    &mut shard.jitter,
                 );
                 bump(&self.probe.suppressed);
             }
@@ -175,7 +169,7 @@ impl Engine {
             deliveries,
         };
         st.dedup.insert(key, id, now);
-        let mut refs = Vec::new();
+        let mut refs = Deliveries::new();
         if !record.is_finished() {
             for (i, d) in record.deliveries.iter().enumerate() {
                 if !d.state.is_terminal() {

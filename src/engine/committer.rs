@@ -15,13 +15,17 @@ use super::probe::bump;
 use super::{DeliveryRef, Engine};
 use crate::api::error::ApiError;
 
+/// The deliveries a new notification queues once durable: inline for the usual one or two
+/// devices, so accepting a notification allocates no list for them.
+pub type Deliveries = smallvec::SmallVec<[DeliveryRef; 2]>;
+
 /// What to do once a batch is durable (or failed).
 pub enum Waiter {
     /// A new notification: queue its deliveries, answer 202.
     Accepted {
         id: Uuid,
         reply: Reply<NotifyReply>,
-        deliveries: Vec<DeliveryRef>,
+        deliveries: Deliveries,
     },
     /// A repeated idempotency key: answer with the original id once that is durable.
     Duplicate {

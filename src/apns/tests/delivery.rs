@@ -32,7 +32,7 @@ fn a_send_arrives_with_every_header_and_a_jwt_that_verifies() {
     assert_eq!(
         outcomes[0],
         SendOutcome::Sent {
-            apns_id: ID_TEXT.into()
+            apns_id: uuid::Uuid::from_u128(ID)
         }
     );
     assert!(matches!(outcomes[1], SendOutcome::Sent { .. }));
@@ -141,7 +141,7 @@ fn an_expired_provider_token_is_re_signed_and_retried_within_one_send() {
     assert_eq!(
         outcome,
         SendOutcome::Sent {
-            apns_id: ID_TEXT.into()
+            apns_id: uuid::Uuid::from_u128(ID)
         }
     );
     let seen = server.seen();
@@ -223,7 +223,7 @@ fn close_lets_running_sends_finish_then_refuses_and_closes_the_connections() {
     assert_eq!(
         running,
         SendOutcome::Sent {
-            apns_id: ID_TEXT.into()
+            apns_id: uuid::Uuid::from_u128(ID)
         }
     );
     assert_eq!(
