@@ -75,7 +75,7 @@ pub fn payload_size(fields: &PayloadFields<'_>) -> Result<usize, PayloadError> {
 }
 
 /// Encodes into this thread's scratch buffer and hands the checked payload to `f`.
-fn with_encoded<T>(
+pub(crate) fn with_encoded<T>(
     fields: &PayloadFields<'_>,
     f: impl FnOnce(&[u8]) -> T,
 ) -> Result<T, PayloadError> {

@@ -85,6 +85,16 @@ impl RequestEncoder {
         &self.topic
     }
 
+    /// `bytes` copied into the arena: a handle whose clones (one per attempt) only count
+    /// references, where a `Bytes` of its own would cost an allocation, and another at its first
+    /// clone.
+    pub(crate) fn shared_copy(&self, bytes: &[u8]) -> Bytes {
+        let mut arena = self.arena.borrow_mut();
+        arena.reserve(bytes.len());
+        arena.put_slice(bytes);
+        arena.split().freeze()
+    }
+
     /// Validates `n` locally and turns it into header values carved from the arena.
     pub(crate) fn prepare(&self, n: &ApnsNotification<'_>) -> Result<PreparedRequest, SendOutcome> {
         let token = n.device_token;
@@ -393,6 +403,23 @@ mod tests {
             header(&second, "apns-id"),
             Some("0f8fad5b-d9cb-469f-a165-70867728950e")
         );
+    }
+
+    #[test]
+    fn shared_copies_keep_their_bytes_across_arena_chunks() {
+        let e = encoder();
+        // More than one arena chunk's worth, kept alive while new ones are carved.
+        let copies: Vec<(Vec<u8>, Bytes)> = (0..200u8)
+            .map(|i| {
+                let payload = vec![i; 100 + usize::from(i)];
+                let copy = e.shared_copy(&payload);
+                (payload, copy)
+            })
+            .collect();
+        for (payload, copy) in &copies {
+            assert_eq!(&copy[..], &payload[..]);
+            assert_eq!(copy.clone(), *copy);
+        }
     }
 
     #[test]

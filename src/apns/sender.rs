@@ -7,11 +7,13 @@ use super::connection::StreamError;
 use super::deadline::Deadlines;
 use super::jwt::{ProviderToken, SigningFailed, SystemClock};
 use super::notification::ApnsNotification;
+use super::payload::{self, PayloadError, PayloadFields};
 use super::pool::Pool;
 use super::request::{PreparedRequest, RequestEncoder};
 use super::response::{FollowUp, SendOutcome, classify};
 use super::tls::Transport;
 use super::wait::{Signal, within};
+use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -112,6 +114,12 @@ impl ApnsSender {
     /// the caller's retry.
     pub async fn send(&self, n: ApnsNotification<'_>) -> SendOutcome {
         self.send_prepared(self.prepare(&n)).await
+    }
+
+    /// [`encode_payload`](super::encode_payload), into memory the sender shares between
+    /// requests (no allocation of its own per payload).
+    pub fn encode_payload(&self, fields: &PayloadFields<'_>) -> Result<Bytes, PayloadError> {
+        payload::with_encoded(fields, |p| self.inner.encoder.shared_copy(p))
     }
 
     /// Checks and encodes `n` now, without I/O, into something that borrows nothing: the

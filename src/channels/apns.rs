@@ -9,9 +9,7 @@ use std::rc::Rc;
 use clarion_shards::{Channel, Priority};
 
 use super::{ChannelSender, SendFuture, SendJob, SendResult};
-use crate::apns::{
-    ApnsNotification, ApnsSender, PayloadFields, PushType, SendOutcome, encode_payload,
-};
+use crate::apns::{ApnsNotification, ApnsSender, PayloadFields, PushType, SendOutcome};
 
 /// Expiration used when a notification has no `ttl_seconds`: APNs keeps it about four weeks.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
@@ -49,7 +47,7 @@ impl ChannelSender for ApnsChannel {
             category: c.category.as_deref(),
             data: &c.data,
         };
-        let payload = match encode_payload(&fields) {
+        let payload = match self.sender.encode_payload(&fields) {
             Ok(p) => p,
             Err(e) => {
                 let reason = format!("payload: {e}");

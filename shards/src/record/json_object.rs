@@ -144,7 +144,7 @@ fn kind_of(text: &str) -> &'static str {
 /// The top-level keys of the JSON object `text` (borrowed where they hold no escapes), after
 /// checking all of `text` as strictly as building a `serde_json::Value` would (string escapes,
 /// number range, nesting depth), and that no object in it, nested ones included, has a key twice.
-fn object_keys(text: &str) -> Result<Vec<Cow<'_, str>>, JsonObjectError> {
+fn object_keys(text: &str) -> Result<Keys<'_>, JsonObjectError> {
     let got = kind_of(text);
     if got != "an object" {
         return Err(JsonObjectError::NotAnObject { got });
@@ -153,7 +153,7 @@ fn object_keys(text: &str) -> Result<Vec<Cow<'_, str>>, JsonObjectError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let checked = Check {
         duplicate: &duplicate,
-        keys: Some(Vec::new()),
+        keys: Some(Keys::new()),
     }
     .deserialize(&mut de)
     .and_then(|keys| de.end().map(|()| keys));
@@ -169,15 +169,19 @@ fn object_keys(text: &str) -> Result<Vec<Cow<'_, str>>, JsonObjectError> {
     }
 }
 
+/// One object's keys: on the stack for the usual handful, so checking `data` allocates nothing
+/// per object.
+type Keys<'de> = smallvec::SmallVec<[Cow<'de, str>; 8]>;
+
 /// Checks one JSON value without keeping it; for the top-level object (`keys` is `Some`) it
 /// returns that object's keys. A key seen twice in any object is written to `duplicate`.
 struct Check<'a, 'de> {
     duplicate: &'a RefCell<Option<String>>,
-    keys: Option<Vec<Cow<'de, str>>>,
+    keys: Option<Keys<'de>>,
 }
 
 impl<'de> DeserializeSeed<'de> for Check<'_, 'de> {
-    type Value = Option<Vec<Cow<'de, str>>>;
+    type Value = Option<Keys<'de>>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
@@ -185,7 +189,7 @@ impl<'de> DeserializeSeed<'de> for Check<'_, 'de> {
 }
 
 impl<'de> Visitor<'de> for Check<'_, 'de> {
-    type Value = Option<Vec<Cow<'de, str>>>;
+    type Value = Option<Keys<'de>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
