@@ -2,9 +2,12 @@
 //!
 //! Every APNs request is bounded in time, and thousands are in flight per shard. A glommio timer
 //! each meant a reactor timer-tree insert and remove per request, about 8% of a shard's CPU at
-//! 50k/s (measured). Here deadlines are rounded up to the next [`GRANULARITY`] tick and every
-//! request of a tick shares one timer task and one [`Signal`]; waiting costs a slot in that
-//! signal. A request may therefore run up to one tick longer than its limit, never shorter.
+//! 50k/s (measured). Here deadlines are rounded up to the next tick and every request of a tick
+//! shares one timer task and one [`Signal`]; waiting costs a slot in that signal. A tick is 1/64
+//! of the limit (at least [`GRANULARITY`], at most [`MAX_TICK`]), so about 64 timers are armed
+//! whatever the limit: glommio's reactor splits its timer tree on every turn, and a tree of a
+//! 30 s limit's 1,500 ticks of 20 ms cost allocations on each. A request may therefore run up to
+//! one tick longer than its limit, never shorter.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -16,8 +19,12 @@ use futures_lite::future;
 
 use super::wait::Signal;
 
-/// Deadlines are rounded up to a multiple of this.
+/// The finest tick: deadlines are rounded up to a multiple of at least this.
 pub(crate) const GRANULARITY: Duration = Duration::from_millis(20);
+/// The coarsest tick.
+pub(crate) const MAX_TICK: Duration = Duration::from_secs(1);
+/// Ticks per limit: how many timers one limit keeps armed at most.
+const TICKS_PER_LIMIT: u32 = 64;
 
 /// One tick's deadline: fired once its time has come.
 #[derive(Default)]
@@ -29,8 +36,8 @@ struct Tick {
 /// Shared deadlines for the tasks of one executor.
 pub(crate) struct Deadlines {
     origin: Instant,
-    /// Ticks with a timer task armed, by tick number (time since `origin` / [`GRANULARITY`]).
-    ticks: RefCell<BTreeMap<u64, Rc<Tick>>>,
+    /// Ticks with a timer task armed, by due time (nanoseconds since `origin`).
+    ticks: RefCell<BTreeMap<u128, Rc<Tick>>>,
 }
 
 impl Default for Deadlines {
@@ -61,15 +68,15 @@ impl Deadlines {
 
     /// The tick `limit` from now falls in, arming its timer if it is new.
     fn tick_for(self: &Rc<Self>, limit: Duration) -> Rc<Tick> {
-        let g = GRANULARITY.as_nanos();
+        let g = tick(limit).as_nanos();
         let due = self.origin.elapsed().as_nanos() + limit.as_nanos();
-        let number = u64::try_from(due.div_ceil(g)).unwrap_or(u64::MAX);
+        let number = due.div_ceil(g).saturating_mul(g);
         if let Some(t) = self.ticks.borrow().get(&number) {
             return t.clone();
         }
         let tick = Rc::new(Tick::default());
         self.ticks.borrow_mut().insert(number, tick.clone());
-        let at = self.origin + Duration::from_nanos(number.saturating_mul(g as u64));
+        let at = self.origin + Duration::from_nanos(u64::try_from(number).unwrap_or(u64::MAX));
         let (me, fired) = (self.clone(), tick.clone());
         glommio::spawn_local(async move {
             glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
@@ -85,6 +92,11 @@ impl Deadlines {
     fn armed(&self) -> usize {
         self.ticks.borrow().len()
     }
+}
+
+/// The tick deadlines of `limit` are rounded to.
+fn tick(limit: Duration) -> Duration {
+    (limit / TICKS_PER_LIMIT).clamp(GRANULARITY, MAX_TICK)
 }
 
 #[cfg(test)]
@@ -110,6 +122,38 @@ mod tests {
         assert_eq!((fast, slow), (Some(7), None));
         assert!(waited >= Duration::from_millis(30), "{waited:?}");
         assert!(waited < Duration::from_secs(2), "{waited:?}");
+    }
+
+    #[test]
+    fn a_tick_is_a_64th_of_the_limit_within_bounds() {
+        assert_eq!(tick(Duration::from_millis(50)), GRANULARITY);
+        assert_eq!(
+            tick(Duration::from_secs(30)),
+            Duration::from_micros(468_750)
+        );
+        assert_eq!(tick(Duration::from_secs(600)), MAX_TICK);
+    }
+
+    #[test]
+    fn a_long_limit_keeps_few_timers_armed() {
+        let (armed, ok) = run(|| async {
+            let d = Rc::new(Deadlines::default());
+            // 40 requests over about 200 ms, each bounded by APNs's 30 s limit: with 20 ms
+            // ticks this armed a timer per 20 ms; now they share one or two.
+            let mut ok = 0;
+            for _ in 0..40 {
+                let done = d
+                    .within(
+                        Duration::from_secs(30),
+                        glommio::timer::sleep(Duration::from_millis(5)),
+                    )
+                    .await;
+                ok += usize::from(done.is_some());
+            }
+            (d.armed(), ok)
+        });
+        assert_eq!(ok, 40);
+        assert!((1..=2).contains(&armed), "{armed} timers armed");
     }
 
     #[test]
