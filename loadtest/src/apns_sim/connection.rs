@@ -8,7 +8,7 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -124,6 +124,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     let mut faults = FaultView::new(&shared.faults);
     let mut ids = SplitMix64::new(mix(unix_ns() ^ conn_id));
     let active = Arc::new(AtomicU32::new(0));
+    let answered = Arc::new(AtomicBool::new(false));
     let mut served = 0u64;
     // Requests accepted since the connection last ran out of input: their jobs run (in order)
     // once it has, so that all their answers leave in one write, as when each job was a task.
@@ -176,6 +177,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
             shared: shared.clone(),
             limits: limits.clone(),
             active: active.clone(),
+            answered: answered.clone(),
             conn_id,
         };
         batch.push(Box::pin(job.run(apns_id, head, req, respond)));
@@ -214,6 +216,8 @@ struct RequestJob {
     shared: Arc<Shared>,
     limits: Arc<StreamLimits>,
     active: Arc<AtomicU32>,
+    /// Set by the connection's first answer (see [`send_answer`]).
+    answered: Arc<AtomicBool>,
     conn_id: u64,
 }
 
@@ -249,11 +253,13 @@ impl RequestJob {
             self.limits.raise(); // before the 200 goes out, so the SETTINGS precede it
         }
         self.shared.counters.count_answer(reason);
+        let first = !self.answered.swap(true, Ordering::Relaxed);
         send_answer(
             &mut respond,
             reason,
             &apns_id,
             self.plan.unregistered_since_ms(),
+            first,
         );
         self.done();
     }
@@ -317,14 +323,22 @@ async fn read_body(body: &mut RecvStream, limit: usize) -> Option<Bytes> {
     Some(all.freeze())
 }
 
-fn send_answer(respond: &mut SendResponse<Bytes>, reason: Option<Reason>, apns_id: &str, ts: u64) {
+/// `first` marks a connection's first answer: the only one whose `apns-id` HPACK may index.
+fn send_answer(
+    respond: &mut SendResponse<Bytes>,
+    reason: Option<Reason>,
+    apns_id: &str,
+    ts: u64,
+    first: bool,
+) {
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(reason.map_or(200, Reason::status))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(mut v) = HeaderValue::from_str(apns_id) {
-        // Unique to each answer: sent as a literal, never added to the HPACK table, where it
-        // would only evict entries and cost both ends an insert per answer.
-        v.set_sensitive(true);
+        // Unique to each answer, so as Apple asks of its clients: indexed once, which puts the
+        // name in the HPACK table, then a literal value under that name, never added to the
+        // table, where it would only evict entries and cost both ends an insert per answer.
+        v.set_sensitive(!first);
         resp.headers_mut().insert("apns-id", v);
     }
     match reason {
