@@ -55,7 +55,7 @@ impl<K: Hash + Eq, V> SegMap<K, V> {
     fn segment<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         // The table inside the segment hashes the key again with the same hasher and uses the
         // low bits for the bucket and the top 7 bits as each entry's tag, so the segment must
-        // not depend on either. Choosing segments by those top bits gave every key in a segment
+        // not be correlated with either. Choosing segments by those top bits gave every key in a segment
         // the same tag, so every probe compared keys one by one (measured: 5% of a shard in
         // `Uuid::eq`). Bits 48..56 taken as they are still followed the tag under some seeds
         // (a test failed about 1 run in 25), and so did a second `RandomState`'s hash: seeds

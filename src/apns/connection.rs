@@ -171,7 +171,7 @@ impl Connection {
 
     /// True once per connection, for the request that may index its per-notification headers
     /// (a new connection starts with an empty HPACK table).
-    pub(crate) fn take_first_request(&self) -> bool {
+    fn take_first_request(&self) -> bool {
         self.first_request.replace(false)
     }
 
@@ -181,10 +181,12 @@ impl Connection {
     }
 
     /// Sends one request with its body and reads the answer (the body only if it is an error).
-    /// The caller holds a stream reserved with [`Health::reserve_stream`].
+    /// The caller holds a stream reserved with [`Health::reserve_stream`]. `build` makes the
+    /// request once the stream may start, told whether it is the connection's first (see
+    /// `PreparedRequest::to_request`): decided then, so that it is the first one h2 encodes.
     pub(crate) async fn round_trip(
         &self,
-        request: Request<()>,
+        build: impl FnOnce(bool) -> Request<()>,
         body: Bytes,
     ) -> Result<RawResponse, StreamError> {
         let lost = |e: h2::Error| self.classify_error(e);
@@ -197,6 +199,7 @@ impl Connection {
             .ready()
             .await
             .map_err(|_| StreamError::NotSent)?;
+        let request = build(self.take_first_request());
         let (response, mut stream) = sender
             .send_request(request, false)
             .map_err(|_| StreamError::NotSent)?;

@@ -50,8 +50,9 @@ impl Default for Deadlines {
 }
 
 impl Deadlines {
-    /// Runs `fut` for at most `limit` (plus up to one [`GRANULARITY`]); `None` if the time ran
-    /// out first (`fut` is then dropped). Must run on a glommio executor.
+    /// Runs `fut` for at most `limit` (plus up to one tick: 1/64 of `limit`, between
+    /// [`GRANULARITY`] and [`MAX_TICK`]); `None` if the time ran out first (`fut` is then
+    /// dropped). Must run on a glommio executor.
     pub(crate) async fn within<T>(
         self: &Rc<Self>,
         limit: Duration,
@@ -153,7 +154,8 @@ mod tests {
             (d.armed(), ok)
         });
         assert_eq!(ok, 40);
-        assert!((1..=2).contains(&armed), "{armed} timers armed");
+        // One tick is about 469 ms: two, or three on a slow machine, where 20 ms ticks made ten.
+        assert!((1..=3).contains(&armed), "{armed} timers armed");
     }
 
     #[test]

@@ -279,6 +279,24 @@ mod tests {
     }
 
     #[test]
+    fn encoding_inside_an_encoding_uses_a_buffer_of_its_own() {
+        let data = obj(json!({"k": "v"}));
+        let fields = PayloadFields {
+            title: Some("t"),
+            body: None,
+            category: None,
+            data: &data,
+        };
+        // The scratch buffer is borrowed by the outer call while the inner one runs.
+        let (outer, inner) = with_encoded(&fields, |outer| {
+            (outer.to_vec(), encode_payload(&fields).unwrap())
+        })
+        .unwrap();
+        assert_eq!(&inner[..], &outer[..]);
+        assert_eq!(parse(&inner)["k"], "v");
+    }
+
+    #[test]
     fn payload_size_agrees_with_the_encoding_and_the_scratch_buffer_stays_bounded() {
         let cases = [
             obj(json!({"order_id": "ord_1", "q": "\"quoted\" \u{e9}"})),

@@ -12,7 +12,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
-    /// APNs accepted it; `apns_id` is the id it echoed (the one sent, if it echoed none).
+    /// APNs accepted it; `apns_id` is the id it echoed (the one sent, if it echoed none or
+    /// something that is not a UUID).
     Sent { apns_id: uuid::Uuid },
     /// Not delivered, but the same notification may succeed later (throttling, server errors,
     /// connection loss, timeouts). `retry_after` is APNs' hint when it gave one.

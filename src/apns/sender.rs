@@ -107,7 +107,8 @@ impl ApnsSender {
     }
 
     /// Sends one notification and says what became of it. Never panics, never blocks the
-    /// executor, and returns within the request timeout. Must run on a glommio executor (the
+    /// executor, and returns within the request timeout (plus up to 1/64 of it, see
+    /// `deadline.rs`). Must run on a glommio executor (the
     /// first call spawns the connection tasks there). A request APNs provably did not process
     /// (refused stream, above a graceful GOAWAY's last stream, or not startable on a closing
     /// connection) is sent again once at once; anything that may have reached APNs is left to
@@ -224,12 +225,9 @@ impl Inner {
                 return retry("provider token signing failed");
             };
             let conn = stream.connection();
-            let request = prepared.to_request(
-                &token.authorization,
-                self.encoder.topic(),
-                conn.take_first_request(),
-            );
-            let answer = match conn.round_trip(request, prepared.payload.clone()).await {
+            let build =
+                |first| prepared.to_request(&token.authorization, self.encoder.topic(), first);
+            let answer = match conn.round_trip(build, prepared.payload.clone()).await {
                 Ok(answer) => answer,
                 Err(error @ (StreamError::NotSent | StreamError::Refused)) if unsent_retry_left => {
                     // APNs never saw it: send it again at once rather than via the caller's
