@@ -15,6 +15,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
 use h2::server::SendResponse;
+use http::header::HeaderName;
 use http::{HeaderValue, Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -27,7 +28,7 @@ use super::ledger::Ledger;
 use super::reason::Reason;
 use super::request::{PushHead, resolve_apns_id, validate_head, validate_payload};
 use super::settings_shim::{SettingsShim, StreamLimits};
-use super::stats::{Counters, ReceivedPush, RecentLog, SimStats, unix_ms, unix_ns};
+use super::stats::{Counters, RawPush, RecentLog, SimStats, unix_ms, unix_ns};
 
 /// HTTP/2 stream receive window: a whole payload always fits.
 const STREAM_WINDOW_BYTES: u32 = 1 << 20;
@@ -225,7 +226,7 @@ impl RequestJob {
     /// Answers the request; `apns_id` is `Err` when the request's own id was malformed.
     async fn run(
         self,
-        apns_id: Result<String, String>,
+        apns_id: Result<HeaderValue, HeaderValue>,
         head: Result<PushHead, Reason>,
         mut req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
@@ -266,29 +267,23 @@ impl RequestJob {
 
     fn check_body(&self, head: PushHead, body: Bytes) -> Result<(PushHead, Bytes), Reason> {
         let keys = validate_payload(&body, head.payload_limit)?;
-        if let Some(r) = self.plan.forced_reason(&head.token, &self.shared.faults) {
+        if let Some(r) = self.plan.forced_reason(head.token(), &self.shared.faults) {
             return Err(r);
         }
         self.shared.lock_ledger().record(keys, unix_ns());
         Ok((head, body))
     }
 
-    /// Keeps the push for `recent()`; the payload stays as the received bytes until read.
-    fn record(&self, head: PushHead, body: Bytes, apns_id: &str) {
-        let push = ReceivedPush {
-            token: head.token,
-            apns_id: apns_id.to_string(),
+    /// Keeps the push for `recent()`, as received: turned into text only when read.
+    fn record(&self, head: PushHead, body: Bytes, apns_id: &HeaderValue) {
+        self.shared.recent.push(RawPush {
+            head,
+            apns_id: apns_id.clone(),
             apns_id_from_request: self.id_from_request,
-            topic: head.topic,
-            push_type: head.push_type,
-            priority: head.priority,
-            expiration: head.expiration,
-            collapse_id: head.collapse_id,
-            payload: String::new(),
+            payload: body,
             received_unix_ms: unix_ms(),
             connection: self.conn_id,
-        };
-        self.shared.recent.push(push, body);
+        });
     }
 
     fn done(&self) {
@@ -323,24 +318,25 @@ async fn read_body(body: &mut RecvStream, limit: usize) -> Option<Bytes> {
     Some(all.freeze())
 }
 
+const APNS_ID: HeaderName = HeaderName::from_static("apns-id");
+
 /// `first` marks a connection's first answer: the only one whose `apns-id` HPACK may index.
 fn send_answer(
     respond: &mut SendResponse<Bytes>,
     reason: Option<Reason>,
-    apns_id: &str,
+    apns_id: &HeaderValue,
     ts: u64,
     first: bool,
 ) {
     let mut resp = Response::new(());
     *resp.status_mut() = StatusCode::from_u16(reason.map_or(200, Reason::status))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(mut v) = HeaderValue::from_str(apns_id) {
-        // Unique to each answer, so as Apple asks of its clients: indexed once, which puts the
-        // name in the HPACK table, then a literal value under that name, never added to the
-        // table, where it would only evict entries and cost both ends an insert per answer.
-        v.set_sensitive(!first);
-        resp.headers_mut().insert("apns-id", v);
-    }
+    // Unique to each answer, so as Apple asks of its clients: indexed once, which puts the
+    // name in the HPACK table, then a literal value under that name, never added to the
+    // table, where it would only evict entries and cost both ends an insert per answer.
+    let mut id = apns_id.clone();
+    id.set_sensitive(!first);
+    resp.headers_mut().insert(APNS_ID, id);
     match reason {
         None => {
             let _ = respond.send_response(resp, true);

@@ -9,7 +9,8 @@
 
 use std::fmt;
 
-use http::{Method, Request};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 
@@ -42,25 +43,72 @@ const PUSH_TYPES: [(&str, &str); 11] = [
     ("controls", ".push-type.controls"),
 ];
 
-/// The validated headers of a push request.
+/// The validated headers of a push request, kept as the request's own (reference-counted)
+/// values: turned into text only for the few pushes anyone reads back.
 #[derive(Clone, Debug)]
 pub(crate) struct PushHead {
-    pub(crate) token: String,
-    pub(crate) topic: String,
-    pub(crate) push_type: Option<String>,
+    /// `/3/device/<token>`.
+    path: PathAndQuery,
+    topic: HeaderValue,
+    pub(crate) push_type: Option<&'static str>,
     pub(crate) priority: Option<u8>,
-    pub(crate) expiration: Option<String>,
-    pub(crate) collapse_id: Option<String>,
+    expiration: Option<HeaderValue>,
+    collapse_id: Option<HeaderValue>,
     pub(crate) payload_limit: usize,
+}
+
+impl PushHead {
+    /// An alert push to `token` on topic `t` with an expiration, as `validate_head` would keep.
+    #[cfg(test)]
+    pub(crate) fn example(token: &str) -> PushHead {
+        PushHead {
+            path: PathAndQuery::try_from(format!("{PATH_PREFIX}{token}"))
+                .unwrap_or_else(|_| PathAndQuery::from_static("/")),
+            topic: HeaderValue::from_static("t"),
+            push_type: Some("alert"),
+            priority: Some(10),
+            expiration: Some(HeaderValue::from_static("1700000000")),
+            collapse_id: None,
+            payload_limit: MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    pub(crate) fn token(&self) -> &str {
+        self.path
+            .path()
+            .strip_prefix(PATH_PREFIX)
+            .unwrap_or_default()
+    }
+    pub(crate) fn topic(&self) -> &str {
+        text(&self.topic)
+    }
+    pub(crate) fn expiration(&self) -> Option<&str> {
+        self.expiration.as_ref().map(text)
+    }
+    pub(crate) fn collapse_id(&self) -> Option<&str> {
+        self.collapse_id.as_ref().map(text)
+    }
+}
+
+/// A header value `validate_head` already read as visible ASCII.
+fn text(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or_default()
 }
 
 /// The `apns-id` to echo: the request's own when well-formed, else a new lowercase UUID;
 /// `Err` carries the new id when the request's was malformed (`BadMessageId`).
-pub(crate) fn resolve_apns_id(h: &HeaderScan, rng: &mut SplitMix64) -> Result<String, String> {
-    match h.get(Slot::ApnsId).map(|v| v.to_str()) {
-        Some(Ok(id)) if is_uuid(id) => Ok(id.to_string()),
-        Some(_) => Err(new_apns_id(rng)),
-        None => Ok(new_apns_id(rng)),
+pub(crate) fn resolve_apns_id(
+    h: &HeaderScan,
+    rng: &mut SplitMix64,
+) -> Result<HeaderValue, HeaderValue> {
+    let new = |rng: &mut SplitMix64| {
+        // 36 lowercase hex digits and hyphens: always a valid header value.
+        HeaderValue::from_str(&new_apns_id(rng)).unwrap_or(HeaderValue::from_static(""))
+    };
+    match h.get(Slot::ApnsId) {
+        Some(id) if id.to_str().is_ok_and(is_uuid) => Ok(id.clone()),
+        Some(_) => Err(new(rng)),
+        None => Ok(new(rng)),
     }
 }
 
@@ -135,13 +183,12 @@ pub(crate) fn validate_head<B>(
         now_secs,
     )?;
     let topic_value = header_str(h, Slot::Topic, Reason::BadTopic)?.ok_or(Reason::MissingTopic)?;
-    let push_type = header_str(h, Slot::PushType, Reason::InvalidPushType)?;
-    let suffix = match push_type {
-        None => "",
+    let (push_type, suffix) = match header_str(h, Slot::PushType, Reason::InvalidPushType)? {
+        None => (None, ""),
         Some(t) => PUSH_TYPES
             .iter()
             .find(|(name, _)| *name == t)
-            .map(|(_, s)| *s)
+            .map(|(name, suffix)| (Some(*name), *suffix))
             .ok_or(Reason::InvalidPushType)?,
     };
     if topic_value.is_empty()
@@ -184,13 +231,14 @@ pub(crate) fn validate_head<B>(
         Some("voip") => MAX_VOIP_PAYLOAD_BYTES,
         _ => MAX_PAYLOAD_BYTES,
     };
+    let value = |slot| h.get(slot).cloned();
     Ok(PushHead {
-        token: token.to_string(),
-        topic: topic_value.to_string(),
-        push_type: push_type.map(str::to_string),
+        path: req.uri().path_and_query().cloned().ok_or(Reason::BadPath)?,
+        topic: value(Slot::Topic).ok_or(Reason::MissingTopic)?,
+        push_type,
         priority,
-        expiration: expiration.map(str::to_string),
-        collapse_id: collapse_id.map(str::to_string),
+        expiration: value(Slot::Expiration),
+        collapse_id: value(Slot::CollapseId),
         payload_limit,
     })
 }

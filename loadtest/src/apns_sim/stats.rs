@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::{Deserialize, Serialize};
 
 use super::reason::Reason;
+use super::request::PushHead;
 
 /// Accepted pushes kept for inspection; older ones are forgotten.
 pub const RECENT_CAPACITY: usize = 1000;
@@ -161,23 +163,53 @@ impl Counters {
     }
 }
 
-/// The last [`RECENT_CAPACITY`] accepted pushes, each with its payload as received (turned
-/// into text only when read, as few are ever read).
+/// One accepted push as received: the request's own header values and payload bytes, shared
+/// with the request rather than copied (a [`ReceivedPush`] is made only when read).
+#[derive(Clone, Debug)]
+pub(crate) struct RawPush {
+    pub(crate) head: PushHead,
+    pub(crate) apns_id: HeaderValue,
+    pub(crate) apns_id_from_request: bool,
+    pub(crate) payload: Bytes,
+    pub(crate) received_unix_ms: u64,
+    pub(crate) connection: u64,
+}
+
+impl RawPush {
+    fn to_received(&self) -> ReceivedPush {
+        let head = &self.head;
+        ReceivedPush {
+            token: head.token().to_owned(),
+            apns_id: self.apns_id.to_str().unwrap_or_default().to_owned(),
+            apns_id_from_request: self.apns_id_from_request,
+            topic: head.topic().to_owned(),
+            push_type: head.push_type.map(str::to_owned),
+            priority: head.priority,
+            expiration: head.expiration().map(str::to_owned),
+            collapse_id: head.collapse_id().map(str::to_owned),
+            payload: String::from_utf8_lossy(&self.payload).into_owned(),
+            received_unix_ms: self.received_unix_ms,
+            connection: self.connection,
+        }
+    }
+}
+
+/// The last [`RECENT_CAPACITY`] accepted pushes, as received (turned into text only when read,
+/// as few are ever read).
 #[derive(Default)]
 pub(crate) struct RecentLog {
-    pushes: Mutex<VecDeque<(ReceivedPush, Bytes)>>,
+    pushes: Mutex<VecDeque<RawPush>>,
 }
 
 impl RecentLog {
-    /// Keeps `p` with `payload` as its payload (`p.payload` is replaced when read).
-    pub(crate) fn push(&self, p: ReceivedPush, payload: Bytes) {
+    pub(crate) fn push(&self, p: RawPush) {
         let mut q = self.pushes.lock().unwrap_or_else(|e| e.into_inner());
         let evicted = if q.len() >= RECENT_CAPACITY {
             q.pop_front()
         } else {
             None
         };
-        q.push_back((p, payload));
+        q.push_back(p);
         drop(q);
         drop(evicted); // freed outside the lock
     }
@@ -187,10 +219,7 @@ impl RecentLog {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(p, payload)| ReceivedPush {
-                payload: String::from_utf8_lossy(payload).into_owned(),
-                ..p.clone()
-            })
+            .map(RawPush::to_received)
             .collect()
     }
 
@@ -206,17 +235,12 @@ impl RecentLog {
 mod tests {
     use super::*;
 
-    fn push(n: u64) -> ReceivedPush {
-        ReceivedPush {
-            token: format!("{n:064x}"),
-            apns_id: String::new(),
-            apns_id_from_request: false,
-            topic: "t".into(),
-            push_type: None,
-            priority: None,
-            expiration: None,
-            collapse_id: None,
-            payload: "{\"aps\":{}}".into(),
+    fn push(n: u64) -> RawPush {
+        RawPush {
+            head: PushHead::example(&format!("{n:064x}")),
+            apns_id: HeaderValue::from_static("0f8fad5b-d9cb-469f-a165-70867728950e"),
+            apns_id_from_request: true,
+            payload: Bytes::from_static(b"{\"aps\":{}}"),
             received_unix_ms: n,
             connection: 1,
         }
@@ -243,12 +267,27 @@ mod tests {
     fn recent_log_keeps_only_the_newest() {
         let log = RecentLog::default();
         for n in 0..(RECENT_CAPACITY as u64 + 5) {
-            log.push(push(n), Bytes::from_static(b"{\"aps\":{}}"));
+            log.push(push(n));
         }
         let s = log.snapshot();
         assert_eq!(s.len(), RECENT_CAPACITY);
         assert_eq!(s[0].payload, "{\"aps\":{}}");
         assert_eq!(s[0].received_unix_ms, 5);
+        // Read back as text, field by field.
+        let expected = ReceivedPush {
+            token: format!("{:064x}", 5),
+            apns_id: "0f8fad5b-d9cb-469f-a165-70867728950e".into(),
+            apns_id_from_request: true,
+            topic: "t".into(),
+            push_type: Some("alert".into()),
+            priority: Some(10),
+            expiration: Some("1700000000".into()),
+            collapse_id: None,
+            payload: "{\"aps\":{}}".into(),
+            received_unix_ms: 5,
+            connection: 1,
+        };
+        assert_eq!(s[0], expected);
         assert_eq!(
             s.last().map(|p| p.received_unix_ms),
             Some(RECENT_CAPACITY as u64 + 4)
