@@ -42,7 +42,7 @@ fn submit_burst(log: &ShardLog, ids: &mut IdGenerator, value: &[u8], size: usize
         b.put(
             Keyspace::Notifications,
             ids.next(now).as_bytes().as_slice(),
-            value.to_vec(),
+            value,
         );
         loop {
             match log.submit(b.clone()) {

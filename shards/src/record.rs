@@ -252,9 +252,14 @@ impl UserRecord {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + 64 * self.devices.len());
-        out.push(RECORD_FORMAT_VERSION);
-        codec::encode_user(&mut out, self);
+        self.encode_into(&mut out);
         out
+    }
+
+    /// [`UserRecord::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(RECORD_FORMAT_VERSION);
+        codec::encode_user(out, self);
     }
 
     /// Inverse of [`UserRecord::encode`], and reader of version 1 (JSON) records; unknown
@@ -275,9 +280,14 @@ impl DeliveryRecord {
     #[must_use]
     pub fn encode_update(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + 24 * self.history.len());
-        out.push(RECORD_FORMAT_VERSION);
-        codec::encode_progress(&mut out, self);
+        self.encode_update_into(&mut out);
         out
+    }
+
+    /// [`DeliveryRecord::encode_update`], appended to `out`.
+    pub fn encode_update_into(&self, out: &mut Vec<u8>) {
+        out.push(RECORD_FORMAT_VERSION);
+        codec::encode_progress(out, self);
     }
 
     /// Replaces this delivery's progress with a stored delivery update (see
@@ -297,9 +307,14 @@ impl NotificationRecord {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_size_hint());
-        out.push(RECORD_FORMAT_VERSION);
-        codec::encode_notification(&mut out, self);
+        self.encode_into(&mut out);
         out
+    }
+
+    /// [`NotificationRecord::encode`], appended to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.push(RECORD_FORMAT_VERSION);
+        codec::encode_notification(out, self);
     }
 
     /// Inverse of [`NotificationRecord::encode`], and reader of version 1 (JSON) records;

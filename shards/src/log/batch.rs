@@ -1,17 +1,21 @@
 //! [`WriteBatch`]: the unit a shard hands to its storage thread — puts and deletes across the
 //! log's keyspaces that become durable together, plus typed helpers for the records we store.
+//! Records are encoded straight into one buffer per batch, so a group commit of thousands of
+//! records makes a handful of allocations, not one per record.
+
+use std::ops::Range;
 
 use uuid::Uuid;
 
 use super::{Keyspace, META_WATERMARK};
 use crate::record::{DeliveryRecord, NotificationRecord, UserRecord};
 
-/// One put (`value: Some`) or delete (`value: None`).
+/// One put (`value: Some`, its bytes in the batch's value buffer) or delete (`value: None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Op {
     pub(crate) ks: Keyspace,
     pub(crate) key: LogKey,
-    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) value: Option<Range<usize>>,
 }
 
 /// Keys up to this long (notification ids, delivery updates, most user ids) live inside the op.
@@ -60,7 +64,9 @@ impl std::fmt::Debug for LogKey {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub(crate) ops: Vec<Op>,
-    bytes: usize,
+    /// Every put's value, one after another ([`Op::value`] ranges index it).
+    values: Vec<u8>,
+    key_bytes: usize,
 }
 
 impl WriteBatch {
@@ -71,13 +77,30 @@ impl WriteBatch {
     }
 
     /// Sets `key` to `value` in `ks`.
-    pub fn put(&mut self, ks: Keyspace, key: impl AsRef<[u8]>, value: Vec<u8>) -> &mut Self {
+    pub fn put(
+        &mut self,
+        ks: Keyspace,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> &mut Self {
+        self.put_with(ks, key, |out| out.extend_from_slice(value.as_ref()))
+    }
+
+    /// Sets `key` in `ks` to what `encode` appends to the batch's value buffer.
+    fn put_with(
+        &mut self,
+        ks: Keyspace,
+        key: impl AsRef<[u8]>,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> &mut Self {
         let key = key.as_ref();
-        self.bytes += key.len() + value.len();
+        self.key_bytes += key.len();
+        let start = self.values.len();
+        encode(&mut self.values);
         self.ops.push(Op {
             ks,
             key: LogKey::new(key),
-            value: Some(value),
+            value: Some(start..self.values.len()),
         });
         self
     }
@@ -85,7 +108,7 @@ impl WriteBatch {
     /// Removes `key` from `ks`.
     pub fn delete(&mut self, ks: Keyspace, key: impl AsRef<[u8]>) -> &mut Self {
         let key = key.as_ref();
-        self.bytes += key.len();
+        self.key_bytes += key.len();
         self.ops.push(Op {
             ks,
             key: LogKey::new(key),
@@ -94,20 +117,25 @@ impl WriteBatch {
         self
     }
 
+    /// The value `op` (one of this batch's) puts, `None` for a delete.
+    pub(crate) fn value(&self, op: &Op) -> Option<&[u8]> {
+        op.value.clone().and_then(|r| self.values.get(r))
+    }
+
     /// Stores `user` under its user id.
     pub fn put_user(&mut self, user: &UserRecord) -> &mut Self {
-        self.put(Keyspace::Users, user.user_id.as_bytes(), user.encode())
+        self.put_with(Keyspace::Users, user.user_id.as_bytes(), |out| {
+            user.encode_into(out);
+        })
     }
 
     /// Stores `notification` under its 16 id bytes: once, when it is accepted. Later changes to
     /// its deliveries are [`WriteBatch::put_delivery_update`]s; writing the whole record again
     /// would be overlaid by the older updates stored after it when read back.
     pub fn put_notification(&mut self, notification: &NotificationRecord) -> &mut Self {
-        self.put(
-            Keyspace::Notifications,
-            notification.id.as_bytes(),
-            notification.encode(),
-        )
+        self.put_with(Keyspace::Notifications, notification.id.as_bytes(), |out| {
+            notification.encode_into(out);
+        })
     }
 
     /// Stores delivery `index`'s progress within notification `id` (a delivery update: what
@@ -118,17 +146,17 @@ impl WriteBatch {
         index: u16,
         delivery: &DeliveryRecord,
     ) -> &mut Self {
-        self.put(
+        self.put_with(
             Keyspace::Notifications,
             super::fold::delivery_update_key(id, index),
-            delivery.encode_update(),
+            |out| delivery.encode_update_into(out),
         )
     }
 
     /// Moves the watermark: the shard promises that every notification with an id below `id`
     /// is finished, so recovery need not look for open work before it.
     pub fn put_watermark(&mut self, id: Uuid) -> &mut Self {
-        self.put(Keyspace::Meta, META_WATERMARK, id.as_bytes().to_vec())
+        self.put(Keyspace::Meta, META_WATERMARK, id.as_bytes())
     }
 
     /// Number of puts and deletes.
@@ -146,7 +174,7 @@ impl WriteBatch {
     /// Key and value bytes in the batch.
     #[must_use]
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.key_bytes + self.values.len()
     }
 }
 
@@ -159,20 +187,16 @@ mod tests {
     fn put_and_delete_record_ops_in_order() {
         let mut b = WriteBatch::new();
         assert!(b.is_empty());
-        b.put(Keyspace::Users, "u1", b"v".to_vec())
+        b.put(Keyspace::Users, "u1", b"v")
             .delete(Keyspace::Users, "u2");
         assert_eq!(b.len(), 2);
         assert_eq!(b.bytes(), 2 + 1 + 2);
         assert_eq!(
-            b.ops[0],
-            Op {
-                ks: Keyspace::Users,
-                key: LogKey::new(b"u1"),
-                value: Some(b"v".to_vec())
-            }
+            (b.ops[0].ks, b.ops[0].key.as_slice(), b.value(&b.ops[0])),
+            (Keyspace::Users, &b"u1"[..], Some(&b"v"[..]))
         );
         assert_eq!(b.ops[1].key.as_slice(), b"u2");
-        assert_eq!(b.ops[1].value, None);
+        assert_eq!(b.value(&b.ops[1]), None);
     }
 
     #[test]
@@ -215,7 +239,7 @@ mod tests {
         b.put_notification(&n).put_user(&user).put_watermark(id);
         assert_eq!(b.ops[0].ks, Keyspace::Notifications);
         assert_eq!(b.ops[0].key.as_slice(), id.as_bytes());
-        assert_eq!(b.ops[0].value.as_deref(), Some(n.encode().as_slice()));
+        assert_eq!(b.value(&b.ops[0]), Some(n.encode().as_slice()));
         assert_eq!(
             (b.ops[1].ks, b.ops[1].key.as_slice()),
             (Keyspace::Users, &b"alice"[..])
@@ -224,6 +248,18 @@ mod tests {
             (b.ops[2].ks, b.ops[2].key.as_slice()),
             (Keyspace::Meta, META_WATERMARK)
         );
-        assert_eq!(b.ops[2].value.as_deref(), Some(&id.as_bytes()[..]));
+        assert_eq!(b.value(&b.ops[2]), Some(&id.as_bytes()[..]));
+        // Every value is the record's own encoding, however many share the batch's buffer.
+        assert_eq!(b.value(&b.ops[1]), Some(user.encode().as_slice()));
+        let d = crate::record::DeliveryRecord::new_queued(id, crate::Channel::Apns, "t", 1);
+        b.put_delivery_update(id, 3, &d);
+        assert_eq!(
+            b.ops[3].key.as_slice(),
+            super::super::fold::delivery_update_key(id, 3)
+        );
+        assert_eq!(b.value(&b.ops[3]), Some(d.encode_update().as_slice()));
+        assert_eq!(b.value(&b.ops[0]), Some(n.encode().as_slice()));
+        let keys = 16 + 5 + META_WATERMARK.len() + 18;
+        assert_eq!(b.bytes(), keys + b.values.len());
     }
 }

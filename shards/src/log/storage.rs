@@ -137,9 +137,9 @@ impl Storage {
                     if !batch.is_empty() {
                         let (records, bytes) = (batch.len() as u64, batch.bytes() as u64);
                         let fb = segment.batch.get_or_insert_with(|| self.db.batch());
-                        for op in batch.ops {
+                        for op in &batch.ops {
                             let ks = self.handles.get(op.ks);
-                            match op.value {
+                            match batch.value(op) {
                                 Some(v) => fb.insert(ks, op.key.as_slice(), v),
                                 None => fb.remove(ks, op.key.as_slice()),
                             }

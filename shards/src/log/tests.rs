@@ -245,7 +245,7 @@ fn corrupt_values_fail_recovery_naming_the_key() {
     b.put(
         Keyspace::Notifications,
         id.as_bytes().as_slice(),
-        b"\x01{not json".to_vec(),
+        b"\x01{not json",
     );
     block_on(log.submit(b).unwrap()).unwrap();
     log.join().unwrap();
@@ -330,7 +330,7 @@ fn reads_see_earlier_writes_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(config(&dir, false), NOW).unwrap();
     let mut b = WriteBatch::new();
-    b.put(Keyspace::Users, "k", b"v1".to_vec());
+    b.put(Keyspace::Users, "k", b"v1");
     log.submit_nowait(b).unwrap();
     let first = log.get(Keyspace::Users, "k").unwrap();
     let mut b = WriteBatch::new();
@@ -349,7 +349,7 @@ fn failed_commit_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = reopen(&dir, NOW).unwrap();
     let mut b = WriteBatch::new();
-    b.put(Keyspace::Users, "a", b"1".to_vec());
+    b.put(Keyspace::Users, "a", b"1");
     block_on(log.submit(b.clone()).unwrap()).unwrap();
     log.fail_next_commit().unwrap();
     let err = block_on(log.submit(b.clone()).unwrap()).unwrap_err();
