@@ -20,14 +20,17 @@ pub type MeshBatch = Vec<ShardCmd>;
 /// Slots per mesh channel. glommio channels collapse at small capacities (see the ceilings),
 /// and each slot is a whole batch, so this holds many thousands of commands.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
-/// Commands waiting on this core for one destination while the mesh channel is full; past this
-/// the API answers 503 instead of buffering without bound.
+/// Notifications (commands, counting a batch command by its items) waiting on this core for one
+/// destination while the mesh channel is full; past this the API answers 503 instead of
+/// buffering without bound.
 pub const MAX_FORWARD_PENDING: usize = 50_000;
 
 /// Commands for one remote shard, waiting to be sent as one batch.
 pub struct Forwarder {
     dest: usize,
     pending: RefCell<Vec<ShardCmd>>,
+    /// The summed [`ShardCmd::weight`] of `pending`.
+    weight: std::cell::Cell<usize>,
     wake: LocalNotify,
 }
 
@@ -35,9 +38,11 @@ impl Forwarder {
     /// Queues a command for the destination; a full buffer hands it back (boxed: it is large).
     fn push(&self, cmd: ShardCmd) -> Result<(), Box<ShardCmd>> {
         let mut p = self.pending.borrow_mut();
-        if p.len() >= MAX_FORWARD_PENDING {
+        let weight = self.weight.get() + cmd.weight();
+        if !p.is_empty() && weight > MAX_FORWARD_PENDING {
             return Err(Box::new(cmd));
         }
+        self.weight.set(weight);
         p.push(cmd);
         drop(p);
         self.wake.notify();
@@ -48,6 +53,7 @@ impl Forwarder {
         loop {
             self.wake.wait().await;
             let batch = std::mem::take(&mut *self.pending.borrow_mut());
+            self.weight.set(0);
             if batch.is_empty() {
                 continue;
             }
@@ -92,6 +98,7 @@ impl ShardRouter {
             let f = Rc::new(Forwarder {
                 dest,
                 pending: RefCell::new(Vec::new()),
+                weight: std::cell::Cell::new(0),
                 wake: LocalNotify::default(),
             });
             glommio::spawn_local(f.clone().run(senders.clone())).detach();

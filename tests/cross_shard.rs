@@ -45,9 +45,19 @@ fn full_mesh_channels_neither_deadlock_nor_lose() {
                     assert_eq!(r.status, 200, "{}", r.body);
                     let res = r.body["results"].as_array().unwrap();
                     assert_eq!(res.len() as u64, PER_BATCH);
-                    for item in res {
+                    for (i, item) in res.iter().enumerate() {
                         assert_eq!(item["status"], 202, "{item}");
-                        ids.push(item["id"].as_str().unwrap().to_string());
+                        let id = item["id"].as_str().unwrap().to_string();
+                        // Each shard answers its part of a batch at once: every result must
+                        // still be the one for the item at its position.
+                        if b == 0 {
+                            let seq = t * BATCHES * PER_BATCH + i as u64;
+                            let s = c.call("GET", &format!("/v1/notifications/{id}"), None);
+                            assert_eq!(s.status, 200, "{}", s.body);
+                            assert_eq!(s.body["idempotency_key"], format!("m{seq}"), "result {i}");
+                            assert_eq!(s.body["user_id"], format!("x{}", seq % USERS), "result {i}");
+                        }
+                        ids.push(id);
                     }
                 }
                 ids

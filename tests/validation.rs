@@ -209,11 +209,16 @@ fn bad_inputs_are_refused_with_the_field_named() {
             {"user_id": "val", "idempotency_key": "b1", "body": "ok"},
             {"user_id": "val", "body": "no key"},
             {"user_id": "nobody", "idempotency_key": "b3", "body": "b"},
+            {"user_id": "val", "idempotency_key": "b1", "body": "ok"},
         ]})),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let res = r.body["results"].as_array().unwrap();
-    assert_eq!(res.len(), 3);
+    assert_eq!(res.len(), 4);
+    // The repeated key within the same batch answers with the first item's id.
+    assert_eq!(res[3]["status"], 202, "{}", r.body);
+    assert_eq!(res[3]["duplicate"], true, "{}", r.body);
+    assert_eq!(res[3]["id"], res[0]["id"]);
     assert_eq!(res[0]["status"], 202);
     assert_eq!(res[1]["status"], 400);
     assert_eq!(res[1]["error"]["field"], "notifications[1].idempotency_key");

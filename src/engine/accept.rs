@@ -8,7 +8,8 @@ use clarion_shards::{
 };
 use uuid::Uuid;
 
-use super::command::{NewDevice, NewNotification, NotifyReply, Reply, Upsert, UserProfile};
+use super::answer::NotifyReplyTo;
+use super::command::{NewDevice, NewNotification, Reply, Upsert, UserProfile};
 use super::committer::{Deliveries, Waiter};
 use super::probe::bump;
 use super::{DeliveryRef, Engine, now_ms};
@@ -90,7 +91,7 @@ impl Engine {
         );
     }
 
-    pub(super) fn notify(self: &Rc<Self>, n: NewNotification, reply: Reply<NotifyReply>) {
+    pub(super) fn notify(self: &Rc<Self>, n: NewNotification, reply: NotifyReplyTo) {
         let now = now_ms();
         let key = dedup_key(&n.user_id, &n.idempotency_key);
         let mut st = self.state.borrow_mut();
@@ -110,13 +111,13 @@ impl Engine {
         }
         let shard = &mut *st;
         let Some(user) = shard.users.get(&n.user_id) else {
-            let _ = reply.send(Err(user_not_found(&n.user_id)));
+            reply.send(Err(user_not_found(&n.user_id)));
             return;
         };
         let active = || user.devices.iter().filter(|d| d.active);
         let count = active().count();
         if count > clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION {
-            let _ = reply.send(Err(ApiError::new(
+            reply.send(Err(ApiError::new(
                 422,
                 "too_many_devices",
                 format!(
@@ -134,7 +135,7 @@ impl Engine {
             let used = self.queues[i].len() + self.reserved[i].get();
             if used + count > self.queues[i].capacity() || self.senders[i].is_none() {
                 bump(&self.probe.rejected_overload);
-                let _ = reply.send(Err(ApiError::overloaded(format!(
+                reply.send(Err(ApiError::overloaded(format!(
                     "the {} delivery queue is full; retry later",
                     ch.as_str()
                 ))));

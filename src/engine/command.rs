@@ -5,6 +5,7 @@ use clarion_shards::{NotificationContent, NotificationRecord, Platform};
 use futures_channel::oneshot;
 use uuid::Uuid;
 
+use super::answer::BatchReply;
 use super::probe::ProbeSnapshot;
 use crate::api::error::ApiError;
 
@@ -66,6 +67,12 @@ pub enum ShardCmd {
         notification: NewNotification,
         reply: Reply<NotifyReply>,
     },
+    /// The items of one batch request that this shard owns, each with its position in the
+    /// request; answered with one message once every item is settled.
+    NotifyBatch {
+        items: Vec<(u32, NewNotification)>,
+        reply: BatchReply,
+    },
     GetNotification {
         id: Uuid,
         reply: Reply<Option<NotificationRecord>>,
@@ -75,6 +82,15 @@ pub enum ShardCmd {
 }
 
 impl ShardCmd {
+    /// Notifications this command carries (1 for any other command): what a forwarding buffer
+    /// counts against its bound.
+    pub fn weight(&self) -> usize {
+        match self {
+            ShardCmd::NotifyBatch { items, .. } => items.len().max(1),
+            _ => 1,
+        }
+    }
+
     /// Answers the command with an error without running it (overload, shutdown).
     pub fn reject(self, err: ApiError) {
         // A closed reply channel means the client went away; nothing to do.
@@ -83,6 +99,10 @@ impl ShardCmd {
                 reply.send(Err(err)).map_err(drop)
             }
             ShardCmd::Notify { reply, .. } => reply.send(Err(err)).map_err(drop),
+            ShardCmd::NotifyBatch { items, reply } => {
+                let answers = items.iter().map(|(i, _)| (*i, Err(err.clone()))).collect();
+                reply.send(answers).map_err(drop)
+            }
             ShardCmd::GetNotification { reply, .. } => reply.send(Err(err)).map_err(drop),
             ShardCmd::Stats { reply } => reply.send(Err(err)).map_err(drop),
         };

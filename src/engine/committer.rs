@@ -10,6 +10,7 @@ use clarion_shards::WriteBatch;
 use tracing::error;
 use uuid::Uuid;
 
+use super::answer::NotifyReplyTo;
 use super::command::{NotifyReply, Reply, Upsert};
 use super::probe::bump;
 use super::{DeliveryRef, Engine};
@@ -24,14 +25,14 @@ pub enum Waiter {
     /// A new notification: queue its deliveries, answer 202.
     Accepted {
         id: Uuid,
-        reply: Reply<NotifyReply>,
+        reply: NotifyReplyTo,
         deliveries: Deliveries,
     },
     /// A repeated idempotency key: answer with the original id once that is durable.
     Duplicate {
         id: Uuid,
         dedup_key: u128,
-        reply: Reply<NotifyReply>,
+        reply: NotifyReplyTo,
     },
     /// A user or device change.
     Upsert {
@@ -178,7 +179,7 @@ fn complete(engine: &Rc<Engine>, w: Waiter) {
             for d in deliveries {
                 engine.enqueue_reserved(d);
             }
-            let _ = reply.send(Ok(NotifyReply::Accepted(id)));
+            reply.send(Ok(NotifyReply::Accepted(id)));
         }
         Waiter::Duplicate {
             id,
@@ -193,7 +194,7 @@ fn complete(engine: &Rc<Engine>, w: Waiter) {
                     "the original request was not stored; retry",
                 ))
             };
-            let _ = reply.send(answer);
+            reply.send(answer);
         }
         Waiter::Upsert { reply, result } => {
             let _ = reply.send(Ok(result));
@@ -206,10 +207,10 @@ fn fail(engine: &Rc<Engine>, w: Waiter) {
     match w {
         Waiter::Accepted { id, reply, .. } => {
             engine.forget_unaccepted(id);
-            let _ = reply.send(Err(err()));
+            reply.send(Err(err()));
         }
         Waiter::Duplicate { reply, .. } => {
-            let _ = reply.send(Err(err()));
+            reply.send(Err(err()));
         }
         Waiter::Upsert { reply, .. } => {
             let _ = reply.send(Err(err()));

@@ -3,11 +3,12 @@
 //! through group commit, answers once durable, and drives each delivery through the one state
 //! machine (`clarion_shards::state`) with its channel's sender.
 //!
-//! Layout: `command` (what crosses the mesh), `accept` (users, devices, notifications, status),
+//! Layout: `command` (what crosses the mesh), `answer` (where a notification's answer goes), `accept` (users, devices, notifications, status),
 //! `committer` (group commit and reply-after-durable), `dispatch` (queues, sends, retries),
 //! `recovery` (rebuilding state from the log), `probe` (counters).
 
 pub mod accept;
+pub mod answer;
 pub mod command;
 pub mod committer;
 pub mod dispatch;
@@ -168,7 +169,13 @@ impl Engine {
             ShardCmd::Notify {
                 notification,
                 reply,
-            } => self.notify(notification, reply),
+            } => self.notify(notification, answer::NotifyReplyTo::One(reply)),
+            ShardCmd::NotifyBatch { items, reply } => {
+                let answers = answer::BatchAnswers::new(items.len(), reply);
+                for (index, n) in items {
+                    self.notify(n, answer::NotifyReplyTo::Item(answers.slot(index)));
+                }
+            }
             ShardCmd::GetNotification { id, reply } => self.get_notification(id, reply),
             ShardCmd::Stats { reply } => {
                 let _ = reply.send(Ok(self.stats()));

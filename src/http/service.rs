@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::api::error::ApiError;
 use crate::api::{notifications, status, users, validate};
-use crate::engine::command::{NotifyReply, ShardCmd, Upsert};
+use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
 use crate::engine::probe::ProbeSnapshot;
 use crate::mesh::ShardRouter;
 
@@ -210,34 +210,47 @@ async fn notify_one(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, Ap
 
 async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
     let items = notifications::parse_batch(&read_body(req, MAX_BATCH_BODY).await?)?;
-    // Dispatch every valid item first (the router batches per shard), then collect in order.
-    let mut waits = Vec::with_capacity(items.len());
-    for item in items {
+    let mut results: Vec<Option<Result<NotifyReply, ApiError>>> = Vec::with_capacity(items.len());
+    // Every valid item goes to its owning shard, one command per shard with all of its items;
+    // each shard answers its part with one message. Invalid items are answered here.
+    let shards = api.router.shards();
+    let per_shard_capacity = items.len().div_ceil(shards) + items.len() / 8;
+    let mut per_shard: Vec<Vec<(u32, NewNotification)>> = (0..shards)
+        .map(|_| Vec::with_capacity(per_shard_capacity))
+        .collect();
+    for (index, item) in (0u32..).zip(items) {
         match item {
             Ok(n) => {
-                let (tx, rx) = oneshot::channel();
                 let shard = api.router.shard_for_user(&n.user_id);
-                api.router.dispatch(
-                    shard,
-                    ShardCmd::Notify {
-                        notification: n,
-                        reply: tx,
-                    },
-                );
-                waits.push(Ok(rx));
+                if let Some(part) = per_shard.get_mut(shard) {
+                    part.push((index, n));
+                }
+                results.push(None);
             }
-            Err(e) => waits.push(Err(e)),
+            Err(e) => results.push(Some(Err(e))),
         }
     }
-    let mut results = Vec::with_capacity(waits.len());
-    for w in waits {
-        results.push(match w {
-            Ok(rx) => rx
-                .await
-                .unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry"))),
-            Err(e) => Err(e),
-        });
+    let mut waits = Vec::new();
+    for (shard, items) in per_shard.into_iter().enumerate() {
+        if !items.is_empty() {
+            let (reply, answers) = oneshot::channel();
+            api.router
+                .dispatch(shard, ShardCmd::NotifyBatch { items, reply });
+            waits.push(answers);
+        }
     }
+    for answers in waits {
+        for (index, answer) in answers.await.unwrap_or_default() {
+            if let Some(slot) = results.get_mut(index as usize) {
+                *slot = Some(answer);
+            }
+        }
+    }
+    // An item whose shard went away without answering: the client should retry it.
+    let results: Vec<_> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::unavailable("the shard did not answer; retry"))))
+        .collect();
     let body = serde_json::to_vec(&BatchAnswer { results: &results }).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
