@@ -49,11 +49,16 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Everything pending, to send as one mesh message; the buffer is empty again.
+    fn take(&self) -> Vec<ShardCmd> {
+        self.weight.set(0);
+        std::mem::take(&mut *self.pending.borrow_mut())
+    }
+
     async fn run(self: Rc<Self>, senders: Rc<Senders<MeshBatch>>) {
         loop {
             self.wake.wait().await;
-            let batch = std::mem::take(&mut *self.pending.borrow_mut());
-            self.weight.set(0);
+            let batch = self.take();
             if batch.is_empty() {
                 continue;
             }
@@ -155,5 +160,49 @@ impl ShardRouter {
             }
             None => cmd.reject(ApiError::not_found("not_found", "no such shard")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::command::NewNotification;
+
+    fn batch(items: usize) -> ShardCmd {
+        let n = NewNotification {
+            user_id: "u".into(),
+            idempotency_key: "k".into(),
+            content: clarion_shards::NotificationContent::default(),
+        };
+        let (reply, _answers) = futures_channel::oneshot::channel();
+        ShardCmd::NotifyBatch {
+            items: (0..items as u32).map(|i| (i, n.clone())).collect(),
+            reply,
+        }
+    }
+
+    #[test]
+    fn a_forwarding_buffer_is_bounded_by_the_notifications_it_holds() {
+        let f = Forwarder {
+            dest: 1,
+            pending: RefCell::new(Vec::new()),
+            weight: std::cell::Cell::new(0),
+            wake: LocalNotify::default(),
+        };
+        let per_batch = 1000;
+        for _ in 0..MAX_FORWARD_PENDING / per_batch {
+            assert!(f.push(batch(per_batch)).is_ok());
+        }
+        assert_eq!(f.weight.get(), MAX_FORWARD_PENDING);
+        // Full: a whole batch, and even a one-notification command, come back to be answered 503.
+        assert!(f.push(batch(per_batch)).is_err());
+        let (reply, _rx) = futures_channel::oneshot::channel();
+        assert!(f.push(ShardCmd::Stats { reply }).is_err());
+        assert_eq!(f.pending.borrow().len(), MAX_FORWARD_PENDING / per_batch);
+        // Once the forwarding task has taken what was pending, there is room again; a single
+        // command larger than the bound still goes through an empty buffer.
+        assert_eq!(f.take().len(), MAX_FORWARD_PENDING / per_batch);
+        assert!(f.push(batch(MAX_FORWARD_PENDING + 1)).is_ok());
+        assert!(f.push(batch(1)).is_err());
     }
 }
