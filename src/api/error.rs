@@ -59,6 +59,11 @@ impl ApiError {
         }
     }
 
+    /// The owning shard went away (or stopped) without answering; the client should retry.
+    pub fn unanswered() -> ApiError {
+        ApiError::unavailable("the shard did not answer; retry")
+    }
+
     pub fn unauthorized() -> ApiError {
         ApiError::new(
             401,

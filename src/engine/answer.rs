@@ -104,7 +104,7 @@ impl BatchSlot {
 impl Drop for BatchSlot {
     fn drop(&mut self) {
         if let Some(answers) = self.answers.take() {
-            let unanswered = ApiError::unavailable("the shard did not answer; retry");
+            let unanswered = ApiError::unanswered();
             answers.fill(self.index, Err(unanswered));
         }
     }

@@ -3,9 +3,10 @@
 //! through group commit, answers once durable, and drives each delivery through the one state
 //! machine (`clarion_shards::state`) with its channel's sender.
 //!
-//! Layout: `command` (what crosses the mesh), `answer` (where a notification's answer goes), `accept` (users, devices, notifications, status),
-//! `committer` (group commit and reply-after-durable), `dispatch` (queues, sends, retries),
-//! `recovery` (rebuilding state from the log), `probe` (counters).
+//! Layout: `command` (what crosses the mesh), `answer` (where a notification's answer goes),
+//! `accept` (users, devices, notifications, status), `committer` (group commit and
+//! reply-after-durable), `dispatch` (queues, sends, retries), `recovery` (rebuilding state from
+//! the log), `probe` (counters).
 
 pub mod accept;
 pub mod answer;

@@ -133,8 +133,7 @@ async fn ask<T>(
 ) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     api.router.dispatch(shard, make(tx));
-    rx.await
-        .unwrap_or_else(|_| Err(ApiError::unavailable("the shard did not answer; retry")))
+    rx.await.unwrap_or_else(|_| Err(ApiError::unanswered()))
 }
 
 fn upsert_response(u: Upsert, body: Value) -> ApiResponse {
@@ -249,7 +248,7 @@ async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, 
     // An item whose shard went away without answering: the client should retry it.
     let results: Vec<_> = results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(ApiError::unavailable("the shard did not answer; retry"))))
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::unanswered())))
         .collect();
     let body = serde_json::to_vec(&BatchAnswer { results: &results }).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
