@@ -23,6 +23,26 @@ const _: () = assert!(SEGMENTS <= 256);
 
 type Hasher = foldhash::fast::RandomState;
 
+/// A present entry of a [`SegMap`], from [`SegMap::occupied`].
+#[derive(Debug)]
+pub struct Occupied<'a, K, V> {
+    entry: std::collections::hash_map::OccupiedEntry<'a, K, V>,
+    len: &'a mut usize,
+}
+
+impl<K, V> Occupied<'_, K, V> {
+    /// The entry's value.
+    pub fn get_mut(&mut self) -> &mut V {
+        self.entry.get_mut()
+    }
+
+    /// Removes the entry; returns its value.
+    pub fn remove(self) -> V {
+        *self.len -= 1;
+        self.entry.remove()
+    }
+}
+
 /// A hash map of `K` to `V` made of [`SEGMENTS`] separately growing tables.
 #[derive(Clone, Debug)]
 pub struct SegMap<K, V> {
@@ -117,6 +137,18 @@ impl<K: Hash + Eq, V> SegMap<K, V> {
         }
     }
 
+    /// The entry for `key`, if there is one: change it, then keep or remove it, with one lookup.
+    pub fn occupied(&mut self, key: K) -> Option<Occupied<'_, K, V>> {
+        let s = self.segment(&key);
+        match self.segments[s].entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => Some(Occupied {
+                entry,
+                len: &mut self.len,
+            }),
+            std::collections::hash_map::Entry::Vacant(_) => None,
+        }
+    }
+
     /// Removes `key`; returns its value.
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
     where
@@ -194,6 +226,24 @@ mod tests {
         m.retain(|_, v| *v % 2 == 0);
         assert_eq!(m.len(), 5_001);
         assert_eq!(m.iter().count(), 5_001);
+    }
+
+    #[test]
+    fn occupied_changes_or_removes_with_the_length_kept() {
+        let mut m: SegMap<u64, u32> = SegMap::new();
+        for k in 0..100u64 {
+            m.insert(k, 0);
+        }
+        assert!(m.occupied(100).is_none(), "absent key");
+        assert_eq!(m.len(), 100, "looking up an absent key inserts nothing");
+        *m.occupied(5).expect("present").get_mut() = 7;
+        assert_eq!(m.get(&5), Some(&7));
+        assert_eq!(m.len(), 100);
+        let e = m.occupied(6).expect("present");
+        assert_eq!(e.remove(), 0);
+        assert_eq!(m.len(), 99);
+        assert_eq!(m.get(&6), None);
+        assert_eq!(m.iter().count(), 99);
     }
 
     #[test]

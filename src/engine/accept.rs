@@ -161,14 +161,15 @@ impl Engine {
             }
             deliveries.push(d);
         }
-        let record = NotificationRecord {
+        // Boxed: the open map then moves and probes a pointer, not the whole record.
+        let record = Box::new(NotificationRecord {
             id,
             user_id: n.user_id,
             idempotency_key: n.idempotency_key,
             accepted_at_ms: now,
             content: n.content,
             deliveries,
-        };
+        });
         st.dedup.insert(key, id, now);
         let mut refs = Deliveries::new();
         if !record.is_finished() {
@@ -238,7 +239,7 @@ impl Engine {
         reply: Reply<Option<NotificationRecord>>,
     ) {
         if let Some(rec) = self.state.borrow().open.get(&id) {
-            let _ = reply.send(Ok(Some(rec.clone())));
+            let _ = reply.send(Ok(Some(NotificationRecord::clone(rec))));
             return;
         }
         let read = match self.log.get_notification(id) {

@@ -109,9 +109,10 @@ impl Engine {
         let now = now_ms();
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        let Some(rec) = st.open.get_mut(&d.notification) else {
+        let Some(mut entry) = st.open.occupied(d.notification) else {
             return;
         };
+        let rec = entry.get_mut();
         let Some(del) = rec.deliveries.get_mut(d.index as usize) else {
             return;
         };
@@ -140,8 +141,8 @@ impl Engine {
             None,
         );
         if rec.is_finished() {
+            entry.remove();
             st.open_order.remove(&d.notification);
-            st.open.remove(&d.notification);
         }
         drop(guard);
         if new_state == DeliveryState::Retrying {

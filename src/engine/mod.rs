@@ -63,8 +63,10 @@ pub struct ShardState {
     pub users: SegMap<String, UserRecord>,
     pub dedup: DedupSet,
     pub buckets: UserBuckets,
-    /// Notifications with at least one delivery not yet terminal.
-    pub open: SegMap<Uuid, NotificationRecord>,
+    /// Notifications with at least one delivery not yet terminal. Boxed, so the table stays
+    /// dense (a pointer per entry, not a few hundred bytes) and inserting or removing one does
+    /// not copy the record.
+    pub open: SegMap<Uuid, Box<NotificationRecord>>,
     /// The same ids in time order: the first is the log's recovery watermark.
     pub open_order: BTreeSet<Uuid>,
     pub ids: IdGenerator,

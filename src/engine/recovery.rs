@@ -67,7 +67,7 @@ impl Engine {
                 bump(&self.probe.recovered_deliveries);
             }
             st.open_order.insert(n.id);
-            st.open.insert(n.id, n);
+            st.open.insert(n.id, Box::new(n));
         }
         info!(
             shard = self.cfg.shard,
