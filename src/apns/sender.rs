@@ -16,6 +16,7 @@ use super::wait::{Signal, within};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
 
 /// A point-in-time copy of one shard's APNs counters (all since start, except the gauges).
@@ -130,48 +131,39 @@ impl ApnsSender {
     }
 
     /// [`ApnsSender::send`] for a notification already prepared (a refused one comes back as
-    /// the `Permanent` outcome [`ApnsSender::prepare`] found).
-    pub async fn send_prepared(&self, prepared: PreparedNotification) -> SendOutcome {
-        let inner = &*self.inner;
-        inner.stats.borrow_mut().requests += 1;
-        let outcome = if inner.closing.get() {
-            retry("sender closed")
-        } else {
-            match prepared.0 {
-                Err(refused) => refused,
-                Ok(prepared) => {
-                    let _running = Running::start(inner);
-                    let outcome = inner
-                        .deadlines
-                        .within(inner.tuning.request_timeout, inner.attempt(&prepared))
-                        .await;
-                    outcome.unwrap_or_else(|| {
-                        inner.stats.borrow_mut().timeouts += 1;
-                        retry("request timed out")
-                    })
+    /// the `Permanent` outcome [`ApnsSender::prepare`] found). The future owns a handle to the
+    /// sender, so it can run as a task of its own, and it holds `prepared` once: it is most of
+    /// the future's size, and the future is moved into its task whole.
+    pub fn send_prepared(
+        &self,
+        prepared: PreparedNotification,
+    ) -> impl Future<Output = SendOutcome> + 'static {
+        let inner = self.inner.clone();
+        async move {
+            let inner = &*inner;
+            inner.stats.borrow_mut().requests += 1;
+            let outcome = if inner.closing.get() {
+                retry("sender closed")
+            } else {
+                // `ref`: borrowed where it lies, not moved into a second copy.
+                match prepared.0 {
+                    Err(refused) => refused,
+                    Ok(ref prepared) => {
+                        let _running = Running::start(inner);
+                        let outcome = inner
+                            .deadlines
+                            .within(inner.tuning.request_timeout, inner.attempt(prepared))
+                            .await;
+                        outcome.unwrap_or_else(|| {
+                            inner.stats.borrow_mut().timeouts += 1;
+                            retry("request timed out")
+                        })
+                    }
                 }
-            }
-        };
-        let mut stats = inner.stats.borrow_mut();
-        match &outcome {
-            SendOutcome::Sent { .. } => stats.sent += 1,
-            SendOutcome::Retry { .. } => stats.retries += 1,
-            SendOutcome::Permanent { .. } => stats.permanent_failures += 1,
-            SendOutcome::ConfigFault { reason } => {
-                stats.config_faults += 1;
-                // Logged at 1, 2, 4, 8, ... so a misconfigured shard cannot flood the log.
-                if stats.config_faults.is_power_of_two() {
-                    let count = stats.config_faults;
-                    tracing::error!(
-                        shard = inner.shard,
-                        reason,
-                        count,
-                        "APNs rejected our credentials or topic"
-                    );
-                }
-            }
+            };
+            inner.count(&outcome);
+            outcome
         }
-        outcome
     }
 
     /// Counters now.
@@ -214,6 +206,29 @@ impl Drop for ApnsSender {
 }
 
 impl Inner {
+    /// Counts a send's outcome; logs a configuration fault now and then.
+    fn count(&self, outcome: &SendOutcome) {
+        let mut stats = self.stats.borrow_mut();
+        match outcome {
+            SendOutcome::Sent { .. } => stats.sent += 1,
+            SendOutcome::Retry { .. } => stats.retries += 1,
+            SendOutcome::Permanent { .. } => stats.permanent_failures += 1,
+            SendOutcome::ConfigFault { reason } => {
+                stats.config_faults += 1;
+                // Logged at 1, 2, 4, 8, ... so a misconfigured shard cannot flood the log.
+                if stats.config_faults.is_power_of_two() {
+                    let count = stats.config_faults;
+                    tracing::error!(
+                        shard = self.shard,
+                        reason,
+                        count,
+                        "APNs rejected our credentials or topic"
+                    );
+                }
+            }
+        }
+    }
+
     async fn attempt(&self, prepared: &PreparedRequest) -> SendOutcome {
         let mut token_retry_left = true;
         let mut unsent_retry_left = true;

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use clarion_shards::{Channel, Priority};
+use futures_util::FutureExt;
 
 use super::{ChannelSender, SendFuture, SendJob, SendResult};
 use crate::apns::{ApnsNotification, ApnsSender, PayloadFields, PushType, SendOutcome};
@@ -80,8 +81,8 @@ impl ChannelSender for ApnsChannel {
             collapse_id: c.collapse_id.as_deref(),
             payload,
         });
-        let sender = self.sender.clone();
-        Box::pin(async move { map_outcome(sender.send_prepared(prepared).await) })
+        // `map`, not an `async` block awaiting it: that would hold the send future twice.
+        Box::pin(self.sender.send_prepared(prepared).map(map_outcome))
     }
 
     fn max_in_flight(&self) -> usize {
