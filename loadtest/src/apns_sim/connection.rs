@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::header::HeaderName;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -181,7 +181,10 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
             answered: answered.clone(),
             conn_id,
         };
-        batch.push(Box::pin(job.run(apns_id, head, req, respond)));
+        // Only the body stream goes on: the request's head (most of its size) is done with, and
+        // the job's future, copied whole into its box, stays small.
+        let (Ok(apns_id) | Err(apns_id)) = apns_id;
+        batch.push(Box::pin(job.run(apns_id, head, req.into_body(), respond)));
         if action == ConnAction::ServeThenGoAway {
             Counters::bump(&shared.counters.goaways);
             conn.graceful_shutdown();
@@ -223,18 +226,17 @@ struct RequestJob {
 }
 
 impl RequestJob {
-    /// Answers the request; `apns_id` is `Err` when the request's own id was malformed.
+    /// Answers the request with `apns_id` (the request's own, or one made up for it).
     async fn run(
         self,
-        apns_id: Result<HeaderValue, HeaderValue>,
+        apns_id: HeaderValue,
         head: Result<PushHead, Reason>,
-        mut req: Request<RecvStream>,
+        mut body: RecvStream,
         mut respond: SendResponse<Bytes>,
     ) {
-        let (Ok(apns_id) | Err(apns_id)) = apns_id;
         let outcome = match head {
             Err(r) => Err(r),
-            Ok(head) => match read_body(req.body_mut(), head.payload_limit).await {
+            Ok(head) => match read_body(&mut body, head.payload_limit).await {
                 None => return self.done(), // the client reset the stream: nothing to answer
                 Some(body) => self.check_body(head, body),
             },
