@@ -17,6 +17,10 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_APNS_ENDPOINT: &str = "https://api.push.apple.com";
 /// Persistent APNs connections per shard: several, so one slow connection does not cap a shard.
 pub const DEFAULT_APNS_CONNECTIONS: usize = 2;
+/// Devices a user may have unless `[contacts] max_devices_per_user` says otherwise: far more
+/// than people own, few enough that a user's record (rewritten whole on every registration)
+/// stays small.
+pub const DEFAULT_MAX_DEVICES_PER_USER: usize = 100;
 /// Upper bound on shards: ids carry the shard number, and more executors than this is a typo.
 pub const MAX_SHARDS: usize = 256;
 
@@ -56,6 +60,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub caps: RawCaps,
     #[serde(default)]
+    pub contacts: RawContacts,
+    #[serde(default)]
     pub delivery: RawDelivery,
     pub apns: Option<RawApns>,
     #[serde(default)]
@@ -90,6 +96,12 @@ pub struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub struct RawCaps {
     pub per_user_per_hour: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContacts {
+    pub max_devices_per_user: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +156,9 @@ pub struct Config {
     pub retention_ms: u64,
     pub dedup_window_ms: u64,
     pub per_user_per_hour: u32,
+    /// Devices (active or not) a user may have; a registration past it first drops the user's
+    /// oldest deactivated devices.
+    pub max_devices_per_user: usize,
     pub max_attempts: u32,
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
@@ -255,6 +270,20 @@ impl RawConfig {
             ));
         }
 
+        let max_devices_per_user = self
+            .contacts
+            .max_devices_per_user
+            .unwrap_or(DEFAULT_MAX_DEVICES_PER_USER);
+        if !(1..=clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION).contains(&max_devices_per_user) {
+            return Err(bad(
+                "contacts.max_devices_per_user",
+                format!(
+                    "must be between 1 and {} (one notification reaches at most that many devices)",
+                    clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION
+                ),
+            ));
+        }
+
         let max_attempts = self.delivery.max_attempts.unwrap_or(8);
         if !(1..=100).contains(&max_attempts) {
             return Err(bad("delivery.max_attempts", "must be between 1 and 100"));
@@ -316,6 +345,7 @@ impl RawConfig {
             retention_ms,
             dedup_window_ms,
             per_user_per_hour: self.caps.per_user_per_hour.unwrap_or(0),
+            max_devices_per_user,
             max_attempts,
             backoff_base_ms,
             backoff_max_ms,
@@ -409,6 +439,7 @@ mod tests {
         assert!(c.fsync);
         assert_eq!(c.dedup_window_ms, 86_400_000);
         assert_eq!(c.retention_ms, 7 * 86_400_000);
+        assert_eq!(c.max_devices_per_user, DEFAULT_MAX_DEVICES_PER_USER);
         assert!(matches!(c.apns, ApnsTarget::BuiltInSimulator { .. }));
     }
 
@@ -435,6 +466,16 @@ mod tests {
                 .unwrap_err()
                 .key,
             "apns.key_file"
+        );
+        for bad in ["0", "65537"] {
+            let e = validate(&format!("[contacts]\nmax_devices_per_user = {bad}")).unwrap_err();
+            assert_eq!(e.key, "contacts.max_devices_per_user", "{bad}");
+        }
+        assert_eq!(
+            validate("[contacts]\nmax_devices_per_user = 65536")
+                .unwrap()
+                .max_devices_per_user,
+            65_536
         );
         let e = validate("[apns]\nkey_file = \"/nonexistent.p8\"\nteam_id=\"ABCDE12345\"\nkey_id=\"ABCDE12345\"\ntopic=\"a.b\"").unwrap_err();
         assert_eq!(e.key, "apns.key_file");

@@ -202,6 +202,7 @@ async fn run_shard(
         dedup_window_ms: cfg.dedup_window_ms,
         retention_ms: cfg.retention_ms,
         per_user_per_hour: cfg.per_user_per_hour,
+        max_devices_per_user: cfg.max_devices_per_user,
         retry: RetryPolicy {
             base_ms: cfg.backoff_base_ms,
             max_ms: cfg.backoff_max_ms,

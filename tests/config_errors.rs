@@ -45,6 +45,14 @@ fn each_bad_key_is_named() {
             "`apns.endpoint`",
         ),
         ("[delivery]\nmax_attempts = 0", "`delivery.max_attempts`"),
+        (
+            "[contacts]\nmax_devices_per_user = 0",
+            "`contacts.max_devices_per_user`",
+        ),
+        (
+            "[contacts]\nmax_devices_per_user = 70000",
+            "`contacts.max_devices_per_user`",
+        ),
     ];
     for (toml, key) in cases {
         let (ok, out) = run(&["serve"], toml, true);

@@ -12,7 +12,7 @@ use super::answer::NotifyReplyTo;
 use super::command::{NewDevice, NewNotification, Reply, Upsert, UserProfile};
 use super::committer::{Deliveries, Waiter};
 use super::probe::bump;
-use super::{DeliveryRef, Engine, now_ms};
+use super::{DeliveryRef, Engine, ShardState, now_ms};
 use crate::api::error::ApiError;
 
 impl Engine {
@@ -44,9 +44,7 @@ impl Engine {
     pub(super) fn add_device(self: &Rc<Self>, user_id: String, d: NewDevice, reply: Reply<Upsert>) {
         let now = now_ms();
         let mut st = self.state.borrow_mut();
-        let Some(user) = st.users.get_mut(&user_id) else {
-            drop(st);
-            let _ = reply.send(Err(user_not_found(&user_id)));
+        let Some((user, reply)) = registered(&mut st, &user_id, reply) else {
             return;
         };
         let existing = user
@@ -66,6 +64,11 @@ impl Engine {
                 Upsert::Updated
             }
             None => {
+                if let Err(e) = make_room(user, self.cfg.max_devices_per_user) {
+                    drop(st);
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 user.devices.push(DeviceRecord {
                     platform: d.platform,
                     token: d.token,
@@ -78,6 +81,33 @@ impl Engine {
         };
         user.updated_at_ms = now;
         self.log_user(user, reply, result);
+    }
+
+    /// Removes a device (by token) from a user; answered once the user's new record is durable.
+    /// Deliveries to it already accepted still run; later notifications do not reach it.
+    pub(super) fn remove_device(self: &Rc<Self>, user_id: String, token: &str, reply: Reply<()>) {
+        let now = now_ms();
+        let mut st = self.state.borrow_mut();
+        let Some((user, reply)) = registered(&mut st, &user_id, reply) else {
+            return;
+        };
+        let Some(at) = user.devices.iter().position(|d| d.token == token) else {
+            drop(st);
+            let _ = reply.send(Err(ApiError::not_found(
+                "device_not_found",
+                format!("user `{user_id}` has no device with token `{token}`"),
+            )));
+            return;
+        };
+        user.devices.remove(at);
+        user.updated_at_ms = now;
+        let user = &*user;
+        self.committer.add(
+            |b| {
+                b.put_user(user);
+            },
+            Some(Waiter::Removed { reply }),
+        );
     }
 
     /// Logs a user's new state (encoded from the shard's copy); the client is answered once it
@@ -116,6 +146,8 @@ impl Engine {
         };
         let active = || user.devices.iter().filter(|d| d.active);
         let count = active().count();
+        // Registration keeps users within [contacts] max_devices_per_user, which is at most
+        // this; only a log written before that limit existed could hold more.
         if count > clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION {
             reply.send(Err(ApiError::new(
                 422,
@@ -263,9 +295,105 @@ impl Engine {
     }
 }
 
+/// The user's record and the reply, to change it; `None` once answered `404 user_not_found`.
+fn registered<'a, T>(
+    st: &'a mut ShardState,
+    user_id: &str,
+    reply: Reply<T>,
+) -> Option<(&'a mut UserRecord, Reply<T>)> {
+    match st.users.get_mut(user_id) {
+        Some(user) => Some((user, reply)),
+        None => {
+            let _ = reply.send(Err(user_not_found(user_id)));
+            None
+        }
+    }
+}
+
 fn user_not_found(user_id: &str) -> ApiError {
     ApiError::not_found(
         "user_not_found",
         format!("user `{user_id}` is not registered (PUT /v1/users/{user_id} first)"),
     )
+}
+
+/// Makes room for one more device under the per-user limit by dropping the user's oldest
+/// deactivated devices (devices are kept in registration order); a user whose devices are all
+/// active and at the limit gets `422 too_many_devices`.
+fn make_room(user: &mut UserRecord, max: usize) -> Result<(), ApiError> {
+    let mut excess = (user.devices.len() + 1).saturating_sub(max);
+    if excess > 0 {
+        user.devices.retain(|d| {
+            let drop = excess > 0 && !d.active;
+            excess -= usize::from(drop);
+            !drop
+        });
+    }
+    if excess == 0 {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: 422,
+        ..ApiError::field(
+            "token",
+            "too_many_devices",
+            format!(
+                "user `{}` already has {} active devices, the most allowed ([contacts] max_devices_per_user); remove one first (DELETE /v1/users/{}/devices/{{token}})",
+                user.user_id,
+                user.devices.len(),
+                user.user_id
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clarion_shards::Platform;
+
+    fn user(active: &[bool]) -> UserRecord {
+        UserRecord {
+            user_id: "u".into(),
+            email: None,
+            phone: None,
+            locale: None,
+            timezone: None,
+            devices: active
+                .iter()
+                .enumerate()
+                .map(|(i, &active)| DeviceRecord {
+                    platform: Platform::Ios,
+                    token: format!("t{i}"),
+                    active,
+                    created_at_ms: i as u64,
+                    deactivated_reason: (!active).then(|| "Unregistered".into()),
+                })
+                .collect(),
+            updated_at_ms: 0,
+        }
+    }
+
+    fn tokens(u: &UserRecord) -> Vec<&str> {
+        u.devices.iter().map(|d| d.token.as_str()).collect()
+    }
+
+    #[test]
+    fn room_is_made_from_the_oldest_deactivated_devices_only() {
+        let mut u = user(&[true, false, true, false, false]);
+        assert_eq!(make_room(&mut u, 10), Ok(()));
+        assert_eq!(u.devices.len(), 5, "under the limit nothing is dropped");
+        assert_eq!(make_room(&mut u, 4), Ok(()));
+        assert_eq!(
+            tokens(&u),
+            ["t0", "t2", "t4"],
+            "the two oldest deactivated go"
+        );
+        assert_eq!(make_room(&mut u, 3), Ok(()));
+        assert_eq!(tokens(&u), ["t0", "t2"]);
+        let e = make_room(&mut u, 2).unwrap_err();
+        assert_eq!((e.status, e.code), (422, "too_many_devices"));
+        assert_eq!(e.field.as_deref(), Some("token"));
+        assert_eq!(tokens(&u), ["t0", "t2"], "active devices are never dropped");
+    }
 }

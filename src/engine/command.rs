@@ -63,6 +63,12 @@ pub enum ShardCmd {
         device: NewDevice,
         reply: Reply<Upsert>,
     },
+    /// Removes a device from its user (answered once durable).
+    RemoveDevice {
+        user_id: String,
+        token: String,
+        reply: Reply<()>,
+    },
     Notify {
         notification: NewNotification,
         reply: Reply<NotifyReply>,
@@ -98,6 +104,7 @@ impl ShardCmd {
             ShardCmd::PutUser { reply, .. } | ShardCmd::AddDevice { reply, .. } => {
                 reply.send(Err(err)).map_err(drop)
             }
+            ShardCmd::RemoveDevice { reply, .. } => reply.send(Err(err)).map_err(drop),
             ShardCmd::Notify { reply, .. } => reply.send(Err(err)).map_err(drop),
             ShardCmd::NotifyBatch { items, reply } => {
                 let answers = items.iter().map(|(i, _)| (*i, Err(err.clone()))).collect();

@@ -39,6 +39,8 @@ pub enum Waiter {
         reply: Reply<Upsert>,
         result: Upsert,
     },
+    /// A removal (of a device): answer once it is durable.
+    Removed { reply: Reply<()> },
 }
 
 #[derive(Default)]
@@ -199,6 +201,9 @@ fn complete(engine: &Rc<Engine>, w: Waiter) {
         Waiter::Upsert { reply, result } => {
             let _ = reply.send(Ok(result));
         }
+        Waiter::Removed { reply } => {
+            let _ = reply.send(Ok(()));
+        }
     }
 }
 
@@ -213,6 +218,9 @@ fn fail(engine: &Rc<Engine>, w: Waiter) {
             reply.send(Err(err()));
         }
         Waiter::Upsert { reply, .. } => {
+            let _ = reply.send(Err(err()));
+        }
+        Waiter::Removed { reply } => {
             let _ = reply.send(Err(err()));
         }
     }

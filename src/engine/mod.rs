@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub dedup_window_ms: u64,
     pub retention_ms: u64,
     pub per_user_per_hour: u32,
+    /// Devices (active or deactivated) a user may have.
+    pub max_devices_per_user: usize,
     pub retry: RetryPolicy,
     pub shutdown_grace_ms: u64,
 }
@@ -169,6 +171,11 @@ impl Engine {
                 device,
                 reply,
             } => self.add_device(user_id, device, reply),
+            ShardCmd::RemoveDevice {
+                user_id,
+                token,
+                reply,
+            } => self.remove_device(user_id, &token, reply),
             ShardCmd::Notify {
                 notification,
                 reply,

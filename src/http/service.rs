@@ -86,6 +86,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
     match (method, segs.as_slice()) {
         (Method::PUT, ["users", id]) => put_user(api, id, req).await,
         (Method::POST, ["users", id, "devices"]) => add_device(api, id, req).await,
+        (Method::DELETE, ["users", id, "devices", token]) => remove_device(api, id, token).await,
         (Method::POST, ["notifications"]) => notify_one(api, req).await,
         (Method::POST, ["notifications", "batch"]) => notify_batch(api, req).await,
         (Method::GET, ["notifications", id]) => get_notification(api, id).await,
@@ -94,6 +95,7 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
             _,
             ["users", _]
             | ["users", _, "devices"]
+            | ["users", _, "devices", _]
             | ["notifications"]
             | ["notifications", _]
             | ["stats"],
@@ -175,6 +177,21 @@ async fn add_device(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiRe
         u,
         json!({"user_id": user_id, "platform": "ios", "token": token, "active": true}),
     ))
+}
+
+async fn remove_device(api: &Api, id: &str, token: &str) -> Result<ApiResponse, ApiError> {
+    validate::user_id("user_id", id)?;
+    // Tokens are stored as registered, lowercased (only APNs's hex tokens exist so far).
+    let token = validate::apns_token("token", token)?;
+    let user_id = id.to_string();
+    let shard = api.router.shard_for_user(id);
+    ask(api, shard, |reply| ShardCmd::RemoveDevice {
+        user_id,
+        token,
+        reply,
+    })
+    .await?;
+    Ok(empty_response(StatusCode::NO_CONTENT))
 }
 
 fn notify_json(r: NotifyReply) -> (StatusCode, Value, bool) {
@@ -370,6 +387,13 @@ pub fn json_response(status: StatusCode, body: &Value) -> ApiResponse {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    r
+}
+
+/// An answer with no body (`204 No Content`).
+pub fn empty_response(status: StatusCode) -> ApiResponse {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
     r
 }
 
