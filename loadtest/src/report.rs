@@ -57,7 +57,14 @@ pub fn summary_text(r: &LoadReport) -> String {
         "  Achieved      {:.1} notifications/s accepted ({} accepted in all)",
         r.achieved_rate, r.accepted
     );
-    let _ = writeln!(s, "  Max send lag  {}", format_duration(r.max_send_lag));
+    let lag = &r.send_lag_us;
+    let _ = writeln!(
+        s,
+        "  Send lag      p50 {:.3} ms, p99 {:.3} ms, max {} (the load generator's own delay, in every latency below)",
+        lag.value_at_quantile(0.5) as f64 / 1000.0,
+        lag.value_at_quantile(0.99) as f64 / 1000.0,
+        format_duration(r.max_send_lag)
+    );
     for e in &r.error_samples {
         let _ = writeln!(s, "  Error         {e}");
     }
