@@ -17,6 +17,9 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_APNS_ENDPOINT: &str = "https://api.push.apple.com";
 /// Persistent APNs connections per shard: several, so one slow connection does not cap a shard.
 pub const DEFAULT_APNS_CONNECTIONS: usize = 2;
+/// Nice value of fjall's flush and compaction threads unless `[storage] background_nice` says
+/// otherwise: the lowest priority, so they use what the shards and commits leave idle.
+pub const DEFAULT_BACKGROUND_NICE: i32 = 19;
 /// Devices a user may have unless `[contacts] max_devices_per_user` says otherwise: far more
 /// than people own, few enough that a user's record (rewritten whole on every registration)
 /// stays small.
@@ -88,6 +91,7 @@ pub struct RawApi {
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
     pub fsync: Option<bool>,
+    pub background_nice: Option<i32>,
     pub retention_seconds: Option<u64>,
     pub dedup_window_seconds: Option<u64>,
 }
@@ -153,6 +157,8 @@ pub struct Config {
     pub shards: usize,
     pub api_keys: Vec<String>,
     pub fsync: bool,
+    /// Nice value (0-19) of fjall's flush and compaction threads; 0 leaves them alone.
+    pub background_nice: i32,
     pub retention_ms: u64,
     pub dedup_window_ms: u64,
     pub per_user_per_hour: u32,
@@ -270,6 +276,17 @@ impl RawConfig {
             ));
         }
 
+        let background_nice = self
+            .storage
+            .background_nice
+            .unwrap_or(DEFAULT_BACKGROUND_NICE);
+        if !(0..=19).contains(&background_nice) {
+            return Err(bad(
+                "storage.background_nice",
+                "must be between 0 (no change) and 19 (lowest CPU priority)",
+            ));
+        }
+
         let max_devices_per_user = self
             .contacts
             .max_devices_per_user
@@ -342,6 +359,7 @@ impl RawConfig {
             shards,
             api_keys,
             fsync: self.storage.fsync.unwrap_or(true),
+            background_nice,
             retention_ms,
             dedup_window_ms,
             per_user_per_hour: self.caps.per_user_per_hour.unwrap_or(0),
@@ -440,6 +458,7 @@ mod tests {
         assert_eq!(c.dedup_window_ms, 86_400_000);
         assert_eq!(c.retention_ms, 7 * 86_400_000);
         assert_eq!(c.max_devices_per_user, DEFAULT_MAX_DEVICES_PER_USER);
+        assert_eq!(c.background_nice, DEFAULT_BACKGROUND_NICE);
         assert!(matches!(c.apns, ApnsTarget::BuiltInSimulator { .. }));
     }
 
@@ -467,6 +486,10 @@ mod tests {
                 .key,
             "apns.key_file"
         );
+        for bad in ["-1", "20"] {
+            let e = validate(&format!("[storage]\nbackground_nice = {bad}")).unwrap_err();
+            assert_eq!(e.key, "storage.background_nice", "{bad}");
+        }
         for bad in ["0", "65537"] {
             let e = validate(&format!("[contacts]\nmax_devices_per_user = {bad}")).unwrap_err();
             assert_eq!(e.key, "contacts.max_devices_per_user", "{bad}");

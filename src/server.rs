@@ -81,6 +81,19 @@ fn open_logs(cfg: &Config) -> anyhow::Result<Opened> {
             .with_context(|| format!("opening the log of shard {i}"))?;
         out.push(Some(opened));
     }
+    // fjall started its flush and compaction threads while opening.
+    if cfg.background_nice > 0 {
+        match clarion_shards::lower_background_priority(cfg.background_nice) {
+            Ok(n) => tracing::info!(
+                threads = n,
+                nice = cfg.background_nice,
+                "fjall background threads at lower CPU priority"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not lower fjall's background thread priority")
+            }
+        }
+    }
     Ok(Arc::new(Mutex::new(out)))
 }
 

@@ -16,10 +16,12 @@
 //! Like fjall itself, the log is *poisoned* by the first failed commit or fsync: every later write
 //! fails with [`Error::Poisoned`] instead of pretending to succeed.
 //!
-//! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/storage.rs`
+//! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/background.rs`
+//! (fjall's flush and compaction threads at a lower CPU priority), `log/storage.rs`
 //! (the thread and group commit), `log/recovery.rs` (open, format check, recovery scan),
 //! `log/fold.rs` (notifications read back with their delivery updates).
 
+mod background;
 mod batch;
 mod fold;
 mod recovery;
@@ -38,6 +40,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
+pub use background::lower_background_priority;
 pub use batch::WriteBatch;
 pub use recovery::{Recovered, open};
 
