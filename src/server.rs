@@ -83,7 +83,13 @@ fn open_logs(cfg: &Config) -> anyhow::Result<Opened> {
     }
     // fjall started its flush and compaction threads while opening.
     if cfg.background_nice > 0 {
-        match clarion_shards::lower_background_priority(cfg.background_nice) {
+        let expected = cfg.shards * clarion_shards::FJALL_WORKER_THREADS;
+        match clarion_shards::lower_background_priority(cfg.background_nice, expected) {
+            Ok(n) if n < expected => tracing::warn!(
+                found = n,
+                expected,
+                "found fewer fjall background threads than expected; the rest keep their priority"
+            ),
             Ok(n) => tracing::info!(
                 threads = n,
                 nice = cfg.background_nice,

@@ -12,16 +12,33 @@
 //! fjall names its pool threads `fjall:worker`; they are found by name in `/proc/self/task`.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 /// Prefix of the names fjall gives its background threads.
 const FJALL_THREAD_PREFIX: &str = "fjall";
 
+/// How long [`lower_background_priority`] looks for the threads it expects: a new thread sets its
+/// own name once it runs, so one started just now may not carry it yet.
+const FIND_FOR: Duration = Duration::from_secs(1);
+
 /// Sets the nice value of every fjall background thread of this process to `nice` (0 to 19;
-/// higher is lower priority) and returns how many it changed. Call it after opening the logs:
-/// fjall starts its threads when a database opens. Lowering one's own priority needs no
-/// privilege.
-pub fn lower_background_priority(nice: i32) -> io::Result<usize> {
-    let mut changed = 0;
+/// higher is lower priority) and returns how many it found. Call it after opening the logs:
+/// fjall starts its threads when a database opens. It looks again for up to a second until it
+/// has seen `expected` of them. Lowering one's own priority needs no privilege.
+pub fn lower_background_priority(nice: i32, expected: usize) -> io::Result<usize> {
+    let started = Instant::now();
+    loop {
+        let found = lower_named(nice)?;
+        if found >= expected || started.elapsed() > FIND_FOR {
+            return Ok(found);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One pass over `/proc/self/task`: every thread named like fjall's gets `nice`.
+fn lower_named(nice: i32) -> io::Result<usize> {
+    let mut found = 0;
     for task in std::fs::read_dir("/proc/self/task")? {
         let task = task?;
         let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
@@ -38,9 +55,9 @@ pub fn lower_background_priority(nice: i32) -> io::Result<usize> {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        changed += 1;
+        found += 1;
     }
-    Ok(changed)
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -78,16 +95,23 @@ mod tests {
             dedup_window_ms: 1000,
         };
         let (log, _) = crate::open(config, 0).expect("open");
-        let changed = lower_background_priority(19).expect("setpriority");
-        assert!(changed >= 1, "fjall's threads are found by name: {changed}");
-        let fjall = nice_of(FJALL_THREAD_PREFIX);
-        assert!(!fjall.is_empty());
-        assert!(fjall.iter().all(|&n| n == 19), "{fjall:?}");
-        let storage = nice_of("clarion-log");
-        assert!(!storage.is_empty());
+        let found =
+            lower_background_priority(19, crate::FJALL_WORKER_THREADS).expect("setpriority");
         assert!(
-            storage.iter().all(|&n| n == 0),
-            "storage threads untouched: {storage:?}"
+            found >= crate::FJALL_WORKER_THREADS,
+            "fjall's threads are found by name: {found}"
+        );
+        let fjall = nice_of(FJALL_THREAD_PREFIX);
+        assert!(fjall.len() >= crate::FJALL_WORKER_THREADS, "{fjall:?}");
+        assert!(fjall.iter().all(|&n| n == 19), "{fjall:?}");
+        // SAFETY: gettid has no arguments and cannot fail.
+        let me = unsafe { libc::gettid() };
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{me}/stat")).expect("stat");
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        assert_eq!(
+            after.split_whitespace().nth(16),
+            Some("0"),
+            "this thread keeps its priority"
         );
         drop(log);
     }
