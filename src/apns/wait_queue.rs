@@ -232,7 +232,11 @@ mod tests {
         assert_eq!(queue.len(), 2);
         queue.wake_one();
         free.set(1);
-        assert_eq!(queue.len(), 2, "woken, the leaver keeps its place until it acts");
+        assert_eq!(
+            queue.len(),
+            2,
+            "woken, the leaver keeps its place until it acts"
+        );
         drop(leaver);
         assert_eq!(queue.len(), 1, "its turn went on to the stayer");
         assert_eq!(block_on(poll_once(stayer.as_mut())), Some(()));
@@ -272,7 +276,11 @@ mod tests {
             None,
             "not the newcomer's turn"
         );
-        assert_eq!(block_on(poll_once(second.as_mut())), Some(()), "the front kept its turn");
+        assert_eq!(
+            block_on(poll_once(second.as_mut())),
+            Some(()),
+            "the front kept its turn"
+        );
         free.set(1);
         queue.wake_one();
         assert_eq!(block_on(poll_once(newcomer.as_mut())), Some(()));
