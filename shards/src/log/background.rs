@@ -4,10 +4,13 @@
 //! On a small machine a flush competes for the cores with the shards and the storage threads:
 //! compressing and writing a 64 MiB memtable takes a few hundred milliseconds of a core, and the
 //! group commits that run meanwhile wait for CPU as well as for the disk. At a lower priority
-//! the flush runs in what the latency-critical threads leave idle, and since a starved flush
-//! eventually stalls fjall's writers (and so frees the cores), it cannot fall behind for good.
-//! Measured at 30,000 notifications/s in three alternating pairs: p99 accept latency 10.6–15.8 ms
-//! against 13.7–41.8 ms, p99.9 28–43 ms against 50–69 ms, and no loss of throughput at 60,000/s.
+//! the flush runs mostly in what the latency-critical threads leave idle. A flush starved for too
+//! long makes fjall stall its writers (which frees the cores), so it cannot fall behind for good,
+//! but that stall is seconds of accept latency: too low a priority trades the tail at moderate
+//! load for the tail under overload.
+//! Measured at 30,000 notifications/s in three alternating pairs, at nice 19: p99 accept latency
+//! 10.6–15.8 ms against 13.7–41.8 ms, p99.9 28–43 ms against 50–69 ms. The server's default is
+//! 10, because at 19 a flush starved under a sustained overload and fjall stalled its writers.
 //!
 //! fjall names its pool threads `fjall:worker`; they are found by name in `/proc/self/task`.
 
