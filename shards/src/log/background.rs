@@ -79,13 +79,21 @@ mod tests {
                 continue;
             }
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            // Fields after the parenthesised name: state is field 3, nice is field 19.
-            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            if let Some(n) = after.split_whitespace().nth(16) {
-                out.push(n.parse().expect("nice"));
+            if let Some(n) = nice_in_stat(&stat) {
+                out.push(n);
             }
         }
         out
+    }
+
+    /// The nice value in a `/proc/.../stat` line: field 19, the 17th after the parenthesised
+    /// name (whose text may hold spaces).
+    fn nice_in_stat(stat: &str) -> Option<i64> {
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        after
+            .split_whitespace()
+            .nth(16)
+            .map(|n| n.parse().expect("nice"))
     }
 
     #[test]
@@ -111,10 +119,9 @@ mod tests {
         // SAFETY: gettid has no arguments and cannot fail.
         let me = unsafe { libc::gettid() };
         let stat = std::fs::read_to_string(format!("/proc/self/task/{me}/stat")).expect("stat");
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         assert_eq!(
-            after.split_whitespace().nth(16),
-            Some("0"),
+            nice_in_stat(&stat),
+            Some(0),
             "this thread keeps its priority"
         );
         drop(log);
