@@ -24,3 +24,4 @@ pub mod http;
 pub mod mesh;
 pub mod server;
 pub mod sync;
+mod wait;

@@ -4,7 +4,7 @@
 
 use super::config::Tuning;
 use super::tls::{ConnectError, Transport};
-use super::wait::{Signal, within};
+use crate::wait::{Signal, within};
 use bytes::Bytes;
 use futures_lite::future;
 use h2::client::SendRequest;

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::wait::Signal;
+use crate::wait::Signal;
 
 /// The finest tick: deadlines are rounded up to a multiple of at least this.
 pub(crate) const GRANULARITY: Duration = Duration::from_millis(20);

@@ -28,11 +28,10 @@ mod request;
 mod response;
 mod sender;
 mod tls;
-mod wait;
 mod wait_queue;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use config::{
     APPLE_ID_LEN, ApnsConfig, ApnsError, CLOSE_GRACE, CONNECT_TIMEOUT, DEFAULT_CONNECTIONS,

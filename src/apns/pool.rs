@@ -8,8 +8,8 @@
 use super::config::Tuning;
 use super::connection::{Connection, Health};
 use super::tls::Transport;
-use super::wait::{Signal, within};
 use super::wait_queue::WaitQueue;
+use crate::wait::{Signal, within};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;

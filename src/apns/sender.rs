@@ -12,7 +12,7 @@ use super::pool::Pool;
 use super::request::{PreparedRequest, RequestEncoder};
 use super::response::{FollowUp, SendOutcome, classify};
 use super::tls::Transport;
-use super::wait::{Signal, within};
+use crate::wait::{Signal, within};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

@@ -175,7 +175,7 @@ impl<F> Drop for InLine<'_, F> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::apns::wait::within;
+    use crate::wait::within;
     use std::time::Duration;
 
     use crate::apns::tests::on_executor as run;

@@ -46,7 +46,7 @@ impl Signal {
         self.wait_for(|| condition().then_some(())).await
     }
 
-    pub(super) fn register(&self, slot: &mut Option<(usize, u64)>, waker: &Waker) {
+    pub(crate) fn register(&self, slot: &mut Option<(usize, u64)>, waker: &Waker) {
         let generation = self.generation.get();
         let mut wakers = self.wakers.borrow_mut();
         match *slot {
@@ -70,7 +70,7 @@ impl Signal {
         }
     }
 
-    pub(super) fn deregister(&self, slot: &mut Option<(usize, u64)>) {
+    pub(crate) fn deregister(&self, slot: &mut Option<(usize, u64)>) {
         if let Some((index, generation)) = slot.take() {
             if generation == self.generation.get() {
                 self.wakers.borrow_mut()[index] = None;
@@ -80,7 +80,7 @@ impl Signal {
     }
 
     #[cfg(test)]
-    pub(super) fn registered(&self) -> usize {
+    pub(crate) fn registered(&self) -> usize {
         self.wakers.borrow().iter().flatten().count()
     }
 }
