@@ -53,3 +53,55 @@ fn http2_prior_knowledge_on_the_same_port() {
         }
     });
 }
+
+/// A load balancer keeps one HTTP/2 connection for hours. Its task waits for stop beside the
+/// connection and is woken for every frame; each wake-up once left a waker behind, and the
+/// 32,768th panicked the shard. 40,000 requests on one connection must leave it serving. One at
+/// a time, so that each wakes the connection task (with many in flight, one wake-up reads many).
+#[test]
+fn one_http2_connection_carries_40_000_requests() {
+    const REQUESTS: usize = 40_000;
+    const IN_FLIGHT: usize = 1;
+    let mut h = common::start(1, Faults::default(), "");
+    let addr = h.server.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ok = rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut pending = futures_util::stream::FuturesUnordered::new();
+        let mut ok = 0;
+        let mut sent = 0;
+        while ok < REQUESTS {
+            while sent < REQUESTS && pending.len() < IN_FLIGHT {
+                let mut client = client.clone().ready().await.unwrap();
+                let req = http::Request::get(format!("http://{addr}/healthz"))
+                    .body(())
+                    .unwrap();
+                let (resp, _) = client.send_request(req, true).unwrap();
+                pending.push(resp);
+                sent += 1;
+            }
+            let resp = futures_util::StreamExt::next(&mut pending)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            ok += 1;
+        }
+        ok
+    });
+    assert_eq!(ok, REQUESTS);
+    let status = h.server.terminate();
+    assert!(
+        status.success(),
+        "exit {status:?}; log:\n{}",
+        h.server.log()
+    );
+    assert!(!h.server.log().contains("panicked"), "{}", h.server.log());
+}
