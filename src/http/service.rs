@@ -246,14 +246,30 @@ async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, 
             Err(e) => results.push(Some(Err(e))),
         }
     }
+    // Other shards' parts go first, and this task yields once so that the forwarder puts them on
+    // the mesh before this shard spends its time on its own part: the shards then accept and
+    // commit their parts side by side instead of one after the other.
+    let me = api.router.me();
     let mut waits = Vec::new();
+    let mut local = None;
     for (shard, items) in per_shard.into_iter().enumerate() {
-        if !items.is_empty() {
-            let (reply, answers) = oneshot::channel();
-            api.router
-                .dispatch(shard, ShardCmd::NotifyBatch { items, reply });
-            waits.push(answers);
+        if items.is_empty() {
+            continue;
         }
+        let (reply, answers) = oneshot::channel();
+        let cmd = ShardCmd::NotifyBatch { items, reply };
+        if shard == me {
+            local = Some(cmd);
+        } else {
+            api.router.dispatch(shard, cmd);
+        }
+        waits.push(answers);
+    }
+    if let Some(cmd) = local {
+        if waits.len() > 1 {
+            futures_lite::future::yield_now().await;
+        }
+        api.router.dispatch(me, cmd);
     }
     for answers in waits {
         for (index, answer) in answers.await.unwrap_or_default() {
