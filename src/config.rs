@@ -22,6 +22,11 @@ pub const DEFAULT_APNS_CONNECTIONS: usize = 2;
 /// core: at 19 a flush starved under a sustained overload, fjall held its writers back, and
 /// accept latency reached 2.4 s (p99 1.7 s) where 10 kept it at 0.7 s (p99 0.3 s).
 pub const DEFAULT_BACKGROUND_NICE: i32 = 10;
+/// Bytes of a table file being written between two starts of its writeback, unless
+/// `[storage] table_writeback_bytes` says otherwise (what RocksDB calls `bytes_per_sync`).
+pub const DEFAULT_TABLE_WRITEBACK_BYTES: u64 = 1 << 20;
+/// Smallest and largest non-zero `table_writeback_bytes`: a page, and a gigabyte.
+const TABLE_WRITEBACK_RANGE: std::ops::RangeInclusive<u64> = 4096..=1 << 30;
 /// Devices a user may have unless `[contacts] max_devices_per_user` says otherwise: far more
 /// than people own, few enough that a user's record (rewritten whole on every registration)
 /// stays small.
@@ -94,6 +99,7 @@ pub struct RawApi {
 pub struct RawStorage {
     pub fsync: Option<bool>,
     pub background_nice: Option<i32>,
+    pub table_writeback_bytes: Option<u64>,
     pub retention_seconds: Option<u64>,
     pub dedup_window_seconds: Option<u64>,
 }
@@ -161,6 +167,9 @@ pub struct Config {
     pub fsync: bool,
     /// Nice value (0-19) of fjall's flush and compaction threads; 0 leaves them alone.
     pub background_nice: i32,
+    /// Start the writeback of fjall's table files every this many bytes as they are written;
+    /// 0 leaves it to fjall's final fsync.
+    pub table_writeback_bytes: u64,
     pub retention_ms: u64,
     pub dedup_window_ms: u64,
     pub per_user_per_hour: u32,
@@ -183,6 +192,23 @@ pub struct Overrides {
     pub shards: Option<usize>,
 }
 
+/// The dotted key (`storage.fsync`) of the `key = value` line holding byte `at` of `text`, with
+/// the `[table]` above it.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    let table = text[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')?.strip_suffix(']').map(str::trim)
+    });
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 impl RawConfig {
     /// Reads and parses a TOML file; a syntax or unknown-key error names the key and line.
     pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
@@ -193,12 +219,14 @@ impl RawConfig {
 
     pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            let key = e
-                .message()
-                .split('`')
-                .nth(1)
-                .unwrap_or("(file)")
-                .to_string();
+            // An unknown key is named in the message; a bad value by where it stands.
+            let named = e.message().starts_with("unknown field");
+            let key = if named {
+                e.message().split('`').nth(1).map(str::to_string)
+            } else {
+                e.span().and_then(|span| key_at(text, span.start))
+            };
+            let key = key.unwrap_or_else(|| "(file)".to_string());
             bad(&key, e.to_string().trim().replace('\n', " "))
         })
     }
@@ -288,6 +316,16 @@ impl RawConfig {
                 "must be between 0 (no change) and 19 (lowest CPU priority)",
             ));
         }
+        let table_writeback_bytes = self
+            .storage
+            .table_writeback_bytes
+            .unwrap_or(DEFAULT_TABLE_WRITEBACK_BYTES);
+        if table_writeback_bytes != 0 && !TABLE_WRITEBACK_RANGE.contains(&table_writeback_bytes) {
+            return Err(bad(
+                "storage.table_writeback_bytes",
+                "must be 0 (off) or between 4096 and 1073741824",
+            ));
+        }
 
         let max_devices_per_user = self
             .contacts
@@ -362,6 +400,7 @@ impl RawConfig {
             api_keys,
             fsync: self.storage.fsync.unwrap_or(true),
             background_nice,
+            table_writeback_bytes,
             retention_ms,
             dedup_window_ms,
             per_user_per_hour: self.caps.per_user_per_hour.unwrap_or(0),
@@ -461,7 +500,18 @@ mod tests {
         assert_eq!(c.retention_ms, 7 * 86_400_000);
         assert_eq!(c.max_devices_per_user, DEFAULT_MAX_DEVICES_PER_USER);
         assert_eq!(c.background_nice, DEFAULT_BACKGROUND_NICE);
+        assert_eq!(c.table_writeback_bytes, DEFAULT_TABLE_WRITEBACK_BYTES);
         assert!(matches!(c.apns, ApnsTarget::BuiltInSimulator { .. }));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        let e = validate("shards = \"two\"").unwrap_err();
+        assert_eq!(e.key, "shards");
+        let e = validate("[storage]\nfsync = true\nretention_seconds = -5").unwrap_err();
+        assert_eq!(e.key, "storage.retention_seconds");
+        let e = validate("[api]\nkeys = [\"a\"]\n\n[storage]\nfsync = \"yes\"").unwrap_err();
+        assert_eq!(e.key, "storage.fsync");
     }
 
     #[test]
@@ -491,6 +541,14 @@ mod tests {
         for bad in ["-1", "20"] {
             let e = validate(&format!("[storage]\nbackground_nice = {bad}")).unwrap_err();
             assert_eq!(e.key, "storage.background_nice", "{bad}");
+        }
+        for bad in ["1", "4095", "1073741825", "-1"] {
+            let e = validate(&format!("[storage]\ntable_writeback_bytes = {bad}")).unwrap_err();
+            assert_eq!(e.key, "storage.table_writeback_bytes", "{bad}");
+        }
+        for ok in ["0", "4096", "1073741824"] {
+            let c = validate(&format!("[storage]\ntable_writeback_bytes = {ok}")).unwrap();
+            assert_eq!(c.table_writeback_bytes.to_string(), ok);
         }
         for bad in ["0", "65537"] {
             let e = validate(&format!("[contacts]\nmax_devices_per_user = {bad}")).unwrap_err();

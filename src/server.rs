@@ -65,7 +65,7 @@ fn open_logs(cfg: &Config) -> anyhow::Result<Opened> {
     let handles: Vec<_> = (0..cfg.shards)
         .map(|i| {
             let lc = LogConfig {
-                dir: cfg.data_dir.join("shards").join(format!("{i:02}")),
+                dir: shard_dir(&cfg.data_dir, i),
                 fsync: cfg.fsync,
                 dedup_window_ms: cfg.dedup_window_ms,
                 shard: i as u16,
@@ -103,6 +103,36 @@ fn open_logs(cfg: &Config) -> anyhow::Result<Opened> {
     Ok(Arc::new(Mutex::new(out)))
 }
 
+/// Starts the writeback of fjall's table files as they are written (`[storage]
+/// table_writeback_bytes`; 0 is off). Without it the server still runs, with longer commit
+/// stalls while fjall flushes, so a failure is a warning.
+fn start_table_writeback(cfg: &Config) -> Option<clarion_shards::TableWriteback> {
+    if cfg.table_writeback_bytes == 0 {
+        return None;
+    }
+    let dbs: Vec<_> = (0..cfg.shards)
+        .map(|i| shard_dir(&cfg.data_dir, i))
+        .collect();
+    match clarion_shards::start_table_writeback(&dbs, cfg.table_writeback_bytes) {
+        Ok(wb) => {
+            tracing::info!(
+                directories = wb.watched(),
+                every_bytes = cfg.table_writeback_bytes,
+                "table writeback started"
+            );
+            Some(wb)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not watch fjall's table files; writeback is left to fjall");
+            None
+        }
+    }
+}
+
+fn shard_dir(data_dir: &std::path::Path, shard: usize) -> std::path::PathBuf {
+    data_dir.join("shards").join(format!("{shard:02}"))
+}
+
 /// Resolves port 0 to a concrete free port, so every executor binds the same one.
 fn resolve_listen(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     if addr.port() != 0 {
@@ -126,6 +156,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let listen = resolve_listen(cfg.listen)?;
     let opened = open_logs(&cfg)?;
+    let _writeback = start_table_writeback(&cfg);
     let cfg = Arc::new(cfg);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = MeshBuilder::full(cfg.shards, cfg.mesh_channel_capacity);

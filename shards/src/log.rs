@@ -28,6 +28,7 @@ mod recovery;
 mod storage;
 #[cfg(test)]
 mod tests;
+mod writeback;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -43,6 +44,7 @@ use futures_channel::oneshot;
 pub use background::lower_background_priority;
 pub use batch::WriteBatch;
 pub use recovery::{Recovered, open};
+pub use writeback::{TableWriteback, start_table_writeback};
 
 use crate::error::Error;
 
