@@ -506,12 +506,19 @@ mod tests {
 
     #[test]
     fn a_value_of_the_wrong_type_names_its_key() {
-        let e = validate("shards = \"two\"").unwrap_err();
-        assert_eq!(e.key, "shards");
-        let e = validate("[storage]\nfsync = true\nretention_seconds = -5").unwrap_err();
-        assert_eq!(e.key, "storage.retention_seconds");
-        let e = validate("[api]\nkeys = [\"a\"]\n\n[storage]\nfsync = \"yes\"").unwrap_err();
-        assert_eq!(e.key, "storage.fsync");
+        for (toml, key) in [
+            ("shards = \"two\"", "shards"),
+            (
+                "[storage]\nfsync = true\nretention_seconds = -5",
+                "storage.retention_seconds",
+            ),
+            (
+                "[api]\nkeys = [\"a\"]\n\n[storage]\nfsync = \"yes\"",
+                "storage.fsync",
+            ),
+        ] {
+            assert_eq!(validate(toml).unwrap_err().key, key, "{toml}");
+        }
     }
 
     #[test]
