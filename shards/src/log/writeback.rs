@@ -10,7 +10,7 @@
 //!
 //! One thread watches the shards' `tables` directories with inotify. While a new table file is
 //! being written it starts the writeback of every further `chunk` bytes (`sync_file_range` with
-//! `SYNC_FILE_RANGE_WRITE`, which does not wait), so the table reaches the disk in small pieces
+//! `SYNC_FILE_RANGE_WRITE`, which starts it without waiting for it), so the table reaches the disk in small pieces
 //! as it is written and its final fsync finds little left.
 
 use std::collections::HashMap;
@@ -130,6 +130,8 @@ struct Growing {
     name: Vec<u8>,
     file: File,
     started: u64,
+    /// Its length when last looked at, and when that last changed.
+    seen: u64,
     grew: Instant,
 }
 
@@ -207,6 +209,7 @@ impl Watcher {
                     name,
                     file,
                     started: 0,
+                    seen: 0,
                     grew: Instant::now(),
                 });
             }
@@ -222,14 +225,17 @@ impl Watcher {
                 continue;
             };
             let len = meta.len();
+            if len != g.seen {
+                g.seen = len;
+                g.grew = Instant::now();
+            }
             if len < g.started + self.chunk {
                 continue;
             }
-            g.grew = Instant::now();
             let from = i64::try_from(g.started).unwrap_or(i64::MAX);
             let count = i64::try_from(len - g.started).unwrap_or(i64::MAX);
-            // SAFETY: a plain syscall on a descriptor we own. WRITE only starts writeback of the
-            // range's dirty pages; it does not wait for them.
+            // SAFETY: a plain syscall on a descriptor we own. WRITE only starts the writeback of
+            // the range's dirty pages; it does not wait for it to finish.
             let rc = unsafe {
                 libc::sync_file_range(g.file.as_raw_fd(), from, count, libc::SYNC_FILE_RANGE_WRITE)
             };
