@@ -311,7 +311,7 @@ mod tests {
         // Incompressible values, so the table is about as large as what was written.
         let mut value = [0u8; 1024];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for i in 0u32..16384 {
+        for i in 0u32..32768 {
             for b in value.iter_mut() {
                 x ^= x << 13;
                 x ^= x >> 7;
