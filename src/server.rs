@@ -81,22 +81,22 @@ fn open_logs(cfg: &Config) -> anyhow::Result<Opened> {
             .with_context(|| format!("opening the log of shard {i}"))?;
         out.push(Some(opened));
     }
-    // fjall started its flush and compaction threads while opening.
+    // fjall started its flush and compaction threads while opening, and each log its reaper.
     if cfg.background_nice > 0 {
-        let expected = cfg.shards * clarion_shards::FJALL_WORKER_THREADS;
+        let expected = cfg.shards * clarion_shards::BACKGROUND_THREADS_PER_LOG;
         match clarion_shards::lower_background_priority(cfg.background_nice, expected) {
             Ok(n) if n < expected => tracing::warn!(
                 found = n,
                 expected,
-                "found fewer fjall background threads than expected; the rest keep their priority"
+                "found fewer background threads (fjall's and the memtable reapers) than expected; the rest keep their priority"
             ),
             Ok(n) => tracing::info!(
                 threads = n,
                 nice = cfg.background_nice,
-                "fjall background threads at lower CPU priority"
+                "background threads (fjall's and the memtable reapers) at lower CPU priority"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "could not lower fjall's background thread priority")
+                tracing::warn!(error = %e, "could not lower the background threads' priority")
             }
         }
     }

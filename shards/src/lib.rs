@@ -106,10 +106,10 @@ pub use dedup::{DedupSet, dedup_key};
 pub use error::Error;
 pub use ids::{IdGenerator, ms_of, shard_of, uuid_floor_for_ms};
 pub use log::{
-    Durable, FJALL_WORKER_THREADS, GROUP_COMMIT_MAX_RECORDS, Keyspace, LAZY_SYNC_INTERVAL,
-    LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, LogStats, Recovered, Reply,
-    SWEEP_CHUNK_RECORDS, ShardLog, TableWriteback, WriteBatch, lower_background_priority, open,
-    start_table_writeback,
+    BACKGROUND_THREADS_PER_LOG, Durable, FJALL_WORKER_THREADS, GROUP_COMMIT_MAX_RECORDS, Keyspace,
+    LAZY_SYNC_INTERVAL, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, LogStats, Recovered,
+    Reply, SWEEP_CHUNK_RECORDS, ShardLog, TableWriteback, WriteBatch, lower_background_priority,
+    open, start_table_writeback,
 };
 pub use queue::{BoundedQueue, RetryTimers, TimerKey};
 pub use record::{

@@ -24,6 +24,7 @@
 mod background;
 mod batch;
 mod fold;
+mod reaper;
 mod recovery;
 mod storage;
 #[cfg(test)]
@@ -69,6 +70,9 @@ pub const SWEEP_CHUNK_RECORDS: usize = 1024;
 /// fjall background threads (flush, compaction) per shard database. One per shard: there is one
 /// shard per core, so more would oversubscribe the cores the executors are pinned to.
 pub const FJALL_WORKER_THREADS: usize = 1;
+
+/// Background threads per shard log: fjall's workers and the memtable reaper.
+pub const BACKGROUND_THREADS_PER_LOG: usize = FJALL_WORKER_THREADS + 1;
 
 /// On-disk layout version stored under `meta/format`. Bump with a migration.
 ///

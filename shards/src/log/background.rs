@@ -12,19 +12,28 @@
 //! 10.6–15.8 ms against 13.7–41.8 ms, p99.9 28–43 ms against 50–69 ms. The server's default is
 //! 10, because at 19 a flush starved under a sustained overload and fjall stalled its writers.
 //!
-//! fjall names its pool threads `fjall:worker`; they are found by name in `/proc/self/task`.
+//! The memtable reapers (`log/reaper.rs`), which free what fjall has flushed, run at the same
+//! priority: their work is never urgent.
+//!
+//! fjall names its pool threads `fjall:worker`; they and the reapers (`clarion-reap-NN`) are found
+//! by name in `/proc/self/task`.
 
 use std::io;
 use std::time::{Duration, Instant};
 
+use super::reaper::REAPER_THREAD_PREFIX;
+
 /// Prefix of the names fjall gives its background threads.
 const FJALL_THREAD_PREFIX: &str = "fjall";
+
+/// Prefixes of the names of every background thread.
+const BACKGROUND_PREFIXES: [&str; 2] = [FJALL_THREAD_PREFIX, REAPER_THREAD_PREFIX];
 
 /// How long [`lower_background_priority`] looks for the threads it expects: a new thread sets its
 /// own name once it runs, so one started just now may not carry it yet.
 const FIND_FOR: Duration = Duration::from_secs(1);
 
-/// Sets the nice value of every fjall background thread of this process to `nice` (0 to 19;
+/// Sets the nice value of every background thread of this process (fjall's and the reapers) to `nice` (0 to 19;
 /// higher is lower priority) and returns how many it found. Call it after opening the logs:
 /// fjall starts its threads when a database opens. It looks again for up to a second until it
 /// has seen `expected` of them. Lowering one's own priority needs no privilege.
@@ -47,7 +56,7 @@ fn lower_named(nice: i32) -> io::Result<usize> {
         let Ok(comm) = std::fs::read_to_string(task.path().join("comm")) else {
             continue; // the thread ended meanwhile
         };
-        if !comm.starts_with(FJALL_THREAD_PREFIX) {
+        if !BACKGROUND_PREFIXES.iter().any(|p| comm.starts_with(p)) {
             continue;
         }
         let Ok(tid) = task.file_name().to_string_lossy().parse::<libc::id_t>() else {
@@ -97,7 +106,7 @@ mod tests {
     }
 
     #[test]
-    fn fjall_threads_get_the_lower_priority_and_nothing_else_does() {
+    fn background_threads_get_the_lower_priority_and_nothing_else_does() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = crate::LogConfig {
             dir: dir.path().to_path_buf(),
@@ -107,15 +116,20 @@ mod tests {
         };
         let (log, _) = crate::open(config, 0).expect("open");
         let found =
-            lower_background_priority(19, crate::FJALL_WORKER_THREADS).expect("setpriority");
+            lower_background_priority(19, crate::BACKGROUND_THREADS_PER_LOG).expect("setpriority");
         assert!(
-            found >= crate::FJALL_WORKER_THREADS,
+            found >= crate::BACKGROUND_THREADS_PER_LOG,
             "fjall's threads are found by name: {found}"
         );
         // Tests running beside this one may have opened logs since: count the lowered ones.
         let fjall = nice_of(FJALL_THREAD_PREFIX);
         let lowered = fjall.iter().filter(|&&n| n == 19).count();
         assert!(lowered >= crate::FJALL_WORKER_THREADS, "{fjall:?}");
+        let reapers = nice_of(REAPER_THREAD_PREFIX);
+        assert!(
+            reapers.contains(&19),
+            "the log's reaper is lowered too: {reapers:?}"
+        );
         // SAFETY: gettid has no arguments and cannot fail.
         let me = unsafe { libc::gettid() };
         let stat = std::fs::read_to_string(format!("/proc/self/task/{me}/stat")).expect("stat");

@@ -14,6 +14,7 @@ use fjall::{CompressionType, Database, KeyspaceCreateOptions, PersistMode};
 use uuid::Uuid;
 
 use super::fold::fold;
+use super::reaper::MemtableReaper;
 use super::storage::{Handles, Storage};
 use super::{
     FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, META_FORMAT,
@@ -99,6 +100,7 @@ pub(crate) fn open_with_capacity(
         unsynced: false,
         group_failure: None,
         fail_next_commit: false,
+        reaper: MemtableReaper::start(config.shard)?,
     };
     let thread = std::thread::Builder::new()
         .name(format!("clarion-log-{:02}", config.shard))

@@ -18,6 +18,7 @@ use fjall::{Database, OwnedWriteBatch, PersistMode};
 use futures_channel::oneshot;
 
 use super::fold::fold;
+use super::reaper::MemtableReaper;
 use super::{Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, Request, SWEEP_CHUNK_RECORDS};
 use crate::error::Error;
 use crate::record::NotificationRecord;
@@ -75,6 +76,8 @@ pub(super) struct Storage {
     /// Set when a commit of the current group failed; every reply of the group gets it.
     pub(super) group_failure: Option<String>,
     pub(super) fail_next_commit: bool,
+    /// Frees flushed memtables on its own thread (see `log/reaper.rs`).
+    pub(super) reaper: MemtableReaper,
 }
 
 impl Storage {
@@ -209,6 +212,8 @@ impl Storage {
         };
         match result {
             Ok(()) => {
+                let h = &self.handles;
+                self.reaper.observe([&h.notifications, &h.users, &h.meta]);
                 let c = &self.counters;
                 c.commits.fetch_add(1, Relaxed);
                 c.batches.fetch_add(taken.batches, Relaxed);
