@@ -19,6 +19,13 @@
 //! writeback at once (`sync_file_range`), as a flush behind a rate limiter would (RocksDB's
 //! `rate_limiter` with `bytes_per_sync`).
 //!
+//! Two more model the deletion of a journal or of a compaction's inputs on a disk mounted with
+//! `discard` (this machine's `/`), where freeing a file's blocks stalls the filesystem's journal:
+//! four 64 MiB files are written as a journal is (small synced appends) before the foreground
+//! starts, and then one is
+//! deleted every 5 s, by `unlink` at once, or by `trickle`, which truncates it 1 MiB at a time
+//! every 20 ms (50 MB/s) and unlinks what is left, as RocksDB's `DeleteScheduler` does.
+//!
 //! ```text
 //! cargo run --release -p clarion-loadtest --example fsync_under_flush -- prezero bg [DIR]
 //! ```
@@ -40,14 +47,16 @@ const MIB: usize = 1 << 20;
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: fsync_under_flush append|prezero|fallocate bg|smooth|burst|paced|nobg [DIR]";
+    let usage = "usage: fsync_under_flush append|prezero|fallocate bg|smooth|burst|paced|unlink|trickle|nobg [DIR]";
     let (Some(mode), Some(bg)) = (args.first(), args.get(1)) else {
         eprintln!("{usage}");
         std::process::exit(2);
     };
     if !["append", "prezero", "fallocate"].contains(&mode.as_str())
-        || !["bg", "smooth", "burst", "paced", "nobg"].contains(&bg.as_str())
+        || ![
+            "bg", "smooth", "burst", "paced", "unlink", "trickle", "nobg",
+        ]
+        .contains(&bg.as_str())
     {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -58,11 +67,17 @@ fn main() -> std::io::Result<()> {
     );
     std::fs::create_dir_all(&dir)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let doomed = if bg == "unlink" || bg == "trickle" {
+        doomed_files(&dir)?
+    } else {
+        Vec::new()
+    };
     let background = (bg != "nobg").then(|| {
         let (stop, dir, bg) = (stop.clone(), dir.clone(), bg.clone());
         std::thread::spawn(move || match bg.as_str() {
             "burst" => table_every(&dir, None, &stop),
             "paced" => table_every(&dir, Some(PACED_BYTES_PER_SEC), &stop),
+            "unlink" | "trickle" => delete_every(&doomed, bg == "trickle", &stop),
             _ => flusher(&dir, bg == "smooth", &stop),
         })
     });
@@ -217,6 +232,59 @@ fn table_every(dir: &Path, rate: Option<usize>, stop: &AtomicBool) -> std::io::R
         while started.elapsed() < TABLE_EVERY && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+    Ok(())
+}
+
+/// Files the `unlink` and `trickle` backgrounds delete, and how.
+const DOOMED_FILES: usize = 4;
+const DOOMED_BYTES: usize = 64 << 20;
+const DELETE_EVERY: Duration = Duration::from_secs(5);
+const TRICKLE_STEP: u64 = 1 << 20;
+const TRICKLE_TICK: Duration = Duration::from_millis(20);
+
+/// Writes the files to delete before the foreground starts, the way a journal is written: 24 KB
+/// appends, each synced, the files' appends interleaved. Each file ends up in thousands of small
+/// extents, as fjall's journals do, and freeing an extent is what costs.
+fn doomed_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let chunk = vec![7u8; 24_000];
+    let paths: Vec<PathBuf> = (0..DOOMED_FILES)
+        .map(|n| dir.join(format!("doomed{n}")))
+        .collect();
+    let mut files = paths
+        .iter()
+        .map(|p| OpenOptions::new().create(true).append(true).open(p))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for _ in 0..DOOMED_BYTES / chunk.len() {
+        for f in &mut files {
+            f.write_all(&chunk)?;
+            f.sync_data()?;
+        }
+    }
+    Ok(paths)
+}
+
+/// Deletes one file every [`DELETE_EVERY`]: at once, or (`trickle`) by truncating it a step at a
+/// time first.
+fn delete_every(files: &[PathBuf], trickle: bool, stop: &AtomicBool) -> std::io::Result<()> {
+    for path in files {
+        let started = Instant::now();
+        while started.elapsed() < DELETE_EVERY {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if trickle {
+            let f = OpenOptions::new().write(true).open(path)?;
+            let mut len = f.metadata()?.len();
+            while len > 0 {
+                len = len.saturating_sub(TRICKLE_STEP);
+                f.set_len(len)?;
+                std::thread::sleep(TRICKLE_TICK);
+            }
+        }
+        std::fs::remove_file(path)?;
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ mod recovery;
 mod storage;
 #[cfg(test)]
 mod tests;
+mod trash;
 mod writeback;
 
 use std::future::Future;

@@ -17,6 +17,9 @@
 //! thread (`clarion-reap-NN`, at the background threads' lower priority) frees the memtable
 //! once it holds the only reference left. Nothing fjall reads changes: a memtable lives a few
 //! tens of milliseconds past its flush instead of being freed at once.
+//!
+//! The same thread runs the shard's trash (`log/trash.rs`) at every look, which frees the disk
+//! space of fjall's deleted files a little at a time.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -25,6 +28,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use fjall::AbstractTree;
+
+use super::trash::Trash;
 
 /// A memtable kept alive by the reaper; only its reference count is ever looked at.
 type Kept = Arc<dyn Any + Send + Sync>;
@@ -45,21 +50,28 @@ pub(super) struct MemtableReaper {
 }
 
 impl MemtableReaper {
-    /// Starts the reaper thread of shard `shard`.
-    pub(super) fn start(shard: u16) -> std::io::Result<Self> {
-        Self::start_polling(shard, POLL)
+    /// Starts the reaper thread of shard `shard`, which also runs the trash of the database in
+    /// `db` (`log/trash.rs`). Without a trash (its directory could not be made) fjall deletes
+    /// its files at once, as it would anyway.
+    pub(super) fn start(shard: u16, db: &std::path::Path) -> std::io::Result<Self> {
+        let trash = Trash::open(db)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, shard, "no trash: fjall deletes its files at once"),
+            )
+            .ok();
+        Self::start_polling(shard, POLL, trash)
     }
 
     /// [`start`](Self::start) with another interval between looks (tests use a long one, so the
     /// thread looks only when handed a memtable).
-    fn start_polling(shard: u16, poll: Duration) -> std::io::Result<Self> {
+    fn start_polling(shard: u16, poll: Duration, trash: Option<Trash>) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name(format!("{REAPER_THREAD_PREFIX}-{shard:02}"))
             .spawn(move || {
                 let _ = ready_tx.send(());
-                reap(&rx, poll);
+                reap(&rx, poll, trash);
             })?;
         // Once the thread runs it carries its name, so whoever looks for it by name (to lower
         // its priority) finds it as soon as the log is open.
@@ -100,8 +112,9 @@ impl Drop for MemtableReaper {
     }
 }
 
-/// The reaper thread: collects memtables and frees each once it holds the only reference.
-fn reap(rx: &Receiver<Kept>, poll: Duration) {
+/// The reaper thread: collects memtables and frees each once it holds the only reference, and
+/// runs the trash at every look.
+fn reap(rx: &Receiver<Kept>, poll: Duration, mut trash: Option<Trash>) {
     let mut held: Vec<Kept> = Vec::new();
     loop {
         match rx.recv_timeout(poll) {
@@ -112,6 +125,9 @@ fn reap(rx: &Receiver<Kept>, poll: Duration) {
         held.extend(rx.try_iter());
         // `retain` drops what it removes right here, on this thread.
         held.retain(|m| Arc::strong_count(m) > 1);
+        if let Some(t) = &mut trash {
+            t.tick();
+        }
     }
     // The storage thread is stopping; what is left is freed as it would have been.
     drop(held);
@@ -143,7 +159,7 @@ mod tests {
         let ks = db
             .keyspace("notifications", KeyspaceCreateOptions::default)
             .unwrap();
-        let mut reaper = MemtableReaper::start_polling(7, NEVER).unwrap();
+        let mut reaper = MemtableReaper::start_polling(7, NEVER, None).unwrap();
 
         for i in 0..1000u32 {
             ks.insert(format!("a-{i:06}"), [7u8; 64]).unwrap();
@@ -179,7 +195,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::builder(dir.path()).open().unwrap();
         let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
-        let mut reaper = MemtableReaper::start_polling(9, NEVER).unwrap();
+        let mut reaper = MemtableReaper::start_polling(9, NEVER, None).unwrap();
         ks.insert("a", "1").unwrap();
         reaper.observe([&ks]);
         let memtable = Arc::downgrade(&ks.tree.active_memtable());
@@ -193,7 +209,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::builder(dir.path()).open().unwrap();
         let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
-        let mut reaper = MemtableReaper::start(8).unwrap();
+        let mut reaper = MemtableReaper::start_polling(8, NEVER, None).unwrap();
         ks.insert("a", "1").unwrap();
         let before = Arc::strong_count(&ks.tree.active_memtable());
         reaper.observe([&ks]);

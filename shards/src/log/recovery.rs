@@ -100,7 +100,7 @@ pub(crate) fn open_with_capacity(
         unsynced: false,
         group_failure: None,
         fail_next_commit: false,
-        reaper: MemtableReaper::start(config.shard)?,
+        reaper: MemtableReaper::start(config.shard, &config.dir)?,
     };
     let thread = std::thread::Builder::new()
         .name(format!("clarion-log-{:02}", config.shard))
