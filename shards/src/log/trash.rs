@@ -12,8 +12,9 @@
 //! own beside it (`data/shards/NN.trash/`) when it first sees it. fjall's later deletion then only
 //! removes a name, which frees nothing. Once a file's fjall name is gone, the trash frees the file
 //! from the end, [`STEP`] bytes per look (`ftruncate`), and unlinks it when empty. Nothing fjall
-//! reads changes: fjall has let go of a file before its name goes, and the trash only shrinks
-//! files whose fjall name is gone. A file created and deleted between two looks is deleted by
+//! reads changes: fjall has let go of a file before its name goes, and the trash only shrinks a
+//! file when its own link is the file's last name (`st_nlink` 1), so neither a renamed file nor
+//! one that a crash left linked is ever touched. A file created and deleted between two looks is deleted by
 //! fjall as before. Files left in the trash by a crash are freed the same way after a restart.
 
 use std::collections::HashMap;
@@ -36,7 +37,10 @@ pub(super) struct Trash {
     dir: PathBuf,
     /// fjall's path of each linked file → its inode and the link.
     linked: HashMap<PathBuf, (u64, PathBuf)>,
-    /// Links whose fjall name is gone, being freed (oldest first).
+    /// Links whose fjall name is gone, or left by an earlier run, until no other name refers to
+    /// their file (fjall may have renamed it, or still use it after a crash left the link).
+    waiting: Vec<PathBuf>,
+    /// Links that are their file's only name, being freed (oldest first).
     freeing: Vec<(PathBuf, File)>,
     /// Set after the first failure to link (another filesystem, say): fjall deletes as before.
     disabled: bool,
@@ -54,13 +58,14 @@ impl Trash {
             db: db.to_path_buf(),
             dir,
             linked: HashMap::new(),
+            waiting: Vec::new(),
             freeing: Vec::new(),
             disabled: false,
         };
         for entry in std::fs::read_dir(&trash.dir)? {
-            let path = entry?.path();
-            trash.start_freeing(path);
+            trash.waiting.push(entry?.path());
         }
+        trash.check_waiting();
         Ok(trash)
     }
 
@@ -82,9 +87,10 @@ impl Trash {
             .collect();
         for original in gone {
             if let Some((_, link)) = self.linked.remove(&original) {
-                self.start_freeing(link);
+                self.waiting.push(link);
             }
         }
+        self.check_waiting();
         self.free_step();
     }
 
@@ -114,7 +120,10 @@ impl Trash {
             match std::fs::hard_link(&file, &link) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                // Linked by an earlier run (a crash): tracked again under its name.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    self.waiting.retain(|w| w != &link);
+                }
                 Err(e) => return Err(e),
             }
             self.linked.insert(file, (meta.ino(), link));
@@ -122,13 +131,23 @@ impl Trash {
         Ok(())
     }
 
-    fn start_freeing(&mut self, link: PathBuf) {
-        match OpenOptions::new().write(true).open(&link) {
-            Ok(f) => self.freeing.push((link, f)),
-            Err(_) => {
-                let _ = std::fs::remove_file(&link);
+    /// Moves each waiting link whose file has no other name left to the files being freed. A
+    /// file another name still refers to is never shrunk: only the link's own name would go.
+    fn check_waiting(&mut self) {
+        let mut still = Vec::new();
+        for link in std::mem::take(&mut self.waiting) {
+            match std::fs::metadata(&link) {
+                Ok(m) if m.nlink() > 1 => still.push(link),
+                Ok(_) => match OpenOptions::new().write(true).open(&link) {
+                    Ok(f) => self.freeing.push((link, f)),
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&link);
+                    }
+                },
+                Err(_) => {} // gone already
             }
         }
+        self.waiting = still;
     }
 
     /// Frees up to [`STEP`] bytes from the end of the oldest file being freed; unlinks it when
@@ -137,7 +156,14 @@ impl Trash {
         let Some((link, file)) = self.freeing.first() else {
             return;
         };
-        let len = file.metadata().map_or(0, |m| m.len());
+        let Ok(meta) = file.metadata() else { return };
+        if meta.nlink() > 1 {
+            // Named again (cannot happen with fjall's files; checked all the same).
+            let (link, _) = self.freeing.remove(0);
+            self.waiting.push(link);
+            return;
+        }
+        let len = meta.len();
         let shorter = len.saturating_sub(STEP);
         let behind = self.freeing.len() > 1 && self.pending_bytes() > MAX_PENDING;
         if shorter > 0 && !behind && file.set_len(shorter).is_ok() {
@@ -306,7 +332,7 @@ mod tests {
         for n in 0..2 {
             let link = root.path().join("03.trash").join(format!("x{n}"));
             File::create(&link).unwrap().set_len(MAX_PENDING).unwrap();
-            trash.start_freeing(link);
+            trash.waiting.push(link);
         }
         trash.tick();
         assert_eq!(trash.pending_bytes(), MAX_PENDING, "the oldest went whole");
@@ -315,6 +341,43 @@ mod tests {
             trash.pending_bytes(),
             MAX_PENDING - STEP,
             "then a step at a time"
+        );
+    }
+
+    /// A crash can leave links to files fjall still uses, and fjall could rename a file: a file
+    /// that another name still refers to is never shrunk.
+    #[test]
+    fn a_file_with_another_name_is_never_shrunk() {
+        let root = tempfile::tempdir().unwrap();
+        let db = root.path().join("05");
+        let table = db.join("keyspaces/1/tables/9");
+        file_of(&table, (STEP * 2) as usize);
+        {
+            let mut trash = Trash::open(&db).unwrap();
+            trash.tick(); // linked; then the process "dies"
+        }
+        let mut trash = Trash::open(&db).unwrap();
+        trash.tick();
+        assert_eq!(std::fs::metadata(&table).unwrap().len(), STEP * 2);
+        assert_eq!(trash.pending_bytes(), 0);
+
+        // Renamed: the old name is gone but the file lives on under the new one.
+        let renamed = db.join("keyspaces/1/tables/10");
+        std::fs::rename(&table, &renamed).unwrap();
+        for _ in 0..3 {
+            trash.tick();
+        }
+        assert_eq!(std::fs::metadata(&renamed).unwrap().len(), STEP * 2);
+        // Deleted for good: now it is freed.
+        std::fs::remove_file(&renamed).unwrap();
+        for _ in 0..4 {
+            trash.tick();
+        }
+        assert_eq!(
+            std::fs::read_dir(root.path().join("05.trash"))
+                .unwrap()
+                .count(),
+            0
         );
     }
 
