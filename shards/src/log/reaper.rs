@@ -142,6 +142,14 @@ mod tests {
     /// A long poll: the reaper looks only when it is handed a memtable.
     const NEVER: Duration = Duration::from_secs(3600);
 
+    /// A fresh database with one keyspace (the directory and database must outlive it).
+    fn keyspace() -> (tempfile::TempDir, Database, fjall::Keyspace) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
+        (dir, db, ks)
+    }
+
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -154,11 +162,7 @@ mod tests {
     /// frees it when it next looks.
     #[test]
     fn a_flushed_memtable_is_freed_by_the_reaper_not_by_fjall() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder(dir.path()).open().unwrap();
-        let ks = db
-            .keyspace("notifications", KeyspaceCreateOptions::default)
-            .unwrap();
+        let (_dir, _db, ks) = keyspace();
         let mut reaper = MemtableReaper::start_polling(7, NEVER, None).unwrap();
 
         for i in 0..1000u32 {
@@ -192,9 +196,7 @@ mod tests {
 
     #[test]
     fn what_the_reaper_holds_is_freed_when_it_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder(dir.path()).open().unwrap();
-        let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
+        let (_dir, _db, ks) = keyspace();
         let mut reaper = MemtableReaper::start_polling(9, NEVER, None).unwrap();
         ks.insert("a", "1").unwrap();
         reaper.observe([&ks]);
@@ -206,9 +208,7 @@ mod tests {
 
     #[test]
     fn the_same_memtable_is_handed_over_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::builder(dir.path()).open().unwrap();
-        let ks = db.keyspace("k", KeyspaceCreateOptions::default).unwrap();
+        let (_dir, _db, ks) = keyspace();
         let mut reaper = MemtableReaper::start_polling(8, NEVER, None).unwrap();
         ks.insert("a", "1").unwrap();
         let before = Arc::strong_count(&ks.tree.active_memtable());

@@ -23,6 +23,8 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::writeback::table_dirs;
+
 /// Bytes freed per look. At the reaper's look every 50 ms, 40 MB/s: more than a shard deletes at
 /// the highest rate it sustains, in steps of a few milliseconds of discard each.
 pub const STEP: u64 = 2 << 20;
@@ -187,12 +189,11 @@ fn fjall_files(db: &Path) -> io::Result<Vec<PathBuf>> {
             out.push(path);
         }
     }
-    let keyspaces = db.join("keyspaces");
-    let Ok(entries) = std::fs::read_dir(&keyspaces) else {
+    // A database that has not written its keyspaces yet has no tables.
+    let Ok(dirs) = table_dirs(db) else {
         return Ok(out);
     };
-    for ks in entries {
-        let tables = ks?.path().join("tables");
+    for tables in dirs {
         let Ok(entries) = std::fs::read_dir(&tables) else {
             continue;
         };

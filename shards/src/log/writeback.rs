@@ -100,7 +100,8 @@ pub fn start_table_writeback(dbs: &[PathBuf], chunk: u64) -> io::Result<TableWri
 }
 
 /// `keyspaces/*/tables` under one database directory.
-fn table_dirs(db: &Path) -> io::Result<Vec<PathBuf>> {
+/// fjall's table directories of the database in `db` (`keyspaces/*/tables`).
+pub(super) fn table_dirs(db: &Path) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(db.join("keyspaces"))? {
         let tables = entry?.path().join("tables");
