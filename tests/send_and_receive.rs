@@ -72,3 +72,35 @@ fn register_send_receive_and_status() {
         "{stats:?}"
     );
 }
+
+/// `GET /v1/stats` counts the accept and shows how long the log's fsyncs took, as cumulative
+/// buckets (the server's share of accept latency that is the disk's).
+#[test]
+fn stats_show_the_logs_fsync_latency() {
+    let h = common::start(2, Faults::default(), "");
+    h.register("bob", &[common::token(2)]);
+    let r = h.notify(json!({"user_id": "bob", "idempotency_key": "s1", "body": "b"}));
+    assert_eq!(r.status, 202, "{}", r.body);
+    let stats = h.client().call("GET", "/v1/stats", None).body;
+    assert_eq!(stats["total"]["accepted"], 1, "{stats}");
+    let fsync = &stats["total"]["log_fsync"];
+    let count = fsync["count"].as_u64().expect("a count");
+    assert!(count >= 1, "a 202 waited for at least one fsync: {fsync}");
+    let buckets = fsync["buckets"].as_array().expect("buckets");
+    assert_eq!(buckets.last().unwrap()[0], "+Inf");
+    assert_eq!(
+        buckets.last().unwrap()[1],
+        count,
+        "the last bucket counts all"
+    );
+    let cumulative: Vec<u64> = buckets.iter().map(|b| b[1].as_u64().unwrap()).collect();
+    assert!(cumulative.windows(2).all(|w| w[0] <= w[1]), "{fsync}");
+    assert!(fsync["max_micros"].is_u64(), "{fsync}");
+    let per_shard: u64 = stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["log_fsync"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_shard, count, "the total sums the shards");
+}

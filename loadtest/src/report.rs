@@ -142,6 +142,27 @@ pub fn summary_text(r: &LoadReport) -> String {
             c.wall_s
         );
     }
+    if let Some(f) = &r.server_fsync {
+        let ms = |us: Option<u64>| {
+            us.map_or_else(
+                || "> 1000".to_owned(),
+                |us| format!("≤ {}", us as f64 / 1000.0),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "  Server fsync  {} log fsyncs, mean {:.3} ms; p50 {}, p99 {}, p99.9 {} ms; over 5 / 10 / 50 ms: {} / {} / {}; max {:.1} ms (since start)",
+            f.count,
+            f.mean_us / 1000.0,
+            ms(f.p50_at_most_us),
+            ms(f.p99_at_most_us),
+            ms(f.p999_at_most_us),
+            f.over_5ms,
+            f.over_10ms,
+            f.over_50ms,
+            f.max_since_start_us as f64 / 1000.0
+        );
+    }
     let _ = writeln!(s, "  Next seq      {}", r.next_seq);
     s
 }
@@ -247,6 +268,17 @@ mod tests {
                 load_cpu_s: 0.25,
                 load_us_per_notification: 2525.2525,
             }),
+            server_fsync: Some(crate::load::ServerFsync {
+                count: 1000,
+                mean_us: 310.0,
+                p50_at_most_us: Some(300),
+                p99_at_most_us: Some(2_000),
+                p999_at_most_us: None,
+                over_5ms: 4,
+                over_10ms: 2,
+                over_50ms: 1,
+                max_since_start_us: 1_250_000,
+            }),
             next_seq: 100,
         }
     }
@@ -283,6 +315,12 @@ mod tests {
             ),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "Server fsync  1000 log fsyncs, mean 0.310 ms; p50 ≤ 0.3, p99 ≤ 2, p99.9 > 1000 ms; over 5 / 10 / 50 ms: 4 / 2 / 1; max 1250.0 ms (since start)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
@@ -299,6 +337,7 @@ mod tests {
         assert_eq!(json["delivered_rate"], 97.25);
         assert_eq!(json["cpu"]["server_us_per_notification"], 10_000.0);
         assert_eq!(json["cpu"]["sim_cpu_s"], 0.5);
+        assert_eq!(json["server_fsync"]["over_10ms"], 2);
         let hgrm = std::fs::read_to_string(dir.join("accept.hgrm")).expect("hgrm");
         assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
         assert!(dir.join("e2e.hgrm").exists());

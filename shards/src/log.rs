@@ -18,12 +18,13 @@
 //!
 //! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/background.rs`
 //! (fjall's flush and compaction threads at a lower CPU priority), `log/storage.rs`
-//! (the thread and group commit), `log/recovery.rs` (open, format check, recovery scan),
+//! (the thread and group commit), `log/fsync_latency.rs` (how long its fsyncs take), `log/recovery.rs` (open, format check, recovery scan),
 //! `log/fold.rs` (notifications read back with their delivery updates).
 
 mod background;
 mod batch;
 mod fold;
+mod fsync_latency;
 mod reaper;
 mod recovery;
 mod storage;
@@ -45,6 +46,7 @@ use futures_channel::oneshot;
 
 pub use background::lower_background_priority;
 pub use batch::WriteBatch;
+pub use fsync_latency::{FSYNC_BUCKETS_MICROS, FsyncLatency, FsyncLatencyView};
 pub use recovery::{Recovered, open};
 pub use writeback::{TableWriteback, start_table_writeback};
 
@@ -209,6 +211,7 @@ pub(crate) struct Counters {
     pub(crate) fsyncs: AtomicU64,
     pub(crate) max_group_records: AtomicU64,
     pub(crate) last_fsync_micros: AtomicU64,
+    pub(crate) fsync_latency: fsync_latency::FsyncHistogram,
     pub(crate) swept: AtomicU64,
     pub(crate) poisoned: AtomicBool,
 }
@@ -232,6 +235,8 @@ pub struct LogStats {
     pub max_batch_records: u64,
     /// Duration of the latest fsync, in microseconds.
     pub last_fsync_micros: u64,
+    /// How long the group commits' fsyncs took, since open.
+    pub fsync_latency: FsyncLatency,
     /// Notifications deleted by retention sweeps.
     pub swept: u64,
     /// Requests waiting in the queue right now.
@@ -406,6 +411,7 @@ impl ShardLog {
             fsyncs: c.fsyncs.load(Relaxed),
             max_batch_records: c.max_group_records.load(Relaxed),
             last_fsync_micros: c.last_fsync_micros.load(Relaxed),
+            fsync_latency: c.fsync_latency.snapshot(),
             swept: c.swept.load(Relaxed),
             queued: self.tx.len(),
             poisoned: c.poisoned.load(Relaxed),

@@ -199,6 +199,7 @@ impl Engine {
             + self.timers.borrow().len() as u64;
         s.in_flight = self.in_flight.get() as u64;
         s.open_notifications = self.state.borrow().open.len() as u64;
+        s.log_fsync = self.log.stats().fsync_latency;
         s
     }
 

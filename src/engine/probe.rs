@@ -3,7 +3,8 @@
 
 use std::cell::Cell;
 
-use serde::Serialize;
+use clarion_shards::log::FsyncLatency;
+use serde::{Serialize, Serializer};
 
 #[derive(Default)]
 pub struct Probe {
@@ -49,6 +50,13 @@ pub struct ProbeSnapshot {
     pub queue_depth: u64,
     pub in_flight: u64,
     pub open_notifications: u64,
+    /// How long the log's group-commit fsyncs took (cumulative buckets in the API).
+    #[serde(serialize_with = "fsync_view")]
+    pub log_fsync: FsyncLatency,
+}
+
+fn fsync_view<S: Serializer>(v: &FsyncLatency, s: S) -> Result<S::Ok, S::Error> {
+    v.view().serialize(s)
 }
 
 impl Probe {
@@ -94,5 +102,6 @@ impl ProbeSnapshot {
         self.queue_depth += o.queue_depth;
         self.in_flight += o.in_flight;
         self.open_notifications += o.open_notifications;
+        self.log_fsync.add(&o.log_fsync);
     }
 }

@@ -11,6 +11,7 @@ mod driver;
 mod ledger_check;
 mod register;
 mod schedule;
+mod server_stats;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,6 +28,7 @@ pub use driver::REQUEST_TIMEOUT;
 pub use ledger_check::{LedgerReport, SimLink, compare};
 pub use register::{RegistrationReport, device_token, user_id};
 pub use schedule::{Burst, Schedule};
+pub use server_stats::{FsyncBuckets, ServerFsync};
 
 /// How the load generator talks to the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -164,6 +166,9 @@ pub struct LoadReport {
     pub delivered_rate: Option<f64>,
     /// CPU spent over the same span, per delivered notification (`bench` only).
     pub cpu: Option<CpuUse>,
+    /// The server's group-commit fsyncs over the same span, from its `/v1/stats`; `None` when
+    /// the server does not report them.
+    pub server_fsync: Option<ServerFsync>,
     /// The `seq_start` of a run that continues this one.
     pub next_seq: u64,
 }
@@ -206,9 +211,10 @@ pub async fn run_async_metered(
     if cfg.reset_sim {
         sim.reset().await.context("reset the APNs simulator")?;
     }
+    let fsync_start = server_stats::fetch(&client).await;
     let load_started = Instant::now();
     let cpu_start = meter.as_ref().and_then(CpuMeter::sample);
-    let mut m = driver::drive(client, cfg).await?;
+    let mut m = driver::drive(client.clone(), cfg).await?;
     m.accepted.sort_unstable();
     let next_seq = cfg.seq_start + m.scheduled_items;
     let ledger = ledger_check::await_ledger(
@@ -234,6 +240,12 @@ pub async fn run_async_metered(
             .sample()
             .map(|end| CpuUse::between(&start, &end, delivery_wall, n)),
         _ => None,
+    };
+    let server_fsync = match fsync_start {
+        Some(start) => server_stats::fetch(&client)
+            .await
+            .and_then(|end| ServerFsync::between(&start, &end)),
+        None => None,
     };
     let wall = m.measured_wall.max(cfg.duration).as_secs_f64();
     let (ledger, e2e) = match ledger {
@@ -267,6 +279,7 @@ pub async fn run_async_metered(
         e2e_latency_us: e2e,
         delivered_rate,
         cpu,
+        server_fsync,
         next_seq,
     })
 }

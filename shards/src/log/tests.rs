@@ -188,6 +188,7 @@ fn group_commit_coalesces_fsyncs() {
     assert!(s.fsyncs >= 1);
     // Typically 2-3 fsyncs; generous so a loaded CI box cannot make this flaky.
     assert!(s.fsyncs * 4 <= BATCHES, "expected coalescing, got {s:?}");
+    assert_eq!(s.fsync_latency.count(), s.fsyncs, "every fsync is timed");
     assert!(s.max_batch_records > 10, "{s:?}");
     assert!(s.bytes > BATCHES * 100);
     log.join().unwrap();
@@ -341,6 +342,7 @@ fn reads_see_earlier_writes_in_order() {
     assert_eq!(block_on(second).unwrap(), None);
     block_on(log.barrier().unwrap()).unwrap();
     assert_eq!(log.stats().fsyncs, 0, "fsync off");
+    assert_eq!(log.stats().fsync_latency.count(), 0);
     log.join().unwrap();
 }
 
