@@ -142,29 +142,39 @@ pub fn summary_text(r: &LoadReport) -> String {
             c.wall_s
         );
     }
-    if let Some(f) = &r.server_fsync {
-        let ms = |us: Option<u64>| {
-            us.map_or_else(
-                || "> 1000".to_owned(),
-                |us| format!("≤ {}", us as f64 / 1000.0),
-            )
-        };
-        let _ = writeln!(
-            s,
-            "  Server fsync  {} log fsyncs, mean {:.3} ms; p50 {}, p99 {}, p99.9 {} ms; over 5 / 10 / 50 ms: {} / {} / {}; max {:.1} ms (since start)",
-            f.count,
-            f.mean_us / 1000.0,
-            ms(f.p50_at_most_us),
-            ms(f.p99_at_most_us),
-            ms(f.p999_at_most_us),
-            f.over_5ms,
-            f.over_10ms,
-            f.over_50ms,
-            f.max_since_start_us as f64 / 1000.0
-        );
+    if let Some(log) = &r.server_log {
+        server_latency_row(&mut s, "Server write", "commits into fjall", &log.write);
+        server_latency_row(&mut s, "Server fsync", "log fsyncs", &log.fsync);
     }
     let _ = writeln!(s, "  Next seq      {}", r.next_seq);
     s
+}
+
+/// One of the server log's histograms, read from its stats: bucket bounds, not exact values.
+fn server_latency_row(s: &mut String, name: &str, what: &str, l: &crate::load::ServerLatency) {
+    let ms = |us: Option<u64>| {
+        us.map_or_else(
+            || "> 1000".to_owned(),
+            |us| format!("≤ {}", us as f64 / 1000.0),
+        )
+    };
+    if l.count == 0 {
+        let _ = writeln!(s, "  {name:<12}  no {what}");
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "  {name:<12}  {} {what}, mean {:.3} ms; p50 {}, p99 {}, p99.9 {} ms; over 5 / 10 / 50 ms: {} / {} / {}; max {:.1} ms (since start)",
+        l.count,
+        l.mean_us / 1000.0,
+        ms(l.p50_at_most_us),
+        ms(l.p99_at_most_us),
+        ms(l.p999_at_most_us),
+        l.over_5ms,
+        l.over_10ms,
+        l.over_50ms,
+        l.max_since_start_us as f64 / 1000.0
+    );
 }
 
 fn latency_row(s: &mut String, name: &str, l: &LatencySummary) {
@@ -268,16 +278,29 @@ mod tests {
                 load_cpu_s: 0.25,
                 load_us_per_notification: 2525.2525,
             }),
-            server_fsync: Some(crate::load::ServerFsync {
-                count: 1000,
-                mean_us: 310.0,
-                p50_at_most_us: Some(300),
-                p99_at_most_us: Some(2_000),
-                p999_at_most_us: None,
-                over_5ms: 4,
-                over_10ms: 2,
-                over_50ms: 1,
-                max_since_start_us: 1_250_000,
+            server_log: Some(crate::load::ServerLog {
+                write: crate::load::ServerLatency {
+                    count: 500,
+                    mean_us: 45.0,
+                    p50_at_most_us: Some(50),
+                    p99_at_most_us: Some(200),
+                    p999_at_most_us: Some(50_000),
+                    over_5ms: 1,
+                    over_10ms: 1,
+                    over_50ms: 0,
+                    max_since_start_us: 42_000,
+                },
+                fsync: crate::load::ServerLatency {
+                    count: 1000,
+                    mean_us: 310.0,
+                    p50_at_most_us: Some(300),
+                    p99_at_most_us: Some(2_000),
+                    p999_at_most_us: None,
+                    over_5ms: 4,
+                    over_10ms: 2,
+                    over_50ms: 1,
+                    max_since_start_us: 1_250_000,
+                },
             }),
             next_seq: 100,
         }
@@ -317,10 +340,27 @@ mod tests {
         );
         assert!(
             text.contains(
+                "Server write  500 commits into fjall, mean 0.045 ms; p50 ≤ 0.05, p99 ≤ 0.2, p99.9 ≤ 50 ms; over 5 / 10 / 50 ms: 1 / 1 / 0; max 42.0 ms (since start)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
                 "Server fsync  1000 log fsyncs, mean 0.310 ms; p50 ≤ 0.3, p99 ≤ 2, p99.9 > 1000 ms; over 5 / 10 / 50 ms: 4 / 2 / 1; max 1250.0 ms (since start)"
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_server_without_fsync_says_so() {
+        let mut r = report();
+        if let Some(log) = r.server_log.as_mut() {
+            log.fsync = crate::load::ServerLatency::default();
+        }
+        let text = summary_text(&r);
+        assert!(text.contains("  Server fsync  no log fsyncs\n"), "{text}");
+        assert!(text.contains("Server write  500 commits"), "{text}");
     }
 
     #[test]
@@ -337,7 +377,8 @@ mod tests {
         assert_eq!(json["delivered_rate"], 97.25);
         assert_eq!(json["cpu"]["server_us_per_notification"], 10_000.0);
         assert_eq!(json["cpu"]["sim_cpu_s"], 0.5);
-        assert_eq!(json["server_fsync"]["over_10ms"], 2);
+        assert_eq!(json["server_log"]["fsync"]["over_10ms"], 2);
+        assert_eq!(json["server_log"]["write"]["count"], 500);
         let hgrm = std::fs::read_to_string(dir.join("accept.hgrm")).expect("hgrm");
         assert!(hgrm.starts_with("       Value     Percentile TotalCount 1/(1-Percentile)"));
         assert!(dir.join("e2e.hgrm").exists());

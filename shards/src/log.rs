@@ -18,13 +18,13 @@
 //!
 //! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/background.rs`
 //! (fjall's flush and compaction threads at a lower CPU priority), `log/storage.rs`
-//! (the thread and group commit), `log/fsync_latency.rs` (how long its fsyncs take), `log/recovery.rs` (open, format check, recovery scan),
+//! (the thread and group commit), `log/latency.rs` (how long its commits' writes and fsyncs take), `log/recovery.rs` (open, format check, recovery scan),
 //! `log/fold.rs` (notifications read back with their delivery updates).
 
 mod background;
 mod batch;
 mod fold;
-mod fsync_latency;
+mod latency;
 mod reaper;
 mod recovery;
 mod storage;
@@ -46,7 +46,7 @@ use futures_channel::oneshot;
 
 pub use background::lower_background_priority;
 pub use batch::WriteBatch;
-pub use fsync_latency::{FSYNC_BUCKETS_MICROS, FsyncLatency, FsyncLatencyView};
+pub use latency::{LATENCY_BUCKETS_MICROS, LogLatency, LogLatencyView};
 pub use recovery::{Recovered, open};
 pub use writeback::{TableWriteback, start_table_writeback};
 
@@ -211,7 +211,8 @@ pub(crate) struct Counters {
     pub(crate) fsyncs: AtomicU64,
     pub(crate) max_group_records: AtomicU64,
     pub(crate) last_fsync_micros: AtomicU64,
-    pub(crate) fsync_latency: fsync_latency::FsyncHistogram,
+    pub(crate) write_latency: latency::LatencyHistogram,
+    pub(crate) fsync_latency: latency::LatencyHistogram,
     pub(crate) swept: AtomicU64,
     pub(crate) poisoned: AtomicBool,
 }
@@ -235,8 +236,10 @@ pub struct LogStats {
     pub max_batch_records: u64,
     /// Duration of the latest fsync, in microseconds.
     pub last_fsync_micros: u64,
+    /// How long writing the commits' batches into fjall took (no fsync), since open.
+    pub write_latency: LogLatency,
     /// How long the group commits' fsyncs took, since open.
-    pub fsync_latency: FsyncLatency,
+    pub fsync_latency: LogLatency,
     /// Notifications deleted by retention sweeps.
     pub swept: u64,
     /// Requests waiting in the queue right now.
@@ -411,7 +414,10 @@ impl ShardLog {
             fsyncs: c.fsyncs.load(Relaxed),
             max_batch_records: c.max_group_records.load(Relaxed),
             last_fsync_micros: c.last_fsync_micros.load(Relaxed),
+            // fsyncs first: each follows its commit's write, so a reader never sees more fsyncs
+            // than writes.
             fsync_latency: c.fsync_latency.snapshot(),
+            write_latency: c.write_latency.snapshot(),
             swept: c.swept.load(Relaxed),
             queued: self.tx.len(),
             poisoned: c.poisoned.load(Relaxed),

@@ -199,7 +199,9 @@ impl Engine {
             + self.timers.borrow().len() as u64;
         s.in_flight = self.in_flight.get() as u64;
         s.open_notifications = self.state.borrow().open.len() as u64;
-        s.log_fsync = self.log.stats().fsync_latency;
+        let log = self.log.stats();
+        s.log_write = log.write_latency;
+        s.log_fsync = log.fsync_latency;
         s
     }
 

@@ -3,7 +3,7 @@
 
 use std::cell::Cell;
 
-use clarion_shards::log::FsyncLatency;
+use clarion_shards::log::LogLatency;
 use serde::{Serialize, Serializer};
 
 #[derive(Default)]
@@ -50,12 +50,15 @@ pub struct ProbeSnapshot {
     pub queue_depth: u64,
     pub in_flight: u64,
     pub open_notifications: u64,
-    /// How long the log's group-commit fsyncs took (cumulative buckets in the API).
-    #[serde(serialize_with = "fsync_view")]
-    pub log_fsync: FsyncLatency,
+    /// How long the log's commits took to write into fjall, and their fsyncs (cumulative
+    /// buckets in the API).
+    #[serde(serialize_with = "latency_view")]
+    pub log_write: LogLatency,
+    #[serde(serialize_with = "latency_view")]
+    pub log_fsync: LogLatency,
 }
 
-fn fsync_view<S: Serializer>(v: &FsyncLatency, s: S) -> Result<S::Ok, S::Error> {
+fn latency_view<S: Serializer>(v: &LogLatency, s: S) -> Result<S::Ok, S::Error> {
     v.view().serialize(s)
 }
 
@@ -102,6 +105,7 @@ impl ProbeSnapshot {
         self.queue_depth += o.queue_depth;
         self.in_flight += o.in_flight;
         self.open_notifications += o.open_notifications;
+        self.log_write.add(&o.log_write);
         self.log_fsync.add(&o.log_fsync);
     }
 }

@@ -11,7 +11,7 @@ mod driver;
 mod ledger_check;
 mod register;
 mod schedule;
-mod server_stats;
+mod server_log;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,7 +28,7 @@ pub use driver::REQUEST_TIMEOUT;
 pub use ledger_check::{LedgerReport, SimLink, compare};
 pub use register::{RegistrationReport, device_token, user_id};
 pub use schedule::{Burst, Schedule};
-pub use server_stats::{FsyncBuckets, ServerFsync};
+pub use server_log::{LatencyBuckets, LogReading, ServerLatency, ServerLog};
 
 /// How the load generator talks to the API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -166,9 +166,9 @@ pub struct LoadReport {
     pub delivered_rate: Option<f64>,
     /// CPU spent over the same span, per delivered notification (`bench` only).
     pub cpu: Option<CpuUse>,
-    /// The server's group-commit fsyncs over the same span, from its `/v1/stats`; `None` when
-    /// the server does not report them.
-    pub server_fsync: Option<ServerFsync>,
+    /// The server's log (its commits' writes into fjall and its fsyncs) over the same span, from
+    /// its `/v1/stats`; `None` when the server does not report them.
+    pub server_log: Option<ServerLog>,
     /// The `seq_start` of a run that continues this one.
     pub next_seq: u64,
 }
@@ -211,7 +211,7 @@ pub async fn run_async_metered(
     if cfg.reset_sim {
         sim.reset().await.context("reset the APNs simulator")?;
     }
-    let fsync_start = server_stats::fetch(&client).await;
+    let log_start = server_log::fetch(&client).await;
     let load_started = Instant::now();
     let cpu_start = meter.as_ref().and_then(CpuMeter::sample);
     let mut m = driver::drive(client.clone(), cfg).await?;
@@ -241,10 +241,10 @@ pub async fn run_async_metered(
             .map(|end| CpuUse::between(&start, &end, delivery_wall, n)),
         _ => None,
     };
-    let server_fsync = match fsync_start {
-        Some(start) => server_stats::fetch(&client)
+    let server_log = match log_start {
+        Some(start) => server_log::fetch(&client)
             .await
-            .and_then(|end| ServerFsync::between(&start, &end)),
+            .and_then(|end| ServerLog::between(&start, &end)),
         None => None,
     };
     let wall = m.measured_wall.max(cfg.duration).as_secs_f64();
@@ -279,7 +279,7 @@ pub async fn run_async_metered(
         e2e_latency_us: e2e,
         delivered_rate,
         cpu,
-        server_fsync,
+        server_log,
         next_seq,
     })
 }

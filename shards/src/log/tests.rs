@@ -189,6 +189,11 @@ fn group_commit_coalesces_fsyncs() {
     // Typically 2-3 fsyncs; generous so a loaded CI box cannot make this flaky.
     assert!(s.fsyncs * 4 <= BATCHES, "expected coalescing, got {s:?}");
     assert_eq!(s.fsync_latency.count(), s.fsyncs, "every fsync is timed");
+    assert_eq!(
+        s.write_latency.count(),
+        s.commits,
+        "every commit's write is timed"
+    );
     assert!(s.max_batch_records > 10, "{s:?}");
     assert!(s.bytes > BATCHES * 100);
     log.join().unwrap();

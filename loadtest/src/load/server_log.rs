@@ -1,6 +1,7 @@
 //! The server's own view of a run, read from `GET /v1/stats` before and after it: how long its
-//! group-commit fsyncs took (`log_fsync`, cumulative buckets summed over shards). Every `202`
-//! waits for one of them, so this is the disk's share of accept latency, in the same run.
+//! logs' group commits took to write into fjall (`log_write`: where waits on fjall's locks show)
+//! and to fsync (`log_fsync`: the disk), as cumulative buckets summed over shards. Every `202`
+//! waits for one of each, so this is the log's share of accept latency, in the same run.
 
 use http::Method;
 use serde::Serialize;
@@ -8,26 +9,51 @@ use serde_json::Value;
 
 use super::client::ApiClient;
 
-/// The `log_fsync` buckets of one `/v1/stats` answer: `(upper bound in µs, cumulative count)`,
-/// the last bound `None` (`+Inf`), and the slowest fsync since the server started.
+/// One histogram (`log_write` or `log_fsync`) of a `/v1/stats` answer: `(upper bound in µs, cumulative count)`,
+/// the last bound `None` (`+Inf`), the sum and the slowest since the server started.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FsyncBuckets {
+pub struct LatencyBuckets {
     pub cumulative: Vec<(Option<u64>, u64)>,
     pub sum_micros: u64,
     pub max_micros: u64,
 }
 
-/// The server's fsyncs during a run (the difference of two [`FsyncBuckets`]).
+/// Both histograms of one reading.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogReading {
+    pub write: LatencyBuckets,
+    pub fsync: LatencyBuckets,
+}
+
+/// The server's log during a run: its commits' writes and its fsyncs.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct ServerFsync {
+pub struct ServerLog {
+    pub write: ServerLatency,
+    pub fsync: ServerLatency,
+}
+
+impl ServerLog {
+    /// The log's work between two readings of the same server.
+    #[must_use]
+    pub fn between(start: &LogReading, end: &LogReading) -> Option<ServerLog> {
+        Some(ServerLog {
+            write: ServerLatency::between(&start.write, &end.write)?,
+            fsync: ServerLatency::between(&start.fsync, &end.fsync)?,
+        })
+    }
+}
+
+/// One of the log's histograms during a run (the difference of two [`LatencyBuckets`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ServerLatency {
     pub count: u64,
     pub mean_us: f64,
-    /// Bucket bounds (µs) under which 50%, 99% and 99.9% of the run's fsyncs fell; `None` when
-    /// past the last bound.
+    /// Bucket bounds (µs) under which 50%, 99% and 99.9% of the run's durations fell; `None`
+    /// when past the last bound.
     pub p50_at_most_us: Option<u64>,
     pub p99_at_most_us: Option<u64>,
     pub p999_at_most_us: Option<u64>,
-    /// fsyncs slower than 5, 10 and 50 ms.
+    /// Durations over 5, 10 and 50 ms.
     pub over_5ms: u64,
     pub over_10ms: u64,
     pub over_50ms: u64,
@@ -35,9 +61,9 @@ pub struct ServerFsync {
     pub max_since_start_us: u64,
 }
 
-/// Reads the server's `log_fsync` histogram; `None` when the server does not answer or has none
-/// (an older build), so a load against any server still runs.
-pub(crate) async fn fetch(client: &ApiClient) -> Option<FsyncBuckets> {
+/// Reads the server's `log_write` and `log_fsync` histograms; `None` when the server does not
+/// answer or has none (an older build), so a load against any server still runs.
+pub(crate) async fn fetch(client: &ApiClient) -> Option<LogReading> {
     let resp = client
         .send(Method::GET, "/v1/stats", Default::default())
         .await
@@ -46,10 +72,13 @@ pub(crate) async fn fetch(client: &ApiClient) -> Option<FsyncBuckets> {
         return None;
     }
     let v: Value = serde_json::from_slice(&resp.body).ok()?;
-    parse(&v["total"]["log_fsync"])
+    Some(LogReading {
+        write: parse(&v["total"]["log_write"])?,
+        fsync: parse(&v["total"]["log_fsync"])?,
+    })
 }
 
-fn parse(v: &Value) -> Option<FsyncBuckets> {
+fn parse(v: &Value) -> Option<LatencyBuckets> {
     let mut cumulative = Vec::new();
     for pair in v["buckets"].as_array()? {
         let le = pair.get(0)?.as_str()?;
@@ -60,17 +89,17 @@ fn parse(v: &Value) -> Option<FsyncBuckets> {
         };
         cumulative.push((bound, pair.get(1)?.as_u64()?));
     }
-    Some(FsyncBuckets {
+    Some(LatencyBuckets {
         cumulative,
         sum_micros: v["sum_micros"].as_u64()?,
         max_micros: v["max_micros"].as_u64()?,
     })
 }
 
-impl ServerFsync {
-    /// The fsyncs between two readings of the same server.
+impl ServerLatency {
+    /// The durations recorded between two readings of the same server.
     #[must_use]
-    pub fn between(start: &FsyncBuckets, end: &FsyncBuckets) -> Option<ServerFsync> {
+    pub fn between(start: &LatencyBuckets, end: &LatencyBuckets) -> Option<ServerLatency> {
         if start.cumulative.len() != end.cumulative.len() {
             return None;
         }
@@ -82,7 +111,7 @@ impl ServerFsync {
             .collect();
         let count = during.last().map_or(0, |&(_, c)| c);
         let at_most = |q: f64| -> Option<u64> {
-            let want = (q * count as f64).ceil() as u64;
+            let want = ((q * count as f64).ceil() as u64).max(1);
             during
                 .iter()
                 .find(|&&(_, c)| c >= want)
@@ -95,7 +124,7 @@ impl ServerFsync {
                 .map_or(0, |&(_, c)| count - c)
         };
         let sum = end.sum_micros.saturating_sub(start.sum_micros);
-        Some(ServerFsync {
+        Some(ServerLatency {
             count,
             mean_us: if count == 0 {
                 0.0
@@ -118,7 +147,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn reading(counts: &[(&str, u64)], sum: u64, max: u64) -> FsyncBuckets {
+    fn reading(counts: &[(&str, u64)], sum: u64, max: u64) -> LatencyBuckets {
         let v = json!({"count": 0, "sum_micros": sum, "max_micros": max, "buckets": counts});
         parse(&v).expect("parses")
     }
@@ -146,7 +175,7 @@ mod tests {
         // 900 ≤ 200 µs, 95 ≤ 1 ms, 3 ≤ 5 ms, 1 ≤ 10 ms and 1 past 50 ms.
         let start = with([10, 10, 10, 10, 10, 10], 1_000, 150);
         let end = with([910, 1005, 1008, 1009, 1009, 1010], 301_000, 80_000);
-        let f = ServerFsync::between(&start, &end).expect("same buckets");
+        let f = ServerLatency::between(&start, &end).expect("same buckets");
         assert_eq!(f.count, 1000);
         assert!((f.mean_us - 300.0).abs() < 1e-9);
         assert_eq!(f.p50_at_most_us, Some(200));
@@ -154,10 +183,22 @@ mod tests {
         assert_eq!(f.p999_at_most_us, Some(10_000));
         assert_eq!((f.over_5ms, f.over_10ms, f.over_50ms), (2, 1, 1));
         assert_eq!(f.max_since_start_us, 80_000);
+        let none = ServerLatency::between(&start, &start).expect("same buckets");
+        assert_eq!(
+            (none.count, none.p50_at_most_us, none.p99_at_most_us),
+            (0, None, None)
+        );
         let other = with([0; 6], 0, 0);
         assert_eq!(
-            ServerFsync::between(&reading(&[("+Inf", 0)], 0, 0), &other),
+            ServerLatency::between(&reading(&[("+Inf", 0)], 0, 0), &other),
             None
         );
+        let log = |r: LatencyBuckets| LogReading {
+            write: r.clone(),
+            fsync: r,
+        };
+        let both = ServerLog::between(&log(start), &log(end)).expect("both");
+        assert_eq!(both.write, f);
+        assert_eq!(both.fsync, f);
     }
 }
