@@ -18,7 +18,8 @@
 //!
 //! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/background.rs`
 //! (fjall's flush and compaction threads at a lower CPU priority), `log/storage.rs`
-//! (the thread and group commit), `log/latency.rs` (how long its commits' writes and fsyncs take), `log/recovery.rs` (open, format check, recovery scan),
+//! (the thread and group commit), `log/latency.rs` (how long its commits' writes and fsyncs
+//! take), `log/recovery.rs` (open, format check, recovery scan),
 //! `log/fold.rs` (notifications read back with their delivery updates).
 
 mod background;
@@ -187,6 +188,9 @@ pub(crate) enum Request {
     /// Test hook: make the next commit fail as a disk error would.
     #[cfg(test)]
     FailNextCommit,
+    /// Test hook: make the next fsync fail (after its commit's write succeeded).
+    #[cfg(test)]
+    FailNextSync,
 }
 
 impl Request {
@@ -440,5 +444,10 @@ impl ShardLog {
     #[cfg(test)]
     pub(crate) fn fail_next_commit(&self) -> Result<(), Error> {
         self.send(Request::FailNextCommit)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fail_next_sync(&self) -> Result<(), Error> {
+        self.send(Request::FailNextSync)
     }
 }

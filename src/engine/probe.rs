@@ -1,5 +1,6 @@
 //! The shard engine's probe: plain per-shard counters (no atomics; read on the shard's own core
-//! and summed across shards on demand).
+//! and summed across shards on demand), and a copy of its log's latency histograms (which the
+//! log's storage thread keeps in atomics of its own, see `clarion_shards::log`).
 
 use std::cell::Cell;
 

@@ -100,7 +100,15 @@ impl ServerLatency {
     /// The durations recorded between two readings of the same server.
     #[must_use]
     pub fn between(start: &LatencyBuckets, end: &LatencyBuckets) -> Option<ServerLatency> {
-        if start.cumulative.len() != end.cumulative.len() {
+        // Other bounds, or a count that went down (the server restarted during the run): no
+        // difference to take.
+        let same_bounds = start.cumulative.len() == end.cumulative.len()
+            && start
+                .cumulative
+                .iter()
+                .zip(&end.cumulative)
+                .all(|(s, e)| s.0 == e.0 && s.1 <= e.1);
+        if !same_bounds || end.sum_micros < start.sum_micros {
             return None;
         }
         let during: Vec<(Option<u64>, u64)> = end
@@ -183,6 +191,25 @@ mod tests {
         assert_eq!(f.p999_at_most_us, Some(10_000));
         assert_eq!((f.over_5ms, f.over_10ms, f.over_50ms), (2, 1, 1));
         assert_eq!(f.max_since_start_us, 80_000);
+        let restarted = with([1, 1, 1, 1, 1, 1], 10, 10);
+        assert_eq!(
+            ServerLatency::between(&start, &restarted),
+            None,
+            "counts went down"
+        );
+        let moved = reading(
+            &[
+                ("100", 10),
+                ("1000", 10),
+                ("5000", 10),
+                ("10000", 10),
+                ("50000", 10),
+                ("+Inf", 10),
+            ],
+            1_000,
+            150,
+        );
+        assert_eq!(ServerLatency::between(&start, &moved), None, "other bounds");
         let none = ServerLatency::between(&start, &start).expect("same buckets");
         assert_eq!(
             (none.count, none.p50_at_most_us, none.p99_at_most_us),

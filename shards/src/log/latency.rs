@@ -5,7 +5,10 @@
 //! waits for both in every `202`, so they are the log's share of accept latency, readable beside
 //! the load test's own histograms.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 
 use serde::Serialize;
 
@@ -29,14 +32,16 @@ pub(crate) struct LatencyHistogram {
 impl LatencyHistogram {
     pub(crate) fn record(&self, micros: u64) {
         let i = LATENCY_BUCKETS_MICROS.partition_point(|&bound| bound < micros);
-        self.counts[i].fetch_add(1, Relaxed);
+        // Release, read with Acquire: a reader that sees this count also sees whatever the
+        // storage thread recorded before it (a commit's write before its fsync).
+        self.counts[i].fetch_add(1, Release);
         self.sum_micros.fetch_add(micros, Relaxed);
         self.max_micros.fetch_max(micros, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> LogLatency {
         LogLatency {
-            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
+            counts: std::array::from_fn(|i| self.counts[i].load(Acquire)),
             sum_micros: self.sum_micros.load(Relaxed),
             max_micros: self.max_micros.load(Relaxed),
         }

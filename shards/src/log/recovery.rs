@@ -100,6 +100,7 @@ pub(crate) fn open_with_capacity(
         unsynced: false,
         group_failure: None,
         fail_next_commit: false,
+        fail_next_sync: false,
         reaper: MemtableReaper::start(config.shard, &config.dir)?,
     };
     let thread = std::thread::Builder::new()

@@ -76,6 +76,7 @@ pub(super) struct Storage {
     /// Set when a commit of the current group failed; every reply of the group gets it.
     pub(super) group_failure: Option<String>,
     pub(super) fail_next_commit: bool,
+    pub(super) fail_next_sync: bool,
     /// Frees flushed memtables on its own thread (see `log/reaper.rs`).
     pub(super) reaper: MemtableReaper,
 }
@@ -155,7 +156,7 @@ impl Storage {
                     held.push(Held::Write(done));
                 }
                 Request::Get { ks, key, done } => {
-                    self.commit(&mut segment, false);
+                    self.commit(&mut segment);
                     let value = self
                         .handles
                         .get(ks)
@@ -165,12 +166,12 @@ impl Storage {
                     held.push(Held::Get(done, value));
                 }
                 Request::GetNotification { id, done } => {
-                    self.commit(&mut segment, false);
+                    self.commit(&mut segment);
                     let record = self.read_notification(id);
                     held.push(Held::GetNotification(done, record));
                 }
                 Request::Sweep { before, done } => {
-                    self.commit(&mut segment, false);
+                    self.commit(&mut segment);
                     let swept = self.sweep(&before);
                     held.push(Held::Sweep(done, swept));
                 }
@@ -182,10 +183,12 @@ impl Storage {
                 }
                 #[cfg(test)]
                 Request::FailNextCommit => self.fail_next_commit = true,
+                #[cfg(test)]
+                Request::FailNextSync => self.fail_next_sync = true,
             }
         }
         let sync_now = self.fsync && needs_sync;
-        self.commit(&mut segment, sync_now);
+        self.commit(&mut segment);
         if sync_now && self.unsynced {
             self.sync();
         }
@@ -196,16 +199,18 @@ impl Storage {
         stop
     }
 
-    /// Commits the segment (with an fsync when `sync`), unless the group already failed.
-    fn commit(&mut self, segment: &mut Segment, sync: bool) {
+    /// Commits the segment, unsynced, unless the group already failed; the group's fsync comes
+    /// after its last commit (`process`).
+    fn commit(&mut self, segment: &mut Segment) {
         let taken = std::mem::take(segment);
         let Some(batch) = taken.batch else { return };
         if self.poisoned {
             return;
         }
-        // The batch is written unsynced and then fsynced on its own (the same work as fjall's
-        // commit with a durability, which also syncs under its journal lock), so the write's time
-        // (fjall's locks) is measured apart from the fsync's (the disk).
+        // The batch is written unsynced and the group fsyncs after its last commit (the same work
+        // as fjall's commit with a durability, which syncs under the same journal lock), so the
+        // write's time (fjall's locks and write stalls) is measured apart from the fsync's (the
+        // disk).
         let started = Instant::now();
         let result = if std::mem::take(&mut self.fail_next_commit) {
             Err(Error::Storage("injected commit failure".into()))
@@ -224,9 +229,6 @@ impl Storage {
                 c.records.fetch_add(taken.records, Relaxed);
                 c.bytes.fetch_add(taken.bytes, Relaxed);
                 self.unsynced = true;
-                if sync {
-                    self.sync();
-                }
             }
             Err(e) => self.poison(e),
         }
@@ -238,9 +240,14 @@ impl Storage {
             return;
         }
         let started = Instant::now();
-        match self.db.persist(PersistMode::SyncData) {
+        let result = if std::mem::take(&mut self.fail_next_sync) {
+            Err(Error::Storage("injected fsync failure".into()))
+        } else {
+            self.db.persist(PersistMode::SyncData).map_err(Error::from)
+        };
+        match result {
             Ok(()) => self.synced(started),
-            Err(e) => self.poison(e.into()),
+            Err(e) => self.poison(e),
         }
     }
 
@@ -305,10 +312,10 @@ impl Storage {
                 fb.remove(&self.handles.notifications, key);
             }
             if segment.records as usize >= SWEEP_CHUNK_RECORDS {
-                self.commit(&mut segment, false);
+                self.commit(&mut segment);
             }
         }
-        self.commit(&mut segment, false);
+        self.commit(&mut segment);
         if self.poisoned {
             return Err(Error::Poisoned);
         }

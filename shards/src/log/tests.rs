@@ -372,6 +372,34 @@ fn failed_commit_poisons_the_log() {
 }
 
 #[test]
+fn failed_fsync_fails_its_group_and_poisons_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = reopen(&dir, NOW).unwrap();
+    let mut b = WriteBatch::new();
+    b.put(Keyspace::Users, "a", b"1");
+    block_on(log.submit(b.clone()).unwrap()).unwrap();
+    let s = log.stats();
+    assert_eq!((s.write_latency.count(), s.fsync_latency.count()), (1, 1));
+    log.fail_next_sync().unwrap();
+    // The write itself goes into fjall; its fsync fails, so its waiter hears of it.
+    let err = block_on(log.submit(b.clone()).unwrap()).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(ref m) if m.contains("fsync")),
+        "{err:?}"
+    );
+    let s = log.stats();
+    assert!(s.poisoned);
+    assert_eq!(
+        s.write_latency.count(),
+        2,
+        "the write succeeded and was timed"
+    );
+    assert_eq!(s.fsync_latency.count(), 1, "a failed fsync is not timed");
+    assert!(matches!(log.submit(b), Err(Error::Poisoned)));
+    assert!(matches!(log.join(), Err(Error::Poisoned)));
+}
+
+#[test]
 fn shutdown_flushes_then_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = reopen(&dir, NOW).unwrap();
