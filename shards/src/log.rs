@@ -211,8 +211,6 @@ pub(crate) struct Counters {
     pub(crate) records: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) groups: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) fsyncs: AtomicU64,
     pub(crate) max_group_records: AtomicU64,
     pub(crate) last_fsync_micros: AtomicU64,
     pub(crate) write_latency: latency::LatencyHistogram,
@@ -409,19 +407,21 @@ impl ShardLog {
     #[must_use]
     pub fn stats(&self) -> LogStats {
         let c = &self.counters;
+        // fsyncs first: each follows its commit's write, so a reader never sees more fsyncs than
+        // writes. Each histogram counts every successful commit or fsync, so it gives the totals.
+        let fsync_latency = c.fsync_latency.snapshot();
+        let write_latency = c.write_latency.snapshot();
         LogStats {
             batches: c.batches.load(Relaxed),
             records: c.records.load(Relaxed),
             bytes: c.bytes.load(Relaxed),
             groups: c.groups.load(Relaxed),
-            commits: c.commits.load(Relaxed),
-            fsyncs: c.fsyncs.load(Relaxed),
+            commits: write_latency.count(),
+            fsyncs: fsync_latency.count(),
             max_batch_records: c.max_group_records.load(Relaxed),
             last_fsync_micros: c.last_fsync_micros.load(Relaxed),
-            // fsyncs first: each follows its commit's write, so a reader never sees more fsyncs
-            // than writes.
-            fsync_latency: c.fsync_latency.snapshot(),
-            write_latency: c.write_latency.snapshot(),
+            fsync_latency,
+            write_latency,
             swept: c.swept.load(Relaxed),
             queued: self.tx.len(),
             poisoned: c.poisoned.load(Relaxed),

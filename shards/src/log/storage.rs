@@ -224,7 +224,6 @@ impl Storage {
                 let h = &self.handles;
                 self.reaper.observe([&h.notifications, &h.users, &h.meta]);
                 let c = &self.counters;
-                c.commits.fetch_add(1, Relaxed);
                 c.batches.fetch_add(taken.batches, Relaxed);
                 c.records.fetch_add(taken.records, Relaxed);
                 c.bytes.fetch_add(taken.bytes, Relaxed);
@@ -254,7 +253,6 @@ impl Storage {
     fn synced(&mut self, started: Instant) {
         self.unsynced = false;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.counters.fsyncs.fetch_add(1, Relaxed);
         self.counters.last_fsync_micros.store(micros, Relaxed);
         self.counters.fsync_latency.record(micros);
     }
