@@ -86,6 +86,9 @@ pub struct RawConfig {
 pub struct RawTuning {
     /// Batches in flight per shard pair on the mesh; default `mesh::MESH_CHANNEL_CAPACITY`.
     pub mesh_channel_capacity: Option<usize>,
+    /// Deliveries each channel holds ready in memory per shard; default
+    /// `engine::lane::WINDOW_CAPACITY`. The rest of a backlog waits in the log.
+    pub lane_window: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +184,7 @@ pub struct Config {
     pub backoff_max_ms: u64,
     pub shutdown_grace_ms: u64,
     pub mesh_channel_capacity: usize,
+    pub lane_window: usize,
     pub apns: ApnsTarget,
 }
 
@@ -393,6 +397,14 @@ impl RawConfig {
             ));
         }
 
+        let lane_window = self
+            .tuning
+            .lane_window
+            .unwrap_or(crate::engine::lane::WINDOW_CAPACITY);
+        if !(2..=1 << 20).contains(&lane_window) {
+            return Err(bad("tuning.lane_window", "must be between 2 and 1048576"));
+        }
+
         Ok(Config {
             listen,
             data_dir,
@@ -410,6 +422,7 @@ impl RawConfig {
             backoff_max_ms,
             shutdown_grace_ms: self.delivery.shutdown_grace_ms.unwrap_or(5_000),
             mesh_channel_capacity,
+            lane_window,
             apns,
         })
     }

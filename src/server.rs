@@ -259,6 +259,7 @@ async fn run_shard(
             max_attempts: cfg.max_attempts,
         },
         shutdown_grace_ms: cfg.shutdown_grace_ms,
+        lane_window: cfg.lane_window,
     };
     let seed = now_ms() ^ ((shard as u64) << 48) ^ u64::from(std::process::id());
     let engine = Rc::new(Engine::new(ecfg, log, senders_list, seed));

@@ -94,6 +94,7 @@ pub mod dedup;
 pub mod error;
 pub mod ids;
 pub mod log;
+pub mod pending;
 pub mod process;
 pub mod queue;
 pub mod record;
@@ -107,10 +108,11 @@ pub use error::Error;
 pub use ids::{IdGenerator, ms_of, shard_of, uuid_floor_for_ms};
 pub use log::{
     BACKGROUND_THREADS_PER_LOG, Durable, FJALL_WORKER_THREADS, GROUP_COMMIT_MAX_RECORDS, Keyspace,
-    LAZY_SYNC_INTERVAL, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, LogStats, Recovered,
-    Reply, SWEEP_CHUNK_RECORDS, ShardLog, TableWriteback, WriteBatch, lower_background_priority,
-    open, start_table_writeback,
+    LAZY_SYNC_INTERVAL, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, LogStats, PendingScan,
+    Recovered, Reply, SCAN_PENDING_MAX, SWEEP_CHUNK_RECORDS, ShardLog, TableWriteback, WriteBatch,
+    lower_background_priority, open, start_table_writeback,
 };
+pub use pending::PendingKey;
 pub use queue::{BoundedQueue, RetryTimers, TimerKey};
 pub use record::{
     Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, JsonObject,

@@ -82,8 +82,28 @@ pub const BACKGROUND_THREADS_PER_LOG: usize = FJALL_WORKER_THREADS + 1;
 ///
 /// - 1: users, notifications (one record each, rewritten whole as deliveries settled), meta.
 /// - 2: as 1, plus delivery updates in `notifications` under `id ++ index` (see `log/fold.rs`).
-///   A version 1 log is a valid version 2 log and is marked 2 when opened.
-pub const LOG_FORMAT_VERSION: u8 = 2;
+/// - 3: as 2, plus the `pending` keyspace (the backlog, see `pending.rs`); `meta/watermark` is
+///   no longer written. A version 1 or 2 log gets its backlog built from its open notifications
+///   (scanned from its watermark) and is marked 3 when opened.
+pub const LOG_FORMAT_VERSION: u8 = 3;
+
+/// Most deliveries one backlog scan returns: bounds the reply's memory and how long one scan
+/// holds the storage thread (each delivery's notification is read and folded).
+pub const SCAN_PENDING_MAX: usize = 4096;
+
+/// A page of a channel's backlog, in due order, from [`ShardLog::scan_pending`].
+#[derive(Debug, Default)]
+pub struct PendingScan {
+    /// Each pending delivery with the index of its notification in `records`; `None` when the
+    /// notification is missing (the key is stale and may be deleted).
+    pub items: Vec<(crate::PendingKey, Option<usize>)>,
+    /// The notifications the items belong to, each once, as stored (updates folded in).
+    pub records: Vec<crate::record::NotificationRecord>,
+    /// Whether the scan reached its `until` bound (fewer than `limit` items were due).
+    pub complete: bool,
+    /// When the first delivery after `until` falls due, if there is one (only when `complete`).
+    pub next_due_ms: Option<u64>,
+}
 
 /// Where and how a shard's log lives.
 #[derive(Clone, Debug)]
@@ -104,6 +124,8 @@ pub enum Keyspace {
     Users,
     Notifications,
     Meta,
+    /// The backlog: one [`PendingKey`](crate::PendingKey) per delivery still to attempt.
+    Pending,
 }
 
 impl Keyspace {
@@ -114,6 +136,7 @@ impl Keyspace {
             Keyspace::Users => "users",
             Keyspace::Notifications => "notifications",
             Keyspace::Meta => "meta",
+            Keyspace::Pending => "pending",
         }
     }
 }
@@ -181,6 +204,13 @@ pub(crate) enum Request {
     Sweep {
         before: [u8; 16],
         done: oneshot::Sender<Result<u64, Error>>,
+    },
+    ScanPending {
+        channel: crate::record::Channel,
+        after: Option<crate::PendingKey>,
+        until_due_ms: u64,
+        limit: usize,
+        done: oneshot::Sender<Result<PendingScan, Error>>,
     },
     Shutdown {
         done: oneshot::Sender<Result<(), Error>>,
@@ -356,6 +386,28 @@ impl ShardLog {
     ) -> Result<Reply<Option<crate::record::NotificationRecord>>, Error> {
         let (done, reply) = Reply::channel();
         self.send(Request::GetNotification { id, done })?;
+        Ok(reply)
+    }
+
+    /// Reads up to `limit` (at most [`SCAN_PENDING_MAX`]) deliveries of `channel`'s backlog
+    /// that are due at or before `until_due_ms`, in due order, starting after the key `after`
+    /// (from the channel's start when `None`), each with its notification. In order with the
+    /// writes submitted before it.
+    pub fn scan_pending(
+        &self,
+        channel: crate::record::Channel,
+        after: Option<crate::PendingKey>,
+        until_due_ms: u64,
+        limit: usize,
+    ) -> Result<Reply<PendingScan>, Error> {
+        let (done, reply) = Reply::channel();
+        self.send(Request::ScanPending {
+            channel,
+            after,
+            until_due_ms,
+            limit: limit.min(SCAN_PENDING_MAX),
+            done,
+        })?;
         Ok(reply)
     }
 

@@ -15,9 +15,15 @@ pub enum SendOutcome {
     /// APNs accepted it; `apns_id` is the id it echoed (the one sent, if it echoed none or
     /// something that is not a UUID).
     Sent { apns_id: uuid::Uuid },
-    /// Not delivered, but the same notification may succeed later (throttling, server errors,
-    /// connection loss, timeouts). `retry_after` is APNs' hint when it gave one.
+    /// Not delivered, but the same notification may succeed later: APNs answered about it
+    /// (`429`, this device throttled). `retry_after` is APNs' hint when it gave one.
     Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Not delivered, and APNs said nothing about this notification: it failed as a service
+    /// (5xx) or could not be reached (connection refused or lost, TLS failure, timeout).
+    Unavailable {
         reason: String,
         retry_after: Option<Duration>,
     },
@@ -33,7 +39,10 @@ pub enum SendOutcome {
 impl SendOutcome {
     /// Whether sending the same notification again could succeed.
     pub fn retry_can_help(&self) -> bool {
-        matches!(self, SendOutcome::Retry { .. })
+        matches!(
+            self,
+            SendOutcome::Retry { .. } | SendOutcome::Unavailable { .. }
+        )
     }
 }
 
@@ -78,6 +87,10 @@ pub(crate) fn classify(
         reason: described(),
         retry_after: retry_after(headers),
     };
+    let unavailable = || SendOutcome::Unavailable {
+        reason: described(),
+        retry_after: retry_after(headers),
+    };
     let permanent = |deactivate_token| SendOutcome::Permanent {
         reason: described(),
         deactivate_token,
@@ -111,8 +124,8 @@ pub(crate) fn classify(
         (413, _) => verdict(permanent(false), FollowUp::None),
         (429, "TooManyProviderTokenUpdates") => verdict(retry(), FollowUp::HoldTokenRefresh),
         (429, _) => verdict(retry(), FollowUp::None),
-        (503, "Shutdown") => verdict(retry(), FollowUp::Reconnect),
-        (code, _) if (500..600).contains(&code) => verdict(retry(), FollowUp::None),
+        (503, "Shutdown") => verdict(unavailable(), FollowUp::Reconnect),
+        (code, _) if (500..600).contains(&code) => verdict(unavailable(), FollowUp::None),
         _ => verdict(permanent(false), FollowUp::None),
     }
 }
@@ -177,6 +190,13 @@ mod tests {
 
     fn retry(reason: &str) -> SendOutcome {
         SendOutcome::Retry {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    fn unavailable(reason: &str) -> SendOutcome {
+        SendOutcome::Unavailable {
             reason: reason.into(),
             retry_after: None,
         }
@@ -289,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn throttling_and_server_errors_retry() {
+    fn throttling_retries_and_server_errors_are_unavailable() {
         assert_eq!(
             answer(429, "TooManyRequests").outcome,
             retry("429 TooManyRequests")
@@ -299,30 +319,30 @@ mod tests {
         assert_eq!(updates.follow_up, FollowUp::HoldTokenRefresh);
         assert_eq!(
             answer(500, "InternalServerError").outcome,
-            retry("500 InternalServerError")
+            unavailable("500 InternalServerError")
         );
-        let unavailable = answer(503, "ServiceUnavailable");
+        let service = answer(503, "ServiceUnavailable");
         assert_eq!(
-            (unavailable.outcome, unavailable.follow_up),
-            (retry("503 ServiceUnavailable"), FollowUp::None)
+            (service.outcome, service.follow_up),
+            (unavailable("503 ServiceUnavailable"), FollowUp::None)
         );
         let shutdown = answer(503, "Shutdown");
         assert_eq!(
             (shutdown.outcome, shutdown.follow_up),
-            (retry("503 Shutdown"), FollowUp::Reconnect)
+            (unavailable("503 Shutdown"), FollowUp::Reconnect)
         );
         assert!(answer(503, "Shutdown").outcome.retry_can_help());
     }
 
     #[test]
-    fn unknown_statuses_retry_if_5xx_else_fail_and_odd_bodies_are_tolerated() {
-        assert_eq!(answer(502, "").outcome, retry("502"));
+    fn unknown_statuses_are_unavailable_if_5xx_else_fail_and_odd_bodies_are_tolerated() {
+        assert_eq!(answer(502, "").outcome, unavailable("502"));
         assert_eq!(
             answer(418, "Teapot").outcome,
             permanent("418 Teapot", false)
         );
         let html = classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>", SENT);
-        assert_eq!(html.outcome, retry("502"));
+        assert_eq!(html.outcome, unavailable("502"));
         let injected = classify(
             StatusCode::BAD_REQUEST,
             &HeaderMap::new(),
@@ -353,7 +373,7 @@ mod tests {
         headers.insert("retry-after", "999999".parse().unwrap());
         let capped = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"", SENT);
         assert!(
-            matches!(capped.outcome, SendOutcome::Retry { retry_after: Some(d), .. } if d == MAX_RETRY_AFTER)
+            matches!(capped.outcome, SendOutcome::Unavailable { retry_after: Some(d), .. } if d == MAX_RETRY_AFTER)
         );
         headers.insert(
             "retry-after",
@@ -362,7 +382,7 @@ mod tests {
         let date = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"", SENT);
         assert!(matches!(
             date.outcome,
-            SendOutcome::Retry {
+            SendOutcome::Unavailable {
                 retry_after: None,
                 ..
             }

@@ -143,7 +143,7 @@ impl ApnsSender {
             let inner = &*inner;
             inner.stats.borrow_mut().requests += 1;
             let outcome = if inner.closing.get() {
-                retry("sender closed")
+                unavailable("sender closed")
             } else {
                 // `ref`: borrowed where it lies, not moved into a second copy.
                 match prepared.0 {
@@ -156,7 +156,7 @@ impl ApnsSender {
                             .await;
                         outcome.unwrap_or_else(|| {
                             inner.stats.borrow_mut().timeouts += 1;
-                            retry("request timed out")
+                            unavailable("request timed out")
                         })
                     }
                 }
@@ -211,7 +211,7 @@ impl Inner {
         let mut stats = self.stats.borrow_mut();
         match outcome {
             SendOutcome::Sent { .. } => stats.sent += 1,
-            SendOutcome::Retry { .. } => stats.retries += 1,
+            SendOutcome::Retry { .. } | SendOutcome::Unavailable { .. } => stats.retries += 1,
             SendOutcome::Permanent { .. } => stats.permanent_failures += 1,
             SendOutcome::ConfigFault { reason } => {
                 stats.config_faults += 1;
@@ -234,10 +234,10 @@ impl Inner {
         let mut unsent_retry_left = true;
         loop {
             let Some(stream) = self.pool.acquire().await else {
-                return retry("sender closed");
+                return unavailable("sender closed");
             };
             let Ok(token) = self.token.current() else {
-                return retry("provider token signing failed");
+                return unavailable("provider token signing failed");
             };
             let conn = stream.connection();
             let build =
@@ -253,12 +253,12 @@ impl Inner {
                     }
                     continue;
                 }
-                Err(StreamError::Refused) => return retry("stream refused"),
+                Err(StreamError::Refused) => return unavailable("stream refused"),
                 Err(StreamError::NotSent | StreamError::ConnectionLost) => {
-                    return retry("connection lost");
+                    return unavailable("connection lost");
                 }
                 Err(StreamError::Reset(reason)) => {
-                    return retry(&format!("stream reset ({reason:?})"));
+                    return unavailable(&format!("stream reset ({reason:?})"));
                 }
             };
             *self
@@ -275,7 +275,7 @@ impl Inner {
                 FollowUp::RetryWithToken(why) if token_retry_left => {
                     token_retry_left = false;
                     if let Err(SigningFailed) = self.token.after_rejection(&token, why) {
-                        return retry("provider token signing failed");
+                        return unavailable("provider token signing failed");
                     }
                     continue;
                 }
@@ -303,8 +303,10 @@ impl Drop for Running<'_> {
     }
 }
 
-fn retry(reason: &str) -> SendOutcome {
-    SendOutcome::Retry {
+/// A send that got no answer about the notification: APNs could not be reached, or we could
+/// not send.
+fn unavailable(reason: &str) -> SendOutcome {
+    SendOutcome::Unavailable {
         reason: reason.to_owned(),
         retry_after: None,
     }

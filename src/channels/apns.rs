@@ -105,6 +105,13 @@ fn map_outcome(o: SendOutcome) -> SendResult {
             reason,
             retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
         },
+        SendOutcome::Unavailable {
+            reason,
+            retry_after,
+        } => SendResult::Unavailable {
+            reason,
+            retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+        },
         SendOutcome::Permanent {
             reason,
             deactivate_token,
@@ -114,7 +121,7 @@ fn map_outcome(o: SendOutcome) -> SendResult {
         },
         SendOutcome::ConfigFault { reason } => SendResult::ConfigFault { reason },
         #[allow(unreachable_patterns)]
-        other => SendResult::Retry {
+        other => SendResult::Unavailable {
             reason: format!("{other:?}"),
             retry_after_ms: None,
         },

@@ -24,8 +24,16 @@ pub struct SendJob<'a> {
 #[non_exhaustive]
 pub enum SendResult {
     Sent,
-    /// Transient: retry later (429, 5xx, connection loss).
+    /// The provider answered about this delivery, transiently (a device throttled): retry
+    /// later; it spends an attempt.
     Retry {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// The provider did not answer about this delivery: it could not be reached (connection
+    /// refused, TLS failure, timeout, connection lost) or failed as a service (5xx). Fed to the
+    /// channel's circuit breaker; spends an attempt only while the provider otherwise answers.
+    Unavailable {
         reason: String,
         retry_after_ms: Option<u64>,
     },

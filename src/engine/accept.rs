@@ -160,19 +160,14 @@ impl Engine {
             )));
             return;
         }
-        // Reserve queue room now, so an accepted delivery always has a place to go.
-        for device in active() {
-            let ch = device.platform.channel();
-            let i = ch.index();
-            let used = self.queues[i].len() + self.reserved[i].get();
-            if used + count > self.queues[i].capacity() || self.senders[i].is_none() {
-                bump(&self.probe.rejected_overload);
-                reply.send(Err(ApiError::overloaded(format!(
-                    "the {} delivery queue is full; retry later",
-                    ch.as_str()
-                ))));
-                return;
-            }
+        if let Some(device) =
+            active().find(|d| self.senders[d.platform.channel().index()].is_none())
+        {
+            reply.send(Err(ApiError::unavailable(format!(
+                "the {} channel is not configured on this server",
+                device.platform.channel().as_str()
+            ))));
+            return;
         }
         let capped = !shard.buckets.try_take(&n.user_id, now);
         let id = shard.ids.next(now);
@@ -204,65 +199,74 @@ impl Engine {
         });
         st.dedup.insert(key, id, now);
         let mut refs = Deliveries::new();
-        if !record.is_finished() {
-            for (i, d) in record.deliveries.iter().enumerate() {
-                if !d.state.is_terminal() {
-                    let ci = d.channel.index();
-                    self.reserved[ci].set(self.reserved[ci].get() + 1);
-                    // Fits: at most MAX_DELIVERIES_PER_NOTIFICATION deliveries (checked above).
-                    let Ok(index) = u16::try_from(i) else { break };
-                    refs.push(DeliveryRef {
-                        notification: id,
-                        index,
-                        channel: d.channel,
-                    });
-                }
+        for (i, d) in record.deliveries.iter().enumerate() {
+            if d.state.is_terminal() {
+                continue;
             }
-            st.open_order.insert(id);
+            // Fits: at most MAX_DELIVERIES_PER_NOTIFICATION deliveries (checked above).
+            let Ok(index) = u16::try_from(i) else { break };
+            refs.push(DeliveryRef {
+                notification: id,
+                index,
+                channel: d.channel,
+                due_ms: self.lanes[d.channel.index()].place(now),
+            });
         }
         let finished = record.is_finished();
         drop(st);
         bump(&self.probe.accepted);
+        let waiter = Waiter::Accepted {
+            id,
+            reply,
+            deliveries: refs.clone(),
+        };
         self.committer.add(
             |b| {
                 b.put_notification(&record);
+                for d in &refs {
+                    b.put_pending(&d.pending_key());
+                }
             },
-            Some(Waiter::Accepted {
-                id,
-                reply,
-                deliveries: refs,
-            }),
+            Some(waiter),
         );
         if !finished {
-            self.state.borrow_mut().open.insert(id, record);
+            self.state.borrow_mut().open.insert(
+                id,
+                super::OpenNotification {
+                    record,
+                    resident: 0,
+                },
+            );
         }
     }
 
-    /// A durable delivery takes its reserved place in its channel's queue.
-    pub(super) fn enqueue_reserved(&self, d: DeliveryRef) {
-        let ci = d.channel.index();
-        self.reserved[ci].set(self.reserved[ci].get().saturating_sub(1));
-        bump(&self.probe.deliveries_queued);
-        if let Err(d) = self.queues[ci].try_push(d) {
-            // Cannot happen (room was reserved); never drop: retry from the timer instead.
-            self.timers.borrow_mut().insert(now_ms() + 100, d);
-            self.timer_wake.notify();
+    /// A notification is durable: its deliveries join their channels' backlogs, and go
+    /// straight into the lanes' windows where there is room.
+    pub(super) fn enqueue_accepted(&self, id: Uuid, deliveries: Deliveries) {
+        for d in deliveries {
+            let lane = &self.lanes[d.channel.index()];
+            lane.backlog.set(lane.backlog.get() + 1);
+            bump(&self.probe.deliveries_queued);
+            if self.is_resident(&d) {
+                // A backlog scan found it first.
+                continue;
+            }
+            if lane.offer(d) {
+                self.make_resident(&d);
+            }
         }
+        self.evict_if_idle(id);
     }
 
     /// Undoes the in-memory side of a notification whose write failed: its queue reservations,
     /// its open entry and its dedup key (so a client retry is not answered with a lost id).
     pub(super) fn forget_unaccepted(&self, id: Uuid) {
         let mut st = self.state.borrow_mut();
-        if let Some(rec) = st.open.remove(&id) {
-            for d in rec.deliveries.iter().filter(|d| !d.state.is_terminal()) {
-                let ci = d.channel.index();
-                self.reserved[ci].set(self.reserved[ci].get().saturating_sub(1));
-            }
+        if let Some(open) = st.open.remove(&id) {
+            let rec = &open.record;
             st.dedup
                 .remove(dedup_key(&rec.user_id, &rec.idempotency_key));
         }
-        st.open_order.remove(&id);
     }
 
     pub(super) fn get_notification(
@@ -270,28 +274,39 @@ impl Engine {
         id: Uuid,
         reply: Reply<Option<NotificationRecord>>,
     ) {
-        if let Some(rec) = self.state.borrow().open.get(&id) {
-            let _ = reply.send(Ok(Some(NotificationRecord::clone(rec))));
+        if let Some(open) = self.state.borrow().open.get(&id) {
+            let _ = reply.send(Ok(Some(NotificationRecord::clone(&open.record))));
             return;
         }
-        let read = match self.log.get_notification(id) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = reply.send(Err(ApiError::unavailable(format!("storage: {e}"))));
-                return;
-            }
-        };
-        glommio::spawn_local(async move {
-            let answer = match read.await {
-                Ok(found) => Ok(found),
-                Err(e @ clarion_shards::Error::Corrupt { .. }) => {
-                    Err(ApiError::new(500, "corrupt_record", e.to_string()))
-                }
-                Err(e) => Err(ApiError::unavailable(format!("storage: {e}"))),
-            };
-            let _ = reply.send(answer);
-        })
-        .detach();
+        // Read after the committer's pending writes, so the answer includes them.
+        let engine = self.clone();
+        self.committer.after_writes(Box::new(move || {
+            let shard = engine.cfg.shard;
+            let read = engine.log.get_notification(id);
+            glommio::spawn_local(async move {
+                let answer = match read {
+                    Ok(read) => read.await,
+                    Err(e) => Err(e),
+                };
+                let answer = answer.map_err(|e| storage_error(shard, &e));
+                let _ = reply.send(answer);
+            })
+            .detach();
+        }));
+    }
+}
+
+/// What an API client is told of a failed read: that storage failed, and whether to retry.
+/// The storage error itself, with paths and keys, goes to the server's log only.
+fn storage_error(shard: u16, e: &clarion_shards::Error) -> ApiError {
+    tracing::error!(shard, error = %e, "status read failed");
+    match e {
+        clarion_shards::Error::Corrupt { .. } => ApiError::new(
+            500,
+            "corrupt_record",
+            "the stored record could not be read; the server log names it",
+        ),
+        _ => ApiError::unavailable("storage is unavailable on this shard; retry later"),
     }
 }
 

@@ -43,10 +43,15 @@ pub enum Waiter {
     Removed { reply: Reply<()> },
 }
 
+/// Work to start once everything added before it has been handed to the storage thread: a
+/// read of the log that must see those writes (a backlog scan, a status read).
+pub type AfterWrites = Box<dyn FnOnce()>;
+
 #[derive(Default)]
 pub struct Pending {
     pub batch: WriteBatch,
     pub waiters: Vec<Waiter>,
+    pub after: Vec<AfterWrites>,
 }
 
 /// How long lazy writes (state changes with nobody waiting) gather before they are handed to
@@ -77,17 +82,26 @@ impl Committer {
         }
     }
 
+    /// Runs `f` as soon as every write added before it has been handed to the storage thread
+    /// (without waiting for them to be durable), so a log request it makes sees them.
+    pub fn after_writes(&self, f: AfterWrites) {
+        self.pending.borrow_mut().after.push(f);
+        self.wake.notify();
+        self.urgent.notify();
+    }
+
     fn take(&self) -> Pending {
         std::mem::take(&mut *self.pending.borrow_mut())
     }
 
     pub fn is_idle(&self) -> bool {
         let p = self.pending.borrow();
-        p.batch.is_empty() && p.waiters.is_empty()
+        p.batch.is_empty() && p.waiters.is_empty() && p.after.is_empty()
     }
 
     fn has_waiters(&self) -> bool {
-        !self.pending.borrow().waiters.is_empty()
+        let p = self.pending.borrow();
+        !p.waiters.is_empty() || !p.after.is_empty()
     }
 }
 
@@ -115,18 +129,27 @@ const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 /// before they run; a batch of state changes alone is a lazy write: not awaited, no fsync of
 /// its own, made durable by the next durable batch or the log's lazy-sync interval.
 pub async fn commit_once(engine: &Rc<Engine>) {
-    let mut pending = engine.committer.take();
+    let pending = engine.committer.take();
     if pending.batch.is_empty() && pending.waiters.is_empty() {
+        for f in pending.after {
+            f();
+        }
         return;
     }
-    if let Some(w) = engine.watermark_if_changed() {
-        pending.batch.put_watermark(w);
-    }
     let lazy = pending.waiters.is_empty() && !engine.stop_committing.get();
-    let result = if engine.failed.get() {
+    let handed = if engine.failed.get() {
         Err(clarion_shards::Error::Poisoned)
     } else {
-        submit(engine, pending.batch, lazy).await
+        hand_off(engine, pending.batch, lazy).await
+    };
+    // Reads issued now come after these writes in the storage thread's queue.
+    for f in pending.after {
+        f();
+    }
+    let result = match handed {
+        Ok(Some(durable)) => durable.await,
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
     };
     bump(&engine.probe.commits);
     match result {
@@ -145,12 +168,13 @@ pub async fn commit_once(engine: &Rc<Engine>) {
     }
 }
 
-/// Hands a batch to the storage thread, waiting out a full queue; durable batches are awaited.
-async fn submit(
+/// Hands a batch to the storage thread, waiting out a full queue; a durable batch comes back
+/// with the future that resolves once it is durable.
+async fn hand_off(
     engine: &Rc<Engine>,
     batch: WriteBatch,
     lazy: bool,
-) -> Result<(), clarion_shards::Error> {
+) -> Result<Option<clarion_shards::Durable>, clarion_shards::Error> {
     let mut batch = Some(batch);
     loop {
         let b = batch.take().unwrap_or_default();
@@ -160,8 +184,7 @@ async fn submit(
             engine.log.submit_returning(b).map(Some)
         };
         match attempt {
-            Ok(None) => return Ok(()),
-            Ok(Some(durable)) => return durable.await,
+            Ok(durable) => return Ok(durable),
             Err((clarion_shards::Error::Busy, b)) => {
                 batch = Some(b);
                 glommio::timer::sleep(BUSY_RETRY).await;
@@ -178,9 +201,7 @@ fn complete(engine: &Rc<Engine>, w: Waiter) {
             reply,
             deliveries,
         } => {
-            for d in deliveries {
-                engine.enqueue_reserved(d);
-            }
+            engine.enqueue_accepted(id, deliveries);
             reply.send(Ok(NotifyReply::Accepted(id)));
         }
         Waiter::Duplicate {

@@ -1,34 +1,70 @@
-//! Sending: one loop per channel takes queued deliveries and runs each attempt as its own task
-//! (bounded by the sender's in-flight limit); each provider answer moves the delivery through
-//! the state machine, is written to the log, and schedules a retry, deactivates a dead token,
-//! or closes the notification. A timer loop moves due retries back into the queues.
+//! Sending: one loop per channel takes deliveries from its lane's window, as its breaker
+//! admits, and runs each attempt as its own task (bounded by the sender's in-flight limit).
+//! Each provider answer moves the delivery through the state machine and is written to the
+//! log with the delivery's backlog key (removed, or moved to the retry's due time); a dead
+//! token is deactivated. A provider-level failure while the breaker is open spends nothing:
+//! the delivery goes back to the head of the window.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use clarion_shards::{DeliveryState, Outcome};
-use tracing::warn;
+use tracing::{info, warn};
 
+use super::breaker::{Admit, BreakerState};
 use super::probe::bump;
 use super::{DeliveryRef, Engine, now_ms};
 use crate::channels::{SendJob, SendResult};
 
-/// Longest the timer loop sleeps before looking again (new timers also wake it).
-const TIMER_MAX_SLEEP: Duration = Duration::from_millis(500);
-/// A delivery that finds its queue full when its retry falls due waits this much longer.
-const REQUEUE_DELAY_MS: u64 = 200;
+/// Longest the send loop waits on a closed-off provider before it looks at its breaker again.
+const BREAKER_RECHECK: Duration = Duration::from_millis(500);
 
 /// The send loop of one channel.
 pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
     let Some(sender) = engine.senders[channel].clone() else {
         return;
     };
-    let slots = Rc::new(glommio::sync::Semaphore::new(sender.max_in_flight() as u64));
-    while let Some(d) = engine.queues[channel].pop().await {
+    let lane = &engine.lanes[channel];
+    // In flight at most what the sender can use and the window holds: deliveries in flight
+    // come back to the window when the provider fails, so the lane's memory stays within twice
+    // its window.
+    let in_flight = sender.max_in_flight().min(lane.capacity());
+    let slots = Rc::new(glommio::sync::Semaphore::new(in_flight as u64));
+    while !engine.stopping.is_set() {
+        if lane.is_empty() {
+            futures_lite::future::or(lane.ready.wait(), engine.stopping.wait()).await;
+            continue;
+        }
+        let admit = lane.breaker.borrow_mut().admit(now_ms());
+        let probe = match admit {
+            Admit::Send => false,
+            Admit::Probe => true,
+            Admit::WaitUntil(at) => {
+                let wait =
+                    Duration::from_millis(at.saturating_sub(now_ms()).max(1)).min(BREAKER_RECHECK);
+                let woken = futures_lite::future::or(lane.ready.wait(), engine.stopping.wait());
+                futures_lite::future::or(glommio::timer::sleep(wait), woken).await;
+                continue;
+            }
+        };
         let Ok(permit) = slots.acquire_static_permit(1).await else {
             break;
         };
-        let Some(fut) = start_attempt(&engine, d, &*sender) else {
+        let attempt = match lane.pop() {
+            Some(d) if !engine.stopping.is_set() => {
+                start_attempt(&engine, d, &*sender).map(|f| (d, f))
+            }
+            Some(d) => {
+                // Stopping: it stays in the backlog for the next start.
+                lane.push_front(d);
+                None
+            }
+            None => None,
+        };
+        let Some((d, fut)) = attempt else {
+            if probe {
+                lane.breaker.borrow_mut().cancel_probe(now_ms());
+            }
             drop(permit);
             continue;
         };
@@ -44,7 +80,8 @@ pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
     }
 }
 
-/// Builds the provider request for a delivery, or settles it without sending (expired).
+/// Builds the provider request for a resident delivery, or settles it without sending
+/// (expired), or lets it go (already settled).
 fn start_attempt(
     engine: &Rc<Engine>,
     d: DeliveryRef,
@@ -52,11 +89,18 @@ fn start_attempt(
 ) -> Option<crate::channels::SendFuture> {
     let now = now_ms();
     let st = engine.state.borrow();
-    let rec = st.open.get(&d.notification)?;
-    let del = rec.deliveries.get(d.index as usize)?;
-    if del.state.is_terminal() {
+    let live = st
+        .open
+        .get(&d.notification)
+        .and_then(|o| Some((o, o.record.deliveries.get(d.index as usize)?)))
+        .filter(|(_, del)| !del.state.is_terminal());
+    let Some((open, del)) = live else {
+        drop(st);
+        engine.drop_stale(&d.pending_key(), "its delivery is settled");
+        engine.unresident(&d);
         return None;
-    }
+    };
+    let rec = &open.record;
     if let Some(ttl) = rec.content.ttl_seconds {
         if now > rec.accepted_at_ms + u64::from(ttl) * 1000 {
             drop(st);
@@ -75,45 +119,120 @@ fn start_attempt(
 }
 
 impl Engine {
-    /// Applies a provider answer.
+    /// Applies a provider answer, through the channel's breaker.
     pub(super) fn complete_attempt(self: &Rc<Self>, d: DeliveryRef, result: SendResult) {
+        let lane = &self.lanes[d.channel.index()];
+        let was = lane.breaker.borrow().state();
         let outcome = match result {
-            SendResult::Sent => Outcome::Sent,
+            SendResult::Sent => {
+                lane.breaker.borrow_mut().on_answer();
+                Some(Outcome::Sent)
+            }
             SendResult::Retry {
                 reason,
                 retry_after_ms,
-            } => Outcome::Retryable {
-                reason,
-                retry_after_ms,
-            },
+            } => {
+                lane.breaker.borrow_mut().on_answer();
+                Some(Outcome::Retryable {
+                    reason,
+                    retry_after_ms,
+                })
+            }
             SendResult::Permanent { reason, deactivate } => {
+                lane.breaker.borrow_mut().on_answer();
                 if deactivate {
                     self.deactivate_target(d, &reason);
                 }
-                Outcome::Permanent { reason }
+                Some(Outcome::Permanent { reason })
             }
+            SendResult::Unavailable {
+                reason,
+                retry_after_ms,
+            } => self.provider_failed(d, reason, retry_after_ms),
             SendResult::ConfigFault { reason } => {
                 bump(&self.probe.config_faults);
                 warn!(shard = self.cfg.shard, %reason, "provider configuration fault: check credentials");
-                Outcome::Retryable {
-                    reason: format!("configuration fault: {reason}"),
-                    retry_after_ms: Some(crate::channels::apns::CONFIG_FAULT_RETRY_MS),
-                }
+                let reason = format!("configuration fault: {reason}");
+                self.provider_failed(
+                    d,
+                    reason,
+                    Some(crate::channels::apns::CONFIG_FAULT_RETRY_MS),
+                )
             }
         };
-        self.settle(d, outcome);
+        let now = lane.breaker.borrow().state();
+        if now != was {
+            self.breaker_changed(d.channel, was, now);
+        }
+        if let Some(outcome) = outcome {
+            self.settle(d, outcome);
+        }
     }
 
-    /// Moves a delivery to its next state, logs it, and schedules or closes.
+    /// A provider-level failure: the delivery's own retry while the provider as a whole
+    /// answers; otherwise (breaker open, or stopping) it goes back unspent (`None`).
+    fn provider_failed(
+        &self,
+        d: DeliveryRef,
+        reason: String,
+        retry_after_ms: Option<u64>,
+    ) -> Option<Outcome> {
+        let lane = &self.lanes[d.channel.index()];
+        let charged = lane.breaker.borrow_mut().on_failure(now_ms()) && !self.stopping.is_set();
+        if charged {
+            return Some(Outcome::Retryable {
+                reason,
+                retry_after_ms,
+            });
+        }
+        bump(&self.probe.deferred);
+        if self.stopping.is_set() {
+            // It stays in the backlog, unspent, for the next start.
+            self.unresident(&d);
+        } else {
+            lane.push_front(d);
+        }
+        None
+    }
+
+    fn breaker_changed(
+        &self,
+        channel: clarion_shards::Channel,
+        was: BreakerState,
+        now: BreakerState,
+    ) {
+        let lane = &self.lanes[channel.index()];
+        match now {
+            BreakerState::Open { .. } if was == BreakerState::Closed => warn!(
+                shard = self.cfg.shard,
+                channel = channel.as_str(),
+                backlog = lane.backlog.get(),
+                "provider failing as a whole: sending stopped, probing; deliveries wait in the backlog"
+            ),
+            BreakerState::Closed => {
+                info!(
+                    shard = self.cfg.shard,
+                    channel = channel.as_str(),
+                    backlog = lane.backlog.get(),
+                    "provider answering again: the backlog drains"
+                );
+                lane.ready.notify();
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves a resident delivery to its next state, logs it with its backlog key removed (or
+    /// moved to the retry's due time), and lets it go from memory.
     pub(super) fn settle(self: &Rc<Self>, d: DeliveryRef, outcome: Outcome) {
         let now = now_ms();
+        let lane = &self.lanes[d.channel.index()];
         let mut guard = self.state.borrow_mut();
         let st = &mut *guard;
-        let Some(mut entry) = st.open.occupied(d.notification) else {
+        let Some(open) = st.open.get_mut(&d.notification) else {
             return;
         };
-        let rec = entry.get_mut();
-        let Some(del) = rec.deliveries.get_mut(d.index as usize) else {
+        let Some(del) = open.record.deliveries.get_mut(d.index as usize) else {
             return;
         };
         let new_state = match del.apply(outcome, now, &self.cfg.retry, &mut st.jitter) {
@@ -123,7 +242,6 @@ impl Engine {
                 return;
             }
         };
-        let next_at = del.next_attempt_at_ms;
         match new_state {
             DeliveryState::Sent | DeliveryState::Delivered => bump(&self.probe.sent),
             DeliveryState::Retrying => bump(&self.probe.retried),
@@ -133,32 +251,81 @@ impl Engine {
             DeliveryState::Suppressed => bump(&self.probe.suppressed),
             _ => {}
         }
-        // Log only this delivery's progress (a delivery update), encoded from the shard's copy.
+        let retry = (new_state == DeliveryState::Retrying).then(|| DeliveryRef {
+            due_ms: lane.place(del.next_attempt_at_ms.unwrap_or(now)),
+            ..d
+        });
+        let del = &*del;
         self.committer.add(
             |b| {
                 b.put_delivery_update(d.notification, d.index, del);
+                b.delete_pending(&d.pending_key());
+                if let Some(r) = &retry {
+                    b.put_pending(&r.pending_key());
+                }
             },
             None,
         );
-        if rec.is_finished() {
-            entry.remove();
-            st.open_order.remove(&d.notification);
+        if new_state.is_terminal() {
+            lane.backlog.set(lane.backlog.get().saturating_sub(1));
         }
+        lane.key_removed(&d);
         drop(guard);
-        if new_state == DeliveryState::Retrying {
-            self.timers.borrow_mut().insert(next_at.unwrap_or(now), d);
-            self.timer_wake.notify();
+        self.unresident(&d);
+        if let Some(r) = retry {
+            lane.note_due(r.due_ms);
+        }
+    }
+
+    /// Whether a delivery is in a window or being sent.
+    pub(super) fn is_resident(&self, d: &DeliveryRef) -> bool {
+        self.state
+            .borrow()
+            .resident
+            .contains(&(d.notification, d.index))
+    }
+
+    /// Marks a delivery resident (it entered a window); its notification is in `open`.
+    pub(super) fn make_resident(&self, d: &DeliveryRef) {
+        let mut st = self.state.borrow_mut();
+        if st.resident.insert((d.notification, d.index)) {
+            if let Some(open) = st.open.get_mut(&d.notification) {
+                open.resident += 1;
+            }
+        }
+    }
+
+    /// A delivery left memory (settled, or left in the backlog); its notification goes too once
+    /// none of its deliveries is resident.
+    pub(super) fn unresident(&self, d: &DeliveryRef) {
+        let mut st = self.state.borrow_mut();
+        if st.resident.remove(&(d.notification, d.index)) {
+            if let Some(open) = st.open.get_mut(&d.notification) {
+                open.resident = open.resident.saturating_sub(1);
+            }
+        }
+        drop(st);
+        self.evict_if_idle(d.notification);
+    }
+
+    /// Drops a notification from memory when none of its deliveries is resident: the log has
+    /// it, and the backlog has its open deliveries.
+    pub(super) fn evict_if_idle(&self, id: uuid::Uuid) {
+        let mut st = self.state.borrow_mut();
+        if st.open.get(&id).is_some_and(|o| o.resident == 0) {
+            st.open.remove(&id);
         }
     }
 
     /// A permanent answer that says the token is dead: stop sending to that device.
     fn deactivate_target(&self, d: DeliveryRef, reason: &str) {
         let mut st = self.state.borrow_mut();
-        let Some(rec) = st.open.get(&d.notification) else {
+        let Some(open) = st.open.get(&d.notification) else {
             return;
         };
-        let user_id = rec.user_id.clone();
-        let Some(target) = rec
+        let user_id = open.record.user_id.clone();
+        let Some(target) = open
+            .record
             .deliveries
             .get(d.index as usize)
             .map(|x| x.target.clone())
@@ -189,31 +356,6 @@ impl Engine {
                 },
                 None,
             );
-        }
-    }
-}
-
-/// Moves due retries back into their queues.
-pub async fn run_timers(engine: Rc<Engine>) {
-    while !engine.stopping.is_set() {
-        let next = engine.timers.borrow().next_due_ms();
-        match next {
-            None => engine.timer_wake.wait().await,
-            Some(at) => {
-                let now = now_ms();
-                if at > now {
-                    let wait = Duration::from_millis(at - now).min(TIMER_MAX_SLEEP);
-                    futures_lite::future::or(glommio::timer::sleep(wait), engine.timer_wake.wait())
-                        .await;
-                    continue;
-                }
-                let due = engine.timers.borrow_mut().pop_due(now);
-                for d in due {
-                    if let Err(d) = engine.queues[d.channel.index()].try_push(d) {
-                        engine.timers.borrow_mut().insert(now + REQUEUE_DELAY_MS, d);
-                    }
-                }
-            }
         }
     }
 }

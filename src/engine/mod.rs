@@ -5,46 +5,68 @@
 //!
 //! Layout: `command` (what crosses the mesh), `answer` (where a notification's answer goes),
 //! `accept` (users, devices, notifications, status), `committer` (group commit and
-//! reply-after-durable), `dispatch` (queues, sends, retries), `recovery` (rebuilding state from
-//! the log), `probe` (counters).
+//! reply-after-durable), `lane` (a channel's window onto its backlog in the log, and its
+//! refill), `breaker` (a channel's circuit breaker), `dispatch` (sends and their outcomes),
+//! `recovery` (rebuilding state from the log, housekeeping), `probe` (counters).
 
 pub mod accept;
 pub mod answer;
+pub mod breaker;
 pub mod command;
 pub mod committer;
 pub mod dispatch;
+pub mod lane;
 pub mod probe;
 pub mod recovery;
+pub mod refill;
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clarion_shards::{
-    BoundedQueue, Channel, DedupSet, IdGenerator, Jitter, NotificationRecord, RetryPolicy,
-    RetryTimers, SegMap, ShardLog, UserBuckets, UserRecord,
+    Channel, DedupSet, IdGenerator, Jitter, NotificationRecord, PendingKey, RetryPolicy, SegMap,
+    ShardLog, UserBuckets, UserRecord,
 };
 use uuid::Uuid;
 
 use crate::channels::ChannelSender;
-use crate::sync::{Latch, LocalNotify};
+use crate::sync::Latch;
 use command::ShardCmd;
 use committer::Committer;
+use lane::Lane;
 use probe::Probe;
 
-/// Deliveries waiting for a send slot, per channel per shard. Bounded so a provider outage
-/// turns into 503s at the API instead of unbounded memory; at 60k/s across 2 shards this is
-/// several seconds of traffic.
-pub const DELIVERY_QUEUE_CAPACITY: usize = 200_000;
-
-/// One delivery of one open notification: the queue and timer entry. It carries the delivery's
-/// channel so that queueing it needs no lookup of the notification.
+/// One delivery still to attempt, as its lane holds it: the notification, the delivery's
+/// index, its channel, and the due time its pending key is stored under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryRef {
     pub notification: Uuid,
     pub index: u16,
     pub channel: clarion_shards::Channel,
+    pub due_ms: u64,
+}
+
+impl DeliveryRef {
+    /// The delivery's key in the log's backlog.
+    pub fn pending_key(&self) -> PendingKey {
+        PendingKey {
+            channel: self.channel,
+            due_ms: self.due_ms,
+            notification: self.notification,
+            index: self.index,
+        }
+    }
+}
+
+/// A notification held in memory: while it is being accepted, and while any of its deliveries
+/// is resident (in a lane's window or being sent). Its record is the current one; the log has
+/// the same, or will once the committer's pending writes land.
+pub struct OpenNotification {
+    pub record: Box<NotificationRecord>,
+    /// Its deliveries that are resident.
+    pub resident: u32,
 }
 
 /// The engine's settings, from the validated config.
@@ -58,6 +80,8 @@ pub struct EngineConfig {
     pub max_devices_per_user: usize,
     pub retry: RetryPolicy,
     pub shutdown_grace_ms: u64,
+    /// Deliveries each channel's lane holds ready in memory.
+    pub lane_window: usize,
 }
 
 /// State mutated by commands and outcomes. Borrowed briefly, never across an await.
@@ -65,15 +89,14 @@ pub struct ShardState {
     pub users: SegMap<String, UserRecord>,
     pub dedup: DedupSet,
     pub buckets: UserBuckets,
-    /// Notifications with at least one delivery not yet terminal. Boxed, so the table stays
-    /// dense (a pointer per entry, not a few hundred bytes) and inserting or removing one does
-    /// not copy the record.
-    pub open: SegMap<Uuid, Box<NotificationRecord>>,
-    /// The same ids in time order: the first is the log's recovery watermark.
-    pub open_order: BTreeSet<Uuid>,
+    /// Notifications being accepted or with resident deliveries: bounded by the lanes'
+    /// windows and the senders' in-flight limits, whatever the backlog on disk. The record is
+    /// boxed, so the table stays dense and moving an entry does not copy the record.
+    pub open: SegMap<Uuid, OpenNotification>,
+    /// `(notification, delivery index)` of every resident delivery.
+    pub resident: HashSet<(Uuid, u16)>,
     pub ids: IdGenerator,
     pub jitter: Jitter,
-    pub last_watermark: Option<Uuid>,
 }
 
 pub struct Engine {
@@ -81,13 +104,10 @@ pub struct Engine {
     pub log: ShardLog,
     pub state: RefCell<ShardState>,
     pub committer: Committer,
-    /// Per channel (indexed by `Channel::index`): queued deliveries, slots reserved by
-    /// notifications not yet durable, and the sender.
-    pub queues: Vec<BoundedQueue<DeliveryRef>>,
-    pub reserved: Vec<Cell<usize>>,
+    /// Per channel (indexed by `Channel::index`): the lane (window, backlog, breaker) and the
+    /// sender.
+    pub lanes: Vec<Lane>,
     pub senders: Vec<Option<Rc<dyn ChannelSender>>>,
-    pub timers: RefCell<RetryTimers<DeliveryRef>>,
-    pub timer_wake: LocalNotify,
     pub in_flight: Cell<usize>,
     pub probe: Probe,
     pub stopping: Latch,
@@ -118,24 +138,20 @@ impl Engine {
             dedup: DedupSet::new(cfg.dedup_window_ms),
             buckets: UserBuckets::new(cfg.per_user_per_hour),
             open: SegMap::new(),
-            open_order: BTreeSet::new(),
+            resident: HashSet::new(),
             ids: IdGenerator::new(cfg.shard, seed),
             jitter: Jitter::new(seed ^ 0x9E37_79B9_7F4A_7C15),
-            last_watermark: None,
         };
         Engine {
-            queues: Channel::ALL
+            lanes: Channel::ALL
                 .iter()
-                .map(|_| BoundedQueue::new(DELIVERY_QUEUE_CAPACITY))
+                .map(|&c| Lane::new(c, cfg.lane_window))
                 .collect(),
-            reserved: Channel::ALL.iter().map(|_| Cell::new(0)).collect(),
             senders: by_channel,
             cfg,
             log,
             state: RefCell::new(state),
             committer: Committer::default(),
-            timers: RefCell::new(RetryTimers::new()),
-            timer_wake: LocalNotify::default(),
             in_flight: Cell::new(0),
             probe: Probe::default(),
             stopping: Latch::default(),
@@ -195,28 +211,25 @@ impl Engine {
 
     pub fn stats(&self) -> probe::ProbeSnapshot {
         let mut s = self.probe.snapshot();
-        s.queue_depth = self.queues.iter().map(|q| q.len() as u64).sum::<u64>()
-            + self.timers.borrow().len() as u64;
+        s.queue_depth = self.lanes.iter().map(|l| l.len() as u64).sum::<u64>();
+        s.backlog = self.lanes.iter().map(|l| l.backlog.get()).sum::<u64>();
+        s.backlog_scans = self.lanes.iter().map(|l| l.scans.get()).sum::<u64>();
+        s.breaker_opened = self
+            .lanes
+            .iter()
+            .map(|l| l.breaker.borrow().opened())
+            .sum::<u64>();
+        s.breakers_open = self
+            .lanes
+            .iter()
+            .filter(|l| l.breaker.borrow().state() != breaker::BreakerState::Closed)
+            .count() as u64;
         s.in_flight = self.in_flight.get() as u64;
         s.open_notifications = self.state.borrow().open.len() as u64;
         let log = self.log.stats();
         s.log_write = log.write_latency;
         s.log_fsync = log.fsync_latency;
         s
-    }
-
-    /// The log watermark (every open notification is at or after it), if it moved.
-    fn watermark_if_changed(&self) -> Option<Uuid> {
-        let mut st = self.state.borrow_mut();
-        let w = match st.open_order.first() {
-            Some(id) => *id,
-            None => Uuid::from_bytes(clarion_shards::uuid_floor_for_ms(now_ms())),
-        };
-        if st.last_watermark == Some(w) {
-            return None;
-        }
-        st.last_watermark = Some(w);
-        Some(w)
     }
 
     fn stopped_committing(&self) -> bool {
@@ -229,20 +242,22 @@ impl Engine {
         for (i, s) in self.senders.iter().enumerate() {
             if s.is_some() {
                 glommio::spawn_local(dispatch::run_channel(self.clone(), i)).detach();
+                glommio::spawn_local(refill::run_refill(self.clone(), i)).detach();
             }
         }
-        glommio::spawn_local(dispatch::run_timers(self.clone())).detach();
         glommio::spawn_local(recovery::run_housekeeping(self.clone())).detach();
     }
 
-    /// Graceful stop: refuse new work, let in-flight sends finish within the grace period,
-    /// flush the last batch, and stop the storage thread (joined by the caller off-executor).
+    /// Graceful stop: refuse new work, send nothing more, let in-flight sends finish within
+    /// the grace period, flush the last batch, and stop the storage thread (joined by the
+    /// caller off-executor). Deliveries not yet sent stay in the backlog, their attempts
+    /// unspent.
     pub async fn shutdown(self: &Rc<Self>) {
         self.stopping.set();
-        for q in &self.queues {
-            q.close();
+        for lane in &self.lanes {
+            lane.ready.notify();
+            lane.refill.notify();
         }
-        self.timer_wake.notify();
         let deadline = std::time::Instant::now()
             + std::time::Duration::from_millis(self.cfg.shutdown_grace_ms);
         while self.in_flight.get() > 0 && std::time::Instant::now() < deadline {

@@ -24,6 +24,8 @@ pub struct Probe {
     pub recovered_deliveries: Cell<u64>,
     pub rejected_overload: Cell<u64>,
     pub commits: Cell<u64>,
+    /// Sends put back because the provider was down (the breaker open): no attempt spent.
+    pub deferred: Cell<u64>,
 }
 
 pub fn bump(c: &Cell<u64>) {
@@ -48,9 +50,18 @@ pub struct ProbeSnapshot {
     pub recovered_deliveries: u64,
     pub rejected_overload: u64,
     pub commits: u64,
+    /// Deliveries ready in the lanes' windows (memory).
     pub queue_depth: u64,
     pub in_flight: u64,
     pub open_notifications: u64,
+    /// Deliveries still to attempt, in the log's backlogs (the windows and in-flight included).
+    pub backlog: u64,
+    /// Backlog scans issued since start.
+    pub backlog_scans: u64,
+    pub deferred: u64,
+    /// Times a channel's circuit breaker opened, and channels whose breaker is open now.
+    pub breaker_opened: u64,
+    pub breakers_open: u64,
     /// How long the log's commits took to write into fjall, and their fsyncs (cumulative
     /// buckets in the API).
     #[serde(serialize_with = "latency_view")]
@@ -81,6 +92,7 @@ impl Probe {
             recovered_deliveries: self.recovered_deliveries.get(),
             rejected_overload: self.rejected_overload.get(),
             commits: self.commits.get(),
+            deferred: self.deferred.get(),
             ..ProbeSnapshot::default()
         }
     }
@@ -106,6 +118,11 @@ impl ProbeSnapshot {
         self.queue_depth += o.queue_depth;
         self.in_flight += o.in_flight;
         self.open_notifications += o.open_notifications;
+        self.backlog += o.backlog;
+        self.backlog_scans += o.backlog_scans;
+        self.deferred += o.deferred;
+        self.breaker_opened += o.breaker_opened;
+        self.breakers_open += o.breakers_open;
         self.log_write.add(&o.log_write);
         self.log_fsync.add(&o.log_fsync);
     }

@@ -1,15 +1,14 @@
-//! Rebuilding a shard from its log on start (users, the dedup window, open notifications back
-//! into queues and retry timers), and the housekeeping that bounds memory and disk: dedup
+//! Rebuilding a shard from its log on start (users, the dedup window, the backlogs' sizes),
+//! and the housekeeping that bounds memory and disk: dedup
 //! expiry, idle token buckets, and the retention sweep of finished notifications.
 
 use std::rc::Rc;
 use std::time::Duration;
 
-use clarion_shards::{DeliveryState, Recovered, uuid_floor_for_ms};
+use clarion_shards::{Recovered, uuid_floor_for_ms};
 use tracing::{info, warn};
 
-use super::probe::bump;
-use super::{DeliveryRef, Engine, now_ms};
+use super::{Engine, now_ms};
 
 /// Housekeeping runs at a quarter of the shorter window (retention, dedup), within these bounds:
 /// with the defaults (days, hours) that is once a minute.
@@ -20,13 +19,11 @@ fn housekeeping_interval(cfg: &super::EngineConfig) -> Duration {
     let shorter = cfg.retention_ms.min(cfg.dedup_window_ms);
     Duration::from_millis(shorter / 4).clamp(HOUSEKEEPING_MIN, HOUSEKEEPING_MAX)
 }
-/// Recovered deliveries beyond a queue's room are spread over the timer this many ms apart.
-const RECOVERY_SPREAD_MS: u64 = 1;
 
 impl Engine {
-    /// Installs what the log recovered. Call before `start`.
+    /// Installs what the log recovered. Call before `start`. Open deliveries stay in the log's
+    /// backlog: the lanes read them as they drain (every lane starts spilled).
     pub fn restore(self: &Rc<Self>, rec: Recovered) {
-        let now = now_ms();
         let mut st = self.state.borrow_mut();
         for u in rec.users {
             st.users.insert(u.user_id.clone(), u);
@@ -35,46 +32,17 @@ impl Engine {
             st.dedup
                 .insert(clarion_shards::dedup_key(&user_id, &key), id, at);
         }
-        st.last_watermark = rec.watermark;
-        let mut queued = 0u64;
-        let mut overflow = 0u64;
-        let mut timers = self.timers.borrow_mut();
-        for n in rec.open {
-            if n.is_finished() {
-                continue;
-            }
-            for (i, d) in n.deliveries.iter().enumerate() {
-                // Accept never makes more than MAX_DELIVERIES_PER_NOTIFICATION deliveries.
-                let Ok(index) = u16::try_from(i) else { break };
-                let r = DeliveryRef {
-                    notification: n.id,
-                    index,
-                    channel: d.channel,
-                };
-                match d.state {
-                    DeliveryState::Retrying => {
-                        timers.insert(d.next_attempt_at_ms.unwrap_or(now), r);
-                    }
-                    s if s.is_terminal() => continue,
-                    _ => {
-                        if self.queues[d.channel.index()].try_push(r).is_err() {
-                            overflow += 1;
-                            timers.insert(now + overflow * RECOVERY_SPREAD_MS, r);
-                        }
-                    }
-                }
-                queued += 1;
-                bump(&self.probe.recovered_deliveries);
-            }
-            st.open_order.insert(n.id);
-            st.open.insert(n.id, Box::new(n));
+        let mut waiting = 0;
+        for (lane, &n) in self.lanes.iter().zip(&rec.backlog) {
+            lane.backlog.set(n);
+            waiting += n;
         }
+        self.probe.recovered_deliveries.set(waiting);
         info!(
             shard = self.cfg.shard,
             users = st.users.len(),
             dedup = st.dedup.len(),
-            open = st.open.len(),
-            deliveries = queued,
+            backlog = waiting,
             "shard recovered from its log"
         );
     }
@@ -94,11 +62,8 @@ pub async fn run_housekeeping(engine: Rc<Engine>) {
             st.dedup.expire(now);
             st.buckets.evict_full(now);
         }
-        // Never sweep past the watermark: nothing open may be removed.
-        let mut cutoff = uuid_floor_for_ms(now.saturating_sub(engine.cfg.retention_ms));
-        if let Some(first_open) = engine.state.borrow().open_order.first() {
-            cutoff = cutoff.min(*first_open.as_bytes());
-        }
+        // The sweep keeps every unfinished notification, however old.
+        let cutoff = uuid_floor_for_ms(now.saturating_sub(engine.cfg.retention_ms));
         match engine.log.sweep(cutoff) {
             Ok(f) => match f.await {
                 Ok(n) if n > 0 => info!(shard = engine.cfg.shard, removed = n, "retention sweep"),

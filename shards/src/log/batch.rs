@@ -7,7 +7,8 @@ use std::ops::Range;
 
 use uuid::Uuid;
 
-use super::{Keyspace, META_WATERMARK};
+use super::Keyspace;
+use crate::pending::PendingKey;
 use crate::record::{DeliveryRecord, NotificationRecord, UserRecord};
 
 /// One put (`value: Some`, its bytes in the batch's value buffer) or delete (`value: None`).
@@ -153,10 +154,14 @@ impl WriteBatch {
         )
     }
 
-    /// Moves the watermark: the shard promises that every notification with an id below `id`
-    /// is finished, so recovery need not look for open work before it.
-    pub fn put_watermark(&mut self, id: Uuid) -> &mut Self {
-        self.put(Keyspace::Meta, META_WATERMARK, id.as_bytes())
+    /// Adds a delivery to its channel's backlog (see `pending.rs`).
+    pub fn put_pending(&mut self, key: &PendingKey) -> &mut Self {
+        self.put(Keyspace::Pending, key.encode(), [])
+    }
+
+    /// Removes a delivery from its channel's backlog: it settled, or moved to another due time.
+    pub fn delete_pending(&mut self, key: &PendingKey) -> &mut Self {
+        self.delete(Keyspace::Pending, key.encode())
     }
 
     /// Number of puts and deletes.
@@ -236,7 +241,13 @@ mod tests {
             ..UserRecord::default()
         };
         let mut b = WriteBatch::new();
-        b.put_notification(&n).put_user(&user).put_watermark(id);
+        let pending = PendingKey {
+            channel: crate::Channel::Apns,
+            due_ms: 5,
+            notification: id,
+            index: 1,
+        };
+        b.put_notification(&n).put_user(&user).put_pending(&pending);
         assert_eq!(b.ops[0].ks, Keyspace::Notifications);
         assert_eq!(b.ops[0].key.as_slice(), id.as_bytes());
         assert_eq!(b.value(&b.ops[0]), Some(n.encode().as_slice()));
@@ -246,9 +257,9 @@ mod tests {
         );
         assert_eq!(
             (b.ops[2].ks, b.ops[2].key.as_slice()),
-            (Keyspace::Meta, META_WATERMARK)
+            (Keyspace::Pending, &pending.encode()[..])
         );
-        assert_eq!(b.value(&b.ops[2]), Some(&id.as_bytes()[..]));
+        assert_eq!(b.value(&b.ops[2]), Some(&[][..]));
         // Every value is the record's own encoding, however many share the batch's buffer.
         assert_eq!(b.value(&b.ops[1]), Some(user.encode().as_slice()));
         let d = crate::record::DeliveryRecord::new_queued(id, crate::Channel::Apns, "t", 1);
@@ -259,7 +270,7 @@ mod tests {
         );
         assert_eq!(b.value(&b.ops[3]), Some(d.encode_update().as_slice()));
         assert_eq!(b.value(&b.ops[0]), Some(n.encode().as_slice()));
-        let keys = 16 + 5 + META_WATERMARK.len() + 18;
+        let keys = 16 + 5 + crate::pending::PENDING_KEY_LEN + 18;
         assert_eq!(b.bytes(), keys + b.values.len());
     }
 }

@@ -2,10 +2,12 @@
 //! database, check the on-disk format, scan what the shard needs to rebuild its in-memory state
 //! ([`Recovered`]), and start the storage thread.
 //!
-//! Ids are time-ordered, so recovery scans the notifications keyspace only from
-//! `min(watermark, uuid_floor_for_ms(now - dedup_window))` to the end. A record that does not
-//! decode stops recovery with an error naming its key: skipping it could silently drop an
-//! accepted notification.
+//! Open deliveries are not read here: they wait in the `pending` keyspace (the backlog) and the
+//! shard reads them as its queues drain, so a restart with millions waiting costs a count, not
+//! memory. Ids are time-ordered, so the dedup window's keys are read from
+//! `uuid_floor_for_ms(now - dedup_window)` to the end. A record that does not decode stops
+//! recovery with an error naming its key: skipping it could silently drop an accepted
+//! notification.
 
 use std::sync::Arc;
 
@@ -18,25 +20,25 @@ use super::reaper::MemtableReaper;
 use super::storage::{Handles, Storage};
 use super::{
     FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, META_FORMAT,
-    META_WATERMARK, ShardLog,
+    META_WATERMARK, SWEEP_CHUNK_RECORDS, ShardLog,
 };
 use crate::error::Error;
 use crate::ids::uuid_floor_for_ms;
-use crate::record::{NotificationRecord, UserRecord};
+use crate::pending::PendingKey;
+use crate::record::{Channel, UserRecord};
 
 /// What a shard rebuilds its memory from after a restart.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Recovered {
     /// Every stored user.
     pub users: Vec<UserRecord>,
-    /// Notifications at or after the watermark with at least one non-terminal delivery, in id
-    /// order: re-queue their deliveries (at-least-once: in-flight ones may be sent again).
-    pub open: Vec<NotificationRecord>,
     /// `(user_id, idempotency_key, id, accepted_at_ms)` of every notification accepted within
     /// `dedup_window_ms` of now, in id order: re-insert them into the dedup set.
     pub recent: Vec<(String, String, Uuid, u64)>,
-    /// The last watermark written, if any.
-    pub watermark: Option<Uuid>,
+    /// Deliveries waiting in each channel's backlog (indexed by [`Channel::index`]): they are
+    /// read from the log as the channel's queue drains (at-least-once: deliveries that were in
+    /// flight at a crash are sent again).
+    pub backlog: Vec<u64>,
 }
 
 /// Names the record an error is about: `keyspace/key` (ids as UUIDs, user ids as text).
@@ -78,13 +80,15 @@ pub(crate) fn open_with_capacity(
             notifications_options(config.shard)
         })?,
         meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
+        pending: db.keyspace(Keyspace::Pending.name(), KeyspaceCreateOptions::default)?,
     };
-    check_format(&db, &handles)?;
+    let found = check_format(&handles)?;
+    upgrade(&db, &handles, found)?;
     let recovered = recover(&handles, config.dedup_window_ms, now_ms)?;
     tracing::info!(
         shard = config.shard,
         users = recovered.users.len(),
-        open = recovered.open.len(),
+        backlog = recovered.backlog.iter().sum::<u64>(),
         recent = recovered.recent.len(),
         "shard log recovered"
     );
@@ -146,19 +150,11 @@ pub(super) fn memtable_bytes(shard: u16) -> u64 {
     MEMTABLE_BASE_BYTES + (share * MEMTABLE_SPREAD_BYTES as f64) as u64
 }
 
-/// Writes the format byte into a new log; refuses a log of another format.
-fn check_format(db: &Database, h: &Handles) -> Result<(), Error> {
+/// Checks the log's format: the version it was written with (`None` for a new, empty log).
+/// Refuses a log of a newer format, or a non-empty log without one.
+fn check_format(h: &Handles) -> Result<Option<u8>, Error> {
     match h.meta.get(META_FORMAT)? {
-        Some(v) if v.len() == 1 && v[0] == LOG_FORMAT_VERSION => Ok(()),
-        // Version 1 is version 2 without delivery updates: valid as it stands. Mark it 2 so a
-        // build that cannot read updates refuses it instead of misreading it.
-        Some(v) if v.len() == 1 && v[0] == 1 => {
-            let mut batch = db.batch().durability(Some(PersistMode::SyncData));
-            batch.insert(&h.meta, META_FORMAT, [LOG_FORMAT_VERSION]);
-            batch.commit()?;
-            tracing::info!("log format 1 upgraded to {LOG_FORMAT_VERSION} in place");
-            Ok(())
-        }
+        Some(v) if v.len() == 1 && v[0] <= LOG_FORMAT_VERSION && v[0] >= 1 => Ok(Some(v[0])),
         Some(v) if v.len() == 1 => Err(Error::UnsupportedFormat {
             found: v[0],
             supported: LOG_FORMAT_VERSION,
@@ -171,27 +167,77 @@ fn check_format(db: &Database, h: &Handles) -> Result<(), Error> {
             if h.users.first_key_value().is_some() || h.notifications.first_key_value().is_some() {
                 return Err(Error::corrupt("meta/format: missing in a non-empty log"));
             }
-            let mut batch = db.batch().durability(Some(PersistMode::SyncData));
-            batch.insert(&h.meta, META_FORMAT, [LOG_FORMAT_VERSION]);
-            batch.commit()?;
-            Ok(())
+            Ok(None)
         }
     }
 }
 
-fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, Error> {
-    let watermark = match h.meta.get(META_WATERMARK)? {
-        None => None,
-        Some(v) => Some(Uuid::from_bytes(<[u8; 16]>::try_from(&*v).map_err(
-            |_| {
+/// Brings a log of an older format to [`LOG_FORMAT_VERSION`], durably, and marks it so.
+///
+/// Versions 1 and 2 kept no backlog: their open deliveries are found by scanning the
+/// notifications from the watermark (from the start without one), and each non-terminal
+/// delivery gets its [`PendingKey`], due when its next attempt was (or when it was accepted).
+fn upgrade(db: &Database, h: &Handles, found: Option<u8>) -> Result<(), Error> {
+    if found == Some(LOG_FORMAT_VERSION) {
+        return Ok(());
+    }
+    let mut added = 0u64;
+    if found.is_some() {
+        let start = match h.meta.get(META_WATERMARK)? {
+            Some(v) => <[u8; 16]>::try_from(&*v).map_err(|_| {
                 Error::corrupt(format!(
                     "meta/watermark: expected 16 bytes, found {}",
                     v.len()
                 ))
-            },
-        )?)),
-    };
+            })?,
+            None => [0u8; 16],
+        };
+        let entries = h
+            .notifications
+            .range::<&[u8], _>(&start[..]..)
+            .map(|guard| guard.into_inner().map_err(Error::from));
+        let mut batch = db.batch();
+        let mut in_batch = 0usize;
+        for stored in fold(entries) {
+            let Some(n) = stored?.record else { continue };
+            for (i, d) in n.deliveries.iter().enumerate() {
+                let Ok(index) = u16::try_from(i) else { break };
+                if d.state.is_terminal() {
+                    continue;
+                }
+                let key = PendingKey {
+                    channel: d.channel,
+                    due_ms: d.next_attempt_at_ms.unwrap_or(n.accepted_at_ms),
+                    notification: n.id,
+                    index,
+                };
+                batch.insert(&h.pending, key.encode(), []);
+                added += 1;
+                in_batch += 1;
+            }
+            if in_batch >= SWEEP_CHUNK_RECORDS {
+                std::mem::replace(&mut batch, db.batch()).commit()?;
+                in_batch = 0;
+            }
+        }
+        batch.commit()?;
+    }
+    let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+    batch.insert(&h.meta, META_FORMAT, [LOG_FORMAT_VERSION]);
+    batch.remove(&h.meta, META_WATERMARK);
+    batch.commit()?;
+    if let Some(v) = found {
+        tracing::info!(
+            from = v,
+            to = LOG_FORMAT_VERSION,
+            backlog = added,
+            "log format upgraded in place: open deliveries moved into the backlog"
+        );
+    }
+    Ok(())
+}
 
+fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, Error> {
     let mut users = Vec::new();
     for guard in h.users.iter() {
         let (key, value) = guard.into_inner()?;
@@ -205,16 +251,10 @@ fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, 
 
     let recent_since_ms = now_ms.saturating_sub(dedup_window_ms);
     let dedup_floor = uuid_floor_for_ms(recent_since_ms);
-    // Without a watermark, any notification may still be open: scan everything.
-    let (start, open_floor) = match watermark {
-        Some(w) => ((*w.as_bytes()).min(dedup_floor), *w.as_bytes()),
-        None => ([0u8; 16], [0u8; 16]),
-    };
-    let mut open = Vec::new();
     let mut recent = Vec::new();
     let entries = h
         .notifications
-        .range::<&[u8], _>(&start[..]..)
+        .range::<&[u8], _>(&dedup_floor[..]..)
         .map(|guard| guard.into_inner().map_err(Error::from));
     for stored in fold(entries) {
         // Updates whose notification is gone are garbage for the sweep; nothing to recover.
@@ -222,26 +262,19 @@ fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, 
             continue;
         };
         if n.accepted_at_ms >= recent_since_ms {
-            recent.push((
-                n.user_id.clone(),
-                n.idempotency_key.clone(),
-                n.id,
-                n.accepted_at_ms,
-            ));
+            recent.push((n.user_id, n.idempotency_key, n.id, n.accepted_at_ms));
         }
-        if !n.is_finished() {
-            if n.id.as_bytes()[..] >= open_floor[..] {
-                open.push(n);
-            } else {
-                // The shard promised everything below the watermark was finished.
-                tracing::warn!(id = %n.id, "unfinished notification below the watermark");
-            }
-        }
+    }
+
+    let mut backlog = vec![0u64; Channel::COUNT];
+    for guard in h.pending.iter() {
+        let key = guard.key()?;
+        let pending = PendingKey::decode(&key).map_err(|e| name_key(Keyspace::Pending, &key, e))?;
+        backlog[pending.channel.index()] += 1;
     }
     Ok(Recovered {
         users,
-        open,
         recent,
-        watermark,
+        backlog,
     })
 }

@@ -19,15 +19,22 @@ use futures_channel::oneshot;
 
 use super::fold::fold;
 use super::reaper::MemtableReaper;
-use super::{Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, Request, SWEEP_CHUNK_RECORDS};
+use super::recovery::name_key;
+use super::{
+    Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, PendingScan, Request, SWEEP_CHUNK_RECORDS,
+};
 use crate::error::Error;
-use crate::record::NotificationRecord;
+use crate::pending::PendingKey;
+use crate::record::{Channel, NotificationRecord};
+use std::ops::Bound;
+use uuid::Uuid;
 
 /// The fjall handles, one per [`Keyspace`].
 pub(super) struct Handles {
     pub(super) users: fjall::Keyspace,
     pub(super) notifications: fjall::Keyspace,
     pub(super) meta: fjall::Keyspace,
+    pub(super) pending: fjall::Keyspace,
 }
 
 impl Handles {
@@ -36,6 +43,7 @@ impl Handles {
             Keyspace::Users => &self.users,
             Keyspace::Notifications => &self.notifications,
             Keyspace::Meta => &self.meta,
+            Keyspace::Pending => &self.pending,
         }
     }
 }
@@ -53,6 +61,10 @@ enum Held {
         Result<Option<NotificationRecord>, Error>,
     ),
     Sweep(oneshot::Sender<Result<u64, Error>>, Result<u64, Error>),
+    ScanPending(
+        oneshot::Sender<Result<PendingScan, Error>>,
+        Result<PendingScan, Error>,
+    ),
     Shutdown(oneshot::Sender<Result<(), Error>>),
 }
 
@@ -175,6 +187,17 @@ impl Storage {
                     let swept = self.sweep(&before);
                     held.push(Held::Sweep(done, swept));
                 }
+                Request::ScanPending {
+                    channel,
+                    after,
+                    until_due_ms,
+                    limit,
+                    done,
+                } => {
+                    self.commit(&mut segment);
+                    let scan = self.scan_pending(channel, after, until_due_ms, limit);
+                    held.push(Held::ScanPending(done, scan));
+                }
                 Request::Shutdown { done } => {
                     held.push(Held::Shutdown(done));
                     stop = true;
@@ -279,6 +302,58 @@ impl Storage {
         Ok(None)
     }
 
+    /// A page of `channel`'s backlog (see [`ShardLog::scan_pending`](super::ShardLog)): keys
+    /// after `after` and due by `until_due_ms`, each with its notification read once.
+    fn scan_pending(
+        &self,
+        channel: Channel,
+        after: Option<PendingKey>,
+        until_due_ms: u64,
+        limit: usize,
+    ) -> Result<PendingScan, Error> {
+        let start = match after {
+            Some(k) => Bound::Excluded(k.encode()),
+            None => Bound::Included(PendingKey::channel_start(channel)),
+        };
+        let end = PendingKey::channel_end(channel);
+        let until = PendingKey::due_end(channel, until_due_ms);
+        let mut scan = PendingScan::default();
+        let mut read: Vec<(Uuid, Option<usize>)> = Vec::new();
+        for guard in self.handles.pending.range((start, Bound::Included(end))) {
+            let key = guard.key()?;
+            let pending =
+                PendingKey::decode(&key).map_err(|e| name_key(Keyspace::Pending, &key, e))?;
+            if *key > until[..] {
+                scan.complete = true;
+                scan.next_due_ms = Some(pending.due_ms);
+                return Ok(scan);
+            }
+            if scan.items.len() >= limit {
+                return Ok(scan);
+            }
+            // A notification's deliveries due together sit side by side: read it once.
+            let slot = match read
+                .iter()
+                .rev()
+                .take(8)
+                .find(|(id, _)| *id == pending.notification)
+            {
+                Some((_, slot)) => *slot,
+                None => {
+                    let slot = self.read_notification(pending.notification)?.map(|n| {
+                        scan.records.push(n);
+                        scan.records.len() - 1
+                    });
+                    read.push((pending.notification, slot));
+                    slot
+                }
+            };
+            scan.items.push((pending, slot));
+        }
+        scan.complete = true;
+        Ok(scan)
+    }
+
     /// Deletes finished notifications with keys below `before` (each with its delivery updates,
     /// in the same fjall batch), in chunks, and any updates left without their notification.
     /// Unsynced: a lost deletion is simply redone by the next sweep (and the group's final fsync
@@ -345,6 +420,9 @@ impl Storage {
                 }
                 Held::Sweep(done, swept) => {
                     let _ = done.send(fail().map_or(swept, Err));
+                }
+                Held::ScanPending(done, scan) => {
+                    let _ = done.send(fail().map_or(scan, Err));
                 }
                 Held::Shutdown(done) => {
                     let result = match fail() {

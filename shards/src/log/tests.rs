@@ -1,5 +1,5 @@
 //! Tests of the shard log against real files in a temporary directory: durability across reopen,
-//! recovery (watermark, dedup window, corruption), group commit, sweep, back-pressure, poisoning.
+//! recovery (backlog, format upgrades, dedup window, corruption), group commit, sweep, back-pressure, poisoning.
 
 use futures_lite::future::block_on;
 use tempfile::TempDir;
@@ -40,12 +40,53 @@ fn notification(id: Uuid, accepted_at_ms: u64, state: DeliveryState) -> Notifica
     }
 }
 
+/// Writes notifications as the engine accepts them: each with a backlog key per unfinished
+/// delivery, due when it was accepted.
 fn write(log: &ShardLog, records: &[NotificationRecord]) {
+    let mut b = WriteBatch::new();
+    for r in records {
+        b.put_notification(r);
+        for key in pending_keys(r) {
+            b.put_pending(&key);
+        }
+    }
+    block_on(log.submit(b).unwrap()).unwrap();
+}
+
+/// Writes notifications as format 1 and 2 logs held them: no backlog keys.
+fn write_without_backlog(log: &ShardLog, records: &[NotificationRecord]) {
     let mut b = WriteBatch::new();
     for r in records {
         b.put_notification(r);
     }
     block_on(log.submit(b).unwrap()).unwrap();
+}
+
+fn pending_keys(r: &NotificationRecord) -> Vec<crate::PendingKey> {
+    (0u16..)
+        .zip(&r.deliveries)
+        .filter(|(_, d)| !d.state.is_terminal())
+        .map(|(index, d)| crate::PendingKey {
+            channel: d.channel,
+            due_ms: d.next_attempt_at_ms.unwrap_or(r.accepted_at_ms),
+            notification: r.id,
+            index,
+        })
+        .collect()
+}
+
+/// Every delivery in the APNs backlog, with its notification.
+fn backlog(log: &ShardLog) -> Vec<(crate::PendingKey, NotificationRecord)> {
+    let scan = block_on(
+        log.scan_pending(Channel::Apns, None, u64::MAX, SCAN_PENDING_MAX)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(scan.complete);
+    scan.items
+        .into_iter()
+        .map(|(k, slot)| (k, scan.records[slot.unwrap()].clone()))
+        .collect()
 }
 
 fn reopen(dir: &TempDir, now_ms: u64) -> Result<(ShardLog, Recovered), Error> {
@@ -56,7 +97,14 @@ fn reopen(dir: &TempDir, now_ms: u64) -> Result<(ShardLog, Recovered), Error> {
 fn write_then_reopen_recovers_everything() {
     let dir = tempfile::tempdir().unwrap();
     let (log, rec) = reopen(&dir, NOW).unwrap();
-    assert_eq!(rec, Recovered::default(), "a new log recovers nothing");
+    assert_eq!(
+        rec,
+        Recovered {
+            backlog: vec![0; Channel::COUNT],
+            ..Recovered::default()
+        },
+        "a new log recovers nothing"
+    );
     let user = UserRecord {
         user_id: "alice".into(),
         email: Some("a@example.com".into()),
@@ -74,12 +122,11 @@ fn write_then_reopen_recovers_everything() {
 
     let (log, rec) = reopen(&dir, NOW + 1).unwrap();
     assert_eq!(rec.users, vec![user]);
+    assert_eq!(rec.backlog, vec![1], "the unfinished one's delivery waits");
     assert_eq!(
-        rec.open,
-        vec![open_one.clone()],
-        "no watermark: every unfinished one"
+        backlog(&log),
+        vec![(pending_keys(&open_one)[0], open_one.clone())]
     );
-    assert_eq!(rec.watermark, None);
     let recent_ids: Vec<Uuid> = rec.recent.iter().map(|r| r.2).collect();
     assert_eq!(recent_ids, vec![open_one.id, done_one.id]);
     assert_eq!(rec.recent[0].0, open_one.user_id);
@@ -94,7 +141,7 @@ fn write_then_reopen_recovers_everything() {
 }
 
 #[test]
-fn watermark_bounds_what_is_open() {
+fn a_format_2_log_gets_its_backlog_from_the_notifications_open_after_its_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = reopen(&dir, NOW).unwrap();
     let mut ids = IdGenerator::new(0, 2);
@@ -104,7 +151,7 @@ fn watermark_bounds_what_is_open() {
     let mark = ids.next(old + 2);
     let open_after = notification(ids.next(old + 3), old + 3, DeliveryState::Retrying);
     let finished_after = notification(ids.next(old + 4), old + 4, DeliveryState::Dead);
-    write(
+    write_without_backlog(
         &log,
         &[
             finished_before,
@@ -114,13 +161,24 @@ fn watermark_bounds_what_is_open() {
         ],
     );
     let mut b = WriteBatch::new();
-    b.put_watermark(mark);
+    b.put(Keyspace::Meta, META_WATERMARK, mark.as_bytes())
+        .put(Keyspace::Meta, META_FORMAT, [2]);
     block_on(log.submit(b).unwrap()).unwrap();
     log.join().unwrap();
 
     let (log, rec) = reopen(&dir, NOW).unwrap();
-    assert_eq!(rec.watermark, Some(mark));
-    assert_eq!(rec.open, vec![open_after]);
+    assert_eq!(
+        rec.backlog,
+        vec![1],
+        "only the one open after the watermark"
+    );
+    assert_eq!(
+        backlog(&log),
+        vec![(pending_keys(&open_after)[0], open_after)]
+    );
+    let meta = |key: &[u8]| block_on(log.get(Keyspace::Meta, key.to_vec()).unwrap()).unwrap();
+    assert_eq!(meta(META_FORMAT), Some(vec![LOG_FORMAT_VERSION]));
+    assert_eq!(meta(META_WATERMARK), None, "no longer kept");
     assert!(
         rec.recent.is_empty(),
         "all accepted long before the dedup window"
@@ -145,16 +203,12 @@ fn recent_covers_exactly_the_dedup_window() {
         .map(|&t| notification(ids.next(t), t, DeliveryState::Sent))
         .collect();
     write(&log, &records);
-    // A watermark at the newest id: the scan starts at the dedup floor instead.
-    let mut b = WriteBatch::new();
-    b.put_watermark(records[4].id);
-    block_on(log.submit(b).unwrap()).unwrap();
     log.join().unwrap();
 
     let (log, rec) = reopen(&dir, NOW).unwrap();
     let got: Vec<u64> = rec.recent.iter().map(|r| r.3).collect();
     assert_eq!(got, vec![NOW - WINDOW, NOW - WINDOW / 2, NOW]);
-    assert!(rec.open.is_empty());
+    assert_eq!(rec.backlog, vec![0]);
     log.join().unwrap();
 }
 
@@ -406,7 +460,7 @@ fn shutdown_flushes_then_refuses() {
     let mut ids = IdGenerator::new(0, 8);
     let n = notification(ids.next(NOW), NOW, DeliveryState::Queued);
     let mut b = WriteBatch::new();
-    b.put_notification(&n);
+    b.put_notification(&n).put_pending(&pending_keys(&n)[0]);
     log.submit_nowait(b).unwrap();
     block_on(log.shutdown().unwrap()).unwrap();
     // The thread has stopped; new requests fail (Closed once the queue is gone).
@@ -417,7 +471,8 @@ fn shutdown_flushes_then_refuses() {
     );
     log.join().unwrap();
     let (log, rec) = reopen(&dir, NOW).unwrap();
-    assert_eq!(rec.open, vec![n]);
+    assert_eq!(rec.backlog, vec![1]);
+    assert_eq!(backlog(&log), vec![(pending_keys(&n)[0], n)]);
     log.join().unwrap();
 }
 
@@ -497,10 +552,11 @@ fn delivery_updates_are_read_back_and_recovered_without_rewriting_the_notificati
     let sent_update = settled(&sent, DeliveryState::Sent, NOW + 6);
     let mut b = WriteBatch::new();
     b.put_delivery_update(retrying.id, 0, &retry_update)
-        .put_delivery_update(sent.id, 0, &sent_update);
+        .put_delivery_update(sent.id, 0, &sent_update)
+        .delete_pending(&pending_keys(&sent)[0]);
     let update_bytes = b.bytes();
     assert!(
-        update_bytes < sent.encode().len(),
+        update_bytes < sent.encode().len() + crate::pending::PENDING_KEY_LEN,
         "two updates ({update_bytes} B) are smaller than one notification"
     );
     log.submit_nowait(b).unwrap();
@@ -517,11 +573,13 @@ fn delivery_updates_are_read_back_and_recovered_without_rewriting_the_notificati
     );
     log.join().unwrap();
 
-    // Recovery sees the sent one finished and the retrying one open, with its history.
+    // After a restart the sent one is finished and the retrying one waits, with its history.
     let (log, rec) = reopen(&dir, NOW + 10).unwrap();
-    assert_eq!(rec.open.len(), 1);
-    assert_eq!(rec.open[0].id, retrying.id);
-    assert_eq!(rec.open[0].deliveries[0], retry_update);
+    assert_eq!(rec.backlog, vec![1]);
+    let waiting = backlog(&log);
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].1.id, retrying.id);
+    assert_eq!(waiting[0].1.deliveries[0], retry_update);
     assert_eq!(rec.recent.len(), 2, "both keep their idempotency keys");
     log.join().unwrap();
 }
@@ -579,7 +637,7 @@ fn sweep_deletes_a_notification_with_its_updates_and_leaves_no_orphans() {
 }
 
 #[test]
-fn a_format_1_log_opens_and_is_marked_2() {
+fn a_format_1_log_opens_and_is_marked_3_with_its_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = reopen(&dir, NOW).unwrap();
     let n = notification(
@@ -587,17 +645,18 @@ fn a_format_1_log_opens_and_is_marked_2() {
         NOW,
         DeliveryState::Queued,
     );
-    write(&log, std::slice::from_ref(&n));
+    write_without_backlog(&log, std::slice::from_ref(&n));
     let mut b = WriteBatch::new();
     b.put(Keyspace::Meta, META_FORMAT, vec![1]);
     block_on(log.submit(b).unwrap()).unwrap();
     log.join().unwrap();
 
     let (log, rec) = reopen(&dir, NOW).unwrap();
-    assert_eq!(rec.open, vec![n]);
+    assert_eq!(rec.backlog, vec![1]);
+    assert_eq!(backlog(&log), vec![(pending_keys(&n)[0], n)]);
     let format = block_on(log.get(Keyspace::Meta, META_FORMAT).unwrap()).unwrap();
     assert_eq!(format, Some(vec![LOG_FORMAT_VERSION]));
-    assert_eq!(LOG_FORMAT_VERSION, 2);
+    assert_eq!(LOG_FORMAT_VERSION, 3);
     log.join().unwrap();
 }
 

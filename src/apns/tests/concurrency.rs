@@ -108,7 +108,7 @@ fn requests_over_the_limit_wait_with_us_so_a_lost_connection_fails_only_its_own(
     let lost = outcomes
         .iter()
         .filter(
-            |o| matches!(o, Some(SendOutcome::Retry { reason, .. }) if reason == "connection lost"),
+            |o| matches!(o, Some(SendOutcome::Unavailable { reason, .. }) if reason == "connection lost"),
         )
         .count();
     let sent = outcomes

@@ -228,7 +228,7 @@ fn close_lets_running_sends_finish_then_refuses_and_closes_the_connections() {
     );
     assert_eq!(
         after,
-        SendOutcome::Retry {
+        SendOutcome::Unavailable {
             reason: "sender closed".into(),
             retry_after: None
         }

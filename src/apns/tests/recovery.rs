@@ -6,8 +6,8 @@ use super::fake_apns::{Action, FakeApns, Options, Reply};
 use super::*;
 use crate::apns::SendOutcome;
 
-fn retry(reason: &str) -> SendOutcome {
-    SendOutcome::Retry {
+fn unavailable(reason: &str) -> SendOutcome {
+    SendOutcome::Unavailable {
         reason: reason.into(),
         retry_after: None,
     }
@@ -27,7 +27,7 @@ fn service_unavailable_is_a_retry_and_the_callers_retry_goes_through_with_the_sa
             sender.send(notification(7)).await,
         ]
     });
-    let expected = SendOutcome::Retry {
+    let expected = SendOutcome::Unavailable {
         reason: "503 ServiceUnavailable".into(),
         retry_after: Some(Duration::from_secs(2)),
     };
@@ -63,7 +63,7 @@ fn shutdown_503_replaces_the_connection() {
         old_closed,
         "the retired connection was closed while the sender lived"
     );
-    assert_eq!(outcomes[0], retry("503 Shutdown"));
+    assert_eq!(outcomes[0], unavailable("503 Shutdown"));
     assert!(matches!(outcomes[1], SendOutcome::Sent { .. }));
     let seen = server.seen();
     assert_ne!(seen[0].connection, seen[1].connection);
@@ -94,7 +94,7 @@ fn goaway_mid_stream_is_a_retry_and_the_next_send_reconnects() {
             sender.stats(),
         )
     });
-    assert_eq!(outcomes[0], retry("connection lost"));
+    assert_eq!(outcomes[0], unavailable("connection lost"));
     assert!(
         matches!(outcomes[1], SendOutcome::Sent { .. }),
         "{:?}",
@@ -192,7 +192,7 @@ fn a_stalled_request_times_out_as_a_retry_without_losing_the_connection() {
             sender.stats(),
         )
     });
-    assert_eq!(outcomes[0], retry("request timed out"));
+    assert_eq!(outcomes[0], unavailable("request timed out"));
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert!(matches!(outcomes[1], SendOutcome::Sent { .. }));
     assert_eq!(
@@ -263,7 +263,7 @@ fn a_server_that_does_not_negotiate_h2_is_never_used() {
         let sender = sender(config, tuning);
         (sender.send(notification(1)).await, sender.stats())
     });
-    assert_eq!(outcome, retry("request timed out"));
+    assert_eq!(outcome, unavailable("request timed out"));
     assert!(stats.connect_failures >= 1, "{stats:?}");
     assert!(
         stats.connect_failures <= 12,
