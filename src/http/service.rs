@@ -27,14 +27,24 @@ pub type ApiResponse = Response<Full<Bytes>>;
 
 pub struct Api {
     pub router: ShardRouter,
-    api_keys: Vec<Vec<u8>>,
+    /// SHA-256 of each configured key: every check compares fixed-size digests, so neither its
+    /// time nor its answer depends on a key's length or on where a guess first differs.
+    api_key_digests: Vec<[u8; KEY_DIGEST_LEN]>,
+}
+
+const KEY_DIGEST_LEN: usize = 32;
+
+fn key_digest(key: &[u8]) -> [u8; KEY_DIGEST_LEN] {
+    let mut out = [0u8; KEY_DIGEST_LEN];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, key).as_ref());
+    out
 }
 
 impl Api {
     pub fn new(router: ShardRouter, api_keys: &[String]) -> Api {
         Api {
             router,
-            api_keys: api_keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
         }
     }
 
@@ -45,18 +55,19 @@ impl Api {
         let Some(key) = h.as_bytes().strip_prefix(b"Bearer ") else {
             return false;
         };
-        // Every configured key is compared in full, in constant time.
-        self.api_keys
-            .iter()
-            .fold(false, |ok, k| ok | constant_time_eq(k, key))
+        key_matches(&self.api_key_digests, key)
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `presented` is one of the keys: its digest is compared with every configured digest
+/// in constant time, all of them every time.
+fn key_matches(digests: &[[u8; KEY_DIGEST_LEN]], presented: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let presented = key_digest(presented);
+    let found = digests
+        .iter()
+        .fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&presented));
+    found.into()
 }
 
 pub async fn handle(api: Rc<Api>, req: Request<Incoming>) -> Result<ApiResponse, Infallible> {
@@ -432,6 +443,28 @@ pub fn error_response(e: &ApiError) -> ApiResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key check once compared lengths first and returned early, so a client could learn
+    /// a key's length from the answer's timing; now only fixed-size digests are compared.
+    #[test]
+    fn api_key_check_refuses_prefixes_and_extensions_alike() {
+        let keys = ["test-key-0123456789abcdef", "another-key-fedcba9876543210"];
+        let digests: Vec<_> = keys.iter().map(|k| key_digest(k.as_bytes())).collect();
+        for k in keys {
+            assert!(key_matches(&digests, k.as_bytes()), "{k}");
+        }
+        for wrong in [
+            "",
+            "t",
+            "test-key-0123456789abcde",
+            "test-key-0123456789abcdef0",
+            "test-key-0123456789abcdeF",
+            "another-key-fedcba9876543210test-key-0123456789abcdef",
+        ] {
+            assert!(!key_matches(&digests, wrong.as_bytes()), "{wrong}");
+        }
+        assert!(!key_matches(&[], keys[0].as_bytes()));
+    }
 
     #[test]
     fn batch_answer_lists_each_result_in_order() {
