@@ -64,9 +64,9 @@ impl Api {
 fn key_matches(digests: &[[u8; KEY_DIGEST_LEN]], presented: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     let presented = key_digest(presented);
-    let found = digests
-        .iter()
-        .fold(subtle::Choice::from(0), |found, d| found | d.ct_eq(&presented));
+    let found = digests.iter().fold(subtle::Choice::from(0), |found, d| {
+        found | d.ct_eq(&presented)
+    });
     found.into()
 }
 
