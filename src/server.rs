@@ -277,7 +277,8 @@ async fn run_shard(
         })
         .detach();
     }
-    http::serve(listener, api, stop).await;
+    let ingress = Rc::new(http::Ingress::new(api, cfg.http));
+    http::serve(listener, ingress, stop).await;
     engine.shutdown().await;
     info!(shard, "shard stopped");
     Ok(())

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -18,10 +18,12 @@ use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
 use crate::engine::probe::ProbeSnapshot;
 use crate::mesh::ShardRouter;
 
+use super::body::{ConnBodies, read_body};
+
 /// Largest single-resource body (a notification with a 4 KiB payload fits many times over).
 const MAX_BODY: usize = 64 * 1024;
 /// Largest batch body: 1000 notifications of up to ~4 KiB of payload each, with room for JSON.
-const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
+pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 
 pub type ApiResponse = Response<Full<Bytes>>;
 
@@ -70,14 +72,22 @@ fn key_matches(digests: &[[u8; KEY_DIGEST_LEN]], presented: &[u8]) -> bool {
     found.into()
 }
 
-pub async fn handle(api: Rc<Api>, req: Request<Incoming>) -> Result<ApiResponse, Infallible> {
-    Ok(match route(&api, req).await {
+pub async fn handle(
+    api: Rc<Api>,
+    bodies: &ConnBodies,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, Infallible> {
+    Ok(match route(&api, bodies, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     })
 }
 
-async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+async fn route(
+    api: &Api,
+    bodies: &ConnBodies,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -95,11 +105,11 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
     let method_name = method.to_string();
     let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     match (method, segs.as_slice()) {
-        (Method::PUT, ["users", id]) => put_user(api, id, req).await,
-        (Method::POST, ["users", id, "devices"]) => add_device(api, id, req).await,
+        (Method::PUT, ["users", id]) => put_user(api, id, req, bodies).await,
+        (Method::POST, ["users", id, "devices"]) => add_device(api, id, req, bodies).await,
         (Method::DELETE, ["users", id, "devices", token]) => remove_device(api, id, token).await,
-        (Method::POST, ["notifications"]) => notify_one(api, req).await,
-        (Method::POST, ["notifications", "batch"]) => notify_batch(api, req).await,
+        (Method::POST, ["notifications"]) => notify_one(api, req, bodies).await,
+        (Method::POST, ["notifications", "batch"]) => notify_batch(api, req, bodies).await,
         (Method::GET, ["notifications", id]) => get_notification(api, id).await,
         (Method::GET, ["stats"]) => stats(api).await,
         (
@@ -118,22 +128,6 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
         _ => Err(ApiError::not_found(
             "not_found",
             format!("no route for {path}"),
-        )),
-    }
-}
-
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            413,
-            "body_too_large",
-            format!("request body exceeds {limit} bytes"),
-        )),
-        Err(e) => Err(ApiError::new(
-            400,
-            "bad_body",
-            format!("could not read the body: {e}"),
         )),
     }
 }
@@ -158,9 +152,14 @@ fn upsert_response(u: Upsert, body: Value) -> ApiResponse {
     json_response(status, &body)
 }
 
-async fn put_user(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+async fn put_user(
+    api: &Api,
+    id: &str,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
     validate::user_id("user_id", id)?;
-    let profile = users::parse_profile(&read_body(req, MAX_BODY).await?)?;
+    let profile = users::parse_profile(&read_body(req, MAX_BODY, bodies).await?)?;
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
     let u = ask(api, shard, |reply| ShardCmd::PutUser {
@@ -172,9 +171,14 @@ async fn put_user(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResp
     Ok(upsert_response(u, json!({"user_id": user_id})))
 }
 
-async fn add_device(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+async fn add_device(
+    api: &Api,
+    id: &str,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
     validate::user_id("user_id", id)?;
-    let device = users::parse_device(&read_body(req, MAX_BODY).await?)?;
+    let device = users::parse_device(&read_body(req, MAX_BODY, bodies).await?)?;
     let token = device.token.clone();
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
@@ -216,8 +220,12 @@ fn notify_json(r: NotifyReply) -> (StatusCode, Value, bool) {
     }
 }
 
-async fn notify_one(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
-    let n = notifications::parse_single(&read_body(req, MAX_BODY).await?)?;
+async fn notify_one(
+    api: &Api,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
+    let n = notifications::parse_single(&read_body(req, MAX_BODY, bodies).await?)?;
     let shard = api.router.shard_for_user(&n.user_id);
     let r = ask(api, shard, |reply| ShardCmd::Notify {
         notification: n,
@@ -235,8 +243,12 @@ async fn notify_one(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, Ap
     Ok(resp)
 }
 
-async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
-    let items = notifications::parse_batch(&read_body(req, MAX_BATCH_BODY).await?)?;
+async fn notify_batch(
+    api: &Api,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
+    let items = notifications::parse_batch(&read_body(req, MAX_BATCH_BODY, bodies).await?)?;
     let mut results: Vec<Option<Result<NotifyReply, ApiError>>> = Vec::with_capacity(items.len());
     // Every valid item goes to its owning shard, one command per shard with all of its items;
     // each shard answers its part with one message. Invalid items are answered here.
