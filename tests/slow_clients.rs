@@ -51,7 +51,8 @@ fn until_closed(s: &mut TcpStream, since: Instant) -> (Vec<u8>, Duration) {
 
 /// Sends one keep-alive request and reads its answer (a `/healthz`, whose body is short).
 fn healthz(s: &mut TcpStream) -> String {
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).unwrap();
@@ -65,7 +66,10 @@ fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
     let mut s = TcpStream::connect(h.server.addr).unwrap();
     let (got, after) = until_closed(&mut s, started);
     assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
-    assert!(after >= ms(HEADER_MS - 50) && after < ms(HEADER_MS) + SLACK, "{after:?}");
+    assert!(
+        after >= ms(HEADER_MS - 50) && after < ms(HEADER_MS) + SLACK,
+        "{after:?}"
+    );
 }
 
 #[test]
@@ -74,10 +78,14 @@ fn a_half_sent_head_after_a_request_is_closed_after_the_header_timeout() {
     let mut s = TcpStream::connect(h.server.addr).unwrap();
     assert!(healthz(&mut s).starts_with("HTTP/1.1 200"));
     let started = Instant::now();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let (_, after) = until_closed(&mut s, started);
     // The header timeout, counted from the head's first byte: well before the idle timeout.
-    assert!(after >= ms(HEADER_MS - 50) && after < ms(HEADER_MS) + SLACK, "{after:?}");
+    assert!(
+        after >= ms(HEADER_MS - 50) && after < ms(HEADER_MS) + SLACK,
+        "{after:?}"
+    );
     assert!(after < ms(IDLE_MS), "{after:?}");
 }
 
@@ -90,7 +98,10 @@ fn an_idle_http1_connection_outlives_the_header_timeout_and_closes_at_the_idle_t
     assert!(healthz(&mut s).starts_with("HTTP/1.1 200"));
     let quiet = Instant::now();
     let (_, after) = until_closed(&mut s, quiet);
-    assert!(after >= ms(IDLE_MS - 50) && after < ms(IDLE_MS) + SLACK, "{after:?}");
+    assert!(
+        after >= ms(IDLE_MS - 50) && after < ms(IDLE_MS) + SLACK,
+        "{after:?}"
+    );
 }
 
 #[test]
@@ -110,7 +121,10 @@ fn a_body_that_stops_arriving_is_answered_408_and_closed() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains(r#""code":"body_timeout""#), "{text}");
-    assert!(after >= ms(BODY_MS - 50) && after < ms(BODY_MS) + SLACK, "{after:?}");
+    assert!(
+        after >= ms(BODY_MS - 50) && after < ms(BODY_MS) + SLACK,
+        "{after:?}"
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -132,7 +146,10 @@ fn http2_connections_keep_the_same_limits() {
         let ended = tokio::time::timeout(Duration::from_secs(20), conn).await;
         let after = started.elapsed();
         assert!(ended.is_ok(), "not closed");
-        assert!(after >= ms(HEADER_MS - 50) && after < ms(HEADER_MS) + SLACK, "{after:?}");
+        assert!(
+            after >= ms(HEADER_MS - 50) && after < ms(HEADER_MS) + SLACK,
+            "{after:?}"
+        );
 
         // A body that stops arriving: 408 on its stream, while the connection stays up.
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -173,6 +190,9 @@ fn http2_connections_keep_the_same_limits() {
             .unwrap();
         let after = quiet.elapsed();
         assert!(ended.is_ok(), "{ended:?}");
-        assert!(after >= ms(IDLE_MS - 100) && after < ms(IDLE_MS) + SLACK, "{after:?}");
+        assert!(
+            after >= ms(IDLE_MS - 100) && after < ms(IDLE_MS) + SLACK,
+            "{after:?}"
+        );
     });
 }
