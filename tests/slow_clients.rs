@@ -16,7 +16,7 @@ const HEADER_MS: u64 = 400;
 const BODY_MS: u64 = 400;
 const IDLE_MS: u64 = 1500;
 /// What a loaded 2-core machine may add to a timer.
-const SLACK: Duration = Duration::from_millis(1500);
+const SLACK: Duration = Duration::from_millis(800);
 
 fn start() -> common::Harness {
     common::start(

@@ -32,8 +32,8 @@ use crate::sync::Latch;
 
 /// Time a connection gets to finish its in-flight requests after stop.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
-/// Time a connection closed for a time limit gets for hyper's goodbye (HTTP/2 GOAWAY): it has no
-/// request in flight.
+/// Time an HTTP/2 connection closed for a time limit gets for hyper's goodbye (GOAWAY): it has
+/// no request in flight. An HTTP/1.1 one is closed at once.
 const TIMED_OUT_DRAIN: Duration = Duration::from_secs(1);
 /// Time a refused connection is kept to read its request and write the `503`.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
@@ -268,6 +268,11 @@ pub(super) async fn serve(slot: Slot, stream: TcpStream, stop: Latch) {
     .await;
     if let Some((why, drain)) = close {
         debug!(reason = why, "closing connection");
+        if drain == TIMED_OUT_DRAIN && !activity.http2.get() {
+            // Nothing in flight, and HTTP/1.1 has no goodbye to send: hyper's graceful
+            // shutdown would wait for a half-sent head to end.
+            return;
+        }
         conn.as_mut().graceful_shutdown();
         let _ = futures_lite::future::or(
             async {
