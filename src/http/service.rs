@@ -16,6 +16,7 @@ use crate::api::error::ApiError;
 use crate::api::{notifications, status, users, validate};
 use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
 use crate::engine::probe::ProbeSnapshot;
+use crate::health::{ShardState, ShardsHealth};
 use crate::mesh::ShardRouter;
 
 use super::body::{ConnBodies, read_body};
@@ -32,6 +33,8 @@ pub struct Api {
     /// SHA-256 of each configured key: every check compares fixed-size digests, so neither its
     /// time nor its answer depends on a key's length or on where a guess first differs.
     api_key_digests: Vec<[u8; KEY_DIGEST_LEN]>,
+    /// Every shard's state, for `/healthz`.
+    health: ShardsHealth,
 }
 
 const KEY_DIGEST_LEN: usize = 32;
@@ -43,10 +46,11 @@ fn key_digest(key: &[u8]) -> [u8; KEY_DIGEST_LEN] {
 }
 
 impl Api {
-    pub fn new(router: ShardRouter, api_keys: &[String]) -> Api {
+    pub fn new(router: ShardRouter, api_keys: &[String], health: ShardsHealth) -> Api {
         Api {
             router,
             api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
+            health,
         }
     }
 
@@ -91,7 +95,7 @@ async fn route(
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/healthz" {
-        return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+        return Ok(health_response(&api.health.states()));
     }
     if !path.starts_with("/v1/") {
         return Err(ApiError::not_found(
@@ -418,6 +422,46 @@ async fn stats(api: &Api) -> Result<ApiResponse, ApiError> {
     ))
 }
 
+/// `200 {"status":"ok","shards":N}` while every shard serves; otherwise `503` naming each shard
+/// that does not, in the error shape, with every shard's state.
+fn health_response(states: &[ShardState]) -> ApiResponse {
+    let unhealthy: Vec<String> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s != ShardState::Serving)
+        .map(|(i, s)| match s {
+            ShardState::Failed => {
+                format!("shard {i} failed (its log refuses writes until restart)")
+            }
+            _ => format!("shard {i} is {}", s.name()),
+        })
+        .collect();
+    if unhealthy.is_empty() {
+        return json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "shards": states.len()}),
+        );
+    }
+    let code = if states.contains(&ShardState::Failed) {
+        "shard_failed"
+    } else {
+        "starting"
+    };
+    let shards: Vec<Value> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"shard": i, "state": s.name()}))
+        .collect();
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({
+            "status": "unavailable",
+            "error": {"code": code, "message": unhealthy.join("; ")},
+            "shards": shards,
+        }),
+    )
+}
+
 pub fn json_response(status: StatusCode, body: &Value) -> ApiResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
@@ -476,6 +520,22 @@ mod tests {
             assert!(!key_matches(&digests, wrong.as_bytes()), "{wrong}");
         }
         assert!(!key_matches(&[], keys[0].as_bytes()));
+    }
+
+    /// A shard whose log failed answered 503 to everything it owned while `/healthz` said 200.
+    #[test]
+    fn healthz_names_every_shard_that_does_not_serve() {
+        use ShardState::*;
+        let ok = health_response(&[Serving, Serving]);
+        assert_eq!(ok.status(), 200);
+        let failed = health_response(&[Serving, Failed, Starting]);
+        assert_eq!(failed.status(), 503);
+        let body = format!("{:?}", failed.body());
+        assert!(body.contains(r#"\"code\":\"shard_failed\""#), "{body}");
+        assert!(body.contains("shard 1 failed"), "{body}");
+        assert!(body.contains("shard 2 is starting"), "{body}");
+        assert!(!body.contains("shard 0"), "{body}");
+        assert_eq!(health_response(&[Starting, Serving]).status(), 503);
     }
 
     #[test]
