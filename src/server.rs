@@ -147,8 +147,47 @@ fn resolve_listen(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// File descriptors beside the API connections: logs, fjall's files, mesh, APNs connections.
+const FILES_BESIDE_CONNECTIONS: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard one (the default soft limit, often 1,024,
+/// is below one shard's connection limit), and warns when even that cannot hold every shard's
+/// connections: past it, accepts fail instead of being answered `503`.
+fn raise_open_files_limit(cfg: &Config) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let needed =
+        (cfg.shards * cfg.http.max_connections_per_shard) as u64 + FILES_BESIDE_CONNECTIONS;
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            needed,
+            "the open-files limit (ulimit -n) is below shards x http.max_connections_per_shard: \
+             connections past it fail to be accepted instead of being answered 503"
+        );
+    }
+}
+
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     check_data_dir(&cfg.data_dir, cfg.shards)?;
+    raise_open_files_limit(&cfg);
     let (apns, _sim) = match &cfg.apns {
         ApnsTarget::Configured(s) => (s.clone(), None),
         ApnsTarget::BuiltInSimulator {

@@ -6,7 +6,7 @@
 //! hand (2,000 connections, the default 10 s timeout; needs `ulimit -n` above 2,100):
 //!
 //! ```sh
-//! cargo test --release -p clarion --test half_sent_requests -- --ignored --nocapture
+//! cargo test -p clarion --test half_sent_requests -- --ignored --nocapture
 //! ```
 mod common;
 
