@@ -53,6 +53,8 @@ struct Activity {
     http2: Cell<bool>,
     /// Bytes read so far.
     read: Cell<u64>,
+    /// Which limit the connection broke, once it has.
+    expired_for: Cell<&'static str>,
 }
 
 impl Activity {
@@ -64,6 +66,7 @@ impl Activity {
             head_since: Cell::new(None),
             http2: Cell::new(false),
             read: Cell::new(0),
+            expired_for: Cell::new(""),
         }
     }
 
@@ -244,7 +247,21 @@ pub(super) async fn serve(slot: Slot, stream: TcpStream, stop: Latch) {
     });
     let conn = ingress.builder.serve_connection(io, svc);
     futures_lite::pin!(conn);
-    let limits = &ingress.limits;
+    // The time limits are watched by a task of their own, so that the connection's task, woken
+    // for every frame, polls only a latch beside the connection, not a timer. The task is
+    // cancelled when this one ends and drops it.
+    let expired = Latch::default();
+    let _watch = {
+        let (activity, expired) = (activity.clone(), expired.clone());
+        let limits = ingress.limits;
+        glommio::spawn_local(async move {
+            let why = activity
+                .expired(limits.header_timeout, limits.idle_timeout)
+                .await;
+            activity.expired_for.set(why);
+            expired.set();
+        })
+    };
     let close = futures_lite::future::or(
         async {
             if let Err(e) = conn.as_mut().await {
@@ -258,10 +275,8 @@ pub(super) async fn serve(slot: Slot, stream: TcpStream, stop: Latch) {
                 Some(("stopping", CONNECTION_DRAIN))
             },
             async {
-                let why = activity
-                    .expired(limits.header_timeout, limits.idle_timeout)
-                    .await;
-                Some((why, TIMED_OUT_DRAIN))
+                expired.wait().await;
+                Some((activity.expired_for.get(), TIMED_OUT_DRAIN))
             },
         ),
     )
