@@ -1,14 +1,15 @@
 //! HTTP/2's per-connection bounds hold against a client that writes raw frames: a stream past
-//! `H2_MAX_CONCURRENT_STREAMS` is refused (`REFUSED_STREAM`), and a rapid-reset flood (streams
-//! opened and cancelled at once, CVE-2023-44487) is cut off with GOAWAY `ENHANCE_YOUR_CALM`
-//! and closed, while a normal client on another connection keeps being served.
+//! `H2_MAX_CONCURRENT_STREAMS` is refused (`REFUSED_STREAM`); a client that makes the server
+//! reset more than `H2_MAX_LOCAL_ERROR_RESET_STREAMS` malformed streams is cut off with GOAWAY
+//! `ENHANCE_YOUR_CALM`; and so is a rapid-reset flood (streams opened and cancelled at once,
+//! CVE-2023-44487), while a normal client on another connection keeps being served.
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use clarion::http::H2_MAX_CONCURRENT_STREAMS;
+use clarion::http::{H2_MAX_CONCURRENT_STREAMS, H2_MAX_LOCAL_ERROR_RESET_STREAMS};
 use clarion_loadtest::apns_sim::Faults;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -20,6 +21,7 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const ACK: u8 = 0x1;
 const CANCEL: u32 = 0x8;
+const PROTOCOL_ERROR: u32 = 0x1;
 const REFUSED_STREAM: u32 = 0x7;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
@@ -106,6 +108,53 @@ fn a_stream_past_the_concurrency_limit_is_refused() {
         }
         assert_ne!(kind, GOAWAY, "GOAWAY {payload:?}");
     }
+}
+
+#[test]
+fn a_client_that_keeps_sending_malformed_streams_is_cut_off() {
+    let h = common::start(1, Faults::default(), "");
+    let mut s = handshake(h.server.addr);
+    // A connection-level header is malformed in HTTP/2: the server resets each such stream.
+    let mut block = header_block(true, "/healthz", None);
+    block.push(0x00);
+    block.push(10);
+    block.extend_from_slice(b"connection");
+    block.push(5);
+    block.extend_from_slice(b"close");
+    let limit = H2_MAX_LOCAL_ERROR_RESET_STREAMS as u32;
+    // Up to the limit, each is reset and the connection stays.
+    let mut out = Vec::new();
+    for i in 0..limit {
+        out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &block));
+    }
+    s.write_all(&out).unwrap();
+    let mut resets = 0;
+    while resets < limit {
+        match read_frame(&mut s).expect("connection stays open") {
+            (RST_STREAM, _, _, payload) => {
+                assert_eq!(code(&payload, 0), PROTOCOL_ERROR);
+                resets += 1;
+            }
+            (GOAWAY, _, _, payload) => panic!("GOAWAY after {resets} resets: {payload:?}"),
+            _ => {}
+        }
+    }
+    // One more, and the connection is cut off.
+    s.write_all(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        2 * limit + 1,
+        &block,
+    ))
+    .unwrap();
+    let goaway = loop {
+        match read_frame(&mut s) {
+            Some((GOAWAY, _, _, payload)) => break Some(code(&payload, 4)),
+            Some(_) => {}
+            None => break None,
+        }
+    };
+    assert_eq!(goaway, Some(ENHANCE_YOUR_CALM));
 }
 
 /// Opens one connection and floods it with streams opened and cancelled at once until the
