@@ -31,6 +31,32 @@ const TABLE_WRITEBACK_RANGE: std::ops::RangeInclusive<u64> = 4096..=1 << 30;
 /// than people own, few enough that a user's record (rewritten whole on every registration)
 /// stays small.
 pub const DEFAULT_MAX_DEVICES_PER_USER: usize = 100;
+/// Time a client gets to send a request's head (from its first byte), and a new connection to
+/// send its first request, unless `[http] header_timeout_ms` says otherwise: ample for any
+/// client on a working network, short enough that a half-sent request does not hold a
+/// connection for long.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Time a request's body gets to arrive once its head has, unless `[http] body_timeout_ms`
+/// says otherwise: an 8 MiB batch needs about 7 Mbit/s to arrive in it.
+pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
+/// Time a connection may stay open with no request in flight, unless `[http] idle_timeout_ms`
+/// says otherwise: longer than the usual load balancers' idle timeouts (60 s), so that they
+/// close their pooled connections first and never send a request into one we are closing.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 75_000;
+/// Open API connections per shard unless `[http] max_connections_per_shard` says otherwise: an
+/// open connection costs about 23 KB (2,000 half-sent requests added 45 MB), so a shard's
+/// connections stay under 100 MB, while clients and load balancers keeping connection pools
+/// need far fewer.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 4096;
+/// Bytes of request bodies one connection may have being received at once unless `[http]
+/// body_buffer_per_connection_bytes` says otherwise: two of the largest batches (HTTP/2 carries
+/// many requests at once on one connection; HTTP/1.1 one).
+pub const DEFAULT_BODY_BUFFER_PER_CONNECTION: usize = 2 * crate::http::service::MAX_BATCH_BODY;
+/// Bytes of request bodies one shard may have being received at once, over all its
+/// connections, unless `[http] body_buffer_per_shard_bytes` says otherwise.
+pub const DEFAULT_BODY_BUFFER_PER_SHARD: usize = 256 << 20;
+/// Longest HTTP timeout: an hour.
+const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
 /// Upper bound on shards: ids carry the shard number, and more executors than this is a typo.
 pub const MAX_SHARDS: usize = 256;
 
@@ -78,6 +104,117 @@ pub struct RawConfig {
     pub simulator: RawSimulator,
     #[serde(default)]
     pub tuning: RawTuning,
+    #[serde(default)]
+    pub http: RawHttp,
+}
+
+/// `[http]`: the API transport's time limits and bounds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub header_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections_per_shard: Option<usize>,
+    pub body_buffer_per_connection_bytes: Option<usize>,
+    pub body_buffer_per_shard_bytes: Option<usize>,
+}
+
+/// The API transport's validated limits (`[http]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// A request's head must arrive within this of its first byte (HTTP/1.1), and a new
+    /// connection's first request within this of the accept (both protocols).
+    pub header_timeout: std::time::Duration,
+    /// A request's body must arrive within this of its head.
+    pub body_timeout: std::time::Duration,
+    /// A connection with no request in flight is closed after this (HTTP/2 with GOAWAY).
+    pub idle_timeout: std::time::Duration,
+    /// Open connections per shard; past it a new connection is answered 503 and closed.
+    pub max_connections_per_shard: usize,
+    /// Bytes of request bodies being received at once on one connection; past it, 503.
+    pub body_buffer_per_connection: usize,
+    /// Bytes of request bodies being received at once on one shard; past it, 503.
+    pub body_buffer_per_shard: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            header_timeout: std::time::Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
+            body_timeout: std::time::Duration::from_millis(DEFAULT_BODY_TIMEOUT_MS),
+            idle_timeout: std::time::Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
+            max_connections_per_shard: DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+            body_buffer_per_connection: DEFAULT_BODY_BUFFER_PER_CONNECTION,
+            body_buffer_per_shard: DEFAULT_BODY_BUFFER_PER_SHARD,
+        }
+    }
+}
+
+impl RawHttp {
+    fn validate(self) -> Result<HttpConfig, ConfigError> {
+        let timeout = |key: &str, v: Option<u64>, default: u64| {
+            let ms = v.unwrap_or(default);
+            if !(1..=MAX_HTTP_TIMEOUT_MS).contains(&ms) {
+                return Err(bad(
+                    key,
+                    format!("must be between 1 and {MAX_HTTP_TIMEOUT_MS} (an hour)"),
+                ));
+            }
+            Ok(std::time::Duration::from_millis(ms))
+        };
+        let header_timeout = timeout(
+            "http.header_timeout_ms",
+            self.header_timeout_ms,
+            DEFAULT_HEADER_TIMEOUT_MS,
+        )?;
+        let body_timeout = timeout(
+            "http.body_timeout_ms",
+            self.body_timeout_ms,
+            DEFAULT_BODY_TIMEOUT_MS,
+        )?;
+        let idle_timeout = timeout(
+            "http.idle_timeout_ms",
+            self.idle_timeout_ms,
+            DEFAULT_IDLE_TIMEOUT_MS,
+        )?;
+        let max_connections_per_shard = self
+            .max_connections_per_shard
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_SHARD);
+        if !(1..=1_000_000).contains(&max_connections_per_shard) {
+            return Err(bad(
+                "http.max_connections_per_shard",
+                "must be between 1 and 1000000",
+            ));
+        }
+        let largest = crate::http::service::MAX_BATCH_BODY;
+        let body_buffer_per_connection = self
+            .body_buffer_per_connection_bytes
+            .unwrap_or(DEFAULT_BODY_BUFFER_PER_CONNECTION);
+        if body_buffer_per_connection < largest {
+            return Err(bad(
+                "http.body_buffer_per_connection_bytes",
+                format!("must be at least {largest} (the largest request body)"),
+            ));
+        }
+        let body_buffer_per_shard = self
+            .body_buffer_per_shard_bytes
+            .unwrap_or(DEFAULT_BODY_BUFFER_PER_SHARD);
+        if body_buffer_per_shard < body_buffer_per_connection {
+            return Err(bad(
+                "http.body_buffer_per_shard_bytes",
+                "must be at least http.body_buffer_per_connection_bytes",
+            ));
+        }
+        Ok(HttpConfig {
+            header_timeout,
+            body_timeout,
+            idle_timeout,
+            max_connections_per_shard,
+            body_buffer_per_connection,
+            body_buffer_per_shard,
+        })
+    }
 }
 
 /// Internal sizes an operator rarely changes (tests use them to force edge cases).
@@ -186,6 +323,7 @@ pub struct Config {
     pub mesh_channel_capacity: usize,
     pub lane_window: usize,
     pub apns: ApnsTarget,
+    pub http: HttpConfig,
 }
 
 /// Command-line overrides for the common keys.
@@ -404,6 +542,7 @@ impl RawConfig {
         if !(2..=1 << 20).contains(&lane_window) {
             return Err(bad("tuning.lane_window", "must be between 2 and 1048576"));
         }
+        let http = self.http.validate()?;
 
         Ok(Config {
             listen,
@@ -424,6 +563,7 @@ impl RawConfig {
             mesh_channel_capacity,
             lane_window,
             apns,
+            http,
         })
     }
 }
@@ -515,6 +655,36 @@ mod tests {
         assert_eq!(c.background_nice, DEFAULT_BACKGROUND_NICE);
         assert_eq!(c.table_writeback_bytes, DEFAULT_TABLE_WRITEBACK_BYTES);
         assert!(matches!(c.apns, ApnsTarget::BuiltInSimulator { .. }));
+        assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.http.header_timeout.as_millis(), 10_000);
+    }
+
+    #[test]
+    fn http_limits_name_their_key() {
+        for (toml, key) in [
+            ("header_timeout_ms = 0", "http.header_timeout_ms"),
+            ("body_timeout_ms = 3600001", "http.body_timeout_ms"),
+            ("idle_timeout_ms = 0", "http.idle_timeout_ms"),
+            (
+                "max_connections_per_shard = 0",
+                "http.max_connections_per_shard",
+            ),
+            (
+                "body_buffer_per_connection_bytes = 1000",
+                "http.body_buffer_per_connection_bytes",
+            ),
+            (
+                "body_buffer_per_shard_bytes = 8388608\nbody_buffer_per_connection_bytes = 9000000",
+                "http.body_buffer_per_shard_bytes",
+            ),
+            ("header_timeout = 5", "header_timeout"),
+        ] {
+            let e = validate(&format!("[http]\n{toml}")).unwrap_err();
+            assert_eq!(e.key, key, "{toml}");
+        }
+        let c = validate("[http]\nheader_timeout_ms = 250\nmax_connections_per_shard = 8").unwrap();
+        assert_eq!(c.http.header_timeout.as_millis(), 250);
+        assert_eq!(c.http.max_connections_per_shard, 8);
     }
 
     #[test]

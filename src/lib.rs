@@ -10,6 +10,7 @@
 //! - `engine`: the shard engine (accept, group commit, dispatch, retries, recovery).
 //! - `channels`: the sender abstraction and the APNs channel; `apns`: the APNs client.
 //! - `builtin_sim`: the in-process APNs simulator used when no credentials are configured.
+//! - `health`: every shard's state, readable from any core (`/healthz`).
 //! - `sync`: single-threaded wake-up primitives.
 #![deny(clippy::unwrap_used)]
 
@@ -20,6 +21,7 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod health;
 pub mod http;
 pub mod mesh;
 pub mod server;

@@ -2,10 +2,14 @@
 //! no APNs credentials are configured, open every shard's log (blocking, off the executors),
 //! start one pinned glommio executor per shard (mesh, engine, senders, listener), then wait for
 //! SIGTERM/SIGINT and stop in reverse: listeners, in-flight sends (grace), last flush, logs.
+//! The main thread supervises: a shard that cannot start (or fails, or panics) stops every
+//! shard, and the process exits with an error naming it, rather than serving with a shard that
+//! answers `503` forever.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
@@ -21,6 +25,7 @@ use crate::channels::ChannelSender;
 use crate::channels::apns::ApnsChannel;
 use crate::config::{ApnsTarget, Config};
 use crate::engine::{Engine, EngineConfig, now_ms};
+use crate::health::{ShardState, ShardsHealth};
 use crate::http;
 use crate::mesh::ShardRouter;
 use crate::sync::Latch;
@@ -142,8 +147,47 @@ fn resolve_listen(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
+/// File descriptors beside the API connections: logs, fjall's files, mesh, APNs connections.
+const FILES_BESIDE_CONNECTIONS: u64 = 1024;
+
+/// Raises the soft limit on open files to the hard one (the default soft limit, often 1,024,
+/// is below one shard's connection limit), and warns when even that cannot hold every shard's
+/// connections: past it, accepts fail instead of being answered `503`.
+fn raise_open_files_limit(cfg: &Config) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    let needed =
+        (cfg.shards * cfg.http.max_connections_per_shard) as u64 + FILES_BESIDE_CONNECTIONS;
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            needed,
+            "the open-files limit (ulimit -n) is below shards x http.max_connections_per_shard: \
+             connections past it fail to be accepted instead of being answered 503"
+        );
+    }
+}
+
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     check_data_dir(&cfg.data_dir, cfg.shards)?;
+    raise_open_files_limit(&cfg);
     let (apns, _sim) = match &cfg.apns {
         ApnsTarget::Configured(s) => (s.clone(), None),
         ApnsTarget::BuiltInSimulator {
@@ -160,18 +204,34 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = MeshBuilder::full(cfg.shards, cfg.mesh_channel_capacity);
+    let health = ShardsHealth::new(cfg.shards);
+    let (events_tx, events) = std::sync::mpsc::channel();
     let mut stops = Vec::new();
     let mut executors = Vec::new();
     for i in 0..cfg.shards {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         stops.push(stop_tx);
-        let (cfg, apns, mesh, opened) = (cfg.clone(), apns.clone(), mesh.clone(), opened.clone());
+        let start = ShardStart {
+            cfg: cfg.clone(),
+            apns: apns.clone(),
+            mesh: mesh.clone(),
+            opened: opened.clone(),
+            listen,
+            health: health.clone(),
+            events: events_tx.clone(),
+        };
+        let events = events_tx.clone();
         let ex = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
             .name(&format!("shard-{i:02}"))
             .io_memory(EXECUTOR_IO_MEMORY)
             .spawn(move || async move {
-                if let Err(e) = run_shard(cfg, apns, mesh, opened, listen, stop_rx).await {
-                    error!(error = %e, "shard failed");
+                let _panic = ReportPanic {
+                    executor: i,
+                    events: events.clone(),
+                };
+                if let Err(e) = run_shard(start, stop_rx).await {
+                    error!(error = %format!("{e:#}"), "shard failed");
+                    let _ = events.send(Event::Failed(format!("{e:#}")));
                 }
             })
             .map_err(|e| {
@@ -181,60 +241,142 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             })?;
         executors.push(ex);
     }
-    println!("clarion listening on {listen} with {} shards", cfg.shards);
-    info!(%listen, shards = cfg.shards, data_dir = %cfg.data_dir.display(), "clarion started");
-    spawn_signal_thread(stops)?;
+    spawn_signal_thread(events_tx)?;
+    let outcome = supervise(&events, cfg.shards, || {
+        println!("clarion listening on {listen} with {} shards", cfg.shards);
+        info!(%listen, shards = cfg.shards, data_dir = %cfg.data_dir.display(), "clarion started");
+    });
+    if outcome.is_err() {
+        error!("a shard failed: stopping every shard");
+    }
+    for s in stops {
+        let _ = s.send(());
+    }
     for ex in executors {
         let _ = ex.join();
     }
     info!("clarion stopped");
-    Ok(())
+    outcome
 }
 
-fn spawn_signal_thread(stops: Vec<oneshot::Sender<()>>) -> anyhow::Result<()> {
+/// What the shards and the signal thread tell the main thread.
+#[derive(Debug)]
+enum Event {
+    /// A shard is serving (its listener is bound).
+    Serving,
+    /// A shard could not start, failed, or panicked: why.
+    Failed(String),
+    /// SIGTERM or SIGINT.
+    Stop,
+}
+
+/// Waits until a stop is asked for (`Ok`) or a shard fails (`Err`, naming it); says when every
+/// shard serves.
+fn supervise(
+    events: &Receiver<Event>,
+    shards: usize,
+    mut all_serving: impl FnMut(),
+) -> anyhow::Result<()> {
+    let mut serving = 0;
+    loop {
+        match events.recv() {
+            Ok(Event::Serving) => {
+                serving += 1;
+                if serving == shards {
+                    all_serving();
+                }
+            }
+            Ok(Event::Failed(why)) => bail!("{why}; the server stops"),
+            Ok(Event::Stop) | Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// Tells the main thread when a shard's executor unwinds from a panic.
+struct ReportPanic {
+    executor: usize,
+    events: Sender<Event>,
+}
+
+impl Drop for ReportPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.events.send(Event::Failed(format!(
+                "the executor of shard {} panicked",
+                self.executor
+            )));
+        }
+    }
+}
+
+fn spawn_signal_thread(events: Sender<Event>) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            let mut stops = Some(stops);
+            let mut first = true;
             for sig in signals.forever() {
-                match stops.take() {
-                    Some(list) => {
-                        info!(signal = sig, "stopping: draining in-flight work");
-                        for s in list {
-                            let _ = s.send(());
-                        }
-                    }
-                    None => {
-                        error!("second signal: exiting now");
-                        std::process::exit(130);
-                    }
+                if first {
+                    info!(signal = sig, "stopping: draining in-flight work");
+                    let _ = events.send(Event::Stop);
+                    first = false;
+                } else {
+                    error!("second signal: exiting now");
+                    std::process::exit(130);
                 }
             }
         })?;
     Ok(())
 }
 
-async fn run_shard(
+/// What one shard's executor starts from.
+struct ShardStart {
     cfg: Arc<Config>,
     apns: ApnsConfig,
     mesh: MeshBuilder<crate::mesh::MeshBatch, glommio::channels::channel_mesh::Full>,
     opened: Opened,
     listen: SocketAddr,
-    stop_rx: oneshot::Receiver<()>,
-) -> anyhow::Result<()> {
-    let (senders, receivers) = mesh
-        .join()
-        .await
-        .map_err(|_| anyhow::anyhow!("mesh join failed"))?;
+    health: ShardsHealth,
+    events: Sender<Event>,
+}
+
+async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow::Result<()> {
+    let ShardStart {
+        cfg,
+        apns,
+        mesh,
+        opened,
+        listen,
+        health,
+        events,
+    } = start;
+    let stop = Latch::default();
+    {
+        let stop = stop.clone();
+        glommio::spawn_local(async move {
+            let _ = stop_rx.await;
+            stop.set();
+        })
+        .detach();
+    }
+    // Every shard joins the mesh before any goes on; a stop (another shard failed) ends the wait.
+    let joined = futures_lite::future::or(async { Some(mesh.join().await) }, async {
+        stop.wait().await;
+        None
+    })
+    .await;
+    let Some(joined) = joined else {
+        return Ok(());
+    };
+    let (senders, receivers) = joined.map_err(|_| anyhow::anyhow!("mesh join failed"))?;
     let shard = senders.peer_id();
     let (log, recovered) = opened
         .lock()
         .map_err(|_| anyhow::anyhow!("startup lock poisoned"))?
         .get_mut(shard)
         .and_then(Option::take)
-        .ok_or_else(|| anyhow::anyhow!("no log for shard {shard}"))?;
+        .ok_or_else(|| anyhow::anyhow!("shard {shard}: no log"))?;
     let apns_cfg = ApnsConfig {
         endpoint: apns.endpoint,
         team_id: apns.team_id,
@@ -244,8 +386,8 @@ async fn run_shard(
         connections: apns.connections,
         ca_pem: apns.ca_pem,
     };
-    let sender =
-        ApnsSender::new(apns_cfg, shard).map_err(|e| anyhow::anyhow!("APNs sender: {e}"))?;
+    let sender = ApnsSender::new(apns_cfg, shard)
+        .map_err(|e| anyhow::anyhow!("shard {shard}: APNs sender: {e}"))?;
     let senders_list: Vec<Rc<dyn ChannelSender>> = vec![Rc::new(ApnsChannel::new(sender))];
     let ecfg = EngineConfig {
         shard: shard as u16,
@@ -260,26 +402,58 @@ async fn run_shard(
         },
         shutdown_grace_ms: cfg.shutdown_grace_ms,
         lane_window: cfg.lane_window,
+        health: health.slot(shard),
     };
     let seed = now_ms() ^ ((shard as u64) << 48) ^ u64::from(std::process::id());
     let engine = Rc::new(Engine::new(ecfg, log, senders_list, seed));
     engine.restore(recovered);
     engine.start();
     let router = ShardRouter::start(engine.clone(), senders, receivers);
-    let api = Rc::new(http::service::Api::new(router, &cfg.api_keys));
-    let listener = glommio::net::TcpListener::bind(listen)
-        .map_err(|e| anyhow::anyhow!("binding {listen}: {e}"))?;
-    let stop = Latch::default();
-    {
-        let stop = stop.clone();
-        glommio::spawn_local(async move {
-            let _ = stop_rx.await;
-            stop.set();
-        })
-        .detach();
-    }
-    http::serve(listener, api, stop).await;
+    let api = Rc::new(http::service::Api::new(
+        router,
+        &cfg.api_keys,
+        health.clone(),
+    ));
+    let bound = glommio::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("shard {shard}: binding {listen}: {e}"));
+    let listener = match bound {
+        Ok(l) => l,
+        Err(e) => {
+            engine.shutdown().await;
+            return Err(e);
+        }
+    };
+    health.set(shard, ShardState::Serving);
+    let _ = events.send(Event::Serving);
+    let ingress = Rc::new(http::Ingress::new(api, cfg.http));
+    http::serve(listener, ingress, stop).await;
     engine.shutdown().await;
     info!(shard, "shard stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supervision_reports_serving_once_and_stops_on_the_first_failure() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut announced = 0;
+        tx.send(Event::Serving).unwrap();
+        tx.send(Event::Serving).unwrap();
+        tx.send(Event::Failed("shard 1: binding 127.0.0.1:1: in use".into()))
+            .unwrap();
+        tx.send(Event::Stop).unwrap();
+        let e = supervise(&rx, 2, || announced += 1).unwrap_err();
+        assert_eq!(announced, 1);
+        assert!(e.to_string().starts_with("shard 1: binding"), "{e}");
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(Event::Serving).unwrap();
+        tx.send(Event::Stop).unwrap();
+        let mut announced = 0;
+        assert!(supervise(&rx, 2, || announced += 1).is_ok());
+        assert_eq!(announced, 0);
+    }
 }

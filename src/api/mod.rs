@@ -1,6 +1,7 @@
 //! The HTTP API's resources: one file per resource for parsing and validation, plus the error
 //! shape and the status view. Routing and transport live in `crate::http`.
 
+pub mod batch;
 pub mod error;
 pub mod fields;
 pub mod notifications;

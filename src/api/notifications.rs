@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::batch;
 use super::error::ApiError;
 use super::fields::{Fields, parse_object};
 use super::validate;
@@ -52,6 +53,9 @@ struct RawNotification {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBatch {
+    /// Read one by one and refused at item `MAX_BATCH + 1` (then the body is read again by
+    /// `batch::item_texts` for the error).
+    #[serde(deserialize_with = "batch::at_most_max_batch")]
     notifications: Vec<RawNotification>,
 }
 
@@ -60,13 +64,6 @@ struct RawBatch {
 struct DataText {
     #[serde(default)]
     data: Option<Box<RawValue>>,
-}
-
-/// A batch's items as the text they were sent as.
-#[derive(Deserialize)]
-struct ItemTexts<'a> {
-    #[serde(borrow)]
-    notifications: Vec<&'a RawValue>,
 }
 
 /// `data` exactly as sent in the notification object `text`, so that the slow path checks and
@@ -241,6 +238,7 @@ pub fn parse_single(body: &[u8]) -> Result<NewNotification, ApiError> {
 
 /// Parses a batch body into one result per item, in order: items that fail validation carry
 /// their error (field names prefixed with `notifications[i].`), the rest go to their shards.
+/// More than `MAX_BATCH` items is refused at the first one past it, before it is read.
 pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NewNotification, ApiError>>, ApiError> {
     // Fast path: a well-typed batch deserializes in one pass, without a JSON value tree.
     if let Ok(batch) = serde_json::from_slice::<RawBatch>(body) {
@@ -252,29 +250,31 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Result<NewNotification, ApiError>>
             .map(|(i, raw)| validate(raw).map_err(|e| e.in_item(&format!("notifications[{i}]."))))
             .collect());
     }
-    let mut f = Fields::new(parse_object(body)?);
-    let items = f.req_array("notifications")?;
-    f.finish(&["notifications"])?;
-    check_batch_size(items.len())?;
-    let texts = serde_json::from_slice::<ItemTexts>(body)
-        .ok()
-        .map(|t| t.notifications)
-        .filter(|t| t.len() == items.len());
-    Ok(items
-        .into_iter()
+    // Otherwise each item is read from its own text, so the error names its field and no
+    // value tree is ever built of more than one item.
+    let texts = batch::item_texts(body)?;
+    check_batch_size(texts.len())?;
+    Ok(texts
+        .iter()
         .enumerate()
-        .map(|(i, item)| match item {
-            Value::Object(m) => {
-                let text = texts.as_ref().and_then(|t| t.get(i)).map(|r| r.get());
-                parse_notification(m, text).map_err(|e| e.in_item(&format!("notifications[{i}].")))
-            }
-            _ => Err(ApiError::field(
-                &format!("notifications[{i}]"),
-                "invalid_type",
-                "must be an object",
-            )),
-        })
+        .map(|(i, text)| parse_item(text.get(), i))
         .collect())
+}
+
+/// One batch item from its JSON text: typed in one pass when it can be, else field by field.
+fn parse_item(text: &str, i: usize) -> Result<NewNotification, ApiError> {
+    if let Ok(raw) = serde_json::from_str::<RawNotification>(text) {
+        return validate(raw).map_err(|e| e.in_item(&format!("notifications[{i}].")));
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => parse_notification(m, Some(text))
+            .map_err(|e| e.in_item(&format!("notifications[{i}]."))),
+        _ => Err(ApiError::field(
+            &format!("notifications[{i}]"),
+            "invalid_type",
+            "must be an object",
+        )),
+    }
 }
 
 fn check_batch_size(n: usize) -> Result<(), ApiError> {
@@ -400,6 +400,33 @@ mod tests {
             parse_batch(br#"{"notifications":[]}"#).unwrap_err().code,
             "invalid_batch_size"
         );
+    }
+
+    /// An 8 MiB body of `{},` is about 2.8 million items: the parser built every one of them
+    /// (hundreds of MB) before it checked the 1,000-item limit. It now stops at item 1,001 on
+    /// both paths: bytes past it are never read, not even when they are not JSON.
+    #[test]
+    fn an_8_mib_batch_of_empty_items_is_refused_at_item_1001() {
+        let mut body = br#"{"notifications":["#.to_vec();
+        while body.len() < 8 << 20 {
+            body.extend_from_slice(b"{},");
+        }
+        body.extend_from_slice(b"{}]}");
+        let mistyped = [
+            br#"{"notifications":[{"ttl_seconds":"x"},"#.as_slice(),
+            &b"{},".repeat(MAX_BATCH),
+            b"not JSON",
+        ]
+        .concat();
+        let garbage_after = [&body[..body.len() - 3], b"not JSON"].concat();
+        for body in [body, mistyped, garbage_after] {
+            let e = parse_batch(&body).unwrap_err();
+            assert_eq!(
+                (e.code, e.field.as_deref()),
+                ("invalid_batch_size", Some("notifications"))
+            );
+            assert!(e.message.contains("more than 1000"), "{}", e.message);
+        }
     }
 
     #[test]

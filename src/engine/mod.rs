@@ -82,6 +82,8 @@ pub struct EngineConfig {
     pub shutdown_grace_ms: u64,
     /// Deliveries each channel's lane holds ready in memory.
     pub lane_window: usize,
+    /// Where the shard's health is published when its log fails.
+    pub health: crate::health::ShardSlot,
 }
 
 /// State mutated by commands and outcomes. Borrowed briefly, never across an await.
@@ -112,7 +114,7 @@ pub struct Engine {
     pub probe: Probe,
     pub stopping: Latch,
     pub(crate) stop_committing: Cell<bool>,
-    pub failed: Cell<bool>,
+    pub failed: crate::health::FailedFlag,
 }
 
 pub fn now_ms() -> u64 {
@@ -128,6 +130,7 @@ impl Engine {
         senders: Vec<Rc<dyn ChannelSender>>,
         seed: u64,
     ) -> Engine {
+        let failed = crate::health::FailedFlag::new(cfg.health.clone());
         let mut by_channel: Vec<Option<Rc<dyn ChannelSender>>> = vec![None; Channel::ALL.len()];
         for s in senders {
             let i = s.channel().index();
@@ -156,7 +159,7 @@ impl Engine {
             probe: Probe::default(),
             stopping: Latch::default(),
             stop_committing: Cell::new(false),
-            failed: Cell::new(false),
+            failed,
         }
     }
 

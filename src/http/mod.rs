@@ -1,41 +1,116 @@
 //! The API transport: each core accepts on the shared port (SO_REUSEPORT) and serves HTTP/1.1
 //! keep-alive and HTTP/2 cleartext (prior knowledge) on the same socket through hyper's
-//! auto-detecting builder, running on glommio. On stop, listeners close and connections are
-//! shut down gracefully (HTTP/2 GOAWAY, HTTP/1.1 close after the current request).
+//! auto-detecting builder, running on glommio. Every bound a client could push on is set here
+//! or in `[http]`: open connections per shard (past it, `503` and close), HTTP/2 streams and
+//! resets per connection, header sizes, and the time limits (`conn.rs`) and body budgets
+//! (`body.rs`). On stop, listeners close and connections are shut down gracefully (HTTP/2
+//! GOAWAY, HTTP/1.1 close after the current request).
 
+pub mod body;
+mod conn;
 pub mod rt;
 pub mod service;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use glommio::net::TcpListener;
-use hyper::service::service_fn;
 use hyper_util::server::conn::auto::Builder;
-use tracing::{debug, warn};
+use tracing::warn;
 
+use crate::config::HttpConfig;
 use crate::sync::Latch;
-use rt::{HyperIo, LocalExec};
+use body::ShardBodies;
+use rt::{GlommioTimer, LocalExec};
 use service::Api;
 
-/// Concurrent HTTP/2 streams per client connection: load balancers multiplex many requests.
-const H2_MAX_STREAMS: u32 = 1024;
-/// Time a connection gets to finish its in-flight requests after stop.
-const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+/// Concurrent HTTP/2 streams per client connection: a load balancer multiplexes many requests
+/// on one connection. Each open stream's body counts against the connection's body budget, so
+/// this bounds handler tasks, not memory. A stream past it is refused (`REFUSED_STREAM`).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Streams a client may reset before the server has taken them up, at once, before it is cut off
+/// with GOAWAY (`ENHANCE_YOUR_CALM`): the HTTP/2 rapid-reset attack (CVE-2023-44487) opens and
+/// cancels streams in a flood, each costing the server work and none counting against the
+/// stream limit. h2's default; a client that cancels a request now and then is far below it.
+pub const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset for the client's protocol errors before it sends GOAWAY: a
+/// client can make the server reset streams (bad headers, flow-control misuse) as cheaply as it
+/// can reset them itself (RUSTSEC-2024-0003). A correct client causes none.
+pub const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+/// Largest header block (SETTINGS_MAX_HEADER_LIST_SIZE) an HTTP/2 request may carry: ours carry
+/// a handful of short headers; 16 KiB is hyper's default and refuses header floods.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 16 << 10;
+/// Per-stream and per-connection HTTP/2 receive windows: a stream may send 1 MiB before the
+/// server reads it, a connection 16 MiB, so an 8 MiB batch arrives without waiting on window
+/// updates while bodies being received stay within the body budgets.
+pub const H2_STREAM_WINDOW: u32 = 1 << 20;
+pub const H2_CONNECTION_WINDOW: u32 = 1 << 24;
+/// A keep-alive ping is sent after this long without a frame from the client, and the
+/// connection is closed if it is not answered within `H2_KEEP_ALIVE_TIMEOUT`: finds peers that
+/// vanished without closing (a crashed load balancer, a dropped NAT entry).
+pub const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most headers in one HTTP/1.1 request: ours need a handful; more is refused with `431`.
+pub const H1_MAX_HEADERS: usize = 64;
+/// Largest HTTP/1.1 read buffer per connection, so also the largest request head (past it,
+/// `431`), as HTTP/2's header list: ours are a few hundred bytes, and bodies stream through it
+/// in pieces this size. With it an open connection costs about 23 KB (measured with 2,000
+/// half-sent requests), where hyper's default (~400 KB) would let each grow to that.
+pub const H1_MAX_BUF_SIZE: usize = 16 << 10;
+/// Refused connections being answered at once per shard; past it a connection over the limit
+/// is closed without an answer (a flood of them gets no more of the shard's time than this).
+pub const MAX_REFUSING: usize = 256;
 
 fn builder() -> Builder<LocalExec> {
     let mut b = Builder::new(LocalExec);
     b.http2()
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(1 << 24);
-    b.http1().keep_alive(true);
+        .timer(GlommioTimer)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+    // No HTTP/1.1 header timer here: hyper's runs from the end of the previous response, so it
+    // would also close idle keep-alive connections; `conn.rs` keeps the header and idle limits.
+    b.http1()
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .max_headers(H1_MAX_HEADERS)
+        .max_buf_size(H1_MAX_BUF_SIZE);
     b
 }
 
+/// One shard's API ingress: what its connections share.
+pub struct Ingress {
+    api: Rc<Api>,
+    builder: Builder<LocalExec>,
+    limits: HttpConfig,
+    bodies: Rc<ShardBodies>,
+    /// Connections being served.
+    open: Cell<usize>,
+    /// Connections over the limit being answered `503`.
+    refusing: Cell<usize>,
+}
+
+impl Ingress {
+    pub fn new(api: Rc<Api>, limits: HttpConfig) -> Ingress {
+        Ingress {
+            api,
+            builder: builder(),
+            bodies: Rc::new(ShardBodies::new(limits.body_buffer_per_shard)),
+            limits,
+            open: Cell::new(0),
+            refusing: Cell::new(0),
+        }
+    }
+}
+
 /// Accepts connections until `stop` is set.
-pub async fn serve(listener: TcpListener, api: Rc<Api>, stop: Latch) {
-    let builder = Rc::new(builder());
+pub async fn serve(listener: TcpListener, ingress: Rc<Ingress>, stop: Latch) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             stop.wait().await;
@@ -52,35 +127,14 @@ pub async fn serve(listener: TcpListener, api: Rc<Api>, stop: Latch) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (api, builder, stop) = (api.clone(), builder.clone(), stop.clone());
-        glommio::spawn_local(async move {
-            let svc = service_fn(move |req| service::handle(api.clone(), req));
-            let conn = builder.serve_connection(HyperIo(stream), svc);
-            futures_lite::pin!(conn);
-            let stopped = futures_lite::future::or(
-                async {
-                    if let Err(e) = conn.as_mut().await {
-                        debug!(error = %e, "connection ended");
-                    }
-                    false
-                },
-                async {
-                    stop.wait().await;
-                    true
-                },
-            )
-            .await;
-            if stopped {
-                conn.as_mut().graceful_shutdown();
-                let _ = futures_lite::future::or(
-                    async {
-                        let _ = conn.as_mut().await;
-                    },
-                    glommio::timer::sleep(CONNECTION_DRAIN),
-                )
-                .await;
+        if ingress.open.get() >= ingress.limits.max_connections_per_shard {
+            if ingress.refusing.get() < MAX_REFUSING {
+                let slot = conn::Slot::refused(ingress.clone());
+                glommio::spawn_local(conn::refuse(slot, stream)).detach();
             }
-        })
-        .detach();
+            continue;
+        }
+        let slot = conn::Slot::open(ingress.clone());
+        glommio::spawn_local(conn::serve(slot, stream, stop.clone())).detach();
     }
 }

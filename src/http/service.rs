@@ -7,7 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -16,25 +16,41 @@ use crate::api::error::ApiError;
 use crate::api::{notifications, status, users, validate};
 use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
 use crate::engine::probe::ProbeSnapshot;
+use crate::health::{ShardState, ShardsHealth};
 use crate::mesh::ShardRouter;
+
+use super::body::{ConnBodies, read_body};
 
 /// Largest single-resource body (a notification with a 4 KiB payload fits many times over).
 const MAX_BODY: usize = 64 * 1024;
 /// Largest batch body: 1000 notifications of up to ~4 KiB of payload each, with room for JSON.
-const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
+pub const MAX_BATCH_BODY: usize = 8 * 1024 * 1024;
 
 pub type ApiResponse = Response<Full<Bytes>>;
 
 pub struct Api {
     pub router: ShardRouter,
-    api_keys: Vec<Vec<u8>>,
+    /// SHA-256 of each configured key: every check compares fixed-size digests, so neither its
+    /// time nor its answer depends on a key's length or on where a guess first differs.
+    api_key_digests: Vec<[u8; KEY_DIGEST_LEN]>,
+    /// Every shard's state, for `/healthz`.
+    health: ShardsHealth,
+}
+
+const KEY_DIGEST_LEN: usize = 32;
+
+fn key_digest(key: &[u8]) -> [u8; KEY_DIGEST_LEN] {
+    let mut out = [0u8; KEY_DIGEST_LEN];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, key).as_ref());
+    out
 }
 
 impl Api {
-    pub fn new(router: ShardRouter, api_keys: &[String]) -> Api {
+    pub fn new(router: ShardRouter, api_keys: &[String], health: ShardsHealth) -> Api {
         Api {
             router,
-            api_keys: api_keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
+            health,
         }
     }
 
@@ -45,32 +61,41 @@ impl Api {
         let Some(key) = h.as_bytes().strip_prefix(b"Bearer ") else {
             return false;
         };
-        // Every configured key is compared in full, in constant time.
-        self.api_keys
-            .iter()
-            .fold(false, |ok, k| ok | constant_time_eq(k, key))
+        key_matches(&self.api_key_digests, key)
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `presented` is one of the keys: its digest is compared with every configured digest
+/// in constant time, all of them every time.
+fn key_matches(digests: &[[u8; KEY_DIGEST_LEN]], presented: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    let presented = key_digest(presented);
+    let found = digests.iter().fold(subtle::Choice::from(0), |found, d| {
+        found | d.ct_eq(&presented)
+    });
+    found.into()
 }
 
-pub async fn handle(api: Rc<Api>, req: Request<Incoming>) -> Result<ApiResponse, Infallible> {
-    Ok(match route(&api, req).await {
+pub async fn handle(
+    api: Rc<Api>,
+    bodies: &ConnBodies,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, Infallible> {
+    Ok(match route(&api, bodies, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     })
 }
 
-async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+async fn route(
+    api: &Api,
+    bodies: &ConnBodies,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/healthz" {
-        return Ok(json_response(StatusCode::OK, &json!({"status": "ok"})));
+        return Ok(health_response(&api.health.states()));
     }
     if !path.starts_with("/v1/") {
         return Err(ApiError::not_found(
@@ -84,11 +109,11 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
     let method_name = method.to_string();
     let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     match (method, segs.as_slice()) {
-        (Method::PUT, ["users", id]) => put_user(api, id, req).await,
-        (Method::POST, ["users", id, "devices"]) => add_device(api, id, req).await,
+        (Method::PUT, ["users", id]) => put_user(api, id, req, bodies).await,
+        (Method::POST, ["users", id, "devices"]) => add_device(api, id, req, bodies).await,
         (Method::DELETE, ["users", id, "devices", token]) => remove_device(api, id, token).await,
-        (Method::POST, ["notifications"]) => notify_one(api, req).await,
-        (Method::POST, ["notifications", "batch"]) => notify_batch(api, req).await,
+        (Method::POST, ["notifications"]) => notify_one(api, req, bodies).await,
+        (Method::POST, ["notifications", "batch"]) => notify_batch(api, req, bodies).await,
         (Method::GET, ["notifications", id]) => get_notification(api, id).await,
         (Method::GET, ["stats"]) => stats(api).await,
         (
@@ -107,22 +132,6 @@ async fn route(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiErro
         _ => Err(ApiError::not_found(
             "not_found",
             format!("no route for {path}"),
-        )),
-    }
-}
-
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            413,
-            "body_too_large",
-            format!("request body exceeds {limit} bytes"),
-        )),
-        Err(e) => Err(ApiError::new(
-            400,
-            "bad_body",
-            format!("could not read the body: {e}"),
         )),
     }
 }
@@ -147,9 +156,14 @@ fn upsert_response(u: Upsert, body: Value) -> ApiResponse {
     json_response(status, &body)
 }
 
-async fn put_user(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+async fn put_user(
+    api: &Api,
+    id: &str,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
     validate::user_id("user_id", id)?;
-    let profile = users::parse_profile(&read_body(req, MAX_BODY).await?)?;
+    let profile = users::parse_profile(&read_body(req, MAX_BODY, bodies).await?)?;
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
     let u = ask(api, shard, |reply| ShardCmd::PutUser {
@@ -161,9 +175,14 @@ async fn put_user(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResp
     Ok(upsert_response(u, json!({"user_id": user_id})))
 }
 
-async fn add_device(api: &Api, id: &str, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
+async fn add_device(
+    api: &Api,
+    id: &str,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
     validate::user_id("user_id", id)?;
-    let device = users::parse_device(&read_body(req, MAX_BODY).await?)?;
+    let device = users::parse_device(&read_body(req, MAX_BODY, bodies).await?)?;
     let token = device.token.clone();
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
@@ -205,8 +224,12 @@ fn notify_json(r: NotifyReply) -> (StatusCode, Value, bool) {
     }
 }
 
-async fn notify_one(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
-    let n = notifications::parse_single(&read_body(req, MAX_BODY).await?)?;
+async fn notify_one(
+    api: &Api,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
+    let n = notifications::parse_single(&read_body(req, MAX_BODY, bodies).await?)?;
     let shard = api.router.shard_for_user(&n.user_id);
     let r = ask(api, shard, |reply| ShardCmd::Notify {
         notification: n,
@@ -224,8 +247,12 @@ async fn notify_one(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, Ap
     Ok(resp)
 }
 
-async fn notify_batch(api: &Api, req: Request<Incoming>) -> Result<ApiResponse, ApiError> {
-    let items = notifications::parse_batch(&read_body(req, MAX_BATCH_BODY).await?)?;
+async fn notify_batch(
+    api: &Api,
+    req: Request<Incoming>,
+    bodies: &ConnBodies,
+) -> Result<ApiResponse, ApiError> {
+    let items = notifications::parse_batch(&read_body(req, MAX_BATCH_BODY, bodies).await?)?;
     let mut results: Vec<Option<Result<NotifyReply, ApiError>>> = Vec::with_capacity(items.len());
     // Every valid item goes to its owning shard, one command per shard with all of its items;
     // each shard answers its part with one message. Invalid items are answered here.
@@ -395,6 +422,46 @@ async fn stats(api: &Api) -> Result<ApiResponse, ApiError> {
     ))
 }
 
+/// `200 {"status":"ok","shards":N}` while every shard serves; otherwise `503` naming each shard
+/// that does not, in the error shape, with every shard's state.
+fn health_response(states: &[ShardState]) -> ApiResponse {
+    let unhealthy: Vec<String> = states
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s != ShardState::Serving)
+        .map(|(i, s)| match s {
+            ShardState::Failed => {
+                format!("shard {i} failed (its log refuses writes until restart)")
+            }
+            _ => format!("shard {i} is {}", s.name()),
+        })
+        .collect();
+    if unhealthy.is_empty() {
+        return json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "shards": states.len()}),
+        );
+    }
+    let code = if states.contains(&ShardState::Failed) {
+        "shard_failed"
+    } else {
+        "starting"
+    };
+    let shards: Vec<Value> = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"shard": i, "state": s.name()}))
+        .collect();
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({
+            "status": "unavailable",
+            "error": {"code": code, "message": unhealthy.join("; ")},
+            "shards": shards,
+        }),
+    )
+}
+
 pub fn json_response(status: StatusCode, body: &Value) -> ApiResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
@@ -432,6 +499,44 @@ pub fn error_response(e: &ApiError) -> ApiResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key check once compared lengths first and returned early, so a client could learn
+    /// a key's length from the answer's timing; now only fixed-size digests are compared.
+    #[test]
+    fn api_key_check_refuses_prefixes_and_extensions_alike() {
+        let keys = ["test-key-0123456789abcdef", "another-key-fedcba9876543210"];
+        let digests: Vec<_> = keys.iter().map(|k| key_digest(k.as_bytes())).collect();
+        for k in keys {
+            assert!(key_matches(&digests, k.as_bytes()), "{k}");
+        }
+        for wrong in [
+            "",
+            "t",
+            "test-key-0123456789abcde",
+            "test-key-0123456789abcdef0",
+            "test-key-0123456789abcdeF",
+            "another-key-fedcba9876543210test-key-0123456789abcdef",
+        ] {
+            assert!(!key_matches(&digests, wrong.as_bytes()), "{wrong}");
+        }
+        assert!(!key_matches(&[], keys[0].as_bytes()));
+    }
+
+    /// A shard whose log failed answered 503 to everything it owned while `/healthz` said 200.
+    #[test]
+    fn healthz_names_every_shard_that_does_not_serve() {
+        use ShardState::*;
+        let ok = health_response(&[Serving, Serving]);
+        assert_eq!(ok.status(), 200);
+        let failed = health_response(&[Serving, Failed, Starting]);
+        assert_eq!(failed.status(), 503);
+        let body = format!("{:?}", failed.body());
+        assert!(body.contains(r#"\"code\":\"shard_failed\""#), "{body}");
+        assert!(body.contains("shard 1 failed"), "{body}");
+        assert!(body.contains("shard 2 is starting"), "{body}");
+        assert!(!body.contains("shard 0"), "{body}");
+        assert_eq!(health_response(&[Starting, Serving]).status(), 503);
+    }
 
     #[test]
     fn batch_answer_lists_each_result_in_order() {

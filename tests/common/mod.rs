@@ -41,7 +41,16 @@ pub fn start(shards: usize, faults: Faults, extra_toml: &str) -> Harness {
 
 /// Like `start`, with full control of the simulator's configuration.
 pub fn start_with(shards: usize, sim: impl FnOnce(&mut SimConfig), extra_toml: &str) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), shards, sim, extra_toml)
+}
+
+/// Like `start_with`, in a directory the test has prepared (its data directory is `dir/data`).
+pub fn start_in(
+    dir: tempfile::TempDir,
+    shards: usize,
+    sim: impl FnOnce(&mut SimConfig),
+    extra_toml: &str,
+) -> Harness {
     let (private_pem, public_pem) = generate_apns_key().unwrap();
     let mut cfg = SimConfig::new(TEAM_ID, KEY_ID, &public_pem, TOPIC);
     cfg.listen = "127.0.0.1:0".parse().unwrap();
