@@ -24,6 +24,8 @@
 
 mod background;
 mod batch;
+#[cfg(test)]
+mod fault_tests;
 mod fold;
 mod latency;
 mod reaper;

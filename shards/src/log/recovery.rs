@@ -97,7 +97,7 @@ pub(crate) fn open_with_capacity(
         fsync: config.fsync,
         counters: Arc::clone(&counters),
         poisoned: false,
-        unsynced: false,
+        unsynced: None,
         group_failure: None,
         fail_next_commit: false,
         fail_next_sync: false,

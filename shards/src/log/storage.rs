@@ -6,6 +6,11 @@
 //! them), but the group still ends with a single fsync, and *every* reply of the group — reads
 //! included — is sent only after it. A failed commit or fsync fails the whole group and poisons
 //! the log.
+//!
+//! Every commit reaches the OS before it returns: fjall's `Database::batch` commits with
+//! `PersistMode::Buffer` (its `manual_journal_persist` is left off), so a process crash loses
+//! nothing committed, fsync or not; only an OS crash or power loss can lose what is not yet
+//! fsynced. Lazy writes are fsynced at most [`LAZY_SYNC_INTERVAL`] after the first of them.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -71,8 +76,8 @@ pub(super) struct Storage {
     pub(super) fsync: bool,
     pub(super) counters: Arc<Counters>,
     pub(super) poisoned: bool,
-    /// Something was committed without an fsync since the last one.
-    pub(super) unsynced: bool,
+    /// When the first commit since the last fsync was made (`None`: nothing unsynced).
+    pub(super) unsynced: Option<Instant>,
     /// Set when a commit of the current group failed; every reply of the group gets it.
     pub(super) group_failure: Option<String>,
     pub(super) fail_next_commit: bool,
@@ -85,9 +90,15 @@ impl Storage {
     /// Serves requests until shutdown or until every [`ShardLog`](super::ShardLog) is dropped.
     pub(super) fn run(mut self, rx: Receiver<Request>) {
         loop {
-            // Lazy writes left unsynced are made durable within LAZY_SYNC_INTERVAL.
-            let first = if self.fsync && self.unsynced {
-                match rx.recv_timeout(LAZY_SYNC_INTERVAL) {
+            // Lazy writes left unsynced are made durable within LAZY_SYNC_INTERVAL of the first
+            // of them, however many requests arrive meanwhile.
+            let first = if let Some(since) = self.unsynced.filter(|_| self.fsync) {
+                let deadline = since + LAZY_SYNC_INTERVAL;
+                if Instant::now() >= deadline {
+                    self.sync();
+                    continue;
+                }
+                match rx.recv_deadline(deadline) {
                     Ok(r) => r,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                         self.sync();
@@ -189,7 +200,7 @@ impl Storage {
         }
         let sync_now = self.fsync && needs_sync;
         self.commit(&mut segment);
-        if sync_now && self.unsynced {
+        if sync_now && self.unsynced.is_some() {
             self.sync();
         }
         self.counters
@@ -227,7 +238,7 @@ impl Storage {
                 c.batches.fetch_add(taken.batches, Relaxed);
                 c.records.fetch_add(taken.records, Relaxed);
                 c.bytes.fetch_add(taken.bytes, Relaxed);
-                self.unsynced = true;
+                self.unsynced.get_or_insert(started);
             }
             Err(e) => self.poison(e),
         }
@@ -236,6 +247,8 @@ impl Storage {
     /// fsyncs what earlier unsynced commits of this group wrote.
     fn sync(&mut self) {
         if self.poisoned {
+            // Nothing is synced after a failure; the timer must not keep asking.
+            self.unsynced = None;
             return;
         }
         let started = Instant::now();
@@ -251,7 +264,7 @@ impl Storage {
     }
 
     fn synced(&mut self, started: Instant) {
-        self.unsynced = false;
+        self.unsynced = None;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.counters.last_fsync_micros.store(micros, Relaxed);
         self.counters.fsync_latency.record(micros);
