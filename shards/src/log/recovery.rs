@@ -4,21 +4,24 @@
 //!
 //! Ids are time-ordered, so recovery scans the notifications keyspace only from
 //! `min(watermark, uuid_floor_for_ms(now - dedup_window))` to the end. A record that does not
-//! decode stops recovery with an error naming its key: skipping it could silently drop an
-//! accepted notification.
+//! decode is moved to quarantine with its raw bytes and reported (`log/quarantine.rs`), and
+//! recovery goes on: skipping it silently could drop an accepted notification unseen, and
+//! refusing to start would stop every other notification of the shard.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, KeyspaceCreateOptions, PersistMode};
 use uuid::Uuid;
 
-use super::fold::fold;
+use super::fold::{CorruptEntry, fold};
+use super::quarantine::{DurableMoves, QUARANTINE_KEYSPACE};
 use super::reaper::MemtableReaper;
 use super::storage::{Handles, Storage};
 use super::{
-    FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, META_FORMAT,
-    META_WATERMARK, ShardLog,
+    Counters, FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig,
+    META_FORMAT, META_WATERMARK, ShardLog,
 };
 use crate::error::Error;
 use crate::ids::uuid_floor_for_ms;
@@ -78,9 +81,12 @@ pub(crate) fn open_with_capacity(
             notifications_options(config.shard)
         })?,
         meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
+        quarantine: db.keyspace(QUARANTINE_KEYSPACE, KeyspaceCreateOptions::default)?,
     };
     check_format(&db, &handles)?;
-    let recovered = recover(&handles, config.dedup_window_ms, now_ms)?;
+    let mut moves = DurableMoves::new(&db, config.shard, now_ms);
+    let recovered = recover(&handles, &mut moves, config.dedup_window_ms, now_ms)?;
+    moves.finish()?;
     tracing::info!(
         shard = config.shard,
         users = recovered.users.len(),
@@ -90,7 +96,9 @@ pub(crate) fn open_with_capacity(
     );
 
     let (tx, rx) = crossbeam_channel::bounded(capacity);
-    let counters = Arc::default();
+    let counters = Arc::new(Counters::default());
+    let held = handles.quarantine.len()? as u64;
+    counters.quarantined.store(held, Relaxed);
     let storage = Storage {
         db,
         handles,
@@ -101,6 +109,7 @@ pub(crate) fn open_with_capacity(
         group_failure: None,
         fail_next_commit: false,
         fail_next_sync: false,
+        shard: config.shard,
         reaper: MemtableReaper::start(config.shard, &config.dir)?,
     };
     let thread = std::thread::Builder::new()
@@ -179,28 +188,52 @@ fn check_format(db: &Database, h: &Handles) -> Result<(), Error> {
     }
 }
 
-fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, Error> {
+fn recover(
+    h: &Handles,
+    moves: &mut DurableMoves<'_>,
+    dedup_window_ms: u64,
+    now_ms: u64,
+) -> Result<Recovered, Error> {
     let watermark = match h.meta.get(META_WATERMARK)? {
         None => None,
-        Some(v) => Some(Uuid::from_bytes(<[u8; 16]>::try_from(&*v).map_err(
-            |_| {
-                Error::corrupt(format!(
-                    "meta/watermark: expected 16 bytes, found {}",
-                    v.len()
-                ))
-            },
-        )?)),
+        Some(v) => match <[u8; 16]>::try_from(&*v) {
+            Ok(b) => Some(Uuid::from_bytes(b)),
+            // Without a watermark recovery scans every notification: slower, never wrong.
+            Err(_) => {
+                let why = format!("meta/watermark: expected 16 bytes, found {}", v.len());
+                let entry = CorruptEntry {
+                    key: META_WATERMARK.to_vec(),
+                    value: v.to_vec(),
+                    why: Error::corrupt(why),
+                };
+                moves.add(h, Keyspace::Meta, &entry)?;
+                None
+            }
+        },
     };
 
     let mut users = Vec::new();
     for guard in h.users.iter() {
         let (key, value) = guard.into_inner()?;
-        let user = UserRecord::decode(&value).map_err(|e| name_key(Keyspace::Users, &key, e))?;
-        if user.user_id.as_bytes() != &*key {
-            let e = Error::corrupt(format!("stored user_id {:?} differs", user.user_id));
-            return Err(name_key(Keyspace::Users, &key, e));
+        let user = UserRecord::decode(&value).and_then(|user| {
+            if user.user_id.as_bytes() == &*key {
+                Ok(user)
+            } else {
+                let why = format!("stored user_id {:?} differs", user.user_id);
+                Err(Error::corrupt(why))
+            }
+        });
+        match user {
+            Ok(user) => users.push(user),
+            Err(e) => {
+                let entry = CorruptEntry {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    why: name_key(Keyspace::Users, &key, e),
+                };
+                moves.add(h, Keyspace::Users, &entry)?;
+            }
         }
-        users.push(user);
     }
 
     let recent_since_ms = now_ms.saturating_sub(dedup_window_ms);
@@ -217,8 +250,12 @@ fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, 
         .range::<&[u8], _>(&start[..]..)
         .map(|guard| guard.into_inner().map_err(Error::from));
     for stored in fold(entries) {
+        let stored = stored?;
+        for entry in &stored.corrupt {
+            moves.add(h, Keyspace::Notifications, entry)?;
+        }
         // Updates whose notification is gone are garbage for the sweep; nothing to recover.
-        let Some(n) = stored?.record else {
+        let Some(n) = stored.record else {
             continue;
         };
         if n.accepted_at_ms >= recent_since_ms {
@@ -230,7 +267,9 @@ fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, 
             ));
         }
         if !n.is_finished() {
-            if n.id.as_bytes()[..] >= open_floor[..] {
+            // A quarantined delivery update leaves its delivery as it was before: open again,
+            // and sent again (at least once) rather than never.
+            if n.id.as_bytes()[..] >= open_floor[..] || !stored.corrupt.is_empty() {
                 open.push(n);
             } else {
                 // The shard promised everything below the watermark was finished.

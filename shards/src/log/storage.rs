@@ -23,6 +23,7 @@ use fjall::{Database, OwnedWriteBatch, PersistMode};
 use futures_channel::oneshot;
 
 use super::fold::fold;
+use super::quarantine::Quarantine;
 use super::reaper::MemtableReaper;
 use super::{Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, Request, SWEEP_CHUNK_RECORDS};
 use crate::error::Error;
@@ -33,10 +34,12 @@ pub(super) struct Handles {
     pub(super) users: fjall::Keyspace,
     pub(super) notifications: fjall::Keyspace,
     pub(super) meta: fjall::Keyspace,
+    /// Entries that did not decode, moved out of the others (`log/quarantine.rs`).
+    pub(super) quarantine: fjall::Keyspace,
 }
 
 impl Handles {
-    fn get(&self, ks: Keyspace) -> &fjall::Keyspace {
+    pub(super) fn get(&self, ks: Keyspace) -> &fjall::Keyspace {
         match ks {
             Keyspace::Users => &self.users,
             Keyspace::Notifications => &self.notifications,
@@ -82,6 +85,8 @@ pub(super) struct Storage {
     pub(super) group_failure: Option<String>,
     pub(super) fail_next_commit: bool,
     pub(super) fail_next_sync: bool,
+    /// The shard number, for reports.
+    pub(super) shard: u16,
     /// Frees flushed memtables on its own thread (see `log/reaper.rs`).
     pub(super) reaper: MemtableReaper,
 }
@@ -285,7 +290,11 @@ impl Storage {
             .prefix(id.as_bytes())
             .map(|guard| guard.into_inner().map_err(Error::from));
         for stored in fold(entries) {
-            if let Some(n) = stored?.record {
+            let stored = stored?;
+            if let Some(c) = stored.corrupt.into_iter().next() {
+                return Err(c.why);
+            }
+            if let Some(n) = stored.record {
                 return Ok(Some(n));
             }
         }
@@ -293,15 +302,16 @@ impl Storage {
     }
 
     /// Deletes finished notifications with keys below `before` (each with its delivery updates,
-    /// in the same fjall batch), in chunks, and any updates left without their notification.
-    /// Unsynced: a lost deletion is simply redone by the next sweep (and the group's final fsync
-    /// covers it).
+    /// in the same fjall batch), in chunks, and any updates left without their notification;
+    /// moves entries that do not decode into quarantine. Unsynced: a lost deletion is simply
+    /// redone by the next sweep (and the group's final fsync covers it).
     fn sweep(&mut self, before: &[u8; 16]) -> Result<u64, Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
         let mut deleted = 0u64;
         let mut segment = Segment::default();
+        let mut quarantine = Quarantine::new(self.shard, super::quarantine::wall_clock_ms());
         let entries = self
             .handles
             .notifications
@@ -309,6 +319,12 @@ impl Storage {
             .map(|guard| guard.into_inner().map_err(Error::from));
         for stored in fold(entries) {
             let stored = stored?;
+            for c in &stored.corrupt {
+                let fb = segment.batch.get_or_insert_with(|| self.db.batch());
+                quarantine.stage(fb, &self.handles, Keyspace::Notifications, c);
+                segment.records += 2;
+                segment.bytes += (2 * c.key.len() + c.value.len()) as u64;
+            }
             match &stored.record {
                 Some(n) if !n.is_finished() => continue,
                 Some(_) => deleted += 1,
@@ -330,6 +346,9 @@ impl Storage {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
+        let quarantined = quarantine.moved();
+        quarantine.finish();
+        self.counters.quarantined.fetch_add(quarantined, Relaxed);
         self.counters.swept.fetch_add(deleted, Relaxed);
         Ok(deleted)
     }
