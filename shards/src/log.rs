@@ -28,6 +28,7 @@ mod batch;
 #[cfg(test)]
 mod fault_tests;
 mod fold;
+mod journal;
 mod latency;
 mod quarantine;
 mod reaper;

@@ -8,6 +8,7 @@ use futures_lite::future::block_on;
 use tempfile::TempDir;
 
 use super::fold::delivery_update_key;
+use super::journal;
 use super::*;
 use crate::ids::IdGenerator;
 use crate::record::{Channel, DeliveryRecord, NotificationContent, NotificationRecord, UserRecord};
@@ -252,4 +253,181 @@ fn a_sweep_quarantines_a_corrupt_record_below_the_recovery_scan() {
     assert_eq!(again.unwrap(), 0, "the sweep is not stuck on it");
     assert_eq!(log.stats().quarantined, 1);
     log.join().unwrap();
+}
+
+/// Writes one notification per durable batch; returns them.
+fn write_each(log: &ShardLog, ids: &mut IdGenerator, n: usize) -> Vec<NotificationRecord> {
+    (0..n)
+        .map(|_| {
+            let rec = notification(ids.next(NOW));
+            let mut b = WriteBatch::new();
+            b.put_notification(&rec);
+            block_on(log.submit(b).unwrap()).unwrap();
+            rec
+        })
+        .collect()
+}
+
+/// The journal of the log at `dir` with the highest number (fjall's active one).
+fn newest_journal(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut journals: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let id = p
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".jnl")?
+                .parse()
+                .ok()?;
+            Some((id, p))
+        })
+        .collect();
+    journals.sort();
+    journals.pop().expect("a journal").1
+}
+
+/// A log with five notifications, each in its own batch, closed; and its newest journal.
+fn five_in_a_journal(dir: &TempDir) -> (LogConfig, Vec<NotificationRecord>, std::path::PathBuf) {
+    let cfg = config(dir, true);
+    let (log, _) = open(cfg.clone(), NOW).unwrap();
+    let written = write_each(&log, &mut IdGenerator::new(0, 9), 5);
+    log.join().unwrap();
+    let journal = newest_journal(&cfg.dir);
+    (cfg, written, journal)
+}
+
+fn kept_tails(cfg: &LogConfig) -> Vec<Vec<u8>> {
+    std::fs::read_dir(journal::quarantine_dir(&cfg.dir))
+        .map(|d| {
+            d.map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+fn flip(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x5a]).unwrap();
+}
+
+#[test]
+fn fjalls_journals_read_whole_batch_by_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _, journal) = five_in_a_journal(&dir);
+    let scan = journal::scan(&journal).unwrap();
+    assert_eq!(scan.damage, None, "{scan:?}");
+    assert!(scan.batches >= 5, "{scan:?}");
+    assert_eq!(scan.valid_end, scan.data_end);
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > scan.data_end,
+        "fjall preallocates zeros past the data"
+    );
+    // Reopened, written again and closed, it still reads whole.
+    let (log, rec) = open(cfg.clone(), NOW).unwrap();
+    assert_eq!(rec.open.len(), 5);
+    write_each(&log, &mut IdGenerator::new(0, 10), 3);
+    log.join().unwrap();
+    let scan = journal::scan(&newest_journal(&cfg.dir)).unwrap();
+    assert_eq!(scan.damage, None, "{scan:?}");
+    assert!(kept_tails(&cfg).is_empty());
+}
+
+#[test]
+fn a_journal_cut_mid_batch_recovers_up_to_its_last_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, written, journal) = five_in_a_journal(&dir);
+    let end = journal::scan(&journal).unwrap().data_end;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_len(end - 5)
+        .unwrap();
+    let scan = journal::scan(&journal).unwrap();
+    assert_eq!(scan.damage, Some(journal::Damage::Unfinished), "{scan:?}");
+    let (log, rec) = open(cfg.clone(), NOW).unwrap();
+    assert_eq!(rec.open, written[..4], "the last batch was cut in two");
+    let kept = kept_tails(&cfg);
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].windows(16).any(|w| w == written[4].id.as_bytes()));
+    log.join().unwrap();
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_batch_cuts_it_off_instead_of_stopping_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, written, journal) = five_in_a_journal(&dir);
+    let end = journal::scan(&journal).unwrap().data_end;
+    flip(&journal, end - 20);
+    // fjall alone refuses the journal: its last batch fails its checksum.
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&cfg.dir, copy.path());
+    let refused = fjall::Database::builder(copy.path()).open();
+    assert!(
+        refused.is_err(),
+        "fjall opened a journal with a bad checksum"
+    );
+    let scan = journal::scan(&journal).unwrap();
+    assert!(
+        matches!(scan.damage, Some(journal::Damage::Corrupt(ref w)) if w.contains("checksum")),
+        "{scan:?}"
+    );
+    let (log, rec) = open(cfg.clone(), NOW).unwrap();
+    assert_eq!(rec.open, written[..4]);
+    assert_eq!(kept_tails(&cfg).len(), 1);
+    log.join().unwrap();
+}
+
+#[test]
+fn garbage_after_the_last_batch_is_cut_and_kept_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, written, journal) = five_in_a_journal(&dir);
+    let end = journal::scan(&journal).unwrap().data_end;
+    flip(&journal, end + 100);
+    let (log, rec) = open(cfg.clone(), NOW).unwrap();
+    assert_eq!(rec.open, written);
+    let kept = kept_tails(&cfg);
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].len(), 101, "from the last batch to the garbage");
+    log.join().unwrap();
+}
+
+#[test]
+fn a_journal_in_which_no_batch_reads_is_refused_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _, journal) = five_in_a_journal(&dir);
+    flip(&journal, 0);
+    let len = std::fs::metadata(&journal).unwrap().len();
+    match open(cfg.clone(), NOW) {
+        Err(Error::Corrupt { what }) => assert!(what.contains("refusing to cut"), "{what}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::metadata(&journal).unwrap().len(),
+        len,
+        "left as it was"
+    );
 }

@@ -16,6 +16,7 @@ use fjall::{CompressionType, Database, KeyspaceCreateOptions, PersistMode};
 use uuid::Uuid;
 
 use super::fold::{CorruptEntry, fold};
+use super::journal;
 use super::quarantine::{DurableMoves, QUARANTINE_KEYSPACE};
 use super::reaper::MemtableReaper;
 use super::storage::{Handles, Storage};
@@ -72,6 +73,11 @@ pub(crate) fn open_with_capacity(
     capacity: usize,
 ) -> Result<(ShardLog, Recovered), Error> {
     std::fs::create_dir_all(&config.dir)?;
+    journal::repair_journals(
+        &config.dir,
+        &journal::quarantine_dir(&config.dir),
+        config.shard,
+    )?;
     let db = Database::builder(&config.dir)
         .worker_threads(FJALL_WORKER_THREADS)
         .open()?;
