@@ -42,7 +42,16 @@ pub fn start(shards: usize, faults: Faults, extra_toml: &str) -> Harness {
 
 /// Like `start`, with full control of the simulator's configuration.
 pub fn start_with(shards: usize, sim: impl FnOnce(&mut SimConfig), extra_toml: &str) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), shards, sim, extra_toml)
+}
+
+/// Like `start_with`, in a directory the test prepared (its `data/` may be a mount point).
+pub fn start_in(
+    dir: tempfile::TempDir,
+    shards: usize,
+    sim: impl FnOnce(&mut SimConfig),
+    extra_toml: &str,
+) -> Harness {
     let (private_pem, public_pem) = generate_apns_key().unwrap();
     let mut cfg = SimConfig::new(TEAM_ID, KEY_ID, &public_pem, TOPIC);
     cfg.listen = "127.0.0.1:0".parse().unwrap();

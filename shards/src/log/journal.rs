@@ -165,8 +165,8 @@ fn report(shard: u16, scan: &JournalScan, damage: &Damage, kept: &Path) {
             %journal,
             kept_at = %kept,
             "journal recovered up to its last complete batch ({} of them, {} bytes): an unfinished \
-             batch after it ({bytes} bytes, {} items, keys: [{keys}]), a write cut short by a crash \
-             and so never acknowledged, is discarded; its bytes are kept",
+             batch after it ({bytes} bytes, {} items, keys: [{keys}]), a write cut short by a crash or \
+             a failed write and so never acknowledged, is discarded; its bytes are kept",
             scan.batches,
             scan.valid_end,
             scan.items,

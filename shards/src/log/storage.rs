@@ -245,7 +245,7 @@ impl Storage {
                 c.bytes.fetch_add(taken.bytes, Relaxed);
                 self.unsynced.get_or_insert(started);
             }
-            Err(e) => self.poison(e),
+            Err(e) => self.poison("write", e),
         }
     }
 
@@ -264,7 +264,7 @@ impl Storage {
         };
         match result {
             Ok(()) => self.synced(started),
-            Err(e) => self.poison(e),
+            Err(e) => self.poison("fsync", e),
         }
     }
 
@@ -275,8 +275,14 @@ impl Storage {
         self.counters.fsync_latency.record(micros);
     }
 
-    fn poison(&mut self, e: Error) {
-        tracing::error!(error = %e, "shard log commit failed; poisoning the log");
+    /// Stops all writing after a failed `step` ("write" or "fsync"): what is on disk can no
+    /// longer be trusted to match what was acknowledged until a restart recovers from it.
+    fn poison(&mut self, step: &'static str, e: Error) {
+        tracing::error!(
+            shard = self.shard,
+            error = %e,
+            "shard log {step} failed; poisoning the log: this shard refuses writes until restarted"
+        );
         self.poisoned = true;
         self.counters.poisoned.store(true, Relaxed);
         self.group_failure = Some(e.to_string());
