@@ -66,6 +66,13 @@ fn check_data_dir(dir: &Path, shards: usize) -> anyhow::Result<()> {
 }
 
 fn open_logs(cfg: &Config) -> anyhow::Result<Opened> {
+    if !cfg.fsync {
+        tracing::warn!(
+            "[storage] fsync = false: a 202 no longer means the notification is on disk. Each \
+             group commit is handed to the OS, so a crash of this process loses nothing, but an \
+             OS crash or power loss loses what was accepted since the OS last wrote it out"
+        );
+    }
     let now = now_ms();
     let handles: Vec<_> = (0..cfg.shards)
         .map(|i| {

@@ -11,7 +11,8 @@
 //! Keyspaces: `users` (user id → [`UserRecord`](crate::UserRecord)), `notifications` (16 id bytes
 //! → [`NotificationRecord`](crate::NotificationRecord) as accepted, and 18-byte `id ++ index`
 //! keys → that delivery's latest progress, a delivery update), `meta` (`watermark` → 16 id bytes,
-//! `format` → [`LOG_FORMAT_VERSION`]). Reads fold the updates in (`log/fold.rs`).
+//! `format` → [`LOG_FORMAT_VERSION`]), `quarantine` (entries that did not decode, moved aside
+//! with their raw bytes: `log/quarantine.rs`). Reads fold the updates in (`log/fold.rs`).
 //!
 //! Like fjall itself, the log is *poisoned* by the first failed commit or fsync: every later write
 //! fails with [`Error::Poisoned`] instead of pretending to succeed.
@@ -24,8 +25,12 @@
 
 mod background;
 mod batch;
+#[cfg(test)]
+mod fault_tests;
 mod fold;
+mod journal;
 mod latency;
+mod quarantine;
 mod reaper;
 mod recovery;
 mod storage;
@@ -246,6 +251,7 @@ pub(crate) struct Counters {
     pub(crate) write_latency: latency::LatencyHistogram,
     pub(crate) fsync_latency: latency::LatencyHistogram,
     pub(crate) swept: AtomicU64,
+    pub(crate) quarantined: AtomicU64,
     pub(crate) poisoned: AtomicBool,
 }
 
@@ -274,6 +280,9 @@ pub struct LogStats {
     pub fsync_latency: LogLatency,
     /// Notifications deleted by retention sweeps.
     pub swept: u64,
+    /// Entries held in quarantine: stored records that did not decode, moved aside with their
+    /// raw bytes (at recovery or by a sweep) instead of stopping the shard.
+    pub quarantined: u64,
     /// Requests waiting in the queue right now.
     pub queued: usize,
     /// The log refused further writes after a failed commit.
@@ -475,6 +484,7 @@ impl ShardLog {
             fsync_latency,
             write_latency,
             swept: c.swept.load(Relaxed),
+            quarantined: c.quarantined.load(Relaxed),
             queued: self.tx.len(),
             poisoned: c.poisoned.load(Relaxed),
         }

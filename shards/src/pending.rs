@@ -12,7 +12,7 @@
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::record::Channel;
+use crate::record::{Channel, NotificationRecord};
 
 /// Length of an encoded [`PendingKey`].
 pub const PENDING_KEY_LEN: usize = 1 + 8 + 16 + 2;
@@ -65,6 +65,22 @@ impl PendingKey {
             notification: Uuid::from_bytes(id),
             index: u16::from_be_bytes([k[25], k[26]]),
         })
+    }
+
+    /// The keys of `n`'s deliveries still to attempt, each due when its next attempt is (or
+    /// when it was accepted): the backlog of a notification found open without one.
+    #[must_use]
+    pub fn for_open_deliveries(n: &NotificationRecord) -> Vec<PendingKey> {
+        (0u16..)
+            .zip(&n.deliveries)
+            .filter(|(_, d)| !d.state.is_terminal())
+            .map(|(index, d)| PendingKey {
+                channel: d.channel,
+                due_ms: d.next_attempt_at_ms.unwrap_or(n.accepted_at_ms),
+                notification: n.id,
+                index,
+            })
+            .collect()
     }
 
     /// The first key of `channel`'s backlog.

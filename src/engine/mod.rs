@@ -232,6 +232,7 @@ impl Engine {
         let log = self.log.stats();
         s.log_write = log.write_latency;
         s.log_fsync = log.fsync_latency;
+        s.log_quarantined = log.quarantined;
         s
     }
 

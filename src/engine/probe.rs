@@ -68,6 +68,8 @@ pub struct ProbeSnapshot {
     pub log_write: LogLatency,
     #[serde(serialize_with = "latency_view")]
     pub log_fsync: LogLatency,
+    /// Stored records held in the log's quarantine (did not decode; kept raw, reported at start).
+    pub log_quarantined: u64,
 }
 
 fn latency_view<S: Serializer>(v: &LogLatency, s: S) -> Result<S::Ok, S::Error> {
@@ -125,5 +127,6 @@ impl ProbeSnapshot {
         self.breakers_open += o.breakers_open;
         self.log_write.add(&o.log_write);
         self.log_fsync.add(&o.log_fsync);
+        self.log_quarantined += o.log_quarantined;
     }
 }

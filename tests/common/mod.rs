@@ -2,6 +2,7 @@
 //! checks) and the real `clarion` binary configured to deliver to it.
 #![allow(dead_code)]
 
+pub mod disk;
 pub mod http;
 pub mod server;
 

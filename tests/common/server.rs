@@ -75,7 +75,10 @@ impl Server {
                     addr: self.addr,
                     key: None,
                 };
-                if c.raw("GET", "/healthz", None).status == 200 {
+                // A connection reset while the server is still starting is "not yet".
+                if c.try_raw("GET", "/healthz", None)
+                    .is_ok_and(|r| r.status == 200)
+                {
                     return;
                 }
             }

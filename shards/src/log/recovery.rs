@@ -5,22 +5,26 @@
 //! Open deliveries are not read here: they wait in the `pending` keyspace (the backlog) and the
 //! shard reads them as its queues drain, so a restart with millions waiting costs a count, not
 //! memory. Ids are time-ordered, so the dedup window's keys are read from
-//! `uuid_floor_for_ms(now - dedup_window)` to the end. A record that does not decode stops
-//! recovery with an error naming its key: skipping it could silently drop an accepted
-//! notification.
+//! `uuid_floor_for_ms(now - dedup_window)` to the end. A record that does not decode is moved
+//! to quarantine with its raw bytes and reported (`log/quarantine.rs`), and recovery goes on:
+//! skipping it silently could drop an accepted notification unseen, and refusing to start
+//! would stop every other notification of the shard.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, KeyspaceCreateOptions, PersistMode};
 use uuid::Uuid;
 
-use super::fold::fold;
+use super::fold::{CorruptEntry, fold};
+use super::journal;
+use super::quarantine::{DurableMoves, QUARANTINE_KEYSPACE};
 use super::reaper::MemtableReaper;
 use super::storage::{Handles, Storage};
 use super::{
-    FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, META_FORMAT,
-    META_WATERMARK, SWEEP_CHUNK_RECORDS, ShardLog,
+    Counters, FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig,
+    META_FORMAT, META_WATERMARK, SWEEP_CHUNK_RECORDS, ShardLog,
 };
 use crate::error::Error;
 use crate::ids::uuid_floor_for_ms;
@@ -71,6 +75,11 @@ pub(crate) fn open_with_capacity(
     capacity: usize,
 ) -> Result<(ShardLog, Recovered), Error> {
     std::fs::create_dir_all(&config.dir)?;
+    journal::repair_journals(
+        &config.dir,
+        &journal::quarantine_dir(&config.dir),
+        config.shard,
+    )?;
     let db = Database::builder(&config.dir)
         .worker_threads(FJALL_WORKER_THREADS)
         .open()?;
@@ -81,10 +90,13 @@ pub(crate) fn open_with_capacity(
         })?,
         meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
         pending: db.keyspace(Keyspace::Pending.name(), KeyspaceCreateOptions::default)?,
+        quarantine: db.keyspace(QUARANTINE_KEYSPACE, KeyspaceCreateOptions::default)?,
     };
     let found = check_format(&handles)?;
     upgrade(&db, &handles, found)?;
-    let recovered = recover(&handles, config.dedup_window_ms, now_ms)?;
+    let mut moves = DurableMoves::new(&db, config.shard, now_ms);
+    let recovered = recover(&db, &handles, &mut moves, config.dedup_window_ms, now_ms)?;
+    moves.finish()?;
     tracing::info!(
         shard = config.shard,
         users = recovered.users.len(),
@@ -94,17 +106,20 @@ pub(crate) fn open_with_capacity(
     );
 
     let (tx, rx) = crossbeam_channel::bounded(capacity);
-    let counters = Arc::default();
+    let counters = Arc::new(Counters::default());
+    let held = handles.quarantine.len()? as u64;
+    counters.quarantined.store(held, Relaxed);
     let storage = Storage {
         db,
         handles,
         fsync: config.fsync,
         counters: Arc::clone(&counters),
         poisoned: false,
-        unsynced: false,
+        unsynced: None,
         group_failure: None,
         fail_next_commit: false,
         fail_next_sync: false,
+        shard: config.shard,
         reaper: MemtableReaper::start(config.shard, &config.dir)?,
     };
     let thread = std::thread::Builder::new()
@@ -199,18 +214,9 @@ fn upgrade(db: &Database, h: &Handles, found: Option<u8>) -> Result<(), Error> {
         let mut batch = db.batch();
         let mut in_batch = 0usize;
         for stored in fold(entries) {
+            // What does not decode is quarantined by the recovery scan or the retention sweep.
             let Some(n) = stored?.record else { continue };
-            for (i, d) in n.deliveries.iter().enumerate() {
-                let Ok(index) = u16::try_from(i) else { break };
-                if d.state.is_terminal() {
-                    continue;
-                }
-                let key = PendingKey {
-                    channel: d.channel,
-                    due_ms: d.next_attempt_at_ms.unwrap_or(n.accepted_at_ms),
-                    notification: n.id,
-                    index,
-                };
+            for key in PendingKey::for_open_deliveries(&n) {
                 batch.insert(&h.pending, key.encode(), []);
                 added += 1;
                 in_batch += 1;
@@ -237,40 +243,86 @@ fn upgrade(db: &Database, h: &Handles, found: Option<u8>) -> Result<(), Error> {
     Ok(())
 }
 
-fn recover(h: &Handles, dedup_window_ms: u64, now_ms: u64) -> Result<Recovered, Error> {
+fn recover(
+    db: &Database,
+    h: &Handles,
+    moves: &mut DurableMoves<'_>,
+    dedup_window_ms: u64,
+    now_ms: u64,
+) -> Result<Recovered, Error> {
     let mut users = Vec::new();
     for guard in h.users.iter() {
         let (key, value) = guard.into_inner()?;
-        let user = UserRecord::decode(&value).map_err(|e| name_key(Keyspace::Users, &key, e))?;
-        if user.user_id.as_bytes() != &*key {
-            let e = Error::corrupt(format!("stored user_id {:?} differs", user.user_id));
-            return Err(name_key(Keyspace::Users, &key, e));
+        let user = UserRecord::decode(&value).and_then(|user| {
+            if user.user_id.as_bytes() == &*key {
+                Ok(user)
+            } else {
+                let why = format!("stored user_id {:?} differs", user.user_id);
+                Err(Error::corrupt(why))
+            }
+        });
+        match user {
+            Ok(user) => users.push(user),
+            Err(e) => {
+                let entry = CorruptEntry {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    why: name_key(Keyspace::Users, &key, e),
+                };
+                moves.add(h, Keyspace::Users, &entry)?;
+            }
         }
-        users.push(user);
     }
 
     let recent_since_ms = now_ms.saturating_sub(dedup_window_ms);
     let dedup_floor = uuid_floor_for_ms(recent_since_ms);
     let mut recent = Vec::new();
+    let mut reopened = db.batch().durability(Some(PersistMode::SyncData));
     let entries = h
         .notifications
         .range::<&[u8], _>(&dedup_floor[..]..)
         .map(|guard| guard.into_inner().map_err(Error::from));
     for stored in fold(entries) {
+        let stored = stored?;
+        for entry in &stored.corrupt {
+            moves.add(h, Keyspace::Notifications, entry)?;
+        }
         // Updates whose notification is gone are garbage for the sweep; nothing to recover.
-        let Some(n) = stored?.record else {
+        let Some(n) = stored.record else {
             continue;
         };
         if n.accepted_at_ms >= recent_since_ms {
-            recent.push((n.user_id, n.idempotency_key, n.id, n.accepted_at_ms));
+            recent.push((
+                n.user_id.clone(),
+                n.idempotency_key.clone(),
+                n.id,
+                n.accepted_at_ms,
+            ));
+        }
+        // A quarantined delivery update leaves its delivery as it was before: back in the
+        // backlog, sent again (at least once) rather than never.
+        if !stored.corrupt.is_empty() {
+            for key in PendingKey::for_open_deliveries(&n) {
+                reopened.insert(&h.pending, key.encode(), []);
+            }
         }
     }
+    reopened.commit()?;
 
     let mut backlog = vec![0u64; Channel::COUNT];
     for guard in h.pending.iter() {
-        let key = guard.key()?;
-        let pending = PendingKey::decode(&key).map_err(|e| name_key(Keyspace::Pending, &key, e))?;
-        backlog[pending.channel.index()] += 1;
+        let (key, value) = guard.into_inner()?;
+        match PendingKey::decode(&key) {
+            Ok(pending) => backlog[pending.channel.index()] += 1,
+            Err(e) => {
+                let entry = CorruptEntry {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    why: name_key(Keyspace::Pending, &key, e),
+                };
+                moves.add(h, Keyspace::Pending, &entry)?;
+            }
+        }
     }
     Ok(Recovered {
         users,

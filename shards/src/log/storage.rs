@@ -6,6 +6,11 @@
 //! them), but the group still ends with a single fsync, and *every* reply of the group — reads
 //! included — is sent only after it. A failed commit or fsync fails the whole group and poisons
 //! the log.
+//!
+//! Every commit reaches the OS before it returns: fjall's `Database::batch` commits with
+//! `PersistMode::Buffer` (its `manual_journal_persist` is left off), so a process crash loses
+//! nothing committed, fsync or not; only an OS crash or power loss can lose what is not yet
+//! fsynced. Lazy writes are fsynced at most [`LAZY_SYNC_INTERVAL`] after the first of them.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,6 +23,7 @@ use fjall::{Database, OwnedWriteBatch, PersistMode};
 use futures_channel::oneshot;
 
 use super::fold::fold;
+use super::quarantine::Quarantine;
 use super::reaper::MemtableReaper;
 use super::recovery::name_key;
 use super::{
@@ -35,10 +41,12 @@ pub(super) struct Handles {
     pub(super) notifications: fjall::Keyspace,
     pub(super) meta: fjall::Keyspace,
     pub(super) pending: fjall::Keyspace,
+    /// Entries that did not decode, moved out of the others (`log/quarantine.rs`).
+    pub(super) quarantine: fjall::Keyspace,
 }
 
 impl Handles {
-    fn get(&self, ks: Keyspace) -> &fjall::Keyspace {
+    pub(super) fn get(&self, ks: Keyspace) -> &fjall::Keyspace {
         match ks {
             Keyspace::Users => &self.users,
             Keyspace::Notifications => &self.notifications,
@@ -83,12 +91,14 @@ pub(super) struct Storage {
     pub(super) fsync: bool,
     pub(super) counters: Arc<Counters>,
     pub(super) poisoned: bool,
-    /// Something was committed without an fsync since the last one.
-    pub(super) unsynced: bool,
+    /// When the first commit since the last fsync was made (`None`: nothing unsynced).
+    pub(super) unsynced: Option<Instant>,
     /// Set when a commit of the current group failed; every reply of the group gets it.
     pub(super) group_failure: Option<String>,
     pub(super) fail_next_commit: bool,
     pub(super) fail_next_sync: bool,
+    /// The shard number, for reports.
+    pub(super) shard: u16,
     /// Frees flushed memtables on its own thread (see `log/reaper.rs`).
     pub(super) reaper: MemtableReaper,
 }
@@ -97,9 +107,15 @@ impl Storage {
     /// Serves requests until shutdown or until every [`ShardLog`](super::ShardLog) is dropped.
     pub(super) fn run(mut self, rx: Receiver<Request>) {
         loop {
-            // Lazy writes left unsynced are made durable within LAZY_SYNC_INTERVAL.
-            let first = if self.fsync && self.unsynced {
-                match rx.recv_timeout(LAZY_SYNC_INTERVAL) {
+            // Lazy writes left unsynced are made durable within LAZY_SYNC_INTERVAL of the first
+            // of them, however many requests arrive meanwhile.
+            let first = if let Some(since) = self.unsynced.filter(|_| self.fsync) {
+                let deadline = since + LAZY_SYNC_INTERVAL;
+                if Instant::now() >= deadline {
+                    self.sync();
+                    continue;
+                }
+                match rx.recv_deadline(deadline) {
                     Ok(r) => r,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                         self.sync();
@@ -212,7 +228,7 @@ impl Storage {
         }
         let sync_now = self.fsync && needs_sync;
         self.commit(&mut segment);
-        if sync_now && self.unsynced {
+        if sync_now && self.unsynced.is_some() {
             self.sync();
         }
         self.counters
@@ -250,15 +266,17 @@ impl Storage {
                 c.batches.fetch_add(taken.batches, Relaxed);
                 c.records.fetch_add(taken.records, Relaxed);
                 c.bytes.fetch_add(taken.bytes, Relaxed);
-                self.unsynced = true;
+                self.unsynced.get_or_insert(started);
             }
-            Err(e) => self.poison(e),
+            Err(e) => self.poison("write", e),
         }
     }
 
     /// fsyncs what earlier unsynced commits of this group wrote.
     fn sync(&mut self) {
         if self.poisoned {
+            // Nothing is synced after a failure; the timer must not keep asking.
+            self.unsynced = None;
             return;
         }
         let started = Instant::now();
@@ -269,19 +287,25 @@ impl Storage {
         };
         match result {
             Ok(()) => self.synced(started),
-            Err(e) => self.poison(e),
+            Err(e) => self.poison("fsync", e),
         }
     }
 
     fn synced(&mut self, started: Instant) {
-        self.unsynced = false;
+        self.unsynced = None;
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.counters.last_fsync_micros.store(micros, Relaxed);
         self.counters.fsync_latency.record(micros);
     }
 
-    fn poison(&mut self, e: Error) {
-        tracing::error!(error = %e, "shard log commit failed; poisoning the log");
+    /// Stops all writing after a failed `step` ("write" or "fsync"): what is on disk can no
+    /// longer be trusted to match what was acknowledged until a restart recovers from it.
+    fn poison(&mut self, step: &'static str, e: Error) {
+        tracing::error!(
+            shard = self.shard,
+            error = %e,
+            "shard log {step} failed; poisoning the log: this shard refuses writes until restarted"
+        );
         self.poisoned = true;
         self.counters.poisoned.store(true, Relaxed);
         self.group_failure = Some(e.to_string());
@@ -295,7 +319,11 @@ impl Storage {
             .prefix(id.as_bytes())
             .map(|guard| guard.into_inner().map_err(Error::from));
         for stored in fold(entries) {
-            if let Some(n) = stored?.record {
+            let stored = stored?;
+            if let Some(c) = stored.corrupt.into_iter().next() {
+                return Err(c.why);
+            }
+            if let Some(n) = stored.record {
                 return Ok(Some(n));
             }
         }
@@ -340,7 +368,16 @@ impl Storage {
             {
                 Some((_, slot)) => *slot,
                 None => {
-                    let slot = self.read_notification(pending.notification)?.map(|n| {
+                    let found = match self.read_notification(pending.notification) {
+                        // One bad record must not stall the channel: report it, skip its keys
+                        // (the retention sweep quarantines it with its bytes).
+                        Err(e @ Error::Corrupt { .. }) => {
+                            tracing::error!(error = %e, "a backlog delivery's notification does not decode; skipped");
+                            None
+                        }
+                        other => other?,
+                    };
+                    let slot = found.map(|n| {
                         scan.records.push(n);
                         scan.records.len() - 1
                     });
@@ -355,15 +392,16 @@ impl Storage {
     }
 
     /// Deletes finished notifications with keys below `before` (each with its delivery updates,
-    /// in the same fjall batch), in chunks, and any updates left without their notification.
-    /// Unsynced: a lost deletion is simply redone by the next sweep (and the group's final fsync
-    /// covers it).
+    /// in the same fjall batch), in chunks, and any updates left without their notification;
+    /// moves entries that do not decode into quarantine. Unsynced: a lost deletion is simply
+    /// redone by the next sweep (and the group's final fsync covers it).
     fn sweep(&mut self, before: &[u8; 16]) -> Result<u64, Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
         let mut deleted = 0u64;
         let mut segment = Segment::default();
+        let mut quarantine = Quarantine::new(self.shard, super::quarantine::wall_clock_ms());
         let entries = self
             .handles
             .notifications
@@ -371,6 +409,12 @@ impl Storage {
             .map(|guard| guard.into_inner().map_err(Error::from));
         for stored in fold(entries) {
             let stored = stored?;
+            for c in &stored.corrupt {
+                let fb = segment.batch.get_or_insert_with(|| self.db.batch());
+                quarantine.stage(fb, &self.handles, Keyspace::Notifications, c);
+                segment.records += 2;
+                segment.bytes += (2 * c.key.len() + c.value.len()) as u64;
+            }
             match &stored.record {
                 Some(n) if !n.is_finished() => continue,
                 Some(_) => deleted += 1,
@@ -392,6 +436,9 @@ impl Storage {
         if self.poisoned {
             return Err(Error::Poisoned);
         }
+        let quarantined = quarantine.moved();
+        quarantine.finish();
+        self.counters.quarantined.fetch_add(quarantined, Relaxed);
         self.counters.swept.fetch_add(deleted, Relaxed);
         Ok(deleted)
     }
