@@ -15,6 +15,12 @@ use super::probe::bump;
 use super::{DeliveryRef, Engine, ShardState, now_ms};
 use crate::api::error::ApiError;
 
+/// Notifications a shard holds accepted but not yet durable. Past it, new ones are refused at
+/// once with `503 overloaded` and `Retry-After`: the log is not keeping up (a slow or stalled
+/// disk, or more intake than the shard can write), and a fast refusal beats a growing queue.
+/// About a second of a shard's peak intake, and at most a few tens of MB of records and batch.
+pub const MAX_UNDURABLE_ACCEPTS: usize = 32_768;
+
 impl Engine {
     pub(super) fn put_user(self: &Rc<Self>, user_id: String, p: UserProfile, reply: Reply<Upsert>) {
         let now = now_ms();
@@ -139,6 +145,14 @@ impl Engine {
             );
             return;
         }
+        if self.undurable.get() >= MAX_UNDURABLE_ACCEPTS {
+            drop(st);
+            bump(&self.probe.rejected_overload);
+            reply.send(Err(ApiError::overloaded(
+                "this shard's log is not keeping up; retry later",
+            )));
+            return;
+        }
         let shard = &mut *st;
         let Some(user) = shard.users.get(&n.user_id) else {
             reply.send(Err(user_not_found(&n.user_id)));
@@ -215,6 +229,7 @@ impl Engine {
         let finished = record.is_finished();
         drop(st);
         bump(&self.probe.accepted);
+        self.undurable.set(self.undurable.get() + 1);
         let waiter = Waiter::Accepted {
             id,
             reply,
@@ -243,6 +258,7 @@ impl Engine {
     /// A notification is durable: its deliveries join their channels' backlogs, and go
     /// straight into the lanes' windows where there is room.
     pub(super) fn enqueue_accepted(&self, id: Uuid, deliveries: Deliveries) {
+        self.undurable.set(self.undurable.get().saturating_sub(1));
         for d in deliveries {
             let lane = &self.lanes[d.channel.index()];
             lane.backlog.set(lane.backlog.get() + 1);
@@ -261,6 +277,7 @@ impl Engine {
     /// Undoes the in-memory side of a notification whose write failed: its queue reservations,
     /// its open entry and its dedup key (so a client retry is not answered with a lost id).
     pub(super) fn forget_unaccepted(&self, id: Uuid) {
+        self.undurable.set(self.undurable.get().saturating_sub(1));
         let mut st = self.state.borrow_mut();
         if let Some(open) = st.open.remove(&id) {
             let rec = &open.record;

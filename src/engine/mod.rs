@@ -111,6 +111,8 @@ pub struct Engine {
     pub lanes: Vec<Lane>,
     pub senders: Vec<Option<Rc<dyn ChannelSender>>>,
     pub in_flight: Cell<usize>,
+    /// Notifications accepted and not yet durable (waiting in the committer or for its fsync).
+    pub undurable: Cell<usize>,
     pub probe: Probe,
     pub stopping: Latch,
     pub(crate) stop_committing: Cell<bool>,
@@ -156,6 +158,7 @@ impl Engine {
             state: RefCell::new(state),
             committer: Committer::default(),
             in_flight: Cell::new(0),
+            undurable: Cell::new(0),
             probe: Probe::default(),
             stopping: Latch::default(),
             stop_committing: Cell::new(false),
