@@ -1,9 +1,10 @@
 //! Clarion's per-core shard engine: everything a shard owns and touches from its own core only.
 //!
 //! A Clarion process runs one glommio executor per core ("shard"). Users are routed to shards by
-//! a pure hash ([`shard_for_user`]); each shard keeps its users, dedup keys, frequency caps,
-//! delivery queues and retry timers in memory, and makes them durable in its own fjall database
-//! through a dedicated storage thread with group commit ([`ShardLog`]).
+//! a pure hash ([`shard_for_user`]); each shard keeps its users, dedup keys and frequency caps in
+//! memory, and its notifications and their backlog of deliveries still to attempt
+//! ([`PendingKey`]) in its own fjall database, reached through a dedicated storage thread with
+//! group commit ([`ShardLog`]).
 //!
 //! Nothing here blocks the executor thread that calls it, except the explicitly blocking
 //! [`open`] and [`ShardLog::join`], which run at startup and shutdown, off the executor. Nothing
@@ -22,13 +23,13 @@
 //! | `log.rs`, `log/` | [`ShardLog`]: the durable log, its storage thread, group commit, recovery |
 //! | `dedup.rs` | [`DedupSet`]: idempotency keys within a time window |
 //! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
-//! | `queue.rs` | [`BoundedQueue`] (per-channel delivery queue), [`RetryTimers`] |
+//! | `pending.rs` | [`PendingKey`]: a delivery's place in its channel's backlog, in due order |
 //! | `process.rs` | process-wide start-up settings (transparent huge pages off) |
 //!
 //! # A notification's path through a shard
 //!
 //! The server's accepting core routes the request; the owning shard dedups it, writes it to its
-//! log, answers only once the log says it is durable, then queues and delivers it:
+//! log with its backlog key, answers only once the log says it is durable, then delivers it:
 //!
 //! ```
 //! use clarion_shards::*;
@@ -46,7 +47,6 @@
 //!     dedup.insert(dedup_key(user, key), *id, *at);
 //! }
 //! let mut ids = IdGenerator::new(shard, now_ms);
-//! let queue = BoundedQueue::new(1024);
 //!
 //! // Accept: dedup, build the record, make it durable, then answer 202.
 //! let key = dedup_key("alice", "order-42");
@@ -61,12 +61,15 @@
 //!     content: NotificationContent { title: Some("Shipped".into()), ..Default::default() },
 //!     deliveries: vec![delivery],
 //! };
+//! let pending = PendingKey { channel: Channel::Apns, due_ms: now_ms, notification: id, index: 0 };
 //! let mut batch = WriteBatch::new();
-//! batch.put_notification(&notification);
+//! batch.put_notification(&notification).put_pending(&pending);
 //! let durable = log.submit(batch)?;
 //! futures_lite::future::block_on(durable)?; // on the executor: `durable.await?`
 //! dedup.insert(key, id, now_ms);
-//! assert!(queue.try_push(id).is_ok());
+//! // The channel's backlog now holds it, in due order.
+//! let due = futures_lite::future::block_on(log.scan_pending(Channel::Apns, None, now_ms, 16)?)?;
+//! assert_eq!(due.items[0].0, pending);
 //!
 //! // Deliver, record the outcome, and persist the new state.
 //! let mut jitter = Jitter::new(u64::from(shard));
@@ -75,8 +78,9 @@
 //! assert_eq!(state, DeliveryState::Sent);
 //! assert!(notification.is_finished());
 //! // Only the delivery's progress is logged (a delivery update), never the whole record again.
+//! // Its delivery leaves the backlog in the same batch.
 //! let mut batch = WriteBatch::new();
-//! batch.put_delivery_update(notification.id, 0, &notification.deliveries[0]);
+//! batch.put_delivery_update(notification.id, 0, &notification.deliveries[0]).delete_pending(&pending);
 //! log.submit_nowait(batch)?;
 //!
 //! // Shutdown, off the executor.
@@ -96,7 +100,6 @@ pub mod ids;
 pub mod log;
 pub mod pending;
 pub mod process;
-pub mod queue;
 pub mod record;
 pub mod routing;
 pub mod segmap;
@@ -113,7 +116,6 @@ pub use log::{
     lower_background_priority, open, start_table_writeback,
 };
 pub use pending::PendingKey;
-pub use queue::{BoundedQueue, RetryTimers, TimerKey};
 pub use record::{
     Channel, DeliveryEvent, DeliveryRecord, DeliveryState, DeviceRecord, JsonObject,
     JsonObjectError, MAX_DELIVERIES_PER_NOTIFICATION, NotificationContent, NotificationRecord,
