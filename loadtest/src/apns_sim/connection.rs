@@ -281,7 +281,7 @@ impl RequestJob {
         let seq = keys.seq;
         self.shared.lock_ledger().record(keys, unix_ns());
         if let (Some(log), Some(seq)) = (&self.shared.receipts, seq) {
-            log.record(seq, head.token(), unix_ms());
+            log.record(seq, head.token(), unix_ms(), self.conn_id);
         }
         Ok((head, body))
     }

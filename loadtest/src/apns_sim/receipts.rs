@@ -1,6 +1,6 @@
 //! The receipt log: when asked for ([`super::SimConfig::receipt_log`]), every accepted push that
-//! carries an `lt_seq` is kept as a [`Receipt`] (seq, device token, arrival time), so a test can
-//! check delivery per device and time each duplicate, which the per-seq [`super::Ledger`]
+//! carries an `lt_seq` is kept as a [`Receipt`] (seq, device token, arrival time, connection), so a test can
+//! check delivery per device and time each duplicate (and tell which connection carried it), which the per-seq [`super::Ledger`]
 //! cannot tell apart. Off by default: it grows with every push, up to [`MAX_RECEIPTS`].
 
 use std::sync::Mutex;
@@ -20,6 +20,8 @@ pub struct Receipt {
     pub token: String,
     /// Arrival (before any injected latency), unix milliseconds.
     pub at_ms: u64,
+    /// The connection that carried it, numbered from 1 in accept order.
+    pub connection: u64,
 }
 
 /// Receipts in arrival order.
@@ -30,7 +32,7 @@ pub(crate) struct ReceiptLog {
 }
 
 impl ReceiptLog {
-    pub(crate) fn record(&self, seq: u64, token: &str, at_ms: u64) {
+    pub(crate) fn record(&self, seq: u64, token: &str, at_ms: u64, connection: u64) {
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if e.len() >= MAX_RECEIPTS {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -40,6 +42,7 @@ impl ReceiptLog {
             seq,
             token: token.to_owned(),
             at_ms,
+            connection,
         });
     }
 
@@ -70,9 +73,9 @@ mod tests {
     #[test]
     fn keeps_receipts_in_order_and_reads_from_an_index() {
         let log = ReceiptLog::default();
-        log.record(1, "a", 10);
-        log.record(1, "b", 11);
-        log.record(2, "a", 12);
+        log.record(1, "a", 10, 1);
+        log.record(1, "b", 11, 1);
+        log.record(2, "a", 12, 2);
         let all = log.since(0);
         assert_eq!(all.len(), 3);
         assert_eq!(

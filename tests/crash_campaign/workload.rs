@@ -1,0 +1,564 @@
+//! The campaign's mixed load: worker threads, each owning its own users (so one user's
+//! requests are never concurrent and the worker's model of that user's devices is exact),
+//! sending single notifications, batches of several sizes, retries with the same idempotency
+//! key (of answered requests, and of requests whose answer a kill swallowed), user
+//! registrations, and device registrations and removals. Every request whose exchange broke
+//! is kept and sent again later, as a client would.
+//!
+//! The worker's model of a user's devices gives each notification the devices that must be
+//! its targets (acknowledged registrations) and those that may be (registrations or removals
+//! whose answer was lost, tokens the simulator answers 410 for, which the server deactivates).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::conn::Conn;
+
+/// Users each worker registers before the campaign starts.
+pub const USERS_PER_WORKER: usize = 40;
+/// Every this many users, one device token is one the simulator answers `410 Unregistered`.
+const DEAD_TOKEN_EVERY: usize = 8;
+/// A user gets no more than this many active devices (the server allows 100).
+const MAX_ACTIVE_DEVICES: usize = 4;
+/// Batch sizes drawn for batch requests.
+const BATCH_SIZES: [usize; 4] = [2, 8, 32, 128];
+/// Requests whose answer was lost, kept for sending again; past this, new ones are forgotten.
+const MAX_UNANSWERED: usize = 10_000;
+/// Answered seqs remembered for re-sending with the same key.
+const ANSWERED_RING: usize = 4096;
+/// Pause after a failed exchange (the server is down or restarting).
+const DOWN_BACKOFF: Duration = Duration::from_millis(15);
+/// Violations kept word for word; the rest are only counted.
+const MAX_VIOLATIONS_KEPT: usize = 50;
+
+/// What the workers do: run the random mix, pause (hold still while the server is brought
+/// back up one last time), or finish (send every unanswered request until answered, then stop).
+pub const RUN: u8 = 0;
+pub const PAUSE: u8 = 1;
+pub const FINISH: u8 = 2;
+
+pub struct Control {
+    pub addr: SocketAddr,
+    pub key: String,
+    pub phase: AtomicU8,
+    pub next_seq: AtomicU64,
+}
+
+impl Control {
+    pub fn new(addr: SocketAddr, key: &str) -> Arc<Control> {
+        Arc::new(Control {
+            addr,
+            key: key.to_string(),
+            phase: AtomicU8::new(RUN),
+            next_seq: AtomicU64::new(1),
+        })
+    }
+}
+
+/// Device token number `n` of worker `w`: distinct across workers and runs of one campaign.
+fn token_of(w: usize, n: u64) -> String {
+    crate::common::token(((w as u64 + 1) << 40) | n)
+}
+
+/// The dead token of worker `w`'s `j`th initial user, if it has one.
+fn dead_token(w: usize, j: usize) -> Option<String> {
+    (j % DEAD_TOKEN_EVERY == 0).then(|| token_of(w, (1 << 32) | j as u64))
+}
+
+/// Every token the simulator must answer `410 Unregistered`.
+pub fn dead_tokens(workers: usize) -> BTreeSet<String> {
+    (0..workers)
+        .flat_map(|w| (0..USERS_PER_WORKER).filter_map(move |j| dead_token(w, j)))
+        .collect()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Dev {
+    /// Registration acknowledged: every later notification must target it.
+    Active,
+    /// Removal acknowledged: no later notification may target it.
+    Removed,
+    /// The answer was lost, or the simulator answers 410 for it: it may or may not be a target.
+    Maybe,
+}
+
+struct User {
+    id: String,
+    /// Whether its registration was acknowledged.
+    known: bool,
+    devices: Vec<(String, Dev)>,
+}
+
+/// One notification (one seq, one idempotency key) as the client saw it.
+#[derive(Debug, Default)]
+pub struct SeqRecord {
+    pub user: String,
+    /// Distinct ids answered with `202` for this key: one at most, or a retry made a second.
+    pub ids: Vec<String>,
+    /// Times it was sent (first send and retries).
+    pub sends: u32,
+    /// Answers marked `"duplicate": true`.
+    pub duplicate_answers: u32,
+    /// Devices that must be among its targets (acknowledged at every send).
+    pub must: BTreeSet<String>,
+    /// Devices that may be among its targets (possible at some send).
+    pub may: BTreeSet<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpCounts {
+    pub singles: u64,
+    pub batches: u64,
+    pub batch_items: u64,
+    pub resent_answered: u64,
+    pub resent_unanswered: u64,
+    pub users_added: u64,
+    pub devices_added: u64,
+    pub devices_removed: u64,
+    /// Exchanges that broke (outcome unknown) or found the server down.
+    pub broken: u64,
+    /// Answers `503` (overload or a shard not ready).
+    pub unavailable: u64,
+}
+
+impl OpCounts {
+    pub fn add(&mut self, o: &OpCounts) {
+        self.singles += o.singles;
+        self.batches += o.batches;
+        self.batch_items += o.batch_items;
+        self.resent_answered += o.resent_answered;
+        self.resent_unanswered += o.resent_unanswered;
+        self.users_added += o.users_added;
+        self.devices_added += o.devices_added;
+        self.devices_removed += o.devices_removed;
+        self.broken += o.broken;
+        self.unavailable += o.unavailable;
+    }
+}
+
+pub struct WorkerReport {
+    pub seqs: HashMap<u64, SeqRecord>,
+    pub ops: OpCounts,
+    /// Requests still unanswered when the worker gave up on them.
+    pub unanswered: usize,
+    pub violations: Vec<String>,
+    pub violation_count: usize,
+}
+
+pub struct Worker {
+    w: usize,
+    ctl: Arc<Control>,
+    rng: fastrand::Rng,
+    conn: Conn,
+    users: Vec<User>,
+    next_token: u64,
+    seqs: HashMap<u64, SeqRecord>,
+    /// Requests to send again: one seq (single) or several (a batch).
+    unanswered: Vec<Vec<u64>>,
+    answered: std::collections::VecDeque<u64>,
+    ops: OpCounts,
+    violations: Vec<String>,
+    violation_count: usize,
+}
+
+impl Worker {
+    pub fn new(w: usize, seed: u64, ctl: Arc<Control>) -> Worker {
+        let conn = Conn::new(ctl.addr, &ctl.key);
+        Worker {
+            w,
+            rng: fastrand::Rng::with_seed(
+                seed ^ (w as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
+            ctl,
+            conn,
+            users: Vec::new(),
+            next_token: 0,
+            seqs: HashMap::new(),
+            unanswered: Vec::new(),
+            answered: std::collections::VecDeque::new(),
+            ops: OpCounts::default(),
+            violations: Vec::new(),
+            violation_count: 0,
+        }
+    }
+
+    /// Registers the worker's initial users (each with one or two devices, some with a dead
+    /// token) against a healthy server.
+    pub fn register_initial(&mut self) {
+        for j in 0..USERS_PER_WORKER {
+            let id = format!("w{}u{j}", self.w);
+            let (s, _) = self.call("PUT", &format!("/v1/users/{id}"), Some(user_body()));
+            assert!(s == 201 || s == 200, "initial PUT user {id}: {s}");
+            let mut devices = Vec::new();
+            for _ in 0..1 + self.rng.usize(..2) {
+                devices.push(self.new_token());
+            }
+            let dead = dead_token(self.w, j);
+            devices.extend(dead.clone());
+            let mut user = User {
+                id,
+                known: true,
+                devices: Vec::new(),
+            };
+            for t in devices {
+                let path = format!("/v1/users/{}/devices", user.id);
+                let (s, _) = self.call("POST", &path, Some(device_body(&t)));
+                assert!(s == 201 || s == 200, "initial POST device: {s}");
+                let state = if Some(&t) == dead.as_ref() {
+                    Dev::Maybe
+                } else {
+                    Dev::Active
+                };
+                user.devices.push((t, state));
+            }
+            self.users.push(user);
+        }
+    }
+
+    /// Runs the mix until the phase leaves `RUN`, holds through `PAUSE`, then sends every
+    /// unanswered request again until answered (bounded) and reports.
+    pub fn run(mut self) -> WorkerReport {
+        let mut last_broke = false;
+        while self.ctl.phase.load(Ordering::Relaxed) == RUN {
+            if last_broke {
+                std::thread::sleep(DOWN_BACKOFF);
+                last_broke = !self.resend_unanswered();
+                continue;
+            }
+            last_broke = !self.step();
+        }
+        while self.ctl.phase.load(Ordering::Relaxed) == PAUSE {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut tries = 0;
+        while !self.unanswered.is_empty() && tries < 1000 {
+            if !self.resend_unanswered() {
+                std::thread::sleep(DOWN_BACKOFF);
+            }
+            tries += 1;
+        }
+        WorkerReport {
+            seqs: self.seqs,
+            ops: self.ops,
+            unanswered: self.unanswered.len(),
+            violations: self.violations,
+            violation_count: self.violation_count,
+        }
+    }
+
+    /// One random operation; false when its exchange broke.
+    fn step(&mut self) -> bool {
+        match self.rng.u32(..100) {
+            0..45 => {
+                self.ops.singles += 1;
+                let seq = self.new_seq();
+                self.send(vec![seq])
+            }
+            45..60 => {
+                self.ops.batches += 1;
+                let n = BATCH_SIZES[self.rng.usize(..BATCH_SIZES.len())];
+                self.ops.batch_items += n as u64;
+                let seqs: Vec<u64> = (0..n).map(|_| self.new_seq()).collect();
+                self.send(seqs)
+            }
+            60..70 if !self.answered.is_empty() => {
+                self.ops.resent_answered += 1;
+                let seq = self.answered[self.rng.usize(..self.answered.len())];
+                self.send(vec![seq])
+            }
+            70..80 if !self.unanswered.is_empty() => self.resend_unanswered(),
+            80..90 => self.add_device(),
+            90..97 => self.remove_device(),
+            97..100 => self.add_user(),
+            _ => {
+                self.ops.singles += 1;
+                let seq = self.new_seq();
+                self.send(vec![seq])
+            }
+        }
+    }
+
+    fn new_seq(&mut self) -> u64 {
+        let seq = self.ctl.next_seq.fetch_add(1, Ordering::Relaxed);
+        let user = self.users[self.rng.usize(..self.users.len())].id.clone();
+        self.seqs.insert(
+            seq,
+            SeqRecord {
+                user,
+                ..SeqRecord::default()
+            },
+        );
+        seq
+    }
+
+    fn new_token(&mut self) -> String {
+        self.next_token += 1;
+        token_of(self.w, self.next_token)
+    }
+
+    fn resend_unanswered(&mut self) -> bool {
+        if self.unanswered.is_empty() {
+            return self.conn.call("GET", "/healthz", None).is_ok();
+        }
+        self.ops.resent_unanswered += 1;
+        let i = self.rng.usize(..self.unanswered.len());
+        let req = self.unanswered.swap_remove(i);
+        self.send(req)
+    }
+
+    /// Sends one notification (one seq) or a batch (several), and accounts for the answer.
+    fn send(&mut self, seqs: Vec<u64>) -> bool {
+        let mut items = Vec::with_capacity(seqs.len());
+        for &seq in &seqs {
+            let user = self.seqs[&seq].user.clone();
+            let (must, may) = self.targets(&user);
+            let r = self.seqs.get_mut(&seq).expect("seq recorded at creation");
+            r.sends += 1;
+            r.must = if r.sends == 1 {
+                must
+            } else {
+                r.must.intersection(&must).cloned().collect()
+            };
+            r.may.extend(may);
+            items.push(
+                json!({"user_id": user, "idempotency_key": format!("cc-{seq}"),
+                "body": "crash campaign", "data": {"lt_seq": seq}}),
+            );
+        }
+        if seqs.len() == 1 {
+            let body = items.pop().expect("one item");
+            return match self.call_json("POST", "/v1/notifications", body) {
+                None => {
+                    self.keep_unanswered(seqs);
+                    false
+                }
+                Some((s, b)) => {
+                    self.account(seqs[0], s, &b);
+                    true
+                }
+            };
+        }
+        let body = json!({ "notifications": items });
+        match self.call_json("POST", "/v1/notifications/batch", body) {
+            None => {
+                self.keep_unanswered(seqs);
+                return false;
+            }
+            Some((200, b)) => {
+                let results = b["results"].as_array().cloned().unwrap_or_default();
+                if results.len() != seqs.len() {
+                    self.violation(format!(
+                        "batch of {} answered {} results",
+                        seqs.len(),
+                        results.len()
+                    ));
+                }
+                let mut again = Vec::new();
+                for (seq, r) in seqs.iter().zip(&results) {
+                    let s = r["status"].as_u64().unwrap_or(0) as u16;
+                    if s == 503 {
+                        again.push(*seq);
+                    } else {
+                        self.account(*seq, s, r);
+                    }
+                }
+                if !again.is_empty() {
+                    self.ops.unavailable += 1;
+                    self.keep_unanswered(again);
+                }
+            }
+            Some((503, _)) => {
+                self.ops.unavailable += 1;
+                self.keep_unanswered(seqs);
+            }
+            Some((s, b)) => self.violation(format!("batch answered {s}: {b}")),
+        }
+        true
+    }
+
+    /// The answer to one notification (single, or an item of a batch).
+    fn account(&mut self, seq: u64, status: u16, body: &Value) {
+        match status {
+            202 => {
+                let Some(id) = body["id"].as_str() else {
+                    return self.violation(format!("seq {seq}: 202 without an id: {body}"));
+                };
+                let r = self.seqs.get_mut(&seq).expect("seq recorded");
+                if body["duplicate"] == true {
+                    r.duplicate_answers += 1;
+                }
+                if !r.ids.iter().any(|i| i == id) {
+                    r.ids.push(id.to_string());
+                    if r.ids.len() == 1 {
+                        if self.answered.len() >= ANSWERED_RING {
+                            self.answered.pop_front();
+                        }
+                        self.answered.push_back(seq);
+                    }
+                }
+            }
+            503 => {
+                self.ops.unavailable += 1;
+                self.keep_unanswered(vec![seq]);
+            }
+            404 if !self.user_known(&self.seqs[&seq].user) => {} // its registration was lost
+            _ => self.violation(format!("seq {seq}: answered {status}: {body}")),
+        }
+    }
+
+    fn user_known(&self, id: &str) -> bool {
+        self.users.iter().any(|u| u.id == id && u.known)
+    }
+
+    fn keep_unanswered(&mut self, seqs: Vec<u64>) {
+        if self.unanswered.len() < MAX_UNANSWERED {
+            self.unanswered.push(seqs);
+        }
+    }
+
+    /// The devices a notification to `user` sent now must target, and those it may target.
+    fn targets(&self, user: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+        let Some(u) = self.users.iter().find(|u| u.id == user) else {
+            return Default::default();
+        };
+        let of = |pred: &dyn Fn(Dev) -> bool| {
+            u.devices
+                .iter()
+                .filter(|(_, d)| pred(*d))
+                .map(|(t, _)| t.clone())
+                .collect::<BTreeSet<_>>()
+        };
+        (of(&|d| d == Dev::Active), of(&|d| d != Dev::Removed))
+    }
+
+    fn add_user(&mut self) -> bool {
+        self.ops.users_added += 1;
+        let id = format!("w{}u{}", self.w, self.users.len());
+        let answer = self.call("PUT", &format!("/v1/users/{id}"), Some(user_body()));
+        let known = matches!(answer.0, 200 | 201);
+        if !known && answer.0 != 0 {
+            self.violation(format!("PUT user {id}: {}", answer.0));
+        }
+        self.users.push(User {
+            id,
+            known,
+            devices: Vec::new(),
+        });
+        answer.0 != 0
+    }
+
+    fn add_device(&mut self) -> bool {
+        let u = self.rng.usize(..self.users.len());
+        let active = self.users[u]
+            .devices
+            .iter()
+            .filter(|(_, d)| *d != Dev::Removed)
+            .count();
+        if active >= MAX_ACTIVE_DEVICES {
+            return self.remove_device_of(u);
+        }
+        self.ops.devices_added += 1;
+        let t = self.new_token();
+        let path = format!("/v1/users/{}/devices", self.users[u].id);
+        let (s, b) = self.call("POST", &path, Some(device_body(&t)));
+        let state = match s {
+            200 | 201 => {
+                self.users[u].known = true;
+                Dev::Active
+            }
+            404 if !self.users[u].known => Dev::Removed, // the user's registration was lost
+            0 | 503 => Dev::Maybe,
+            _ => {
+                self.violation(format!("POST device for {}: {s} {b}", self.users[u].id));
+                Dev::Maybe
+            }
+        };
+        self.users[u].devices.push((t, state));
+        s != 0
+    }
+
+    fn remove_device(&mut self) -> bool {
+        let u = self.rng.usize(..self.users.len());
+        self.remove_device_of(u)
+    }
+
+    /// Removes one of user `u`'s devices that is not a dead token (active or in doubt).
+    fn remove_device_of(&mut self, u: usize) -> bool {
+        let dead: BTreeSet<String> = dead_tokens_of_user(self.w, &self.users[u].id);
+        let candidates: Vec<usize> = (0..self.users[u].devices.len())
+            .filter(|&i| {
+                let (t, d) = &self.users[u].devices[i];
+                *d != Dev::Removed && !dead.contains(t)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return true;
+        }
+        self.ops.devices_removed += 1;
+        let i = candidates[self.rng.usize(..candidates.len())];
+        let (t, before) = self.users[u].devices[i].clone();
+        let path = format!("/v1/users/{}/devices/{t}", self.users[u].id);
+        let (s, b) = self.call("DELETE", &path, None);
+        let after = match s {
+            204 => Dev::Removed,
+            404 if before == Dev::Maybe => Dev::Removed, // its registration was lost
+            0 | 503 => Dev::Maybe,
+            _ => {
+                self.violation(format!(
+                    "DELETE device {t} of {} ({before:?}): {s} {b}",
+                    self.users[u].id
+                ));
+                Dev::Maybe
+            }
+        };
+        self.users[u].devices[i].1 = after;
+        s != 0
+    }
+
+    /// One exchange; status 0 when it broke.
+    fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let bytes = body.map(|b| serde_json::to_vec(&b).expect("json"));
+        match self.conn.call(method, path, bytes.as_deref()) {
+            Ok(r) => r,
+            Err(_) => {
+                self.ops.broken += 1;
+                (0, Value::Null)
+            }
+        }
+    }
+
+    fn call_json(&mut self, method: &str, path: &str, body: Value) -> Option<(u16, Value)> {
+        let r = self.call(method, path, Some(body));
+        (r.0 != 0).then_some(r)
+    }
+
+    fn violation(&mut self, v: String) {
+        self.violation_count += 1;
+        if self.violations.len() < MAX_VIOLATIONS_KEPT {
+            self.violations.push(format!("worker {}: {v}", self.w));
+        }
+    }
+}
+
+/// The dead token of the initial user named `id` of worker `w`, as a set (empty if none).
+fn dead_tokens_of_user(w: usize, id: &str) -> BTreeSet<String> {
+    id.strip_prefix(&format!("w{w}u"))
+        .and_then(|j| j.parse::<usize>().ok())
+        .filter(|j| *j < USERS_PER_WORKER)
+        .and_then(|j| dead_token(w, j))
+        .into_iter()
+        .collect()
+}
+
+fn user_body() -> Value {
+    json!({"email": "u@example.com", "locale": "en-US"})
+}
+
+fn device_body(token: &str) -> Value {
+    json!({"platform": "ios", "token": token})
+}
