@@ -1,8 +1,10 @@
-//! The campaign's accounting once the server has drained: every notification answered `202`
-//! read back with `GET /v1/notifications/{id}`, its targets held against the worker's device
-//! model, each delivery's single terminal state, and the simulator's receipt log held against
-//! all of it: nothing lost, no device pushed that was not a target, no idempotency key with two
-//! ids, and every re-send explained by a kill that came while the delivery was in flight.
+//! The campaign's accounting once the server has drained. Every notification answered `202`
+//! whose targets the worker's device model leaves in doubt, that was sent more than once, or
+//! that was received more than once, and a random sample of the rest, is read back with
+//! `GET /v1/notifications/{id}`: its targets held against the model, each delivery's single
+//! terminal state. The others' targets are the model's. The simulator's receipt log is held
+//! against all of it: nothing lost, no device pushed that was not a target, no idempotency key
+//! with two ids, and every re-send explained by a kill that came while it was in flight.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -35,6 +37,9 @@ pub struct Kill {
 #[derive(Debug, Default)]
 pub struct Verdict {
     pub accepted: usize,
+    /// Accepted notifications read back with `GET` (the rest are checked by their receipts).
+    pub read_back: usize,
+    /// Deliveries of the notifications read back.
     pub deliveries: usize,
     pub sent: usize,
     pub failed_dead_token: usize,
@@ -47,7 +52,8 @@ pub struct Verdict {
     pub unexplained_duplicates: u64,
     /// The most receipts one (seq, device) got.
     pub max_receipts: usize,
-    /// Receipts within `window` before each kill (the most that could be in flight), summed.
+    /// Receipts each killed process got through within `window_ms` before its kill (the most
+    /// that could be in flight, unlogged, at the kill), summed over the kills.
     pub in_flight_bound: u64,
     /// Longest time from a re-sent delivery's earlier receipt to the kill that explains it.
     pub max_receipt_to_kill_ms: u64,
@@ -64,6 +70,43 @@ impl Verdict {
             self.problems.push(p);
         }
     }
+}
+
+/// Whether the worker's model fixes a notification's targets (no device of its user in doubt).
+fn targets_known(rec: &SeqRecord) -> bool {
+    rec.must == rec.may
+}
+
+/// The (seq, device) pairs that must reach the simulator, as far as the model knows them.
+pub fn known_pairs(seqs: &HashMap<u64, SeqRecord>) -> Vec<(u64, String)> {
+    seqs.iter()
+        .filter(|(_, r)| !r.ids.is_empty() && targets_known(r))
+        .flat_map(|(seq, r)| r.must.iter().map(|t| (*seq, t.clone())))
+        .collect()
+}
+
+/// The accepted notifications to read back, as `(seq, id)`: those whose targets are in doubt,
+/// those sent more than once or received more than once (`resent`), and `sample` of the rest.
+pub fn pick_reads(
+    seqs: &HashMap<u64, SeqRecord>,
+    resent: &BTreeSet<u64>,
+    sample: usize,
+    rng: &mut fastrand::Rng,
+) -> Vec<(u64, String)> {
+    let mut must_read = Vec::new();
+    let mut rest = Vec::new();
+    for (seq, r) in seqs.iter().filter(|(_, r)| !r.ids.is_empty()) {
+        let read = (*seq, r.ids[0].clone());
+        if !targets_known(r) || r.sends > 1 || resent.contains(seq) {
+            must_read.push(read);
+        } else {
+            rest.push(read);
+        }
+    }
+    rest.sort_unstable();
+    rng.shuffle(&mut rest);
+    must_read.extend(rest.into_iter().take(sample));
+    must_read
 }
 
 /// Every accepted notification's last status, and how reading them went.
@@ -147,13 +190,13 @@ pub fn judge(
     late_ms: u64,
 ) -> Verdict {
     let mut v = Verdict::default();
-    // (arrival ms, connection) of each receipt, by (seq, device).
-    let mut by_pair: HashMap<(u64, &str), Vec<(u64, u64)>> = HashMap::new();
+    // (arrival ms, sending process) of each receipt, by (seq, device).
+    let mut by_pair: HashMap<(u64, &str), Vec<(u64, usize)>> = HashMap::new();
     for r in receipts {
         by_pair
             .entry((r.seq, r.token.as_str()))
             .or_default()
-            .push((r.at_ms, r.connection));
+            .push((r.at_ms, process_of(kills, r)));
     }
     for (seq, rec) in seqs {
         if rec.ids.len() > 1 {
@@ -168,11 +211,17 @@ pub fn judge(
     let mut targets_of: HashMap<u64, BTreeSet<String>> = HashMap::new();
     for (seq, rec) in seqs.iter().filter(|(_, r)| !r.ids.is_empty()) {
         v.accepted += 1;
-        let Some(st) = statuses.get(seq) else {
-            v.problem(format!("seq {seq} ({}): status never read", rec.ids[0]));
-            continue;
+        let targets = match statuses.get(seq) {
+            Some(st) => {
+                v.read_back += 1;
+                check_status(&mut v, *seq, rec, st, dead_tokens)
+            }
+            None if targets_known(rec) => rec.must.clone(),
+            None => {
+                v.problem(format!("seq {seq} ({}): status never read", rec.ids[0]));
+                continue;
+            }
         };
-        let targets = check_status(&mut v, *seq, rec, st, dead_tokens);
         for t in &targets {
             if dead_tokens.contains(t) {
                 continue;
@@ -197,12 +246,10 @@ pub fn judge(
         }
         times.sort_unstable();
         v.max_receipts = v.max_receipts.max(times.len());
-        let mut after = 0; // each re-send needs a kill of its own, later than the last one used
         for pair in times.windows(2) {
             v.duplicates += 1;
-            match explaining_kill(&kills[after..], pair[0], pair[1], window_ms, late_ms) {
-                Some((i, k)) => {
-                    after += i + 1;
+            match explaining_kill(kills, pair[0], pair[1], window_ms, late_ms) {
+                Some(k) => {
                     v.max_receipt_to_kill_ms = v
                         .max_receipt_to_kill_ms
                         .max(k.at_ms.saturating_sub(pair[0].0));
@@ -210,7 +257,8 @@ pub fn judge(
                 None => {
                     v.unexplained_duplicates += 1;
                     v.problem(format!(
-                        "seq {seq} device {token}: received at {:?} and again at {:?} (ms, connection) with no kill in between within {window_ms} ms of the first",
+                        "seq {seq} device {token}: received at {:?} and again at {:?} (unix ms, process) \
+                         with no kill of the first process within {window_ms} ms after the first",
                         pair[0], pair[1]
                     ));
                 }
@@ -218,60 +266,44 @@ pub fn judge(
         }
     }
     v.delivered_unanswered = unanswered_seqs.len();
-    let mut times: Vec<u64> = receipts.iter().map(|r| r.at_ms).collect();
-    times.sort_unstable();
-    v.in_flight_bound = kills
-        .iter()
-        .map(|k| {
-            let from = times.partition_point(|t| t + window_ms < k.at_ms);
-            let to = times.partition_point(|t| *t <= k.at_ms + late_ms);
-            to.saturating_sub(from) as u64
-        })
-        .sum();
+    // What each kill could have caught in flight: its process's receipts within the window.
+    let mut in_window = vec![0u64; kills.len()];
+    for r in receipts {
+        let p = process_of(kills, r);
+        if let Some(k) = kills.get(p)
+            && r.at_ms + window_ms >= k.at_ms
+        {
+            in_window[p] += 1;
+        }
+    }
+    v.in_flight_bound = in_window.iter().sum();
     v
 }
 
-/// The kill that explains receiving a delivery at `first` and again at `second` (each
-/// `(unix ms, connection)`): it came at most `window_ms` after the first receipt (before the
-/// `sent` could be logged), the first receipt came at most `late_ms` after it (a push the dying
-/// process had already written), and the second came from a process started after it, over a
-/// newer connection. `late_ms` is shorter than any restarted process takes to send its first
-/// push (`first_push_after_start_ms`), so the first receipt is not the new process's.
-fn explaining_kill(
-    kills: &[Kill],
-    first: (u64, u64),
-    second: (u64, u64),
-    window_ms: u64,
-    late_ms: u64,
-) -> Option<(usize, &Kill)> {
-    kills.iter().enumerate().find(|(_, k)| {
-        first.0 + window_ms >= k.at_ms
-            && first.0 <= k.at_ms + late_ms
-            && second.0 >= k.respawn_ms
-            && second.1 > first.1
-    })
+/// Which server process sent a receipt: process `i` runs from the `i`th start (0 the first)
+/// until `kills[i]`. A connection belongs to the process that was running when its TLS
+/// handshake completed, as a killed process cannot complete one and a new one cannot before it
+/// starts.
+fn process_of(kills: &[Kill], r: &Receipt) -> usize {
+    kills.partition_point(|k| k.respawn_ms <= r.connected_at_ms)
 }
 
-/// The shortest time from a process's start to its first push: the first receipt, after the
-/// start, over a connection newer than every connection seen before the kill (a connection of
-/// the killed process first seen late only makes this shorter). None without restarts.
-pub fn first_push_after_start_ms(receipts: &[Receipt], kills: &[Kill]) -> Option<u64> {
-    kills
-        .iter()
-        .filter_map(|k| {
-            let old = receipts
-                .iter()
-                .filter(|r| r.at_ms <= k.at_ms)
-                .map(|r| r.connection)
-                .max()
-                .unwrap_or(0);
-            receipts
-                .iter()
-                .filter(|r| r.connection > old && r.at_ms >= k.respawn_ms)
-                .map(|r| r.at_ms - k.respawn_ms)
-                .min()
-        })
-        .min()
+/// The kill that explains receiving a delivery at `first` and again at `second` (each
+/// `(unix ms, process)`): the kill of the first receipt's process, which came at most
+/// `window_ms` after that receipt (before its `sent` could be logged; a receipt at most
+/// `late_ms` after the kill is a push the dying process had written); and the second receipt
+/// came from a later process. Each further re-send so needs a later process, and a kill of its
+/// own.
+fn explaining_kill(
+    kills: &[Kill],
+    first: (u64, usize),
+    second: (u64, usize),
+    window_ms: u64,
+    late_ms: u64,
+) -> Option<&Kill> {
+    let k = kills.get(first.1)?;
+    (second.1 > first.1 && first.0 + window_ms >= k.at_ms && first.0 <= k.at_ms + late_ms)
+        .then_some(k)
 }
 
 /// Checks one notification's status; returns its targets.

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -21,8 +21,9 @@ use super::conn::Conn;
 
 /// Users each worker registers before the campaign starts.
 pub const USERS_PER_WORKER: usize = 40;
-/// Every this many users, one device token is one the simulator answers `410 Unregistered`.
-const DEAD_TOKEN_EVERY: usize = 8;
+/// Every this many users, one device token is one the simulator answers `410 Unregistered`
+/// (its user's notifications have a target in doubt, so they are all read back).
+const DEAD_TOKEN_EVERY: usize = 20;
 /// A user gets no more than this many active devices (the server allows 100).
 const MAX_ACTIVE_DEVICES: usize = 4;
 /// Batch sizes drawn for batch requests.
@@ -33,6 +34,8 @@ const MAX_UNANSWERED: usize = 10_000;
 const ANSWERED_RING: usize = 4096;
 /// Pause after a failed exchange (the server is down or restarting).
 const DOWN_BACKOFF: Duration = Duration::from_millis(15);
+/// Longest sleep while waiting for the pace (so a phase change is seen soon).
+const PACE_STEP: Duration = Duration::from_millis(50);
 /// Violations kept word for word; the rest are only counted.
 const MAX_VIOLATIONS_KEPT: usize = 50;
 
@@ -47,6 +50,8 @@ pub struct Control {
     pub key: String,
     pub phase: AtomicU8,
     pub next_seq: AtomicU64,
+    /// Notifications per second each worker sends at most; 0 for as fast as it can.
+    pub rate: AtomicU64,
 }
 
 impl Control {
@@ -56,6 +61,7 @@ impl Control {
             key: key.to_string(),
             phase: AtomicU8::new(RUN),
             next_seq: AtomicU64::new(1),
+            rate: AtomicU64::new(0),
         })
     }
 }
@@ -164,6 +170,8 @@ pub struct Worker {
     ops: OpCounts,
     violations: Vec<String>,
     violation_count: usize,
+    /// When the pace allows the next operation.
+    next_allowed: Instant,
 }
 
 impl Worker {
@@ -184,6 +192,7 @@ impl Worker {
             ops: OpCounts::default(),
             violations: Vec::new(),
             violation_count: 0,
+            next_allowed: Instant::now(),
         }
     }
 
@@ -225,6 +234,11 @@ impl Worker {
     pub fn run(mut self) -> WorkerReport {
         let mut last_broke = false;
         while self.ctl.phase.load(Ordering::Relaxed) == RUN {
+            let wait = self.next_allowed.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(PACE_STEP));
+                continue;
+            }
             if last_broke {
                 std::thread::sleep(DOWN_BACKOFF);
                 last_broke = !self.resend_unanswered();
@@ -311,8 +325,20 @@ impl Worker {
         self.send(req)
     }
 
+    /// Spends `n` notifications of the pace: the next operation waits its turn.
+    fn pace(&mut self, n: usize) {
+        let rate = self.ctl.rate.load(Ordering::Relaxed);
+        let now = Instant::now();
+        self.next_allowed = if rate == 0 {
+            now
+        } else {
+            self.next_allowed.max(now) + Duration::from_secs_f64(n as f64 / rate as f64)
+        };
+    }
+
     /// Sends one notification (one seq) or a batch (several), and accounts for the answer.
     fn send(&mut self, seqs: Vec<u64>) -> bool {
+        self.pace(seqs.len());
         let mut items = Vec::with_capacity(seqs.len());
         for &seq in &seqs {
             let user = self.seqs[&seq].user.clone();

@@ -113,6 +113,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     };
     Counters::bump(&shared.counters.connections);
     let conn_id = shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let connected_ms = unix_ms();
     let limits = Arc::new(StreamLimits::default());
     let io = SettingsShim::new(
         tls,
@@ -186,6 +187,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
             active: active.clone(),
             answered: answered.clone(),
             conn_id,
+            connected_ms,
         };
         // Only the body stream goes on: the request's head (most of its size) is done with, and
         // the job's future, copied whole into its box, stays small.
@@ -229,6 +231,8 @@ struct RequestJob {
     /// Set by the connection's first answer (see [`send_answer`]).
     answered: Arc<AtomicBool>,
     conn_id: u64,
+    /// When its TLS handshake completed, unix milliseconds.
+    connected_ms: u64,
 }
 
 impl RequestJob {
@@ -281,7 +285,12 @@ impl RequestJob {
         let seq = keys.seq;
         self.shared.lock_ledger().record(keys, unix_ns());
         if let (Some(log), Some(seq)) = (&self.shared.receipts, seq) {
-            log.record(seq, head.token(), unix_ms(), self.conn_id);
+            log.record(
+                seq,
+                head.token(),
+                unix_ms(),
+                (self.conn_id, self.connected_ms),
+            );
         }
         Ok((head, body))
     }

@@ -1,7 +1,9 @@
 //! The receipt log: when asked for ([`super::SimConfig::receipt_log`]), every accepted push that
-//! carries an `lt_seq` is kept as a [`Receipt`] (seq, device token, arrival time, connection), so a test can
-//! check delivery per device and time each duplicate (and tell which connection carried it), which the per-seq [`super::Ledger`]
-//! cannot tell apart. Off by default: it grows with every push, up to [`MAX_RECEIPTS`].
+//! carries an `lt_seq` is kept as a [`Receipt`]: seq, device token, arrival time, and the
+//! connection with the time it was made (which client process sent it, when clients are
+//! restarted). A test can so check delivery per device and explain each duplicate, which the
+//! per-seq [`super::Ledger`] cannot. Off by default: it grows with every push, up to
+//! [`MAX_RECEIPTS`].
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,9 @@ pub struct Receipt {
     pub at_ms: u64,
     /// The connection that carried it, numbered from 1 in accept order.
     pub connection: u64,
+    /// When that connection's TLS handshake completed, unix milliseconds: which client process
+    /// sent the push, when clients are restarted.
+    pub connected_at_ms: u64,
 }
 
 /// Receipts in arrival order.
@@ -32,7 +37,8 @@ pub(crate) struct ReceiptLog {
 }
 
 impl ReceiptLog {
-    pub(crate) fn record(&self, seq: u64, token: &str, at_ms: u64, connection: u64) {
+    /// Records a push; `connection` is `(number, handshake completed at unix ms)`.
+    pub(crate) fn record(&self, seq: u64, token: &str, at_ms: u64, connection: (u64, u64)) {
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if e.len() >= MAX_RECEIPTS {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -42,7 +48,8 @@ impl ReceiptLog {
             seq,
             token: token.to_owned(),
             at_ms,
-            connection,
+            connection: connection.0,
+            connected_at_ms: connection.1,
         });
     }
 
@@ -73,9 +80,9 @@ mod tests {
     #[test]
     fn keeps_receipts_in_order_and_reads_from_an_index() {
         let log = ReceiptLog::default();
-        log.record(1, "a", 10, 1);
-        log.record(1, "b", 11, 1);
-        log.record(2, "a", 12, 2);
+        log.record(1, "a", 10, (1, 5));
+        log.record(1, "b", 11, (1, 5));
+        log.record(2, "a", 12, (2, 9));
         let all = log.since(0);
         assert_eq!(all.len(), 3);
         assert_eq!(
