@@ -14,7 +14,7 @@ use clarion_loadtest::apns_sim::Receipt;
 use serde_json::Value;
 
 use super::conn::Conn;
-use super::workload::SeqRecord;
+use super::model::SeqRecord;
 
 /// Threads reading notification statuses at the end.
 const STATUS_READERS: usize = 4;

@@ -5,11 +5,12 @@
 //! registrations, and device registrations and removals. Every request whose exchange broke
 //! is kept and sent again later, as a client would.
 //!
-//! The worker's model of a user's devices gives each notification the devices that must be
-//! its targets (acknowledged registrations) and those that may be (registrations or removals
-//! whose answer was lost, tokens the simulator answers 410 for, which the server deactivates).
+//! The worker's model of a user's devices (`model.rs`, moved by the user and device operations
+//! in `contacts.rs`) gives each notification the devices that must be its targets
+//! (acknowledged registrations) and those that may be (registrations or removals whose answer
+//! was lost, tokens the simulator answers 410 for, which the server deactivates).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
@@ -18,14 +19,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::conn::Conn;
+use super::model::{
+    Dev, OpCounts, SeqRecord, USERS_PER_WORKER, User, WorkerReport, dead_token, token_of,
+};
 
-/// Users each worker registers before the campaign starts.
-pub const USERS_PER_WORKER: usize = 40;
-/// Every this many users, one device token is one the simulator answers `410 Unregistered`
-/// (its user's notifications have a target in doubt, so they are all read back).
-const DEAD_TOKEN_EVERY: usize = 20;
-/// A user gets no more than this many active devices (the server allows 100).
-const MAX_ACTIVE_DEVICES: usize = 4;
 /// Batch sizes drawn for batch requests.
 const BATCH_SIZES: [usize; 4] = [2, 8, 32, 128];
 /// Requests whose answer was lost, kept for sending again; past this, new ones are forgotten.
@@ -66,112 +63,22 @@ impl Control {
     }
 }
 
-/// Device token number `n` of worker `w`: distinct across workers and runs of one campaign.
-fn token_of(w: usize, n: u64) -> String {
-    crate::common::token(((w as u64 + 1) << 40) | n)
-}
-
-/// The dead token of worker `w`'s `j`th initial user, if it has one.
-fn dead_token(w: usize, j: usize) -> Option<String> {
-    (j % DEAD_TOKEN_EVERY == 0).then(|| token_of(w, (1 << 32) | j as u64))
-}
-
-/// Every token the simulator must answer `410 Unregistered`.
-pub fn dead_tokens(workers: usize) -> BTreeSet<String> {
-    (0..workers)
-        .flat_map(|w| (0..USERS_PER_WORKER).filter_map(move |j| dead_token(w, j)))
-        .collect()
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Dev {
-    /// Registration acknowledged: every later notification must target it.
-    Active,
-    /// Removal acknowledged: no later notification may target it.
-    Removed,
-    /// The answer was lost, or the simulator answers 410 for it: it may or may not be a target.
-    Maybe,
-}
-
-struct User {
-    id: String,
-    /// Whether its registration was acknowledged.
-    known: bool,
-    devices: Vec<(String, Dev)>,
-}
-
-/// One notification (one seq, one idempotency key) as the client saw it.
-#[derive(Debug, Default)]
-pub struct SeqRecord {
-    pub user: String,
-    /// Distinct ids answered with `202` for this key: one at most, or a retry made a second.
-    pub ids: Vec<String>,
-    /// Times it was sent (first send and retries).
-    pub sends: u32,
-    /// Answers marked `"duplicate": true`.
-    pub duplicate_answers: u32,
-    /// Devices that must be among its targets (acknowledged at every send).
-    pub must: BTreeSet<String>,
-    /// Devices that may be among its targets (possible at some send).
-    pub may: BTreeSet<String>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OpCounts {
-    pub singles: u64,
-    pub batches: u64,
-    pub batch_items: u64,
-    pub resent_answered: u64,
-    pub resent_unanswered: u64,
-    pub users_added: u64,
-    pub devices_added: u64,
-    pub devices_removed: u64,
-    /// Exchanges that broke (outcome unknown) or found the server down.
-    pub broken: u64,
-    /// Answers `503` (overload or a shard not ready).
-    pub unavailable: u64,
-}
-
-impl OpCounts {
-    pub fn add(&mut self, o: &OpCounts) {
-        self.singles += o.singles;
-        self.batches += o.batches;
-        self.batch_items += o.batch_items;
-        self.resent_answered += o.resent_answered;
-        self.resent_unanswered += o.resent_unanswered;
-        self.users_added += o.users_added;
-        self.devices_added += o.devices_added;
-        self.devices_removed += o.devices_removed;
-        self.broken += o.broken;
-        self.unavailable += o.unavailable;
-    }
-}
-
-pub struct WorkerReport {
-    pub seqs: HashMap<u64, SeqRecord>,
-    pub ops: OpCounts,
-    /// Requests still unanswered when the worker gave up on them.
-    pub unanswered: usize,
-    pub violations: Vec<String>,
-    pub violation_count: usize,
-}
-
 pub struct Worker {
-    w: usize,
-    ctl: Arc<Control>,
-    rng: fastrand::Rng,
-    conn: Conn,
-    users: Vec<User>,
-    next_token: u64,
-    seqs: HashMap<u64, SeqRecord>,
+    pub(crate) w: usize,
+    pub(crate) ctl: Arc<Control>,
+    pub(crate) rng: fastrand::Rng,
+    pub(crate) conn: Conn,
+    pub(crate) users: Vec<User>,
+    pub(crate) next_token: u64,
+    pub(crate) seqs: HashMap<u64, SeqRecord>,
     /// Requests to send again: one seq (single) or several (a batch).
-    unanswered: Vec<Vec<u64>>,
-    answered: std::collections::VecDeque<u64>,
-    ops: OpCounts,
-    violations: Vec<String>,
-    violation_count: usize,
+    pub(crate) unanswered: Vec<Vec<u64>>,
+    pub(crate) answered: std::collections::VecDeque<u64>,
+    pub(crate) ops: OpCounts,
+    pub(crate) violations: Vec<String>,
+    pub(crate) violation_count: usize,
     /// When the pace allows the next operation.
-    next_allowed: Instant,
+    pub(crate) next_allowed: Instant,
 }
 
 impl Worker {
@@ -310,7 +217,7 @@ impl Worker {
         seq
     }
 
-    fn new_token(&mut self) -> String {
+    pub(crate) fn new_token(&mut self) -> String {
         self.next_token += 1;
         token_of(self.w, self.next_token)
     }
@@ -342,7 +249,12 @@ impl Worker {
         let mut items = Vec::with_capacity(seqs.len());
         for &seq in &seqs {
             let user = self.seqs[&seq].user.clone();
-            let (must, may) = self.targets(&user);
+            let (must, may) = self
+                .users
+                .iter()
+                .find(|u| u.id == user)
+                .map(User::targets)
+                .unwrap_or_default();
             let r = self.seqs.get_mut(&seq).expect("seq recorded at creation");
             r.sends += 1;
             r.must = if r.sends == 1 {
@@ -447,107 +359,8 @@ impl Worker {
         }
     }
 
-    /// The devices a notification to `user` sent now must target, and those it may target.
-    fn targets(&self, user: &str) -> (BTreeSet<String>, BTreeSet<String>) {
-        let Some(u) = self.users.iter().find(|u| u.id == user) else {
-            return Default::default();
-        };
-        let of = |pred: &dyn Fn(Dev) -> bool| {
-            u.devices
-                .iter()
-                .filter(|(_, d)| pred(*d))
-                .map(|(t, _)| t.clone())
-                .collect::<BTreeSet<_>>()
-        };
-        (of(&|d| d == Dev::Active), of(&|d| d != Dev::Removed))
-    }
-
-    fn add_user(&mut self) -> bool {
-        self.ops.users_added += 1;
-        let id = format!("w{}u{}", self.w, self.users.len());
-        let answer = self.call("PUT", &format!("/v1/users/{id}"), Some(user_body()));
-        let known = matches!(answer.0, 200 | 201);
-        if !known && answer.0 != 0 {
-            self.violation(format!("PUT user {id}: {}", answer.0));
-        }
-        self.users.push(User {
-            id,
-            known,
-            devices: Vec::new(),
-        });
-        answer.0 != 0
-    }
-
-    fn add_device(&mut self) -> bool {
-        let u = self.rng.usize(..self.users.len());
-        let active = self.users[u]
-            .devices
-            .iter()
-            .filter(|(_, d)| *d != Dev::Removed)
-            .count();
-        if active >= MAX_ACTIVE_DEVICES {
-            return self.remove_device_of(u);
-        }
-        self.ops.devices_added += 1;
-        let t = self.new_token();
-        let path = format!("/v1/users/{}/devices", self.users[u].id);
-        let (s, b) = self.call("POST", &path, Some(device_body(&t)));
-        let state = match s {
-            200 | 201 => {
-                self.users[u].known = true;
-                Dev::Active
-            }
-            404 if !self.users[u].known => Dev::Removed, // the user's registration was lost
-            0 | 503 => Dev::Maybe,
-            _ => {
-                self.violation(format!("POST device for {}: {s} {b}", self.users[u].id));
-                Dev::Maybe
-            }
-        };
-        self.users[u].devices.push((t, state));
-        s != 0
-    }
-
-    fn remove_device(&mut self) -> bool {
-        let u = self.rng.usize(..self.users.len());
-        self.remove_device_of(u)
-    }
-
-    /// Removes one of user `u`'s devices that is not a dead token (active or in doubt).
-    fn remove_device_of(&mut self, u: usize) -> bool {
-        let dead: BTreeSet<String> = dead_tokens_of_user(self.w, &self.users[u].id);
-        let candidates: Vec<usize> = (0..self.users[u].devices.len())
-            .filter(|&i| {
-                let (t, d) = &self.users[u].devices[i];
-                *d != Dev::Removed && !dead.contains(t)
-            })
-            .collect();
-        if candidates.is_empty() {
-            return true;
-        }
-        self.ops.devices_removed += 1;
-        let i = candidates[self.rng.usize(..candidates.len())];
-        let (t, before) = self.users[u].devices[i].clone();
-        let path = format!("/v1/users/{}/devices/{t}", self.users[u].id);
-        let (s, b) = self.call("DELETE", &path, None);
-        let after = match s {
-            204 => Dev::Removed,
-            404 if before == Dev::Maybe => Dev::Removed, // its registration was lost
-            0 | 503 => Dev::Maybe,
-            _ => {
-                self.violation(format!(
-                    "DELETE device {t} of {} ({before:?}): {s} {b}",
-                    self.users[u].id
-                ));
-                Dev::Maybe
-            }
-        };
-        self.users[u].devices[i].1 = after;
-        s != 0
-    }
-
     /// One exchange; status 0 when it broke.
-    fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let bytes = body.map(|b| serde_json::to_vec(&b).expect("json"));
         match self.conn.call(method, path, bytes.as_deref()) {
             Ok(r) => r,
@@ -563,7 +376,7 @@ impl Worker {
         (r.0 != 0).then_some(r)
     }
 
-    fn violation(&mut self, v: String) {
+    pub(crate) fn violation(&mut self, v: String) {
         self.violation_count += 1;
         if self.violations.len() < MAX_VIOLATIONS_KEPT {
             self.violations.push(format!("worker {}: {v}", self.w));
@@ -571,20 +384,10 @@ impl Worker {
     }
 }
 
-/// The dead token of the initial user named `id` of worker `w`, as a set (empty if none).
-fn dead_tokens_of_user(w: usize, id: &str) -> BTreeSet<String> {
-    id.strip_prefix(&format!("w{w}u"))
-        .and_then(|j| j.parse::<usize>().ok())
-        .filter(|j| *j < USERS_PER_WORKER)
-        .and_then(|j| dead_token(w, j))
-        .into_iter()
-        .collect()
-}
-
-fn user_body() -> Value {
+pub(crate) fn user_body() -> Value {
     json!({"email": "u@example.com", "locale": "en-US"})
 }
 
-fn device_body(token: &str) -> Value {
+pub(crate) fn device_body(token: &str) -> Value {
     json!({"platform": "ios", "token": token})
 }
