@@ -336,12 +336,14 @@ fn kill_9_campaign_loses_nothing_and_resends_only_what_was_in_flight() {
     );
     eprintln!(
         "receipts {}; re-sent {} (bound: {} receipts within {IN_FLIGHT_WINDOW_MS} ms before a kill; \
-         the longest receipt-to-kill of a re-send {} ms); most receipts of one delivery {}; \
+         the longest receipt-to-kill of a re-send {} ms; the most for one kill {}); \
+         most receipts of one delivery {}; \
          delivered but never answered 202: {}; lost {}; keys with two ids {}; wall {:.1} s",
         receipts.len(),
         v.duplicates,
         v.in_flight_bound,
         v.max_receipt_to_kill_ms,
+        v.max_resent_one_kill,
         v.max_receipts,
         v.delivered_unanswered,
         v.lost.len(),

@@ -55,6 +55,8 @@ pub struct Verdict {
     /// Receipts each killed process got through within `window_ms` before its kill (the most
     /// that could be in flight, unlogged, at the kill), summed over the kills.
     pub in_flight_bound: u64,
+    /// The most re-sends one kill explains (the simulator lets 64 pushes be in flight at once).
+    pub max_resent_one_kill: u64,
     /// Longest time from a re-sent delivery's earlier receipt to the kill that explains it.
     pub max_receipt_to_kill_ms: u64,
     /// Seqs received although never answered `202` (their answer was lost, never re-sent).
@@ -234,6 +236,7 @@ pub fn judge(
         targets_of.insert(*seq, targets);
     }
     let mut unanswered_seqs = BTreeSet::new();
+    let mut per_kill = vec![0u64; kills.len()];
     for ((seq, token), times) in &mut by_pair {
         match targets_of.get(seq) {
             Some(t) if !t.contains(*token) => v.problem(format!(
@@ -250,6 +253,7 @@ pub fn judge(
             v.duplicates += 1;
             match explaining_kill(kills, pair[0], pair[1], window_ms, late_ms) {
                 Some(k) => {
+                    per_kill[pair[0].1] += 1;
                     v.max_receipt_to_kill_ms = v
                         .max_receipt_to_kill_ms
                         .max(k.at_ms.saturating_sub(pair[0].0));
@@ -266,6 +270,7 @@ pub fn judge(
         }
     }
     v.delivered_unanswered = unanswered_seqs.len();
+    v.max_resent_one_kill = per_kill.iter().copied().max().unwrap_or(0);
     // What each kill could have caught in flight: its process's receipts within the window.
     let mut in_window = vec![0u64; kills.len()];
     for r in receipts {
