@@ -45,6 +45,12 @@ impl Server {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_unwaited();
+        self.wait_healthy();
+    }
+
+    /// Starts the process without waiting for `/healthz` (to kill it while it recovers).
+    pub fn spawn_unwaited(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -61,7 +67,16 @@ impl Server {
             .spawn()
             .expect("start clarion");
         self.child = Some(child);
-        self.wait_healthy();
+    }
+
+    /// Whether `/healthz` answers 200 right now (false while the process starts or recovers).
+    pub fn healthy_now(&self) -> bool {
+        let c = super::http::Client {
+            addr: self.addr,
+            key: None,
+        };
+        c.try_raw("GET", "/healthz", None)
+            .is_ok_and(|r| r.status == 200)
     }
 
     pub fn wait_healthy(&mut self) {

@@ -47,6 +47,9 @@ pub struct SimConfig {
     /// connection keeps its current token. The first token on a connection, and tokens on other
     /// connections, are not limited. `None` turns the check off.
     pub token_refresh_min_interval: Option<Duration>,
+    /// Keep every accepted push's `(lt_seq, token, arrival)` for
+    /// [`crate::apns_sim::SimHandle::receipts`]: per-device checks in tests. Default off.
+    pub receipt_log: bool,
 }
 
 impl Default for SimConfig {
@@ -63,6 +66,7 @@ impl Default for SimConfig {
             worker_threads: 1,
             control_listen: None,
             token_refresh_min_interval: Some(DEFAULT_TOKEN_REFRESH_MIN_INTERVAL),
+            receipt_log: false,
         }
     }
 }

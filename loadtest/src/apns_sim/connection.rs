@@ -26,6 +26,7 @@ use super::headers::{HeaderScan, Slot};
 use super::jwt::{ConnTokenCache, TokenVerifier};
 use super::ledger::Ledger;
 use super::reason::Reason;
+use super::receipts::ReceiptLog;
 use super::request::{PushHead, resolve_apns_id, validate_head, validate_payload};
 use super::settings_shim::{SettingsShim, StreamLimits};
 use super::stats::{Counters, RawPush, RecentLog, SimStats, unix_ms, unix_ns};
@@ -45,6 +46,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) recent: RecentLog,
+    pub(crate) receipts: Option<ReceiptLog>,
     connection_ids: AtomicU64,
 }
 
@@ -59,6 +61,7 @@ impl Shared {
             counters: Counters::default(),
             ledger: Mutex::new(Ledger::default()),
             recent: RecentLog::default(),
+            receipts: cfg.receipt_log.then(ReceiptLog::default),
             connection_ids: AtomicU64::new(0),
         }
     }
@@ -81,6 +84,9 @@ impl Shared {
         self.verifier.reset_verifications();
         *self.lock_ledger() = Ledger::default();
         self.recent.clear();
+        if let Some(r) = &self.receipts {
+            r.clear();
+        }
     }
 }
 
@@ -107,6 +113,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
     };
     Counters::bump(&shared.counters.connections);
     let conn_id = shared.connection_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let connected_ms = unix_ms();
     let limits = Arc::new(StreamLimits::default());
     let io = SettingsShim::new(
         tls,
@@ -180,6 +187,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Sha
             active: active.clone(),
             answered: answered.clone(),
             conn_id,
+            connected_ms,
         };
         // Only the body stream goes on: the request's head (most of its size) is done with, and
         // the job's future, copied whole into its box, stays small.
@@ -223,6 +231,8 @@ struct RequestJob {
     /// Set by the connection's first answer (see [`send_answer`]).
     answered: Arc<AtomicBool>,
     conn_id: u64,
+    /// When its TLS handshake completed, unix milliseconds.
+    connected_ms: u64,
 }
 
 impl RequestJob {
@@ -272,7 +282,16 @@ impl RequestJob {
         if let Some(r) = self.plan.forced_reason(head.token(), &self.shared.faults) {
             return Err(r);
         }
+        let seq = keys.seq;
         self.shared.lock_ledger().record(keys, unix_ns());
+        if let (Some(log), Some(seq)) = (&self.shared.receipts, seq) {
+            log.record(
+                seq,
+                head.token(),
+                unix_ms(),
+                (self.conn_id, self.connected_ms),
+            );
+        }
         Ok((head, body))
     }
 

@@ -23,6 +23,7 @@ mod jwt;
 mod keys;
 mod ledger;
 mod reason;
+mod receipts;
 mod request;
 mod settings_shim;
 mod stats;
@@ -43,6 +44,7 @@ pub use control::SimControl;
 pub use keys::{client_tls_config, generate_apns_key, public_key_from_p8, sign_provider_token};
 pub use ledger::{Ledger, LedgerWire};
 pub use reason::Reason;
+pub use receipts::{MAX_RECEIPTS, Receipt};
 pub use request::{MAX_COLLAPSE_ID_BYTES, MAX_PAYLOAD_BYTES, MAX_VOIP_PAYLOAD_BYTES};
 pub use stats::{RECENT_CAPACITY, ReceivedPush, SimStats};
 
@@ -206,7 +208,23 @@ impl SimHandle {
         self.shared.lock_ledger().restricted_to(range)
     }
 
-    /// Clears counters, the ledger and the recent pushes (faults and token caches stay).
+    /// The receipt log from index `from` on, in arrival order (empty unless
+    /// [`SimConfig::receipt_log`] is on). Reading from the previous length gets only what is new.
+    pub fn receipts(&self, from: usize) -> Vec<Receipt> {
+        self.shared
+            .receipts
+            .as_ref()
+            .map(|r| r.since(from))
+            .unwrap_or_default()
+    }
+
+    /// Receipts not kept because the receipt log was full ([`MAX_RECEIPTS`]).
+    pub fn receipts_dropped(&self) -> u64 {
+        self.shared.receipts.as_ref().map_or(0, |r| r.dropped())
+    }
+
+    /// Clears counters, the ledger, the recent pushes and the receipt log (faults and token
+    /// caches stay).
     pub fn reset(&self) {
         self.shared.reset();
     }
