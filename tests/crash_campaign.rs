@@ -174,13 +174,13 @@ fn log_tail(h: &common::Harness) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-/// The most open deliveries one shard recovered at a start, from the server's log.
+/// The largest backlog one shard found at a start, from the server's log.
 fn largest_recovery(log: &str) -> u64 {
     log.lines()
         .filter(|l| l.contains("shard recovered from its log"))
         .filter_map(|l| {
             l.split_whitespace()
-                .find_map(|w| w.strip_prefix("deliveries="))
+                .find_map(|w| w.strip_prefix("backlog="))
                 .and_then(|n| n.parse::<u64>().ok())
         })
         .max()
@@ -314,7 +314,7 @@ fn kill_9_campaign_loses_nothing_and_resends_only_what_was_in_flight() {
     let log = h.server.log();
     eprintln!(
         "seed {seed:#x}: {} kills ({recovery_kills} before /healthz answered) in {:.1} s; \
-         slowest restart to healthy {slowest_up:?}; largest backlog one shard replayed {} deliveries",
+         slowest restart to healthy {slowest_up:?}; largest backlog one shard found at a start {} deliveries",
         kills.len(),
         campaign.as_secs_f64(),
         largest_recovery(&log),
