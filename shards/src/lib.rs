@@ -24,6 +24,7 @@
 //! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
 //! | `queue.rs` | [`BoundedQueue`] (per-channel delivery queue), [`RetryTimers`] |
 //! | `process.rs` | process-wide start-up settings (transparent huge pages off) |
+//! | `fuzz.rs` | fuzz targets for the record decoders and the log's fold (tests, `fuzz` feature) |
 //!
 //! # A notification's path through a shard
 //!
@@ -92,6 +93,8 @@
 pub mod chunk_queue;
 pub mod dedup;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod ids;
 pub mod log;
 pub mod process;

@@ -24,7 +24,7 @@
 
 mod background;
 mod batch;
-mod fold;
+pub(crate) mod fold;
 mod latency;
 mod reaper;
 mod recovery;
