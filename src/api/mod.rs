@@ -3,6 +3,8 @@
 
 pub mod error;
 pub mod fields;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod notifications;
 pub mod status;
 pub mod users;

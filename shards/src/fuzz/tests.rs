@@ -28,7 +28,14 @@ type Target = fn(&[u8]);
 
 /// Runs `target` on `input`, asserting that it stays under the memory ceiling.
 fn run(target: Target, input: &[u8]) {
-    let info = allocation_counter::measure(|| target(input));
+    // A panic must not unwind through `measure`, which would then stay nested for good.
+    let mut outcome = Ok(());
+    let info = allocation_counter::measure(|| {
+        outcome = std::panic::catch_unwind(|| target(input));
+    });
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
     let ceiling = MEMORY_PER_INPUT_BYTE * input.len() + MEMORY_SLACK;
     assert!(
         info.bytes_max as usize <= ceiling,
