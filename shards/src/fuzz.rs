@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::log::fold::{Stored, delivery_update_key, fold};
 use crate::record::{
-    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, JsonObject, NotificationContent,
-    NotificationRecord, Priority,
+    Channel, DeliveryEvent, DeliveryRecord, DeliveryState, JsonObject, JsonObjectError,
+    NotificationContent, NotificationRecord, Priority, UserRecord,
 };
 
 #[cfg(test)]
@@ -45,7 +45,6 @@ pub fn notification_record(data: &[u8]) {
 
 /// `UserRecord::decode`: a value that round-trips, or `Corrupt`.
 pub fn user_record(data: &[u8]) {
-    use crate::record::UserRecord;
     match UserRecord::decode(data) {
         Ok(u) => {
             let again = UserRecord::decode(&u.encode());
@@ -101,7 +100,6 @@ pub fn delivery_update(data: &[u8]) {
 /// object with no key twice (refused otherwise with a reason that fits), kept compact, with the
 /// same content, and `contains_key` exact.
 pub fn json_object(data: &[u8]) {
-    use crate::record::JsonObjectError;
     use serde_json::Value;
     let Ok(text) = std::str::from_utf8(data) else {
         return;

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::*;
-use crate::record::{DeviceRecord, Platform, UserRecord};
+use crate::record::{DeviceRecord, Platform};
 
 /// Random and mutated inputs per target and run: about a second per target in a debug build.
 const CASES: u32 = 2_000;

@@ -92,6 +92,20 @@ fn string_near(valid: &'static [&'static str], limit: usize) -> impl Strategy<Va
     ]
 }
 
+/// A member whose key is long: unknown as a field, or repeated inside `data`.
+fn long_key_member() -> BoxedStrategy<String> {
+    ("[a-z]{100,2000}", any::<bool>())
+        .prop_map(|(key, in_data)| {
+            let key = quoted(&key);
+            if in_data {
+                format!(r#""data":{{{key}:1,{key}:2}}"#)
+            } else {
+                format!("{key}:1")
+            }
+        })
+        .boxed()
+}
+
 /// One member of a notification object: a known field (sometimes twice) or an unknown one.
 fn notification_member() -> impl Strategy<Value = String> {
     let member = |key: &'static str, value: BoxedStrategy<String>| {
@@ -127,6 +141,7 @@ fn notification_member() -> impl Strategy<Value = String> {
         ),
         member("collapse_id", string_near(&["c1"], 64).boxed()),
         member("extra", any_json().boxed()),
+        long_key_member(),
     ]
     .boxed()
 }
@@ -191,6 +206,7 @@ fn profile_text() -> impl Strategy<Value = String> {
         string_near(&["Europe/Paris", "UTC", "Mars", "a//b"], 64)
             .prop_map(|v| format!(r#""timezone":{v}"#)),
         any_json().prop_map(|v| format!(r#""name":{v}"#)),
+        long_key_member(),
     ];
     prop::collection::vec(member, 0..5).prop_map(|m| format!("{{{}}}", m.join(",")))
 }
