@@ -230,6 +230,11 @@ fn json_soup() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Fold inputs are read through `Unstructured`: any bytes will do as seeds.
+fn fold_seeds() -> Vec<Vec<u8>> {
+    vec![(0..=255).collect(), (0..=255).rev().collect(), vec![7; 300]]
+}
+
 /// Fold inputs are read through `Unstructured`: random bytes are as good as any.
 fn fold_input() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..MAX_RANDOM_LEN)
@@ -324,7 +329,7 @@ fn fuzz_seeds_replay() {
         ("user_record", user_record, user_seeds()),
         ("delivery_update", delivery_update, update_seeds()),
         ("json_object", json_object, json_seeds()),
-        ("notification_fold", notification_fold, Vec::new()),
+        ("notification_fold", notification_fold, fold_seeds()),
     ];
     for (name, target, seeds) in targets {
         for seed in &seeds {
@@ -344,6 +349,7 @@ fn write_fuzz_seeds() {
         ("user_record", user_seeds()),
         ("delivery_update", update_seeds()),
         ("json_object", json_seeds()),
+        ("notification_fold", fold_seeds()),
     ] {
         let dir = seed_dir(name);
         std::fs::create_dir_all(&dir).expect("create seed dir");
