@@ -152,6 +152,9 @@ impl DedupSet {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -25,6 +25,7 @@
 //! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
 //! | `pending.rs` | [`PendingKey`]: a delivery's place in its channel's backlog, in due order |
 //! | `process.rs` | process-wide start-up settings (transparent huge pages off) |
+//! | `fuzz.rs` | fuzz targets for the record decoders and the log's fold (tests, `fuzz` feature) |
 //!
 //! # A notification's path through a shard
 //!
@@ -96,6 +97,8 @@
 pub mod chunk_queue;
 pub mod dedup;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod ids;
 pub mod log;
 pub mod pending;

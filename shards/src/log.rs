@@ -27,7 +27,7 @@ mod background;
 mod batch;
 #[cfg(test)]
 mod fault_tests;
-mod fold;
+pub(crate) mod fold;
 mod journal;
 mod latency;
 mod quarantine;

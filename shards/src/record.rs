@@ -348,6 +348,9 @@ impl NotificationRecord {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

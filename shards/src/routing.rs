@@ -75,6 +75,9 @@ pub fn shard_for_user(user_id: &str, shards: u32) -> u32 {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -96,13 +96,15 @@ impl TokenBucket {
         self.level.units / self.rate.unit
     }
 
-    /// Milliseconds until a token will be available (0 if one is now); `None` if it never refills.
+    /// Milliseconds until a token will be available (0 if one is now); `None` if none ever will
+    /// be (it never refills, or its capacity is 0).
     pub fn ms_until_token(&mut self, now_ms: u64) -> Option<u64> {
         self.rate.refill(&mut self.level, now_ms);
         let missing = self.rate.unit.saturating_sub(self.level.units);
         match (missing, self.rate.per_ms) {
             (0, _) => Some(0),
             (_, 0) => None,
+            _ if self.rate.capacity < self.rate.unit => None,
             (m, per_ms) => Some(m.div_ceil(per_ms)),
         }
     }
@@ -180,6 +182,9 @@ impl UserBuckets {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -225,6 +230,14 @@ mod tests {
         assert!(b.try_take(0));
         assert!(!b.try_take(u64::MAX));
         assert_eq!(b.ms_until_token(10), None);
+    }
+
+    #[test]
+    fn ms_until_token_is_none_for_a_bucket_of_no_tokens() {
+        // Found by `ms_until_token_is_exact`: a capacity-0 bucket promised a token in 1 ms.
+        let mut b = TokenBucket::new(0, 1, 0, 0);
+        assert_eq!(b.ms_until_token(0), None);
+        assert!(!b.try_take(u64::MAX));
     }
 
     #[test]

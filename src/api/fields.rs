@@ -32,12 +32,12 @@ impl Fields {
         Fields { map }
     }
 
-    /// Rejects any field the caller did not take.
+    /// Rejects any field the caller did not take. A long unknown name is quoted cut short.
     pub fn finish(self, allowed: &[&str]) -> Result<(), ApiError> {
         match self.map.keys().next() {
             None => Ok(()),
             Some(k) => Err(ApiError::field(
-                k,
+                &quoted_name(k),
                 "unknown_field",
                 format!("unknown field; expected one of: {}", allowed.join(", ")),
             )),
@@ -99,6 +99,22 @@ impl Fields {
     }
 }
 
+/// Longest client-chosen field name an error quotes in full: errors stay small (and so do the
+/// log lines that carry them) however long a name a client sends.
+pub const MAX_QUOTED_NAME: usize = 64;
+
+/// `name`, or its first [`MAX_QUOTED_NAME`] bytes (to a character boundary) and `…`.
+pub fn quoted_name(name: &str) -> String {
+    if name.len() <= MAX_QUOTED_NAME {
+        return name.to_owned();
+    }
+    let end = (0..=MAX_QUOTED_NAME)
+        .rev()
+        .find(|&i| name.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}…", &name[..end])
+}
+
 fn type_error(key: &str, expected: &str, got: &Value) -> ApiError {
     let kind = match got {
         Value::Null => "null",
@@ -135,5 +151,19 @@ mod tests {
         assert_eq!((e.code, e.field.as_deref()), ("unknown_field", Some("zzz")));
         assert_eq!(parse_object(b"[1]").unwrap_err().code, "invalid_json");
         assert_eq!(parse_object(b"{").unwrap_err().code, "invalid_json");
+    }
+
+    #[test]
+    fn unknown_field_error_quotes_a_long_name_cut_short() {
+        // Found by `fuzz_user_profile`: a 2,000-byte unknown name came back whole, twice.
+        let name = format!("é{}", "x".repeat(2000));
+        let e = fields(&format!(r#"{{"{name}": 1}}"#))
+            .finish(&["a"])
+            .unwrap_err();
+        let field = e.field.as_deref().unwrap();
+        assert_eq!(field, format!("é{}…", "x".repeat(MAX_QUOTED_NAME - 2)));
+        assert!(e.message.len() < 200, "{}", e.message);
+        assert_eq!(quoted_name("short"), "short");
+        assert_eq!(quoted_name(&"é".repeat(40)), format!("{}…", "é".repeat(32)));
     }
 }

@@ -4,6 +4,8 @@
 pub mod batch;
 pub mod error;
 pub mod fields;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod notifications;
 pub mod status;
 pub mod users;

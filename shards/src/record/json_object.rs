@@ -27,11 +27,23 @@ pub enum JsonObjectError {
     DuplicateKey { key: String },
 }
 
+/// Longest key a [`JsonObjectError::DuplicateKey`] message quotes in full: the message reaches
+/// clients and logs, the key may be as long as the data.
+const MAX_QUOTED_KEY: usize = 64;
+
 impl fmt::Display for JsonObjectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             JsonObjectError::Invalid { reason } => write!(f, "not valid JSON: {reason}"),
             JsonObjectError::NotAnObject { got } => write!(f, "must be an object, got {got}"),
+            JsonObjectError::DuplicateKey { key } if key.len() > MAX_QUOTED_KEY => {
+                let end = (0..=MAX_QUOTED_KEY)
+                    .rev()
+                    .find(|&i| key.is_char_boundary(i))
+                    .unwrap_or(0);
+                let start = &key[..end];
+                write!(f, "key {start:?}… ({} bytes) appears twice", key.len())
+            }
             JsonObjectError::DuplicateKey { key } => write!(f, "key {key:?} appears twice"),
         }
     }
@@ -380,6 +392,19 @@ mod tests {
         assert_eq!(
             JsonObject::parse(r#"{"a":1,"\u0061":3}"#),
             Err(JsonObjectError::DuplicateKey { key: "a".into() })
+        );
+    }
+
+    #[test]
+    fn duplicate_key_error_quotes_a_long_key_cut_short() {
+        // Found by `fuzz_single_notification`: a 2,000-byte key twice came back whole.
+        let key = format!("é{}", "k".repeat(2000));
+        let e = JsonObject::parse(format!(r#"{{"{key}":1,"{key}":2}}"#)).unwrap_err();
+        assert_eq!(e, JsonObjectError::DuplicateKey { key: key.clone() });
+        let shown = format!("{:?}", &key[..MAX_QUOTED_KEY]);
+        assert_eq!(
+            e.to_string(),
+            format!("key {shown}… (2002 bytes) appears twice")
         );
     }
 
