@@ -13,10 +13,11 @@ fn unregistered_and_bad_tokens_are_deactivated() {
     let bad = common::token(400);
     let good = common::token(200);
     let mut faults = Faults::default();
-    faults.unregistered_tokens.insert(gone.clone());
     faults.bad_device_tokens.insert(bad.clone());
     let h = common::start(1, faults, "");
     h.register("dave", &[gone.clone(), bad.clone(), good.clone()]);
+    // Apple found `gone` unregistered after it was registered with us.
+    h.unregister(&[&gone]);
 
     let r = h.notify(json!({"user_id": "dave", "idempotency_key": "a", "title": "t"}));
     assert_eq!(r.status, 202);

@@ -30,10 +30,14 @@ fn sorted(tokens: &[&String]) -> Vec<String> {
 fn the_device_limit_prunes_deactivated_devices_then_refuses() {
     let gone = common::token(410);
     let (a, b, c) = (common::token(1), common::token(2), common::token(3));
-    let mut faults = Faults::default();
-    faults.unregistered_tokens.insert(gone.clone());
-    let h = common::start(2, faults, "[contacts]\nmax_devices_per_user = 3\n");
+    let h = common::start(
+        2,
+        Faults::default(),
+        "[contacts]\nmax_devices_per_user = 3\n",
+    );
     h.register("erin", &[gone.clone(), a.clone(), b.clone()]);
+    // Apple found `gone` unregistered after it was registered with us.
+    h.unregister(&[&gone]);
     let client = h.client();
     let add = |token: &str| {
         client.call(

@@ -6,17 +6,23 @@
 //!
 //! - **1**: `[1][JSON]`, the serde_json form of the record. Written by earlier builds; still read.
 //! - **2**: `[2][binary]`, the compact encoding in `record/codec.rs` (varints, raw UUIDs, tag
-//!   bytes; `content.data` kept as JSON text). What [`RECORD_FORMAT_VERSION`] says `encode`
-//!   writes, for users, notifications and delivery updates alike. A notification is encoded
-//!   once, at accept; each time one of its deliveries settles only that delivery's progress is
-//!   logged, as a delivery update (about 30 bytes instead of the whole notification again). For
-//!   a typical notification v2 is ~6x faster to encode, ~3x faster to decode and a quarter to a
-//!   third of the JSON's size (`encode_timing` test).
+//!   bytes; `content.data` kept as JSON text). A notification is encoded once, at accept; each
+//!   time one of its deliveries settles only that delivery's progress is logged, as a delivery
+//!   update (about 30 bytes instead of the whole notification again). For a typical
+//!   notification v2 is ~6x faster to encode, ~3x faster to decode and a quarter to a third of
+//!   the JSON's size (`encode_timing` test). Written by earlier builds; still read.
+//! - **3**: `[3][binary]`, version 2 with each device's `registered_at_ms` (when its token was
+//!   last registered) after its `created_at_ms`; notifications and delivery updates are
+//!   unchanged. What [`RECORD_FORMAT_VERSION`] says `encode` writes, for users, notifications
+//!   and delivery updates alike. A device read from version 1 or 2 takes its `created_at_ms`
+//!   as its `registered_at_ms`.
 //!
 //! This is the *record* format; the *log* format ([`crate::LOG_FORMAT_VERSION`], checked when a
 //! log is opened) is separate and unchanged by record versions.
 
 mod codec;
+#[cfg(test)]
+mod format_v2_tests;
 mod json_object;
 
 pub use json_object::{JsonObject, JsonObjectError};
@@ -28,10 +34,13 @@ use crate::error::Error;
 
 /// The version byte [`UserRecord::encode`] and [`NotificationRecord::encode`] write. Decoding
 /// also reads every older version (see the module doc); bump it only with a reader for the old.
-pub const RECORD_FORMAT_VERSION: u8 = 2;
+pub const RECORD_FORMAT_VERSION: u8 = 3;
 
 /// Version 1: the record as JSON. Read, no longer written.
 const RECORD_FORMAT_JSON: u8 = 1;
+
+/// Version 2: binary, devices without `registered_at_ms`. Read, no longer written.
+const RECORD_FORMAT_V2: u8 = 2;
 
 /// Most deliveries one notification may have: a delivery's index within its notification is a
 /// `u16` in the log's delivery-update keys.
@@ -60,10 +69,27 @@ pub struct DeviceRecord {
     pub platform: Platform,
     pub token: String,
     pub active: bool,
+    /// When the token was first registered.
     pub created_at_ms: u64,
+    /// When the token was last registered (again), or reactivated: never before
+    /// `created_at_ms`. A provider that says the token died at some time is believed only if
+    /// that is not before this (the app may have been reinstalled since and kept its token).
+    /// Records of formats 1 and 2 have no such field and read it as `created_at_ms`.
+    #[serde(default)]
+    pub registered_at_ms: u64,
     /// Why the device was deactivated (for example the provider's "Unregistered").
     #[serde(default)]
     pub deactivated_reason: Option<String>,
+}
+
+impl DeviceRecord {
+    /// Whether a provider's word that this token stopped being valid at `unregistered_at_ms`
+    /// (unix ms; `None` when it gave no time) ends this registration: yes, unless the token was
+    /// registered again after that time (the app reinstalled, keeping its token).
+    #[must_use]
+    pub fn is_unregistered_by(&self, unregistered_at_ms: Option<u64>) -> bool {
+        unregistered_at_ms.is_none_or(|at| self.registered_at_ms <= at)
+    }
 }
 
 /// A device platform. Each platform is reached through exactly one [`Channel`].
@@ -248,7 +274,7 @@ fn unknown_version(kind: &str, v: u8) -> Error {
 }
 
 impl UserRecord {
-    /// `[RECORD_FORMAT_VERSION][binary]` (format version 2, see the module doc).
+    /// `[RECORD_FORMAT_VERSION][binary]` (format version 3, see the module doc).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + 64 * self.devices.len());
@@ -262,12 +288,19 @@ impl UserRecord {
         codec::encode_user(out, self);
     }
 
-    /// Inverse of [`UserRecord::encode`], and reader of version 1 (JSON) records; unknown
-    /// version, truncated or malformed bytes are [`Error::Corrupt`].
+    /// Inverse of [`UserRecord::encode`], and reader of version 1 (JSON) and 2 records;
+    /// unknown version, truncated or malformed bytes are [`Error::Corrupt`].
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         match split_version("user", bytes)? {
-            (RECORD_FORMAT_VERSION, body) => codec::decode_user(body),
-            (RECORD_FORMAT_JSON, json) => decode_json("user", json),
+            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_VERSION), body) => codec::decode_user(body, v),
+            (RECORD_FORMAT_JSON, json) => {
+                let mut user: UserRecord = decode_json("user", json)?;
+                for d in &mut user.devices {
+                    // Absent before version 3 (read as 0): registered when created.
+                    d.registered_at_ms = d.registered_at_ms.max(d.created_at_ms);
+                }
+                Ok(user)
+            }
             (v, _) => Err(unknown_version("user", v)),
         }
     }
@@ -295,15 +328,17 @@ impl DeliveryRecord {
     /// nothing.
     pub fn apply_update(&mut self, bytes: &[u8]) -> Result<(), Error> {
         match split_version("delivery update", bytes)? {
-            // Delivery updates exist from record format 2 on; a later format keeps reading 2.
-            (2, body) => codec::decode_progress_into(body, self),
+            // Delivery updates exist from record format 2 on, the same in 2 and 3.
+            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_VERSION), body) => {
+                codec::decode_progress_into(body, v, self)
+            }
             (v, _) => Err(unknown_version("delivery update", v)),
         }
     }
 }
 
 impl NotificationRecord {
-    /// `[RECORD_FORMAT_VERSION][binary]` (format version 2, see the module doc).
+    /// `[RECORD_FORMAT_VERSION][binary]` (format version 3, see the module doc).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_size_hint());
@@ -317,11 +352,13 @@ impl NotificationRecord {
         codec::encode_notification(out, self);
     }
 
-    /// Inverse of [`NotificationRecord::encode`], and reader of version 1 (JSON) records;
+    /// Inverse of [`NotificationRecord::encode`], and reader of version 1 (JSON) and 2 records;
     /// unknown version, truncated or malformed bytes are [`Error::Corrupt`].
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         match split_version("notification", bytes)? {
-            (RECORD_FORMAT_VERSION, body) => codec::decode_notification(body),
+            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_VERSION), body) => {
+                codec::decode_notification(body, v)
+            }
             (RECORD_FORMAT_JSON, json) => decode_json("notification", json),
             (v, _) => Err(unknown_version("notification", v)),
         }
@@ -362,7 +399,7 @@ mod tests {
         out
     }
 
-    fn sample_notification() -> NotificationRecord {
+    pub(super) fn sample_notification() -> NotificationRecord {
         let mut data = serde_json::Map::new();
         data.insert("order".into(), serde_json::json!(12345));
         NotificationRecord {
@@ -400,7 +437,7 @@ mod tests {
     fn notification_round_trips_with_version_byte() {
         let n = sample_notification();
         let bytes = n.encode();
-        assert_eq!(RECORD_FORMAT_VERSION, 2);
+        assert_eq!(RECORD_FORMAT_VERSION, 3);
         assert_eq!(bytes[0], RECORD_FORMAT_VERSION);
         assert_eq!(&bytes[1..17], n.id.as_bytes(), "v2 starts with the raw id");
         assert_eq!(NotificationRecord::decode(&bytes).ok(), Some(n));
@@ -416,12 +453,36 @@ mod tests {
                 token: "t".into(),
                 active: false,
                 created_at_ms: 5,
+                registered_at_ms: 7,
                 deactivated_reason: Some("Unregistered".into()),
             }],
             updated_at_ms: 9,
             ..UserRecord::default()
         };
         assert_eq!(UserRecord::decode(&u.encode()).ok(), Some(u));
+    }
+
+    #[test]
+    fn a_token_registered_after_its_unregistration_outlives_it() {
+        let d = DeviceRecord {
+            platform: Platform::Ios,
+            token: "t".into(),
+            active: true,
+            created_at_ms: 1_000,
+            registered_at_ms: 5_000,
+            deactivated_reason: None,
+        };
+        assert!(d.is_unregistered_by(None), "no time: unregistered");
+        assert!(d.is_unregistered_by(Some(5_001)));
+        assert!(
+            d.is_unregistered_by(Some(5_000)),
+            "the same ms is not after"
+        );
+        assert!(!d.is_unregistered_by(Some(4_999)), "registered again since");
+        assert!(
+            !d.is_unregistered_by(Some(1_000)),
+            "its first registration does not count"
+        );
     }
 
     #[test]
@@ -446,11 +507,11 @@ mod tests {
     fn bad_bytes_are_corrupt_and_say_why() {
         let e = NotificationRecord::decode(&[]).unwrap_err().to_string();
         assert!(e.contains("notification record is empty"), "{e}");
-        let e = UserRecord::decode(&[3, b'{', b'}'])
+        let e = UserRecord::decode(&[4, b'{', b'}'])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown format version 3"), "{e}");
-        assert!(e.contains("reads 1 to 2"), "{e}");
+        assert!(e.contains("unknown format version 4"), "{e}");
+        assert!(e.contains("reads 1 to 3"), "{e}");
         let e = UserRecord::decode(&[RECORD_FORMAT_JSON, b'{']).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }));
         assert!(e.to_string().contains("user record: bad JSON"), "{e}");
@@ -494,7 +555,7 @@ mod tests {
     ];
 
     /// Every enum variant, every Option both ways, unicode, nested data, long histories.
-    fn rich_notifications() -> Vec<NotificationRecord> {
+    pub(super) fn rich_notifications() -> Vec<NotificationRecord> {
         let mut data = serde_json::Map::new();
         data.insert(
             "ünï".into(),
@@ -555,12 +616,13 @@ mod tests {
         vec![full, bare, normal, sample_notification()]
     }
 
-    fn rich_users() -> Vec<UserRecord> {
+    pub(super) fn rich_users() -> Vec<UserRecord> {
         let device = |i: u64, active| DeviceRecord {
             platform: Platform::Ios,
             token: format!("tøken-{i}"),
             active,
             created_at_ms: u64::MAX / 20 * i,
+            registered_at_ms: u64::MAX / 20 * i + 1000 * i,
             deactivated_reason: (!active).then(|| "Unregistered".into()),
         };
         vec![
@@ -578,15 +640,15 @@ mod tests {
     }
 
     #[test]
-    fn v2_round_trips_rich_records() {
+    fn v3_round_trips_rich_records() {
         for n in rich_notifications() {
             let bytes = n.encode();
-            assert_eq!(bytes[0], 2);
+            assert_eq!(bytes[0], 3);
             assert_eq!(NotificationRecord::decode(&bytes).unwrap(), n);
         }
         for u in rich_users() {
             let bytes = u.encode();
-            assert_eq!(bytes[0], 2);
+            assert_eq!(bytes[0], 3);
             assert_eq!(UserRecord::decode(&bytes).unwrap(), u);
         }
     }
@@ -700,7 +762,7 @@ mod tests {
                     bytes[i] = next() as u8;
                 }
             } else if let Some(b) = bytes.first_mut() {
-                *b = 2;
+                *b = 2 + u8::from(round % 4 == 1);
             }
             let _ = NotificationRecord::decode(&bytes);
             let _ = UserRecord::decode(&bytes);

@@ -223,6 +223,7 @@ fn refused(reason: &str, deactivate_token: bool) -> SendOutcome {
     SendOutcome::Permanent {
         reason: format!("{reason} (refused locally)"),
         deactivate_token,
+        unregistered_at_ms: None,
     }
 }
 
@@ -320,7 +321,8 @@ mod tests {
             refused,
             SendOutcome::Permanent {
                 reason: "BadCollapseId (refused locally)".into(),
-                deactivate_token: false
+                deactivate_token: false,
+                unregistered_at_ms: None,
             }
         );
         let control = e.prepare(&ApnsNotification {

@@ -28,9 +28,13 @@ pub enum SendOutcome {
         retry_after: Option<Duration>,
     },
     /// Never deliverable as is; `deactivate_token` when the device token is gone for good.
+    /// `unregistered_at_ms` is a `410`'s `timestamp`: when APNs last confirmed the token was no
+    /// longer valid for the topic (unix ms). A device registered with us after it has been
+    /// reinstalled and keeps its token; `None` when APNs gave no usable timestamp.
     Permanent {
         reason: String,
         deactivate_token: bool,
+        unregistered_at_ms: Option<u64>,
     },
     /// Our credentials or topic are wrong: retrying burns the queue, an operator must act.
     ConfigFault { reason: String },
@@ -77,8 +81,8 @@ pub(crate) fn classify(
     sent_id: uuid::Uuid,
 ) -> Verdict {
     use super::jwt::TokenRejection::{Expired, Invalid};
-    let reason = error_reason(body);
-    let reason = reason.as_deref().unwrap_or("");
+    let parsed = error_body(body);
+    let reason = parsed.reason.as_deref().unwrap_or("");
     let described = || match reason {
         "" => status.as_u16().to_string(),
         r => format!("{} {r}", status.as_u16()),
@@ -94,6 +98,7 @@ pub(crate) fn classify(
     let permanent = |deactivate_token| SendOutcome::Permanent {
         reason: described(),
         deactivate_token,
+        unregistered_at_ms: None,
     };
     let verdict = |outcome, follow_up| Verdict { outcome, follow_up };
     match (status.as_u16(), reason) {
@@ -120,7 +125,14 @@ pub(crate) fn classify(
             verdict(fault, follow_up)
         }
         (404 | 405, _) => verdict(permanent(false), FollowUp::None),
-        (410, _) => verdict(permanent(true), FollowUp::None),
+        (410, _) => {
+            let gone = SendOutcome::Permanent {
+                reason: described(),
+                deactivate_token: true,
+                unregistered_at_ms: parsed.timestamp_ms,
+            };
+            verdict(gone, FollowUp::None)
+        }
         (413, _) => verdict(permanent(false), FollowUp::None),
         (429, "TooManyProviderTokenUpdates") => verdict(retry(), FollowUp::HoldTokenRefresh),
         (429, _) => verdict(retry(), FollowUp::None),
@@ -130,19 +142,39 @@ pub(crate) fn classify(
     }
 }
 
-/// `{"reason":"..."}` from an error body, if it is one.
-fn error_reason(body: &[u8]) -> Option<String> {
+/// What an error body says: `{"reason":"...","timestamp":<unix ms>}`, each part only if usable.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ErrorBody {
+    reason: Option<String>,
+    timestamp_ms: Option<u64>,
+}
+
+/// Parses an error body. Not JSON, or not an object: nothing. A reason that is not a short
+/// alphanumeric word is dropped (it goes into logs and delivery histories); a timestamp that is
+/// not a positive integer is dropped without losing the reason.
+fn error_body(body: &[u8]) -> ErrorBody {
     #[derive(serde::Deserialize)]
-    struct ErrorBody {
+    struct Raw {
         reason: Option<String>,
+        // Any JSON value: a malformed timestamp must not cost the reason.
+        timestamp: Option<serde_json::Value>,
     }
     if body.is_empty() {
-        return None;
+        return ErrorBody::default();
     }
-    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
-    parsed
-        .reason
-        .filter(|r| !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+    let Ok(raw) = serde_json::from_slice::<Raw>(body) else {
+        return ErrorBody::default();
+    };
+    ErrorBody {
+        reason: raw.reason.filter(|r| {
+            !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        }),
+        timestamp_ms: raw
+            .timestamp
+            .as_ref()
+            .and_then(serde_json::Value::as_u64)
+            .filter(|&ms| ms > 0),
+    }
 }
 
 /// `retry-after` in delay-seconds form, capped at [`MAX_RETRY_AFTER`]. (HTTP-date values are
@@ -185,7 +217,21 @@ mod tests {
         SendOutcome::Permanent {
             reason: reason.into(),
             deactivate_token,
+            unregistered_at_ms: None,
         }
+    }
+
+    fn gone(reason: &str, unregistered_at_ms: Option<u64>) -> SendOutcome {
+        SendOutcome::Permanent {
+            reason: reason.into(),
+            deactivate_token: true,
+            unregistered_at_ms,
+        }
+    }
+
+    fn body_answer(status: u16, body: &str) -> SendOutcome {
+        let status = StatusCode::from_u16(status).unwrap();
+        classify(status, &HeaderMap::new(), body.as_bytes(), SENT).outcome
     }
 
     fn retry(reason: &str) -> SendOutcome {
@@ -300,11 +346,62 @@ mod tests {
             permanent("413 PayloadTooLarge", false)
         );
         let body = br#"{"reason":"Unregistered","timestamp":1700000000000}"#;
-        let gone = classify(StatusCode::GONE, &HeaderMap::new(), body, SENT);
-        assert_eq!(gone.outcome, permanent("410 Unregistered", true));
+        let unregistered = classify(StatusCode::GONE, &HeaderMap::new(), body, SENT);
+        assert_eq!(
+            unregistered.outcome,
+            gone("410 Unregistered", Some(1_700_000_000_000))
+        );
         assert_eq!(
             answer(410, "ExpiredToken").outcome,
-            permanent("410 ExpiredToken", true)
+            gone("410 ExpiredToken", None)
+        );
+    }
+
+    #[test]
+    fn a_410_timestamp_is_read_and_a_missing_or_malformed_one_is_none() {
+        let with = |ts: &str| {
+            body_answer(
+                410,
+                &format!(r#"{{"reason":"Unregistered","timestamp":{ts}}}"#),
+            )
+        };
+        assert_eq!(with("1"), gone("410 Unregistered", Some(1)));
+        assert_eq!(
+            with("18446744073709551615"),
+            gone("410 Unregistered", Some(u64::MAX))
+        );
+        // Not a positive integer in ms: no timestamp, the reason kept, the token still deactivated.
+        for bad in [
+            "0",
+            "-5",
+            "1.7e12",
+            "1700000000000.5",
+            r#""1700000000000""#,
+            "null",
+            "[]",
+            "{}",
+            "18446744073709551616",
+        ] {
+            assert_eq!(with(bad), gone("410 Unregistered", None), "timestamp {bad}");
+        }
+        assert_eq!(
+            body_answer(410, r#"{"timestamp":1700000000000}"#),
+            gone("410", Some(1_700_000_000_000)),
+            "a timestamp without a reason still counts"
+        );
+        assert_eq!(body_answer(410, ""), gone("410", None));
+        assert_eq!(
+            body_answer(410, r#"{"reason":"Unregistered","timestamp":17"#),
+            gone("410", None),
+            "truncated body"
+        );
+        // Only a 410's timestamp means anything.
+        assert_eq!(
+            body_answer(
+                400,
+                r#"{"reason":"BadDeviceToken","timestamp":1700000000000}"#
+            ),
+            permanent("400 BadDeviceToken", true)
         );
     }
 

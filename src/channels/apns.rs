@@ -56,6 +56,7 @@ impl ChannelSender for ApnsChannel {
                     SendResult::Permanent {
                         reason,
                         deactivate: false,
+                        unregistered_at_ms: None,
                     }
                 });
             }
@@ -115,9 +116,11 @@ fn map_outcome(o: SendOutcome) -> SendResult {
         SendOutcome::Permanent {
             reason,
             deactivate_token,
+            unregistered_at_ms,
         } => SendResult::Permanent {
             reason,
             deactivate: deactivate_token,
+            unregistered_at_ms,
         },
         SendOutcome::ConfigFault { reason } => SendResult::ConfigFault { reason },
         #[allow(unreachable_patterns)]
@@ -125,5 +128,27 @@ fn map_outcome(o: SendOutcome) -> SendResult {
             reason: format!("{other:?}"),
             retry_after_ms: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gone_tokens_unregistration_time_reaches_the_engine() {
+        let gone = SendOutcome::Permanent {
+            reason: "410 Unregistered".into(),
+            deactivate_token: true,
+            unregistered_at_ms: Some(1_700_000_000_000),
+        };
+        assert_eq!(
+            map_outcome(gone),
+            SendResult::Permanent {
+                reason: "410 Unregistered".into(),
+                deactivate: true,
+                unregistered_at_ms: Some(1_700_000_000_000),
+            }
+        );
     }
 }

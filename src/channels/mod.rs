@@ -38,9 +38,12 @@ pub enum SendResult {
         retry_after_ms: Option<u64>,
     },
     /// Permanent: the delivery fails; `deactivate` says the target (device token) is dead.
+    /// `unregistered_at_ms` is when the provider last found it dead (unix ms), if it said: a
+    /// device registered with us after that has come back and stays active.
     Permanent {
         reason: String,
         deactivate: bool,
+        unregistered_at_ms: Option<u64>,
     },
     /// Our credentials or setup are wrong: alert, keep the delivery, retry much later.
     ConfigFault {

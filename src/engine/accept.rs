@@ -58,15 +58,13 @@ impl Engine {
             .iter_mut()
             .find(|x| x.platform == d.platform && x.token == d.token);
         let result = match existing {
-            Some(dev) if dev.active => {
-                // Registering the same token again is not an error, and writes nothing.
-                drop(st);
-                let _ = reply.send(Ok(Upsert::Updated));
-                return;
-            }
             Some(dev) => {
+                // Registered again (the app launched or was reinstalled) or reactivated: the
+                // registration time moves forward, so that a provider's word that the token
+                // died before now does not deactivate it (see `DeviceRecord::registered_at_ms`).
                 dev.active = true;
                 dev.deactivated_reason = None;
+                dev.registered_at_ms = dev.registered_at_ms.max(now);
                 Upsert::Updated
             }
             None => {
@@ -80,6 +78,7 @@ impl Engine {
                     token: d.token,
                     active: true,
                     created_at_ms: now,
+                    registered_at_ms: now,
                     deactivated_reason: None,
                 });
                 Upsert::Created
@@ -399,6 +398,7 @@ mod tests {
                     token: format!("t{i}"),
                     active,
                     created_at_ms: i as u64,
+                    registered_at_ms: i as u64,
                     deactivated_reason: (!active).then(|| "Unregistered".into()),
                 })
                 .collect(),

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use clarion_shards::{DeliveryState, Outcome};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::breaker::{Admit, BreakerState};
 use super::probe::bump;
@@ -138,10 +138,14 @@ impl Engine {
                     retry_after_ms,
                 })
             }
-            SendResult::Permanent { reason, deactivate } => {
+            SendResult::Permanent {
+                reason,
+                deactivate,
+                unregistered_at_ms,
+            } => {
                 lane.breaker.borrow_mut().on_answer();
                 if deactivate {
-                    self.deactivate_target(d, &reason);
+                    self.deactivate_target(d, &reason, unregistered_at_ms);
                 }
                 Some(Outcome::Permanent { reason })
             }
@@ -317,8 +321,11 @@ impl Engine {
         }
     }
 
-    /// A permanent answer that says the token is dead: stop sending to that device.
-    fn deactivate_target(&self, d: DeliveryRef, reason: &str) {
+    /// A permanent answer that says the token is dead: stop sending to that device, unless the
+    /// device registered the token again after the time the provider says it died
+    /// (`unregistered_at_ms`, APNs' `410` timestamp): then the app was reinstalled and keeps its
+    /// token. Without that time, the device is deactivated.
+    fn deactivate_target(&self, d: DeliveryRef, reason: &str, unregistered_at_ms: Option<u64>) {
         let mut st = self.state.borrow_mut();
         let Some(open) = st.open.get(&d.notification) else {
             return;
@@ -341,6 +348,18 @@ impl Engine {
             .iter_mut()
             .filter(|x| x.active && x.token == target)
         {
+            if !dev.is_unregistered_by(unregistered_at_ms) {
+                bump(&self.probe.reregistered_tokens_kept);
+                debug!(
+                    shard = self.cfg.shard,
+                    notification = %d.notification,
+                    delivery = d.index,
+                    registered_at_ms = dev.registered_at_ms,
+                    unregistered_at_ms,
+                    "token registered again after the provider found it unregistered: kept active"
+                );
+                continue;
+            }
             dev.active = false;
             dev.deactivated_reason = Some(reason.to_string());
             changed = true;

@@ -20,6 +20,8 @@ pub struct Probe {
     pub expired: Cell<u64>,
     pub suppressed: Cell<u64>,
     pub deactivated_tokens: Cell<u64>,
+    /// Tokens a provider called dead that were registered again after the time it gave: kept.
+    pub reregistered_tokens_kept: Cell<u64>,
     pub config_faults: Cell<u64>,
     pub recovered_deliveries: Cell<u64>,
     pub rejected_overload: Cell<u64>,
@@ -46,6 +48,9 @@ pub struct ProbeSnapshot {
     pub expired: u64,
     pub suppressed: u64,
     pub deactivated_tokens: u64,
+    /// Tokens a provider called dead (APNs `410`) that were registered again after the time it
+    /// gave, so kept active.
+    pub reregistered_tokens_kept: u64,
     pub config_faults: u64,
     pub recovered_deliveries: u64,
     pub rejected_overload: u64,
@@ -90,6 +95,7 @@ impl Probe {
             expired: self.expired.get(),
             suppressed: self.suppressed.get(),
             deactivated_tokens: self.deactivated_tokens.get(),
+            reregistered_tokens_kept: self.reregistered_tokens_kept.get(),
             config_faults: self.config_faults.get(),
             recovered_deliveries: self.recovered_deliveries.get(),
             rejected_overload: self.rejected_overload.get(),
@@ -113,6 +119,7 @@ impl ProbeSnapshot {
         self.expired += o.expired;
         self.suppressed += o.suppressed;
         self.deactivated_tokens += o.deactivated_tokens;
+        self.reregistered_tokens_kept += o.reregistered_tokens_kept;
         self.config_faults += o.config_faults;
         self.recovered_deliveries += o.recovered_deliveries;
         self.rejected_overload += o.rejected_overload;

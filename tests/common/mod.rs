@@ -115,6 +115,20 @@ impl Harness {
         r.body
     }
 
+    /// From now on the simulator answers `410 Unregistered` for `tokens` (other faults as
+    /// they were), with now as Apple's timestamp: after every registration so far, so the
+    /// server deactivates those devices unless they register again later. Sleeps a few ms on
+    /// each side so that the millisecond clocks of both order the times strictly.
+    pub fn unregister(&self, tokens: &[&String]) {
+        std::thread::sleep(Duration::from_millis(20));
+        let mut faults = self.sim.faults();
+        faults
+            .unregistered_tokens
+            .extend(tokens.iter().map(|t| (*t).clone()));
+        self.sim.set_faults(faults);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     /// Waits until every delivery of the notification is in a terminal state.
     pub fn wait_finished(&self, id: &str, timeout: Duration) -> Value {
         wait_for(timeout, || {

@@ -141,6 +141,7 @@ fn user() -> UserRecord {
                 token: format!("{i:064x}"),
                 active: i != 1,
                 created_at_ms: 1_700_000_000_000 + i,
+                registered_at_ms: 1_700_000_000_000 + 2 * i,
                 deactivated_reason: (i == 1).then(|| "Unregistered".into()),
             })
             .collect(),
@@ -300,6 +301,7 @@ fn densest_records_stay_under_the_memory_ceiling() {
         token: String::new(),
         active: true,
         created_at_ms: 0,
+        registered_at_ms: 0,
         deactivated_reason: None,
     };
     let many_devices = UserRecord {

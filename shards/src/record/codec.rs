@@ -1,7 +1,11 @@
-//! Record format version 2: the compact binary encoding of [`NotificationRecord`],
+//! Record format versions 2 and 3: the compact binary encoding of [`NotificationRecord`],
 //! [`UserRecord`] and delivery updates (everything after the version byte), and its strict
 //! decoder. A delivery update is a delivery's progress alone: state, attempts, next attempt and
 //! history, exactly as they appear inside a notification after the delivery's target.
+//!
+//! Version 3 differs from 2 in users alone: each device has `registered_at_ms` after
+//! `created_at_ms`. Notifications and delivery updates are the same in both. Version 3 is
+//! written; both are read (a version 2 device reads `registered_at_ms` as `created_at_ms`).
 //!
 //! Primitives: integers and lengths are unsigned LEB128 varints; strings are a varint byte length
 //! then UTF-8; a [`Uuid`] is its 16 raw bytes; an `Option` is a presence byte (0 = `None`,
@@ -11,7 +15,7 @@
 //! length 0 meaning the empty map. Fields are written in declaration order (see the encoders);
 //! a record must end exactly where its last field does.
 //!
-//! Adding or reordering a field changes the format: that needs version 3 and a reader for 2.
+//! Adding or reordering a field changes the format: that needs version 4 and a reader for 3.
 //!
 //! The decoder never panics and never allocates more than the input can justify: every length
 //! and count is checked against the bytes that remain, and anything truncated, over-long or
@@ -125,7 +129,7 @@ fn put_data(out: &mut Vec<u8>, data: &JsonObject) {
     put_str(out, data.as_str());
 }
 
-/// Appends the v2 body of `n` (everything after the version byte) to `out`.
+/// Appends the v3 (= v2) body of `n` (everything after the version byte) to `out`.
 pub(super) fn encode_notification(out: &mut Vec<u8>, n: &NotificationRecord) {
     out.extend_from_slice(n.id.as_bytes());
     put_str(out, &n.user_id);
@@ -163,13 +167,23 @@ fn put_progress(out: &mut Vec<u8>, d: &DeliveryRecord) {
     }
 }
 
-/// Appends the v2 body of a delivery update (the delivery's progress) to `out`.
+/// Appends the v3 (= v2) body of a delivery update (the delivery's progress) to `out`.
 pub(super) fn encode_progress(out: &mut Vec<u8>, d: &DeliveryRecord) {
     put_progress(out, d);
 }
 
-/// Appends the v2 body of `u` (everything after the version byte) to `out`.
+/// Appends the v3 body of `u` (everything after the version byte) to `out`.
 pub(super) fn encode_user(out: &mut Vec<u8>, u: &UserRecord) {
+    put_user(out, u, 3);
+}
+
+/// Appends the v2 body of `u`, as earlier builds wrote it (`registered_at_ms` left out).
+#[cfg(test)]
+pub(super) fn encode_user_v2(out: &mut Vec<u8>, u: &UserRecord) {
+    put_user(out, u, 2);
+}
+
+fn put_user(out: &mut Vec<u8>, u: &UserRecord, version: u8) {
     put_str(out, &u.user_id);
     put_opt(out, u.email.as_deref(), put_str);
     put_opt(out, u.phone.as_deref(), put_str);
@@ -181,33 +195,44 @@ pub(super) fn encode_user(out: &mut Vec<u8>, u: &UserRecord) {
         put_str(out, &d.token);
         out.push(u8::from(d.active));
         put_varint(out, d.created_at_ms);
+        if version >= 3 {
+            put_varint(out, d.registered_at_ms);
+        }
         put_opt(out, d.deactivated_reason.as_deref(), put_str);
     }
     put_varint(out, u.updated_at_ms);
 }
 
 /// Smallest encodings of a delivery (id, channel, empty target, state, attempts, `None`, no
-/// history), a history event and a device: bounds for counts read from the input.
+/// history), a history event and a device (v2; v3 adds one byte): bounds for counts read from
+/// the input.
 const MIN_DELIVERY_SIZE: usize = 16 + 6;
 const MIN_EVENT_SIZE: usize = 4;
-const MIN_DEVICE_SIZE: usize = 5;
+const MIN_DEVICE_SIZE_V2: usize = 5;
 
-/// A cursor over a v2 body; every read names what it reads so errors can say it.
+/// A cursor over a v2 or v3 body; every read names what it reads so errors can say it.
 struct Reader<'a> {
     kind: &'static str,
+    version: u8,
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(kind: &'static str, buf: &'a [u8]) -> Self {
-        Reader { kind, buf, pos: 0 }
+    fn new(kind: &'static str, version: u8, buf: &'a [u8]) -> Self {
+        Reader {
+            kind,
+            version,
+            buf,
+            pos: 0,
+        }
     }
 
     fn err(&self, what: &str) -> Error {
         Error::corrupt(format!(
-            "{} record (v2): truncated or malformed {what} (read up to byte {})",
+            "{} record (v{}): truncated or malformed {what} (read up to byte {})",
             self.kind,
+            self.version,
             self.pos + 1
         ))
     }
@@ -306,7 +331,12 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(json)
             .map_err(|e| e.to_string())
             .and_then(|text| JsonObject::parse(text).map_err(|e| e.to_string()))
-            .map_err(|e| Error::corrupt(format!("{kind} record (v2): bad content.data JSON: {e}")))
+            .map_err(|e| {
+                Error::corrupt(format!(
+                    "{kind} record (v{}): bad content.data JSON: {e}",
+                    self.version
+                ))
+            })
     }
 
     fn finish(&self) -> Result<(), Error> {
@@ -317,9 +347,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a v2 notification body (the bytes after the version byte).
-pub(super) fn decode_notification(body: &[u8]) -> Result<NotificationRecord, Error> {
-    let mut r = Reader::new("notification", body);
+/// Decodes a v2 or v3 notification body (the bytes after the version byte `version`).
+pub(super) fn decode_notification(body: &[u8], version: u8) -> Result<NotificationRecord, Error> {
+    let mut r = Reader::new("notification", version, body);
     // Struct fields are evaluated in the order written, which is the order they are stored in.
     let n = NotificationRecord {
         id: r.uuid("id")?,
@@ -381,10 +411,14 @@ fn read_progress(r: &mut Reader<'_>, d: &mut DeliveryRecord) -> Result<(), Error
     Ok(())
 }
 
-/// Decodes a v2 delivery update body into `d`, replacing its progress. All or nothing: on error
-/// `d` is unchanged.
-pub(super) fn decode_progress_into(body: &[u8], d: &mut DeliveryRecord) -> Result<(), Error> {
-    let mut r = Reader::new("delivery update", body);
+/// Decodes a v2 or v3 delivery update body into `d`, replacing its progress. All or nothing: on
+/// error `d` is unchanged.
+pub(super) fn decode_progress_into(
+    body: &[u8],
+    version: u8,
+    d: &mut DeliveryRecord,
+) -> Result<(), Error> {
+    let mut r = Reader::new("delivery update", version, body);
     let mut next = DeliveryRecord {
         id: d.id,
         channel: d.channel,
@@ -403,9 +437,11 @@ pub(super) fn decode_progress_into(body: &[u8], d: &mut DeliveryRecord) -> Resul
     Ok(())
 }
 
-/// Decodes a v2 user body (the bytes after the version byte).
-pub(super) fn decode_user(body: &[u8]) -> Result<UserRecord, Error> {
-    let mut r = Reader::new("user", body);
+/// Decodes a v2 or v3 user body (the bytes after the version byte `version`).
+pub(super) fn decode_user(body: &[u8], version: u8) -> Result<UserRecord, Error> {
+    let mut r = Reader::new("user", version, body);
+    let v3 = version >= 3;
+    let min_device_size = MIN_DEVICE_SIZE_V2 + usize::from(v3);
     let u = UserRecord {
         user_id: r.string("user_id")?,
         email: r.opt("email", Reader::string)?,
@@ -413,14 +449,24 @@ pub(super) fn decode_user(body: &[u8]) -> Result<UserRecord, Error> {
         locale: r.opt("locale", Reader::string)?,
         timezone: r.opt("timezone", Reader::string)?,
         devices: {
-            let count = r.len("devices count", MIN_DEVICE_SIZE)?;
+            let count = r.len("devices count", min_device_size)?;
             let mut devices = Vec::with_capacity(count);
             for _ in 0..count {
+                let platform = r.tag("device.platform", platform_of)?;
+                let token = r.string("device.token")?;
+                let active = r.flag("device.active")?;
+                let created_at_ms = r.varint("device.created_at_ms")?;
+                let registered_at_ms = if v3 {
+                    r.varint("device.registered_at_ms")?
+                } else {
+                    created_at_ms
+                };
                 devices.push(DeviceRecord {
-                    platform: r.tag("device.platform", platform_of)?,
-                    token: r.string("device.token")?,
-                    active: r.flag("device.active")?,
-                    created_at_ms: r.varint("device.created_at_ms")?,
+                    platform,
+                    token,
+                    active,
+                    created_at_ms,
+                    registered_at_ms,
                     deactivated_reason: r.opt("device.deactivated_reason", Reader::string)?,
                 });
             }

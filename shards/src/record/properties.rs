@@ -147,14 +147,17 @@ fn device() -> impl Strategy<Value = DeviceRecord> {
         text(),
         any::<bool>(),
         any::<u64>(),
+        any::<u64>(),
         prop::option::of(text()),
     )
         .prop_map(
-            |(token, active, created_at_ms, deactivated_reason)| DeviceRecord {
+            // Registered again at or after it was first registered, as the shard records it.
+            |(token, active, created_at_ms, later, deactivated_reason)| DeviceRecord {
                 platform: Platform::Ios,
                 token,
                 active,
                 created_at_ms,
+                registered_at_ms: created_at_ms.saturating_add(later % (1 << 40)),
                 deactivated_reason,
             },
         )

@@ -109,11 +109,16 @@ fn apples_refusals_become_permanent_outcomes_and_dead_tokens_are_deactivated() {
     let permanent = |reason: &str, deactivate_token| SendOutcome::Permanent {
         reason: reason.into(),
         deactivate_token,
+        unregistered_at_ms: None,
     };
     assert_eq!(
         outcomes,
         vec![
-            permanent("410 Unregistered", true),
+            SendOutcome::Permanent {
+                reason: "410 Unregistered".into(),
+                deactivate_token: true,
+                unregistered_at_ms: Some(1_700_000_000_000),
+            },
             permanent("400 BadDeviceToken", true),
             permanent("400 BadTopic", false),
             permanent("413 PayloadTooLarge", false),
