@@ -253,6 +253,8 @@ pub(crate) struct Counters {
     pub(crate) swept: AtomicU64,
     pub(crate) quarantined: AtomicU64,
     pub(crate) poisoned: AtomicBool,
+    /// The storage thread has stopped taking requests (set before it drops what is queued).
+    pub(crate) stopped: AtomicBool,
 }
 
 /// A snapshot of a shard log's counters (all totals since open).
@@ -304,7 +306,23 @@ impl ShardLog {
         self.tx.try_send(request).map_err(|e| match e {
             TrySendError::Full(_) => Error::Busy,
             TrySendError::Disconnected(_) => Error::Closed,
-        })
+        })?;
+        self.not_stranded()
+    }
+
+    /// After a request was queued: `Closed` if the storage thread had already stopped, when the
+    /// request may sit in the queue unanswered. The thread sets `stopped` before it drains the
+    /// queue, so a request queued before that drain is dropped by it (its reply says Closed),
+    /// and one queued after it sees the flag here.
+    fn not_stranded(&self) -> Result<(), Error> {
+        if self
+            .counters
+            .stopped
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::Closed);
+        }
+        Ok(())
     }
 
     fn write(&self, batch: WriteBatch, wait: bool) -> Result<Option<Durable>, Error> {
@@ -327,7 +345,10 @@ impl ShardLog {
             (None, None)
         };
         match self.tx.try_send(Request::Write { batch, done }) {
-            Ok(()) => Ok(reply),
+            Ok(()) => match self.not_stranded() {
+                Ok(()) => Ok(reply),
+                Err(e) => Err((e, WriteBatch::new())),
+            },
             Err(TrySendError::Full(Request::Write { batch, .. })) => Err((Error::Busy, batch)),
             Err(TrySendError::Disconnected(Request::Write { batch, .. })) => {
                 Err((Error::Closed, batch))

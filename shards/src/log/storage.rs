@@ -144,7 +144,14 @@ impl Storage {
                 break;
             }
         }
-        // Dropping `rx` (and the database) here fails every still-queued request with Closed.
+        // A bounded crossbeam channel keeps what is queued while any sender lives, so a request
+        // that arrived after the last one taken would never be answered: say the thread is gone
+        // (senders check after sending, `ShardLog::send`), then drop whatever is queued, which
+        // fails each one's reply with Closed.
+        self.counters
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        while rx.try_recv().is_ok() {}
     }
 
     /// Handles one group; returns `true` when it contained a shutdown.
