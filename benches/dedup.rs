@@ -1,70 +1,73 @@
-//! Benchmarks of the dedup set at a realistic size (1M idempotency keys in the window): lookups
-//! that hit and miss, the steady state of insert + expire, and the key hash itself.
+//! Benchmarks of the dedup cache at its bound (`DEDUP_CACHE_KEYS` newest keys): lookups that hit
+//! and miss, the steady state of insert with eviction, and the keyed hash itself.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use clarion_shards::{DedupSet, dedup_key};
+use clarion_shards::{DEDUP_CACHE_KEYS, DedupCache, DedupHasher};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use uuid::Uuid;
 
-/// Keys in the set: a day of a busy shard's idempotency keys.
-const ENTRIES: u64 = 1_000_000;
+/// A day: keys never expire during the benchmark, so inserts evict for room.
+const WINDOW_MS: u64 = 86_400_000;
 
-/// A set of `ENTRIES` keys inserted one per ms, with a window of exactly `ENTRIES` ms.
-fn full_set() -> (DedupSet, Vec<u128>) {
-    let mut set = DedupSet::new(ENTRIES);
-    let mut keys = Vec::with_capacity(ENTRIES as usize);
-    for t in 0..ENTRIES {
-        let key = dedup_key(&format!("user-{}", t % 50_000), &format!("key-{t}"));
-        set.insert(key, Uuid::from_u128(u128::from(t)), t);
+/// A full cache: `DEDUP_CACHE_KEYS` keys inserted one per ms.
+fn full_cache(h: &DedupHasher) -> (DedupCache, Vec<u128>) {
+    let mut cache = DedupCache::new(WINDOW_MS, DEDUP_CACHE_KEYS);
+    let mut keys = Vec::with_capacity(DEDUP_CACHE_KEYS);
+    for t in 0..DEDUP_CACHE_KEYS as u64 {
+        let key = h.key(&format!("user-{}", t % 50_000), &format!("key-{t}"));
+        cache.insert(key, Uuid::from_u128(u128::from(t)), t);
         keys.push(key);
     }
-    (set, keys)
+    (cache, keys)
 }
 
 fn dedup(c: &mut Criterion) {
-    let (mut set, keys) = full_set();
+    let h = DedupHasher::from_secret([7; 16]);
+    let (mut cache, keys) = full_cache(&h);
+    let now = DEDUP_CACHE_KEYS as u64;
     let mut g = c.benchmark_group("dedup");
     g.throughput(Throughput::Elements(1));
 
     let mut i = 0usize;
-    g.bench_function("get_hit/1M", |b| {
+    g.bench_function("get_hit/64k", |b| {
         b.iter(|| {
             i = (i + 7919) % keys.len();
-            set.get(black_box(keys[i]))
+            cache.get(black_box(keys[i]), now)
         })
     });
     let mut miss = 0u128;
-    g.bench_function("get_miss/1M", |b| {
+    g.bench_function("get_miss/64k", |b| {
         b.iter(|| {
             miss = miss.wrapping_add(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834);
-            set.get(black_box(miss))
+            cache.get(black_box(miss), now)
         })
     });
-    // Steady state: each new key arrives one ms later and pushes the oldest one out of the window.
-    let mut t = ENTRIES;
-    g.bench_function("insert_and_expire/1M", |b| {
+    // Steady state: each new key pushes the oldest out for room.
+    let mut t = now;
+    g.bench_function("insert_evicting/64k", |b| {
         b.iter(|| {
             t += 1;
             let key = u128::from(t).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834);
-            set.insert(key, Uuid::from_u128(u128::from(t)), t);
-            set.expire(black_box(t))
+            cache.insert(key, Uuid::from_u128(u128::from(t)), t);
         })
     });
-    // One key per ms over an inclusive `[now - window, now]`: the set stays at 1M (+1), however
-    // many iterations ran (one in `cargo test --benches`, millions under `cargo bench`).
-    let len = set.len() as u64;
+    assert_eq!(
+        cache.len(),
+        DEDUP_CACHE_KEYS,
+        "the cache stays at its bound"
+    );
     assert!(
-        (ENTRIES..=ENTRIES + 1).contains(&len),
-        "steady state keeps the set at 1M, got {len}"
+        !cache.proves_absent(t),
+        "it evicted keys still in the window"
     );
 
     let mut n = 0u64;
-    g.bench_function("dedup_key", |b| {
+    g.bench_function("key_siphash24_128", |b| {
         b.iter(|| {
             n += 1;
-            dedup_key(black_box("user-12345"), black_box(&n.to_string()))
+            h.key(black_box("user-12345"), black_box(&n.to_string()))
         })
     });
     g.finish();

@@ -412,7 +412,13 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         health: health.slot(shard),
     };
     let seed = now_ms() ^ ((shard as u64) << 48) ^ u64::from(std::process::id());
-    let engine = Rc::new(Engine::new(ecfg, log, senders_list, seed));
+    let engine = Rc::new(Engine::new(
+        ecfg,
+        log,
+        senders_list,
+        seed,
+        recovered.dedup.clone(),
+    ));
     engine.restore(recovered);
     engine.start();
     let router = ShardRouter::start(engine.clone(), senders, receivers);

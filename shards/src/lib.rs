@@ -1,9 +1,9 @@
 //! Clarion's per-core shard engine: everything a shard owns and touches from its own core only.
 //!
 //! A Clarion process runs one glommio executor per core ("shard"). Users are routed to shards by
-//! a pure hash ([`shard_for_user`]); each shard keeps its users, dedup keys and frequency caps in
-//! memory, and its notifications and their backlog of deliveries still to attempt
-//! ([`PendingKey`]) in its own fjall database, reached through a dedicated storage thread with
+//! a pure hash ([`shard_for_user`]); each shard keeps its users and frequency caps in memory,
+//! and its notifications, their backlog of deliveries still to attempt ([`PendingKey`]) and their
+//! idempotency keys (with a bounded cache in memory) in its own fjall database, reached through a dedicated storage thread with
 //! group commit ([`ShardLog`]).
 //!
 //! Nothing here blocks the executor thread that calls it, except the explicitly blocking
@@ -21,7 +21,7 @@
 //! | `record.rs` | the stored records ([`UserRecord`], [`NotificationRecord`], ...) and their encoding |
 //! | `state.rs` | the delivery state machine ([`Outcome`], [`RetryPolicy`], [`Jitter`]) |
 //! | `log.rs`, `log/` | [`ShardLog`]: the durable log, its storage thread, group commit, recovery |
-//! | `dedup.rs` | [`DedupSet`]: idempotency keys within a time window |
+//! | `dedup.rs`, `dedup/` | [`DedupHasher`] (the keyed hash of an idempotency key), [`DedupCache`] (a shard's newest keys, in front of the log's `dedup` keyspace) |
 //! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
 //! | `pending.rs` | [`PendingKey`]: a delivery's place in its channel's backlog, in due order |
 //! | `process.rs` | process-wide start-up settings (transparent huge pages off) |
@@ -43,15 +43,16 @@
 //! // Startup, off the executor: open the shard's log and rebuild memory from it.
 //! let config = LogConfig { dir: data_dir, shard, fsync: true, dedup_window_ms: 86_400_000 };
 //! let (log, recovered) = open(config, now_ms)?;
-//! let mut dedup = DedupSet::new(86_400_000);
+//! let mut dedup = DedupCache::new(86_400_000, DEDUP_CACHE_KEYS);
 //! for (user, key, id, at) in &recovered.recent {
-//!     dedup.insert(dedup_key(user, key), *id, *at);
+//!     dedup.insert(recovered.dedup.key(user, key), *id, *at);
 //! }
 //! let mut ids = IdGenerator::new(shard, now_ms);
 //!
 //! // Accept: dedup, build the record, make it durable, then answer 202.
-//! let key = dedup_key("alice", "order-42");
-//! assert_eq!(dedup.get(key), None);
+//! let key = recovered.dedup.key("alice", "order-42");
+//! assert_eq!(dedup.get(key, now_ms), None);
+//! assert!(dedup.proves_absent(now_ms)); // a new log: no read of the `dedup` keyspace needed
 //! let id = ids.next(now_ms);
 //! let delivery = DeliveryRecord::new_queued(ids.next(now_ms), Channel::Apns, "token", now_ms);
 //! let mut notification = NotificationRecord {
@@ -64,9 +65,14 @@
 //! };
 //! let pending = PendingKey { channel: Channel::Apns, due_ms: now_ms, notification: id, index: 0 };
 //! let mut batch = WriteBatch::new();
-//! batch.put_notification(&notification).put_pending(&pending);
+//! // Written only if no other notification holds the key (the storage thread decides).
+//! let claim = DedupClaim { hash: key, id, at_ms: now_ms, check: false };
+//! batch.claimed(claim, |b| {
+//!     b.put_notification(&notification).put_pending(&pending);
+//! });
 //! let durable = log.submit(batch)?;
-//! futures_lite::future::block_on(durable)?; // on the executor: `durable.await?`
+//! let committed = futures_lite::future::block_on(durable)?; // on the executor: `durable.await?`
+//! assert!(committed.lost.is_empty());
 //! dedup.insert(key, id, now_ms);
 //! // The channel's backlog now holds it, in due order.
 //! let due = futures_lite::future::block_on(log.scan_pending(Channel::Apns, None, now_ms, 16)?)?;
@@ -109,14 +115,15 @@ pub mod segmap;
 pub mod state;
 pub mod token_bucket;
 
-pub use dedup::{DedupSet, dedup_key};
+pub use dedup::{DEDUP_CACHE_KEYS, DEDUP_SECRET_LEN, DedupCache, DedupHasher};
 pub use error::Error;
 pub use ids::{IdGenerator, ms_of, shard_of, uuid_floor_for_ms};
 pub use log::{
-    BACKGROUND_THREADS_PER_LOG, Durable, FJALL_WORKER_THREADS, GROUP_COMMIT_MAX_RECORDS, Keyspace,
-    LAZY_SYNC_INTERVAL, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig, LogStats, PendingScan,
-    Recovered, Reply, SCAN_PENDING_MAX, SWEEP_CHUNK_RECORDS, ShardLog, TableWriteback, WriteBatch,
-    lower_background_priority, open, start_table_writeback,
+    BACKGROUND_THREADS_PER_LOG, Committed, DedupClaim, Durable, FJALL_WORKER_THREADS,
+    GROUP_COMMIT_MAX_RECORDS, Keyspace, LAZY_SYNC_INTERVAL, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY,
+    LogConfig, LogStats, LostClaim, PendingScan, Recovered, Reply, SCAN_PENDING_MAX,
+    SWEEP_CHUNK_RECORDS, ShardLog, TableWriteback, WriteBatch, lower_background_priority, open,
+    start_table_writeback,
 };
 pub use pending::PendingKey;
 pub use record::{

@@ -10,14 +10,17 @@
 //!
 //! Keyspaces: `users` (user id → [`UserRecord`](crate::UserRecord)), `notifications` (16 id bytes
 //! → [`NotificationRecord`](crate::NotificationRecord) as accepted, and 18-byte `id ++ index`
-//! keys → that delivery's latest progress, a delivery update), `meta` (`watermark` → 16 id bytes,
-//! `format` → [`LOG_FORMAT_VERSION`]), `quarantine` (entries that did not decode, moved aside
-//! with their raw bytes: `log/quarantine.rs`). Reads fold the updates in (`log/fold.rs`).
+//! keys → that delivery's latest progress, a delivery update), `pending` (the backlog), `dedup`
+//! (idempotency keys: keyed hash → id and accept time, written by claims, `log/claims.rs`),
+//! `meta` (`format` → [`LOG_FORMAT_VERSION`], `dedup_secret` → the dedup hash's key),
+//! `quarantine` (entries that did not decode, moved aside with their raw bytes:
+//! `log/quarantine.rs`). Reads fold the updates in (`log/fold.rs`).
 //!
 //! Like fjall itself, the log is *poisoned* by the first failed commit or fsync: every later write
 //! fails with [`Error::Poisoned`] instead of pretending to succeed.
 //!
-//! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/background.rs`
+//! Layout: `log.rs` (handle, config, stats), `log/batch.rs` ([`WriteBatch`]), `log/claims.rs`
+//! (dedup claims), `log/background.rs`
 //! (fjall's flush and compaction threads at a lower CPU priority), `log/storage.rs`
 //! (the thread and group commit), `log/latency.rs` (how long its commits' writes and fsyncs
 //! take), `log/recovery.rs` (open, format check, recovery scan),
@@ -25,6 +28,9 @@
 
 mod background;
 mod batch;
+#[cfg(test)]
+mod claim_tests;
+pub(crate) mod claims;
 #[cfg(test)]
 mod fault_tests;
 pub(crate) mod fold;
@@ -52,6 +58,7 @@ use futures_channel::oneshot;
 
 pub use background::lower_background_priority;
 pub use batch::WriteBatch;
+pub use claims::{Committed, DedupClaim, LostClaim};
 pub use latency::{LATENCY_BUCKETS_MICROS, LogLatency, LogLatencyView};
 pub use recovery::{Recovered, open};
 pub use writeback::{TableWriteback, start_table_writeback};
@@ -90,7 +97,10 @@ pub const BACKGROUND_THREADS_PER_LOG: usize = FJALL_WORKER_THREADS + 1;
 /// - 3: as 2, plus the `pending` keyspace (the backlog, see `pending.rs`); `meta/watermark` is
 ///   no longer written. A version 1 or 2 log gets its backlog built from its open notifications
 ///   (scanned from its watermark) and is marked 3 when opened.
-pub const LOG_FORMAT_VERSION: u8 = 3;
+/// - 4: as 3, plus the `dedup` keyspace (idempotency keys on disk, `log/claims.rs`) and
+///   `meta/dedup_secret`. An older log gets a secret and the entries of the notifications
+///   accepted within the dedup window when opened.
+pub const LOG_FORMAT_VERSION: u8 = 4;
 
 /// Most deliveries one backlog scan returns: bounds the reply's memory and how long one scan
 /// holds the storage thread (each delivery's notification is read and folded).
@@ -119,7 +129,8 @@ pub struct LogConfig {
     pub shard: u16,
     /// fsync every group commit (`true` in production: durable before acknowledged).
     pub fsync: bool,
-    /// How far back recovery collects idempotency keys for the dedup set.
+    /// How long an idempotency key is remembered (claims within it lose; recovery reads back
+    /// at most [`DEDUP_CACHE_KEYS`](crate::DEDUP_CACHE_KEYS) of the newest keys within it).
     pub dedup_window_ms: u64,
 }
 
@@ -131,6 +142,8 @@ pub enum Keyspace {
     Meta,
     /// The backlog: one [`PendingKey`](crate::PendingKey) per delivery still to attempt.
     Pending,
+    /// Idempotency keys (`log/claims.rs`).
+    Dedup,
 }
 
 impl Keyspace {
@@ -142,6 +155,7 @@ impl Keyspace {
             Keyspace::Notifications => "notifications",
             Keyspace::Meta => "meta",
             Keyspace::Pending => "pending",
+            Keyspace::Dedup => "dedup",
         }
     }
 }
@@ -150,6 +164,8 @@ impl Keyspace {
 pub(crate) const META_WATERMARK: &[u8] = b"watermark";
 /// Key in `meta` holding [`LOG_FORMAT_VERSION`].
 pub(crate) const META_FORMAT: &[u8] = b"format";
+/// Key in `meta` holding the dedup hash's secret ([`DedupHasher`](crate::DedupHasher)).
+pub(crate) const META_DEDUP_SECRET: &[u8] = b"dedup_secret";
 
 /// The answer to one request, delivered by the storage thread. `Closed` if the thread went away
 /// first. Completing it from the storage thread wakes the executor task through its waker.
@@ -159,8 +175,9 @@ pub struct Reply<T> {
     rx: oneshot::Receiver<Result<T, Error>>,
 }
 
-/// Resolves once a submitted batch (and everything submitted before it) is durable.
-pub type Durable = Reply<()>;
+/// Resolves once a submitted batch (and everything submitted before it) is durable, with the
+/// batch's lost dedup claims.
+pub type Durable = Reply<Committed>;
 
 impl<T> Reply<T> {
     fn channel() -> (oneshot::Sender<Result<T, Error>>, Self) {
@@ -195,7 +212,7 @@ pub(crate) enum Request {
     /// Apply `batch`; `done` (if any) completes once it is durable. An empty batch is a barrier.
     Write {
         batch: WriteBatch,
-        done: Option<oneshot::Sender<Result<(), Error>>>,
+        done: Option<oneshot::Sender<Result<Committed, Error>>>,
     },
     Get {
         ks: Keyspace,
@@ -252,6 +269,8 @@ pub(crate) struct Counters {
     pub(crate) fsync_latency: latency::LatencyHistogram,
     pub(crate) swept: AtomicU64,
     pub(crate) quarantined: AtomicU64,
+    pub(crate) claims_checked: AtomicU64,
+    pub(crate) claims_lost: AtomicU64,
     pub(crate) poisoned: AtomicBool,
     /// The storage thread has stopped taking requests (set before it drops what is queued).
     pub(crate) stopped: AtomicBool,
@@ -285,6 +304,12 @@ pub struct LogStats {
     /// Entries held in quarantine: stored records that did not decode, moved aside with their
     /// raw bytes (at recovery or by a sweep) instead of stopping the shard.
     pub quarantined: u64,
+    /// Dedup claims decided by reading the `dedup` keyspace (the shard's cache could not prove
+    /// the key new).
+    pub claims_checked: u64,
+    /// Dedup claims lost: retries of notifications accepted within the window that the shard's
+    /// cache no longer held, answered as duplicates from the disk.
+    pub claims_lost: u64,
     /// Requests waiting in the queue right now.
     pub queued: usize,
     /// The log refused further writes after a failed commit.
@@ -453,8 +478,8 @@ impl ShardLog {
     /// Asks the storage thread to stop once everything submitted before this call is durable;
     /// the reply says whether it all was. Later requests fail with `Error::Closed`. Follow with
     /// [`ShardLog::join`] off the executor.
-    pub fn shutdown(&self) -> Result<Durable, Error> {
-        let (done, reply) = Durable::channel();
+    pub fn shutdown(&self) -> Result<Reply<()>, Error> {
+        let (done, reply) = Reply::channel();
         self.send(Request::Shutdown { done })?;
         Ok(reply)
     }
@@ -462,7 +487,7 @@ impl ShardLog {
     /// BLOCKING: stops the storage thread (after everything queued) and waits for it to exit and
     /// close the database. `Err(Poisoned)` if any write failed during the log's life.
     pub fn join(mut self) -> Result<(), Error> {
-        let (done, _reply) = Durable::channel();
+        let (done, _reply) = Reply::<()>::channel();
         // Blocking send is fine here (off-executor); an error means the thread is already gone.
         let _ = self.tx.send(Request::Shutdown { done });
         if let Some(thread) = self.thread.take() {
@@ -506,6 +531,8 @@ impl ShardLog {
             write_latency,
             swept: c.swept.load(Relaxed),
             quarantined: c.quarantined.load(Relaxed),
+            claims_checked: c.claims_checked.load(Relaxed),
+            claims_lost: c.claims_lost.load(Relaxed),
             queued: self.tx.len(),
             poisoned: c.poisoned.load(Relaxed),
         }

@@ -54,6 +54,12 @@ impl Rate {
         }
     }
 
+    /// Puts one token back, up to the capacity.
+    fn give_back(&self, level: &mut Level, now_ms: u64) {
+        self.refill(level, now_ms);
+        level.units = level.units.saturating_add(self.unit).min(self.capacity);
+    }
+
     fn try_take(&self, level: &mut Level, now_ms: u64) -> bool {
         self.refill(level, now_ms);
         if level.units >= self.unit {
@@ -146,6 +152,17 @@ impl UserBuckets {
         let taken = rate.try_take(&mut level, now_ms);
         self.buckets.insert(user_id.to_owned(), level);
         taken
+    }
+
+    /// Returns a token taken from `user_id`'s bucket for something that did not happen after all
+    /// (a duplicate found late). A missing bucket is full: nothing to return.
+    pub fn give_back(&mut self, user_id: &str, now_ms: u64) {
+        let Some(rate) = self.rate else {
+            return;
+        };
+        if let Some(level) = self.buckets.get_mut(user_id) {
+            rate.give_back(level, now_ms);
+        }
     }
 
     /// Drops every bucket that is full again at `now_ms`; returns how many were dropped.
@@ -281,5 +298,27 @@ mod tests {
             assert!(u.try_take("early", MS_PER_HOUR));
         }
         assert!(!u.try_take("early", MS_PER_HOUR));
+    }
+
+    #[test]
+    fn a_token_given_back_can_be_taken_again_but_never_overfills() {
+        let mut u = UserBuckets::new(2);
+        assert!(u.try_take("a", 0));
+        assert!(u.try_take("a", 0));
+        assert!(!u.try_take("a", 0));
+        u.give_back("a", 0);
+        assert!(u.try_take("a", 0));
+        assert!(!u.try_take("a", 0));
+        // Giving back to a full (or unknown) bucket adds nothing.
+        u.give_back("b", 0);
+        u.give_back("a", 0);
+        u.give_back("a", 0);
+        u.give_back("a", 0);
+        assert!(u.try_take("a", 0));
+        assert!(u.try_take("a", 0));
+        assert!(!u.try_take("a", 0));
+        assert!(u.try_take("b", 0));
+        assert!(u.try_take("b", 0));
+        assert!(!u.try_take("b", 0));
     }
 }

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use clarion_shards::{
-    DeliveryRecord, DeviceRecord, NotificationRecord, Outcome, UserRecord, dedup_key,
+    DedupClaim, DeliveryRecord, DeviceRecord, LostClaim, NotificationRecord, Outcome, UserRecord,
 };
 use uuid::Uuid;
 
@@ -20,6 +20,10 @@ use crate::api::error::ApiError;
 /// disk, or more intake than the shard can write), and a fast refusal beats a growing queue.
 /// About a second of a shard's peak intake, and at most a few tens of MB of records and batch.
 pub const MAX_UNDURABLE_ACCEPTS: usize = 32_768;
+
+// Every key whose notification is not yet durable stays in the dedup cache (see
+// `DEDUP_CACHE_KEYS`), so a duplicate of it is answered from memory.
+const _: () = assert!(2 * MAX_UNDURABLE_ACCEPTS <= clarion_shards::DEDUP_CACHE_KEYS);
 
 impl Engine {
     pub(super) fn put_user(self: &Rc<Self>, user_id: String, p: UserProfile, reply: Reply<Upsert>) {
@@ -128,16 +132,15 @@ impl Engine {
 
     pub(super) fn notify(self: &Rc<Self>, n: NewNotification, reply: NotifyReplyTo) {
         let now = now_ms();
-        let key = dedup_key(&n.user_id, &n.idempotency_key);
+        let key = self.dedup_hasher.key(&n.user_id, &n.idempotency_key);
         let mut st = self.state.borrow_mut();
-        if let Some(id) = st.dedup.get(key) {
+        if st.dedup.get(key, now).is_some() {
             drop(st);
             bump(&self.probe.duplicates);
             // Answer only once the original is durable: a barrier through the same commit path.
             self.committer.add(
                 |_| {},
                 Some(Waiter::Duplicate {
-                    id,
                     dedup_key: key,
                     reply,
                 }),
@@ -210,6 +213,14 @@ impl Engine {
             content: n.content,
             deliveries,
         });
+        // A key the cache cannot prove new is checked on disk by the storage thread, which
+        // writes the notification only if the key is not taken (`log/claims.rs`).
+        let claim = DedupClaim {
+            hash: key,
+            id,
+            at_ms: now,
+            check: !st.dedup.proves_absent(now),
+        };
         st.dedup.insert(key, id, now);
         let mut refs = Deliveries::new();
         for (i, d) in record.deliveries.iter().enumerate() {
@@ -236,10 +247,12 @@ impl Engine {
         };
         self.committer.add(
             |b| {
-                b.put_notification(&record);
-                for d in &refs {
-                    b.put_pending(&d.pending_key());
-                }
+                b.claimed(claim, |b| {
+                    b.put_notification(&record);
+                    for d in &refs {
+                        b.put_pending(&d.pending_key());
+                    }
+                });
             },
             Some(waiter),
         );
@@ -280,9 +293,32 @@ impl Engine {
         let mut st = self.state.borrow_mut();
         if let Some(open) = st.open.remove(&id) {
             let rec = &open.record;
-            st.dedup
-                .remove(dedup_key(&rec.user_id, &rec.idempotency_key));
+            let key = self.dedup_hasher.key(&rec.user_id, &rec.idempotency_key);
+            st.dedup.remove(key);
         }
+    }
+
+    /// Undoes a notification whose dedup claim the log found taken (a retry of one accepted
+    /// within the window that the cache no longer held): nothing of it was written. Its key
+    /// goes back to the notification that holds it, its frequency-cap token back to the user,
+    /// and it counts as a duplicate instead of an accept.
+    pub(super) fn forget_duplicate(&self, lost: &LostClaim) {
+        self.undurable.set(self.undurable.get().saturating_sub(1));
+        let now = now_ms();
+        let mut st = self.state.borrow_mut();
+        let st = &mut *st;
+        if let Some(open) = st.open.remove(&lost.claimed) {
+            // Only an unfinished notification is held open, and only one that was not capped
+            // (a capped one is finished at once): it took a token.
+            st.buckets.give_back(&open.record.user_id, now);
+        }
+        if st.dedup.get(lost.hash, now) == Some(lost.claimed) {
+            st.dedup
+                .insert(lost.hash, lost.existing, lost.existing_at_ms);
+        }
+        let probe = &self.probe;
+        probe.accepted.set(probe.accepted.get().saturating_sub(1));
+        bump(&probe.duplicates);
     }
 
     pub(super) fn get_notification(

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use clarion_shards::WriteBatch;
+use clarion_shards::{Committed, WriteBatch};
 use tracing::error;
 use uuid::Uuid;
 
@@ -28,9 +28,9 @@ pub enum Waiter {
         reply: NotifyReplyTo,
         deliveries: Deliveries,
     },
-    /// A repeated idempotency key: answer with the original id once that is durable.
+    /// A repeated idempotency key found in the dedup cache: answer with the notification that
+    /// holds it once everything before is durable (the original's write, or its lost claim).
     Duplicate {
-        id: Uuid,
         dedup_key: u128,
         reply: NotifyReplyTo,
     },
@@ -148,14 +148,14 @@ pub async fn commit_once(engine: &Rc<Engine>) {
     }
     let result = match handed {
         Ok(Some(durable)) => durable.await,
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(Committed::default()),
         Err(e) => Err(e),
     };
     bump(&engine.probe.commits);
     match result {
-        Ok(()) => {
+        Ok(committed) => {
             for w in pending.waiters {
-                complete(engine, w);
+                complete(engine, w, &committed);
             }
         }
         Err(e) => {
@@ -194,28 +194,30 @@ async fn hand_off(
     }
 }
 
-fn complete(engine: &Rc<Engine>, w: Waiter) {
+fn complete(engine: &Rc<Engine>, w: Waiter, committed: &Committed) {
     match w {
         Waiter::Accepted {
             id,
             reply,
             deliveries,
         } => {
+            if let Some(lost) = committed.lost_claim(id) {
+                engine.forget_duplicate(lost);
+                reply.send(Ok(NotifyReply::Duplicate(lost.existing)));
+                return;
+            }
             engine.enqueue_accepted(id, deliveries);
             reply.send(Ok(NotifyReply::Accepted(id)));
         }
-        Waiter::Duplicate {
-            id,
-            dedup_key,
-            reply,
-        } => {
-            let still = engine.state.borrow().dedup.get(dedup_key) == Some(id);
-            let answer = if still {
-                Ok(NotifyReply::Duplicate(id))
-            } else {
-                Err(ApiError::unavailable(
+        Waiter::Duplicate { dedup_key, reply } => {
+            // Waiters complete in order, so the original's outcome is in the cache by now: its
+            // id, the id its lost claim found, or nothing when its write failed.
+            let held = engine.state.borrow().dedup.get(dedup_key, super::now_ms());
+            let answer = match held {
+                Some(id) => Ok(NotifyReply::Duplicate(id)),
+                None => Err(ApiError::unavailable(
                     "the original request was not stored; retry",
-                ))
+                )),
             };
             reply.send(answer);
         }

@@ -26,8 +26,8 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clarion_shards::{
-    Channel, DedupSet, IdGenerator, Jitter, NotificationRecord, PendingKey, RetryPolicy, SegMap,
-    ShardLog, UserBuckets, UserRecord,
+    Channel, DedupCache, DedupHasher, IdGenerator, Jitter, NotificationRecord, PendingKey,
+    RetryPolicy, SegMap, ShardLog, UserBuckets, UserRecord,
 };
 use uuid::Uuid;
 
@@ -89,7 +89,8 @@ pub struct EngineConfig {
 /// State mutated by commands and outcomes. Borrowed briefly, never across an await.
 pub struct ShardState {
     pub users: SegMap<String, UserRecord>,
-    pub dedup: DedupSet,
+    /// The newest idempotency keys, in front of the log's `dedup` keyspace.
+    pub dedup: DedupCache,
     pub buckets: UserBuckets,
     /// Notifications being accepted or with resident deliveries: bounded by the lanes'
     /// windows and the senders' in-flight limits, whatever the backlog on disk. The record is
@@ -110,6 +111,8 @@ pub struct Engine {
     /// sender.
     pub lanes: Vec<Lane>,
     pub senders: Vec<Option<Rc<dyn ChannelSender>>>,
+    /// The log's idempotency-key hash (keyed by the log's secret).
+    pub dedup_hasher: DedupHasher,
     pub in_flight: Cell<usize>,
     /// Notifications accepted and not yet durable (waiting in the committer or for its fsync).
     pub undurable: Cell<usize>,
@@ -131,6 +134,7 @@ impl Engine {
         log: ShardLog,
         senders: Vec<Rc<dyn ChannelSender>>,
         seed: u64,
+        dedup_hasher: DedupHasher,
     ) -> Engine {
         let failed = crate::health::FailedFlag::new(cfg.health.clone());
         let mut by_channel: Vec<Option<Rc<dyn ChannelSender>>> = vec![None; Channel::ALL.len()];
@@ -140,7 +144,7 @@ impl Engine {
         }
         let state = ShardState {
             users: SegMap::new(),
-            dedup: DedupSet::new(cfg.dedup_window_ms),
+            dedup: DedupCache::new(cfg.dedup_window_ms, clarion_shards::DEDUP_CACHE_KEYS),
             buckets: UserBuckets::new(cfg.per_user_per_hour),
             open: SegMap::new(),
             resident: HashSet::new(),
@@ -153,6 +157,7 @@ impl Engine {
                 .map(|&c| Lane::new(c, cfg.lane_window))
                 .collect(),
             senders: by_channel,
+            dedup_hasher,
             cfg,
             log,
             state: RefCell::new(state),
@@ -236,6 +241,9 @@ impl Engine {
         s.log_write = log.write_latency;
         s.log_fsync = log.fsync_latency;
         s.log_quarantined = log.quarantined;
+        s.dedup_cached = self.state.borrow().dedup.len() as u64;
+        s.dedup_disk_checks = log.claims_checked;
+        s.dedup_disk_duplicates = log.claims_lost;
         s
     }
 

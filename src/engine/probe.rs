@@ -75,6 +75,12 @@ pub struct ProbeSnapshot {
     pub log_fsync: LogLatency,
     /// Stored records held in the log's quarantine (did not decode; kept raw, reported at start).
     pub log_quarantined: u64,
+    /// Idempotency keys in the shards' caches (at most `DEDUP_CACHE_KEYS` each).
+    pub dedup_cached: u64,
+    /// New notifications whose key the cache could not prove new, checked in the log.
+    pub dedup_disk_checks: u64,
+    /// Of those, retries found in the log (answered as duplicates).
+    pub dedup_disk_duplicates: u64,
 }
 
 fn latency_view<S: Serializer>(v: &LogLatency, s: S) -> Result<S::Ok, S::Error> {
@@ -135,5 +141,8 @@ impl ProbeSnapshot {
         self.log_write.add(&o.log_write);
         self.log_fsync.add(&o.log_fsync);
         self.log_quarantined += o.log_quarantined;
+        self.dedup_cached += o.dedup_cached;
+        self.dedup_disk_checks += o.dedup_disk_checks;
+        self.dedup_disk_duplicates += o.dedup_disk_duplicates;
     }
 }

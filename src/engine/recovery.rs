@@ -1,4 +1,5 @@
-//! Rebuilding a shard from its log on start (users, the dedup window, the backlogs' sizes),
+//! Rebuilding a shard from its log on start (users, the newest idempotency keys, the backlogs'
+//! sizes),
 //! and the housekeeping that bounds memory and disk: dedup
 //! expiry, idle token buckets, and the retention sweep of finished notifications.
 
@@ -28,9 +29,14 @@ impl Engine {
         for u in rec.users {
             st.users.insert(u.user_id.clone(), u);
         }
+        // Keys older than those read back may be on disk only: until they leave the window,
+        // a new key is checked there.
+        if let (false, Some(oldest)) = (rec.recent_complete, rec.recent.first()) {
+            st.dedup.note_missing(oldest.3);
+        }
         for (user_id, key, id, at) in rec.recent {
             st.dedup
-                .insert(clarion_shards::dedup_key(&user_id, &key), id, at);
+                .insert(self.dedup_hasher.key(&user_id, &key), id, at);
         }
         let mut waiting = 0;
         for (lane, &n) in self.lanes.iter().zip(&rec.backlog) {

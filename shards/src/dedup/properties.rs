@@ -1,9 +1,11 @@
-//! Property tests of the dedup set against a plain map with the same window, and of
-//! [`dedup_key`]: pairs that spell the same bytes split at another place get other keys.
+//! Property tests of the dedup cache against a plain map with the same window (with room for
+//! every key, and with too little: what it forgot it must say it cannot prove absent), and of
+//! [`DedupHasher::key`]: pairs that spell the same bytes split at another place get other keys.
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+use uuid::Uuid;
 
 use super::*;
 
@@ -50,11 +52,12 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     #![proptest_config(config())]
 
-    /// With the clock moving forward (as the shard's does), the set answers exactly like a map
-    /// of key -> (id, time accepted) that drops entries older than the window at each expiry.
+    /// With the clock moving forward (as the shard's does) and room for every key, the cache
+    /// answers exactly like a map of key -> (id, time accepted) that drops entries once they are
+    /// out of the window.
     #[test]
-    fn dedup_set_matches_a_map_with_window_expiry(ops in prop::collection::vec(op(), 1..200)) {
-        let mut set = DedupSet::new(WINDOW_MS);
+    fn dedup_cache_matches_a_map_with_window_expiry(ops in prop::collection::vec(op(), 1..200)) {
+        let mut set = DedupCache::new(WINDOW_MS, 1 << 20);
         let mut model: HashMap<u128, (Uuid, u64)> = HashMap::new();
         let mut now = 1_000u64;
         for op in ops {
@@ -67,12 +70,12 @@ proptest! {
                     prop_assert_eq!(set.remove(key), model.remove(&key).map(|(id, _)| id));
                 }
                 Op::Get { key } => {
-                    prop_assert_eq!(set.get(key), model.get(&key).map(|&(id, _)| id));
+                    prop_assert_eq!(set.get(key, now), model.get(&key).map(|&(id, _)| id));
                 }
                 Op::Expire { ms } => {
                     now += ms;
                     let before = model.len();
-                    model.retain(|_, &mut (_, at)| at >= now - WINDOW_MS);
+                    model.retain(|_, &mut (_, at)| now - at < WINDOW_MS);
                     prop_assert_eq!(set.expire(now), before - model.len());
                 }
             }
@@ -88,7 +91,7 @@ proptest! {
     fn dedup_set_keeps_keys_for_their_window_whatever_the_order(
         ops in prop::collection::vec((0..KEYS, 0..1_000u64, any::<bool>()), 1..100),
     ) {
-        let mut set = DedupSet::new(WINDOW_MS);
+        let mut set = DedupCache::new(WINDOW_MS, 1 << 20);
         let mut last_accept: HashMap<u128, (Uuid, u64)> = HashMap::new();
         let mut newest = 0;
         let mut now = 0;
@@ -101,23 +104,62 @@ proptest! {
                 now = now.max(at);
                 set.expire(now);
                 last_accept.retain(|&key, &mut (id, at)| {
-                    let kept = set.get(key) == Some(id);
-                    assert!(kept || at < now - WINDOW_MS.min(now), "key {key} at {at} gone at {now}");
+                    let kept = set.get(key, now) == Some(id);
+                    assert!(kept || now - at >= WINDOW_MS, "key {key} at {at} gone at {now}");
                     kept
                 });
             }
         }
-        for (&key, &(id, _)) in &last_accept {
-            prop_assert_eq!(set.get(key), Some(id));
+        for (&key, &(id, at)) in &last_accept {
+            prop_assert_eq!(set.get(key, at), Some(id));
         }
         let len = set.len();
         prop_assert_eq!(set.expire(newest + WINDOW_MS + 1), len);
         prop_assert!(set.is_empty());
     }
 
+    /// With room for only a few keys, whatever the cache answers is right, and a live key it
+    /// no longer holds is never one it claims to prove absent: the disk is asked instead.
+    #[test]
+    fn a_small_cache_never_proves_a_forgotten_live_key_absent(
+        ops in prop::collection::vec(op(), 1..300),
+        capacity in 1..6usize,
+    ) {
+        let mut set = DedupCache::new(WINDOW_MS, capacity);
+        let mut model: HashMap<u128, (Uuid, u64)> = HashMap::new();
+        let mut now = 1_000u64;
+        for op in ops {
+            match op {
+                Op::Insert { key, id } => {
+                    set.insert(key, Uuid::from_u128(id), now);
+                    model.insert(key, (Uuid::from_u128(id), now));
+                }
+                Op::Remove { key } => {
+                    set.remove(key);
+                    model.remove(&key);
+                }
+                Op::Get { .. } => {}
+                Op::Expire { ms } => {
+                    now += ms;
+                    set.expire(now);
+                    model.retain(|_, &mut (_, at)| now - at < WINDOW_MS);
+                }
+            }
+            prop_assert!(set.len() <= capacity);
+            for key in 0..KEYS {
+                let truth = model.get(&key).map(|&(id, _)| id);
+                match set.get(key, now) {
+                    Some(id) => prop_assert_eq!(Some(id), truth),
+                    None if truth.is_some() => prop_assert!(!set.proves_absent(now), "key {key} forgotten but proven absent"),
+                    None => {}
+                }
+            }
+        }
+    }
+
     /// `(user_id, idempotency_key)` pairs that concatenate to the same text get different keys.
     #[test]
-    fn dedup_key_tells_length_shifted_pairs_apart(
+    fn dedup_keys_tell_length_shifted_pairs_apart(
         text in "\\PC{0,300}",
         split in any::<prop::sample::Index>(),
         other in any::<prop::sample::Index>(),
@@ -127,18 +169,20 @@ proptest! {
         prop_assume!(a != b);
         let (user_a, key_a) = text.split_at(a);
         let (user_b, key_b) = text.split_at(b);
-        prop_assert_ne!(dedup_key(user_a, key_a), dedup_key(user_b, key_b));
-        prop_assert_eq!(dedup_key(user_a, key_a), dedup_key(user_a, key_a));
+        let h = DedupHasher::from_secret([3; DEDUP_SECRET_LEN]);
+        prop_assert_ne!(h.key(user_a, key_a), h.key(user_b, key_b));
+        prop_assert_eq!(h.key(user_a, key_a), h.key(user_a, key_a));
     }
 
     /// Different pairs get different keys, and each half of the key tells them apart.
     #[test]
-    fn dedup_key_tells_pairs_apart(
+    fn dedup_keys_tell_pairs_apart(
         pair in ("\\PC{0,40}", "\\PC{0,300}"),
         other in ("\\PC{0,40}", "\\PC{0,300}"),
     ) {
         prop_assume!(pair != other);
-        let (a, b) = (dedup_key(&pair.0, &pair.1), dedup_key(&other.0, &other.1));
+        let h = DedupHasher::from_secret([5; DEDUP_SECRET_LEN]);
+        let (a, b) = (h.key(&pair.0, &pair.1), h.key(&other.0, &other.1));
         prop_assert_ne!(a >> 64, b >> 64);
         prop_assert_ne!(a as u64, b as u64);
     }

@@ -8,6 +8,7 @@ use std::ops::Range;
 use uuid::Uuid;
 
 use super::Keyspace;
+use super::claims::{Claim, DedupClaim, entry_key, entry_value};
 use crate::pending::PendingKey;
 use crate::record::{DeliveryRecord, NotificationRecord, UserRecord};
 
@@ -68,6 +69,8 @@ pub struct WriteBatch {
     /// Every put's value, one after another ([`Op::value`] ranges index it).
     values: Vec<u8>,
     key_bytes: usize,
+    /// Dedup claims, in op order, each guarding a range of `ops` (`log/claims.rs`).
+    pub(crate) claims: Vec<Claim>,
 }
 
 impl WriteBatch {
@@ -162,6 +165,27 @@ impl WriteBatch {
     /// Removes a delivery from its channel's backlog: it settled, or moved to another due time.
     pub fn delete_pending(&mut self, key: &PendingKey) -> &mut Self {
         self.delete(Keyspace::Pending, key.encode())
+    }
+
+    /// Writes what `f` adds only if `claim` wins (its key is not taken within the window),
+    /// together with the key's `dedup` entry; a lost claim writes none of it and is reported
+    /// back in the write's [`Committed`](super::Committed). Only for a batch someone waits on
+    /// ([`ShardLog::submit`](super::ShardLog::submit)): a lazy write's lost claim has nobody to
+    /// tell.
+    pub fn claimed(&mut self, claim: DedupClaim, f: impl FnOnce(&mut Self)) -> &mut Self {
+        let start = self.ops.len();
+        f(self);
+        self.put(
+            Keyspace::Dedup,
+            entry_key(claim.hash),
+            entry_value(claim.id, claim.at_ms),
+        );
+        let end = self.ops.len();
+        self.claims.push(Claim {
+            claim,
+            ops: start..end,
+        });
+        self
     }
 
     /// Number of puts and deletes.

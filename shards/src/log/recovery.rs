@@ -4,8 +4,9 @@
 //!
 //! Open deliveries are not read here: they wait in the `pending` keyspace (the backlog) and the
 //! shard reads them as its queues drain, so a restart with millions waiting costs a count, not
-//! memory. Ids are time-ordered, so the dedup window's keys are read from
-//! `uuid_floor_for_ms(now - dedup_window)` to the end. A record that does not decode is moved
+//! memory. Idempotency keys stay in the `dedup` keyspace too: recovery reads back only the newest
+//! [`DEDUP_CACHE_KEYS`] notifications within the dedup window (ids are time-ordered, so they are
+//! the last keys of `notifications`) to warm the shard's cache, however long the window. A record that does not decode is moved
 //! to quarantine with its raw bytes and reported (`log/quarantine.rs`), and recovery goes on:
 //! skipping it silently could drop an accepted notification unseen, and refusing to start
 //! would stop every other notification of the shard.
@@ -17,6 +18,8 @@ use fjall::config::CompressionPolicy;
 use fjall::{CompressionType, Database, KeyspaceCreateOptions, PersistMode};
 use uuid::Uuid;
 
+use super::META_DEDUP_SECRET;
+use super::claims::{entry_key, entry_value};
 use super::fold::{CorruptEntry, fold};
 use super::journal;
 use super::quarantine::{DurableMoves, QUARANTINE_KEYSPACE};
@@ -26,6 +29,7 @@ use super::{
     Counters, FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig,
     META_FORMAT, META_WATERMARK, SWEEP_CHUNK_RECORDS, ShardLog,
 };
+use crate::dedup::{DEDUP_CACHE_KEYS, DEDUP_SECRET_LEN, DedupCache, DedupHasher};
 use crate::error::Error;
 use crate::ids::uuid_floor_for_ms;
 use crate::pending::PendingKey;
@@ -36,9 +40,15 @@ use crate::record::{Channel, UserRecord};
 pub struct Recovered {
     /// Every stored user.
     pub users: Vec<UserRecord>,
-    /// `(user_id, idempotency_key, id, accepted_at_ms)` of every notification accepted within
-    /// `dedup_window_ms` of now, in id order: re-insert them into the dedup set.
+    /// `(user_id, idempotency_key, id, accepted_at_ms)` of the newest notifications accepted
+    /// within `dedup_window_ms` of now (at most [`DEDUP_CACHE_KEYS`]), in id order: they warm
+    /// the shard's [`DedupCache`].
     pub recent: Vec<(String, String, Uuid, u64)>,
+    /// Whether `recent` holds every notification accepted within the window; when not, the
+    /// cache must not prove keys accepted up to `recent[0]` absent.
+    pub recent_complete: bool,
+    /// The log's dedup hash (keyed by its secret).
+    pub dedup: DedupHasher,
     /// Deliveries waiting in each channel's backlog (indexed by [`Channel::index`]): they are
     /// read from the log as the channel's queue drains (at-least-once: deliveries that were in
     /// flight at a crash are sent again).
@@ -90,12 +100,14 @@ pub(crate) fn open_with_capacity(
         })?,
         meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
         pending: db.keyspace(Keyspace::Pending.name(), KeyspaceCreateOptions::default)?,
+        dedup: db.keyspace(Keyspace::Dedup.name(), dedup_options)?,
         quarantine: db.keyspace(QUARANTINE_KEYSPACE, KeyspaceCreateOptions::default)?,
     };
     let found = check_format(&handles)?;
-    upgrade(&db, &handles, found)?;
+    let dedup = upgrade(&db, &handles, found, config.dedup_window_ms, now_ms)?;
     let mut moves = DurableMoves::new(&db, config.shard, now_ms);
-    let recovered = recover(&db, &handles, &mut moves, config.dedup_window_ms, now_ms)?;
+    let mut recovered = recover(&db, &handles, &mut moves, config.dedup_window_ms, now_ms)?;
+    recovered.dedup = dedup.clone();
     moves.finish()?;
     tracing::info!(
         shard = config.shard,
@@ -120,6 +132,8 @@ pub(crate) fn open_with_capacity(
         fail_next_commit: false,
         fail_next_sync: false,
         shard: config.shard,
+        dedup_window_ms: config.dedup_window_ms,
+        dedup,
         reaper: MemtableReaper::start(config.shard, &config.dir)?,
     };
     let thread = std::thread::Builder::new()
@@ -149,6 +163,16 @@ pub(super) fn notifications_options(shard: u16) -> KeyspaceCreateOptions {
         .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
         .max_memtable_size(memtable_bytes(shard))
 }
+
+/// Options of a new `dedup` keyspace: a smaller memtable than fjall's default, because its
+/// entries are small (40 bytes of key and value) and every byte of memtable is resident memory;
+/// a flush every ~400,000 keys keeps the tables few and the point reads of claims cheap.
+fn dedup_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().max_memtable_size(DEDUP_MEMTABLE_BYTES)
+}
+
+/// Memtable size of a shard's `dedup` keyspace.
+pub const DEDUP_MEMTABLE_BYTES: u64 = 16 << 20;
 
 /// Smallest memtable of a shard's `notifications` keyspace (fjall's default size).
 pub const MEMTABLE_BASE_BYTES: u64 = 64 << 20;
@@ -187,47 +211,55 @@ fn check_format(h: &Handles) -> Result<Option<u8>, Error> {
     }
 }
 
-/// Brings a log of an older format to [`LOG_FORMAT_VERSION`], durably, and marks it so.
+/// Brings a log of an older format to [`LOG_FORMAT_VERSION`], durably, and marks it so; returns
+/// the log's dedup hash (drawing its secret for a new or older log).
 ///
 /// Versions 1 and 2 kept no backlog: their open deliveries are found by scanning the
 /// notifications from the watermark (from the start without one), and each non-terminal
 /// delivery gets its [`PendingKey`], due when its next attempt was (or when it was accepted).
-fn upgrade(db: &Database, h: &Handles, found: Option<u8>) -> Result<(), Error> {
+/// Versions 1 to 3 kept no idempotency keys on disk: the notifications accepted within the dedup
+/// window get their entries.
+fn upgrade(
+    db: &Database,
+    h: &Handles,
+    found: Option<u8>,
+    dedup_window_ms: u64,
+    now_ms: u64,
+) -> Result<DedupHasher, Error> {
+    let stored = match h.meta.get(META_DEDUP_SECRET)? {
+        Some(v) => Some(<[u8; DEDUP_SECRET_LEN]>::try_from(&*v).map_err(|_| {
+            Error::corrupt(format!(
+                "meta/dedup_secret: expected {DEDUP_SECRET_LEN} bytes, found {}",
+                v.len()
+            ))
+        })?),
+        None => None,
+    };
     if found == Some(LOG_FORMAT_VERSION) {
-        return Ok(());
+        let secret =
+            stored.ok_or_else(|| Error::corrupt("meta/dedup_secret: missing in a format 4 log"))?;
+        return Ok(DedupHasher::from_secret(secret));
     }
-    let mut added = 0u64;
-    if found.is_some() {
-        let start = match h.meta.get(META_WATERMARK)? {
-            Some(v) => <[u8; 16]>::try_from(&*v).map_err(|_| {
-                Error::corrupt(format!(
-                    "meta/watermark: expected 16 bytes, found {}",
-                    v.len()
-                ))
-            })?,
-            None => [0u8; 16],
-        };
-        let entries = h
-            .notifications
-            .range::<&[u8], _>(&start[..]..)
-            .map(|guard| guard.into_inner().map_err(Error::from));
-        let mut batch = db.batch();
-        let mut in_batch = 0usize;
-        for stored in fold(entries) {
-            // What does not decode is quarantined by the recovery scan or the retention sweep.
-            let Some(n) = stored?.record else { continue };
-            for key in PendingKey::for_open_deliveries(&n) {
-                batch.insert(&h.pending, key.encode(), []);
-                added += 1;
-                in_batch += 1;
-            }
-            if in_batch >= SWEEP_CHUNK_RECORDS {
-                std::mem::replace(&mut batch, db.batch()).commit()?;
-                in_batch = 0;
-            }
+    let backlog = match found {
+        Some(v) if v < 3 => build_backlog(db, h)?,
+        _ => 0,
+    };
+    // The secret is durable before any entry is written with it.
+    let secret = match stored {
+        Some(s) => s,
+        None => {
+            let s = DedupHasher::new_secret()?;
+            let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+            batch.insert(&h.meta, META_DEDUP_SECRET, s);
+            batch.commit()?;
+            s
         }
-        batch.commit()?;
-    }
+    };
+    let hasher = DedupHasher::from_secret(secret);
+    let keys = match found {
+        Some(_) => build_dedup_entries(db, h, &hasher, dedup_window_ms, now_ms)?,
+        None => 0,
+    };
     let mut batch = db.batch().durability(Some(PersistMode::SyncData));
     batch.insert(&h.meta, META_FORMAT, [LOG_FORMAT_VERSION]);
     batch.remove(&h.meta, META_WATERMARK);
@@ -236,11 +268,103 @@ fn upgrade(db: &Database, h: &Handles, found: Option<u8>) -> Result<(), Error> {
         tracing::info!(
             from = v,
             to = LOG_FORMAT_VERSION,
-            backlog = added,
-            "log format upgraded in place: open deliveries moved into the backlog"
+            backlog,
+            dedup_keys = keys,
+            "log format upgraded in place: open deliveries moved into the backlog, idempotency keys of the window onto disk"
         );
     }
-    Ok(())
+    Ok(hasher)
+}
+
+/// A version 1 or 2 log's backlog, built from its open notifications (from its watermark).
+fn build_backlog(db: &Database, h: &Handles) -> Result<u64, Error> {
+    let start = match h.meta.get(META_WATERMARK)? {
+        Some(v) => <[u8; 16]>::try_from(&*v).map_err(|_| {
+            Error::corrupt(format!(
+                "meta/watermark: expected 16 bytes, found {}",
+                v.len()
+            ))
+        })?,
+        None => [0u8; 16],
+    };
+    write_for_each_notification(db, h, start, |n, out| {
+        for key in PendingKey::for_open_deliveries(n) {
+            out.push((&h.pending, key.encode().to_vec(), Vec::new()));
+        }
+    })
+}
+
+/// A version 1 to 3 log's `dedup` entries: one per notification accepted within the window.
+fn build_dedup_entries(
+    db: &Database,
+    h: &Handles,
+    hasher: &DedupHasher,
+    dedup_window_ms: u64,
+    now_ms: u64,
+) -> Result<u64, Error> {
+    let floor = uuid_floor_for_ms(now_ms.saturating_sub(dedup_window_ms));
+    write_for_each_notification(db, h, floor, |n, out| {
+        if DedupCache::is_live(dedup_window_ms, n.accepted_at_ms, now_ms) {
+            let key = entry_key(hasher.key(&n.user_id, &n.idempotency_key));
+            let value = entry_value(n.id, n.accepted_at_ms);
+            out.push((&h.dedup, key.to_vec(), value.to_vec()));
+        }
+    })
+}
+
+/// An upgrade step: folds every notification from `start` on and writes the entries `make`
+/// gives for each, in batches of [`SWEEP_CHUNK_RECORDS`]; returns how many. What does not
+/// decode is skipped here (the recovery scan or the retention sweep quarantines it).
+fn write_for_each_notification<'h>(
+    db: &Database,
+    h: &'h Handles,
+    start: [u8; 16],
+    mut make: impl FnMut(
+        &crate::record::NotificationRecord,
+        &mut Vec<(&'h fjall::Keyspace, Vec<u8>, Vec<u8>)>,
+    ),
+) -> Result<u64, Error> {
+    let entries = h
+        .notifications
+        .range::<&[u8], _>(&start[..]..)
+        .map(|guard| guard.into_inner().map_err(Error::from));
+    let mut added = 0u64;
+    let mut batch = db.batch();
+    let mut in_batch = 0usize;
+    let mut out = Vec::new();
+    for stored in fold(entries) {
+        let Some(n) = stored?.record else { continue };
+        make(&n, &mut out);
+        for (ks, key, value) in out.drain(..) {
+            batch.insert(ks, key, value);
+            added += 1;
+            in_batch += 1;
+        }
+        if in_batch >= SWEEP_CHUNK_RECORDS {
+            std::mem::replace(&mut batch, db.batch()).commit()?;
+            in_batch = 0;
+        }
+    }
+    batch.commit()?;
+    Ok(added)
+}
+
+/// Where recovery's read of the newest notifications starts: the dedup window's floor, or
+/// later when more than [`DEDUP_CACHE_KEYS`] notifications were accepted within the window
+/// (then `false`: not every key of the window is read back).
+fn recent_floor(h: &Handles, window_floor: [u8; 16]) -> Result<([u8; 16], bool), Error> {
+    let mut seen = 0usize;
+    for guard in h.notifications.range::<&[u8], _>(&window_floor[..]..).rev() {
+        let key = guard.key()?;
+        // Delivery updates (18-byte keys) sit behind their notification.
+        if let Ok(id) = <[u8; 16]>::try_from(&*key) {
+            seen += 1;
+            if seen >= DEDUP_CACHE_KEYS {
+                return Ok((id, false));
+            }
+        }
+    }
+    Ok((window_floor, true))
 }
 
 fn recover(
@@ -274,13 +398,13 @@ fn recover(
         }
     }
 
-    let recent_since_ms = now_ms.saturating_sub(dedup_window_ms);
-    let dedup_floor = uuid_floor_for_ms(recent_since_ms);
+    let window_floor = uuid_floor_for_ms(now_ms.saturating_sub(dedup_window_ms));
+    let (from, recent_complete) = recent_floor(h, window_floor)?;
     let mut recent = Vec::new();
     let mut reopened = db.batch().durability(Some(PersistMode::SyncData));
     let entries = h
         .notifications
-        .range::<&[u8], _>(&dedup_floor[..]..)
+        .range::<&[u8], _>(&from[..]..)
         .map(|guard| guard.into_inner().map_err(Error::from));
     for stored in fold(entries) {
         let stored = stored?;
@@ -291,7 +415,7 @@ fn recover(
         let Some(n) = stored.record else {
             continue;
         };
-        if n.accepted_at_ms >= recent_since_ms {
+        if DedupCache::is_live(dedup_window_ms, n.accepted_at_ms, now_ms) {
             recent.push((
                 n.user_id.clone(),
                 n.idempotency_key.clone(),
@@ -327,6 +451,8 @@ fn recover(
     Ok(Recovered {
         users,
         recent,
+        recent_complete,
+        dedup: DedupHasher::default(),
         backlog,
     })
 }

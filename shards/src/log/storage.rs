@@ -22,6 +22,7 @@ use super::LAZY_SYNC_INTERVAL;
 use fjall::{Database, OwnedWriteBatch, PersistMode};
 use futures_channel::oneshot;
 
+use super::claims::{Committed, Referee, decode_entry, entry_key};
 use super::fold::fold;
 use super::quarantine::Quarantine;
 use super::reaper::MemtableReaper;
@@ -29,6 +30,7 @@ use super::recovery::name_key;
 use super::{
     Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, PendingScan, Request, SWEEP_CHUNK_RECORDS,
 };
+use crate::dedup::DedupHasher;
 use crate::error::Error;
 use crate::pending::PendingKey;
 use crate::record::{Channel, NotificationRecord};
@@ -41,6 +43,7 @@ pub(super) struct Handles {
     pub(super) notifications: fjall::Keyspace,
     pub(super) meta: fjall::Keyspace,
     pub(super) pending: fjall::Keyspace,
+    pub(super) dedup: fjall::Keyspace,
     /// Entries that did not decode, moved out of the others (`log/quarantine.rs`).
     pub(super) quarantine: fjall::Keyspace,
 }
@@ -52,14 +55,15 @@ impl Handles {
             Keyspace::Notifications => &self.notifications,
             Keyspace::Meta => &self.meta,
             Keyspace::Pending => &self.pending,
+            Keyspace::Dedup => &self.dedup,
         }
     }
 }
 
 /// A reply held back until the group's fsync.
 enum Held {
-    Write(Option<oneshot::Sender<Result<(), Error>>>),
-    Rejected(Option<oneshot::Sender<Result<(), Error>>>),
+    Write(Option<oneshot::Sender<Result<Committed, Error>>>, Committed),
+    Rejected(Option<oneshot::Sender<Result<Committed, Error>>>),
     Get(
         oneshot::Sender<Result<Option<Vec<u8>>, Error>>,
         Result<Option<Vec<u8>>, Error>,
@@ -99,6 +103,10 @@ pub(super) struct Storage {
     pub(super) fail_next_sync: bool,
     /// The shard number, for reports.
     pub(super) shard: u16,
+    /// How long idempotency keys live (claims within it lose).
+    pub(super) dedup_window_ms: u64,
+    /// The dedup keys' hash, to find a swept notification's entry.
+    pub(super) dedup: DedupHasher,
     /// Frees flushed memtables on its own thread (see `log/reaper.rs`).
     pub(super) reaper: MemtableReaper,
 }
@@ -166,6 +174,7 @@ impl Storage {
         // alone are committed to the journal and synced later (by the next such group or by
         // the LAZY_SYNC_INTERVAL timer).
         let needs_sync = group.iter().any(Request::wants_durability);
+        let mut referee = Referee::new(self.dedup_window_ms);
         for request in group {
             match request {
                 Request::Write { batch, done } => {
@@ -173,22 +182,21 @@ impl Storage {
                         held.push(Held::Rejected(done));
                         continue;
                     }
+                    let mut committed = Committed::default();
                     if !batch.is_empty() {
                         let (records, bytes) = (batch.len() as u64, batch.bytes() as u64);
-                        let fb = segment.batch.get_or_insert_with(|| self.db.batch());
-                        for op in &batch.ops {
-                            let ks = self.handles.get(op.ks);
-                            match batch.value(op) {
-                                Some(v) => fb.insert(ks, op.key.as_slice(), v),
-                                None => fb.remove(ks, op.key.as_slice()),
-                            }
+                        if let Err(e) =
+                            self.apply(&batch, &mut segment, &mut referee, &mut committed)
+                        {
+                            self.poison("dedup read", e);
                         }
                         segment.batches += 1;
                         segment.records += records;
                         segment.bytes += bytes;
                         group_records += records;
                     }
-                    held.push(Held::Write(done));
+                    committed.sort();
+                    held.push(Held::Write(done, committed));
                 }
                 Request::Get { ks, key, done } => {
                     self.commit(&mut segment);
@@ -233,6 +241,10 @@ impl Storage {
                 Request::FailNextSync => self.fail_next_sync = true,
             }
         }
+        self.counters
+            .claims_checked
+            .fetch_add(referee.reads, Relaxed);
+        self.counters.claims_lost.fetch_add(referee.lost, Relaxed);
         let sync_now = self.fsync && needs_sync;
         self.commit(&mut segment);
         if sync_now && self.unsynced.is_some() {
@@ -243,6 +255,37 @@ impl Storage {
             .fetch_max(group_records, Relaxed);
         self.reply(held);
         stop
+    }
+
+    /// Adds `batch`'s writes to the segment, deciding its dedup claims first: a lost claim's
+    /// writes are skipped and reported in `committed`.
+    fn apply(
+        &self,
+        batch: &crate::log::WriteBatch,
+        segment: &mut Segment,
+        referee: &mut Referee,
+        committed: &mut Committed,
+    ) -> Result<(), Error> {
+        let fb = segment.batch.get_or_insert_with(|| self.db.batch());
+        let mut claims = batch.claims.iter().peekable();
+        let mut skip = 0..0;
+        for (i, op) in batch.ops.iter().enumerate() {
+            while let Some(c) = claims.next_if(|c| c.ops.start <= i) {
+                if let Some(lost) = referee.decide(&self.handles.dedup, &c.claim)? {
+                    skip = c.ops.clone();
+                    committed.lost.push(lost);
+                }
+            }
+            if skip.contains(&i) {
+                continue;
+            }
+            let ks = self.handles.get(op.ks);
+            match batch.value(op) {
+                Some(v) => fb.insert(ks, op.key.as_slice(), v),
+                None => fb.remove(ks, op.key.as_slice()),
+            }
+        }
+        Ok(())
     }
 
     /// Commits the segment, unsynced, unless the group already failed; the group's fsync comes
@@ -268,7 +311,8 @@ impl Storage {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.counters.write_latency.record(micros);
                 let h = &self.handles;
-                self.reaper.observe([&h.notifications, &h.users, &h.meta]);
+                self.reaper
+                    .observe([&h.notifications, &h.users, &h.meta, &h.dedup]);
                 let c = &self.counters;
                 c.batches.fetch_add(taken.batches, Relaxed);
                 c.records.fetch_add(taken.records, Relaxed);
@@ -422,14 +466,22 @@ impl Storage {
                 segment.records += 2;
                 segment.bytes += (2 * c.key.len() + c.value.len()) as u64;
             }
-            match &stored.record {
+            let dedup_entry = match &stored.record {
                 Some(n) if !n.is_finished() => continue,
-                Some(_) => deleted += 1,
+                Some(n) => {
+                    deleted += 1;
+                    self.dedup_entry_of(n)?
+                }
                 // Updates left without their notification: garbage.
-                None => {}
-            }
-            // A notification and its updates always go in the same batch.
+                None => None,
+            };
+            // A notification, its updates and its dedup entry always go in the same batch.
             let fb = segment.batch.get_or_insert_with(|| self.db.batch());
+            if let Some(key) = dedup_entry {
+                segment.records += 1;
+                segment.bytes += key.len() as u64;
+                fb.remove(&self.handles.dedup, key);
+            }
             for key in stored.keys {
                 segment.records += 1;
                 segment.bytes += key.len() as u64;
@@ -450,6 +502,16 @@ impl Storage {
         Ok(deleted)
     }
 
+    /// The key of `n`'s entry in the `dedup` keyspace if that entry is still `n`'s (a later
+    /// notification may have claimed the key once `n`'s window passed: its entry stays).
+    fn dedup_entry_of(&self, n: &NotificationRecord) -> Result<Option<[u8; 16]>, Error> {
+        let key = entry_key(self.dedup.key(&n.user_id, &n.idempotency_key));
+        Ok(match self.handles.dedup.get(key)? {
+            Some(v) if decode_entry(&v).is_ok_and(|(id, _)| id == n.id) => Some(key),
+            _ => None,
+        })
+    }
+
     /// Sends every held reply, in arrival order, now that the group is durable (or failed).
     fn reply(&mut self, held: Vec<Held>) {
         let failure = self.group_failure.take();
@@ -457,10 +519,10 @@ impl Storage {
         for h in held {
             // A dropped receiver just means nobody is waiting any more.
             match h {
-                Held::Write(Some(done)) => {
-                    let _ = done.send(fail().map_or(Ok(()), Err));
+                Held::Write(Some(done), committed) => {
+                    let _ = done.send(fail().map_or(Ok(committed), Err));
                 }
-                Held::Write(None) => {}
+                Held::Write(None, _) => {}
                 Held::Rejected(done) => {
                     if let Some(done) = done {
                         let _ = done.send(Err(Error::Poisoned));

@@ -92,6 +92,8 @@ fn write_then_reopen_recovers_everything() {
         rec,
         Recovered {
             backlog: vec![0; Channel::COUNT],
+            recent_complete: true,
+            dedup: rec.dedup.clone(),
             ..Recovered::default()
         },
         "a new log recovers nothing"
@@ -198,7 +200,9 @@ fn recent_covers_exactly_the_dedup_window() {
 
     let (log, rec) = reopen(&dir, NOW).unwrap();
     let got: Vec<u64> = rec.recent.iter().map(|r| r.3).collect();
-    assert_eq!(got, vec![NOW - WINDOW, NOW - WINDOW / 2, NOW]);
+    // A key lives for [accepted, accepted + window): one accepted a whole window ago is out.
+    assert_eq!(got, vec![NOW - WINDOW / 2, NOW]);
+    assert!(rec.recent_complete);
     assert_eq!(rec.backlog, vec![0]);
     log.join().unwrap();
 }
@@ -592,7 +596,7 @@ fn sweep_deletes_a_notification_with_its_updates_and_leaves_no_orphans() {
 }
 
 #[test]
-fn a_format_1_log_opens_and_is_marked_3_with_its_backlog() {
+fn a_format_1_log_opens_and_is_upgraded_with_its_backlog_and_idempotency_keys() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = reopen(&dir, NOW).unwrap();
     let n = notification(
@@ -608,10 +612,13 @@ fn a_format_1_log_opens_and_is_marked_3_with_its_backlog() {
 
     let (log, rec) = reopen(&dir, NOW).unwrap();
     assert_eq!(rec.backlog, vec![1]);
-    assert_eq!(backlog(&log), vec![(pending_keys(&n)[0], n)]);
+    assert_eq!(backlog(&log), vec![(pending_keys(&n)[0], n.clone())]);
     let format = block_on(log.get(Keyspace::Meta, META_FORMAT).unwrap()).unwrap();
     assert_eq!(format, Some(vec![LOG_FORMAT_VERSION]));
-    assert_eq!(LOG_FORMAT_VERSION, 3);
+    assert_eq!(LOG_FORMAT_VERSION, 4);
+    let key = claims::entry_key(rec.dedup.key(&n.user_id, &n.idempotency_key));
+    let entry = block_on(log.get(Keyspace::Dedup, key.to_vec()).unwrap()).unwrap();
+    assert_eq!(entry, Some(claims::entry_value(n.id, NOW).to_vec()));
     log.join().unwrap();
 }
 
