@@ -25,15 +25,17 @@ const NORMAL_RATE: f64 = 2_000.0;
 const NORMAL: Duration = Duration::from_secs(3);
 const USERS: u32 = 1_000;
 
-/// Refusals must come fast: their median well under the admitted requests' (measured 7–10 ms
-/// against 47–63 ms), their p99 within this. Measured from each request's intended send time,
-/// so it includes the wait for the overloaded core to read the request (53–124 ms seen).
-const REFUSAL_P99_BOUND_MS: f64 = 250.0;
-/// Admitted requests' p99 accept latency during the overload (238–351 ms seen). Without
-/// admission control it grew by about 150 ms every second at only twice the debug build's
-/// capacity (1 s after 6 s), so it would be several seconds here.
-const ADMITTED_P99_BOUND_MS: f64 = 750.0;
-/// Growth of the server's resident memory over the overload (124–154 MiB seen): mostly the
+/// Refusals must come fast: their median well under the admitted requests' (measured 7–21 ms
+/// against 47–142 ms), their p99 within this. Measured from each request's intended send time,
+/// so it includes the wait for the overloaded core to read the request (53–182 ms seen, the
+/// higher with other work on the machine: load average 5).
+const REFUSAL_P99_BOUND_MS: f64 = 500.0;
+/// Admitted requests' p99 accept latency during the overload (238–351 ms seen on a quiet
+/// machine, 742 ms at load average 5). Without admission control it grew by about 150 ms
+/// every second at only twice the debug build's capacity (1 s after 6 s), so it would be
+/// several seconds here; the test also requires that it does not grow over the run.
+const ADMITTED_P99_BOUND_MS: f64 = 1500.0;
+/// Growth of the server's resident memory over the overload (59–154 MiB seen): mostly the
 /// two shards' fjall memtables filling (up to 96 MiB each), plus bodies and answers in flight.
 const RSS_GROWTH_BOUND_MIB: u64 = 320;
 /// After the overload, at the normal rate.
@@ -212,6 +214,16 @@ fn three_times_the_sustainable_rate_is_shed_fast_and_the_server_recovers() {
     assert!(
         admitted_p99 <= ADMITTED_P99_BOUND_MS,
         "admitted p99 {admitted_p99} ms"
+    );
+    // ... and it does not grow with time, as a queue would: the worst of each second in the
+    // run's second half is no worse than in its first half (onset included), give or take.
+    let worst = &over.accept_worst_by_second_us;
+    let half = worst.len() / 2;
+    let mean = |w: &[u64]| w.iter().sum::<u64>() as f64 / w.len().max(1) as f64 / 1000.0;
+    let (first, second) = (mean(&worst[..half]), mean(&worst[half..]));
+    assert!(
+        second <= 1.5 * first + 100.0,
+        "admitted latency grew: worst by second {worst:?} µs"
     );
     // Memory stays bounded.
     assert!(
