@@ -11,14 +11,18 @@
 //! - a request served within `TARGET_LATENCY` raises the limit by one, but only while the
 //!   limit is in use (at least half of it in service), so an idle server's limit does not
 //!   creep up and a sudden overload meets a limit close to what was needed;
-//! - one served slower cuts it in proportion (`limit × target / latency`, at least halving
-//!   it), at most once per `DECREASE_INTERVAL` so one slow burst counts once.
+//! - one served slower cuts it in proportion (`limit × target / latency`, to no less than
+//!   half), at most once per `DECREASE_INTERVAL` so one slow burst counts once.
 //!
 //! By Little's law the requests in service are throughput × latency, so capping them while
 //! latency is over the target caps the latency. A request past the limit is refused before its
 //! body is read when the limit is already reached at its head, else once its body has arrived
-//! (read, not parsed): either costs the core a few µs. Bodies are read before a request counts,
-//! so a slow client holds body budget (`body.rs`), not a place. State lives in `Cell`s on the
+//! (read, not parsed): neither is parsed, accepted or written. Bodies are read before a request
+//! counts, so a slow client holds body budget (`body.rs`), not a place (and its slowness does
+//! not cut the limit); the time a request waits before the core reads it is not seen either,
+//! so clients see somewhat more than the target. The price of a limit that starts where it is
+//! in use: a burst of more than `INITIAL_LIMIT` requests at once on a fresh or quiet core has
+//! its excess refused while the limit grows (one per answer). State lives in `Cell`s on the
 //! shard's executor.
 
 use std::cell::Cell;
