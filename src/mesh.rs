@@ -140,6 +140,11 @@ impl ShardRouter {
         self.me
     }
 
+    /// This core's engine counters.
+    pub fn probe(&self) -> &crate::engine::probe::Probe {
+        &self.local.probe
+    }
+
     /// The shard that owns a user.
     pub fn shard_for_user(&self, user_id: &str) -> usize {
         clarion_shards::shard_for_user(user_id, self.shards as u32) as usize

@@ -45,6 +45,9 @@ pub struct BenchConfig {
     /// Keep the work dir afterwards (it is always kept when the run fails).
     pub keep_work_dir: bool,
     pub startup_timeout: Duration,
+    /// A second load right after the first, at this rate for this long (same users, the
+    /// sequence continued, no warm-up): how the server recovers after an overload.
+    pub then: Option<(f64, Duration)>,
 }
 
 impl BenchConfig {
@@ -60,6 +63,7 @@ impl BenchConfig {
             work_dir: None,
             keep_work_dir: false,
             startup_timeout: Duration::from_secs(30),
+            then: None,
         }
     }
 }
@@ -123,7 +127,24 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
     let result = rt.block_on(async {
         wait_healthy(listen, &mut server, cfg.startup_timeout, &log_file).await?;
         let meter = CpuMeter::new(server.pid());
-        run_async_metered(&load, SimLink::InProcess(&sim), Some(meter)).await
+        let mut report = run_async_metered(&load, SimLink::InProcess(&sim), Some(meter)).await?;
+        if let Some((rate, duration)) = cfg.then {
+            let next = LoadConfig {
+                rate,
+                duration,
+                warmup: Duration::ZERO,
+                bursts: None,
+                seq_start: report.next_seq,
+                register: false,
+                reset_sim: false,
+                ..load.clone()
+            };
+            let meter = CpuMeter::new(server.pid());
+            let then = run_async_metered(&next, SimLink::InProcess(&sim), Some(meter)).await?;
+            report.then = Some(Box::new(then));
+        }
+        report.server_peak_rss_bytes = server.pid().and_then(peak_rss_bytes);
+        Ok::<_, anyhow::Error>(report)
     });
     let stopped = server.stop();
     sim.shutdown();
@@ -133,6 +154,14 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(report)
+}
+
+/// A process's peak resident memory (`VmHWM` in `/proc/PID/status`), in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn free_port() -> anyhow::Result<SocketAddr> {

@@ -197,6 +197,12 @@ pub struct BenchArgs {
     pub keep_work_dir: bool,
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
+    /// After the load, a second one at this rate (notifications/s), reported on its own: how
+    /// the server recovers after an overload (e.g. --rate 150000 --then-rate 30000).
+    #[arg(long, requires = "then_duration")]
+    pub then_rate: Option<f64>,
+    #[arg(long, value_parser = parse_duration)]
+    pub then_duration: Option<Duration>,
     #[command(flatten)]
     pub load: LoadArgs,
     #[command(flatten)]
@@ -303,6 +309,7 @@ impl BenchArgs {
         cfg.work_dir = self.work_dir.clone();
         cfg.keep_work_dir = self.keep_work_dir;
         cfg.startup_timeout = self.startup_timeout;
+        cfg.then = self.then_rate.zip(self.then_duration);
         Ok(cfg)
     }
 }

@@ -75,6 +75,13 @@ pub fn summary_text(r: &LoadReport) -> String {
         "p50", "p90", "p99", "p99.9", "max", "mean", "count"
     );
     latency_row(&mut s, "accept", &LatencySummary::of(&r.accept_latency_us));
+    if !r.rejected_latency_us.is_empty() {
+        latency_row(
+            &mut s,
+            "503 refused",
+            &LatencySummary::of(&r.rejected_latency_us),
+        );
+    }
     if let Some(e2e) = &r.e2e_latency_us {
         latency_row(&mut s, "end-to-end", &LatencySummary::of(e2e));
     }
@@ -146,7 +153,18 @@ pub fn summary_text(r: &LoadReport) -> String {
         server_latency_row(&mut s, "Server write", "commits into fjall", &log.write);
         server_latency_row(&mut s, "Server fsync", "log fsyncs", &log.fsync);
     }
+    if let Some(rss) = r.server_peak_rss_bytes {
+        let _ = writeln!(
+            s,
+            "  Server RSS    peak {:.1} MiB (VmHWM, since start)",
+            rss as f64 / (1024.0 * 1024.0)
+        );
+    }
     let _ = writeln!(s, "  Next seq      {}", r.next_seq);
+    if let Some(then) = &r.then {
+        let _ = writeln!(s, "\nThen:");
+        s.push_str(&summary_text(then));
+    }
     s
 }
 
@@ -190,6 +208,7 @@ struct SummaryJson<'a> {
     #[serde(flatten)]
     report: &'a LoadReport,
     accept_latency: LatencySummary,
+    rejected_latency: LatencySummary,
     e2e_latency: Option<LatencySummary>,
 }
 
@@ -198,6 +217,7 @@ pub fn summary_json(r: &LoadReport) -> anyhow::Result<String> {
     let j = SummaryJson {
         report: r,
         accept_latency: LatencySummary::of(&r.accept_latency_us),
+        rejected_latency: LatencySummary::of(&r.rejected_latency_us),
         e2e_latency: r.e2e_latency_us.as_ref().map(LatencySummary::of),
     };
     Ok(serde_json::to_string_pretty(&j)?)
@@ -252,6 +272,7 @@ mod tests {
             notification_status: [(202, 100)].into(),
             error_samples: vec![],
             accept_latency_us: h.clone(),
+            rejected_latency_us: latency_histogram(),
             accept_worst_by_second_us: vec![1_200, 45_000],
             ledger: Some(LedgerReport {
                 accepted: 100,
@@ -303,6 +324,8 @@ mod tests {
                 },
             }),
             next_seq: 100,
+            server_peak_rss_bytes: Some(300 << 20),
+            then: None,
         }
     }
 

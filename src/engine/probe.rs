@@ -25,6 +25,8 @@ pub struct Probe {
     pub config_faults: Cell<u64>,
     pub recovered_deliveries: Cell<u64>,
     pub rejected_overload: Cell<u64>,
+    /// Notification requests refused by the HTTP layer's admission control (`http/admission.rs`).
+    pub shed_overload: Cell<u64>,
     pub commits: Cell<u64>,
     /// Sends put back because the provider was down (the breaker open): no attempt spent.
     pub deferred: Cell<u64>,
@@ -54,6 +56,9 @@ pub struct ProbeSnapshot {
     pub config_faults: u64,
     pub recovered_deliveries: u64,
     pub rejected_overload: u64,
+    /// Notification requests answered `503 overloaded` by admission control (the core had as
+    /// many in service as its adaptive limit allows), each before its body was parsed.
+    pub shed_overload: u64,
     pub commits: u64,
     /// Deliveries ready in the lanes' windows (memory).
     pub queue_depth: u64,
@@ -105,6 +110,7 @@ impl Probe {
             config_faults: self.config_faults.get(),
             recovered_deliveries: self.recovered_deliveries.get(),
             rejected_overload: self.rejected_overload.get(),
+            shed_overload: self.shed_overload.get(),
             commits: self.commits.get(),
             deferred: self.deferred.get(),
             ..ProbeSnapshot::default()
@@ -129,6 +135,7 @@ impl ProbeSnapshot {
         self.config_faults += o.config_faults;
         self.recovered_deliveries += o.recovered_deliveries;
         self.rejected_overload += o.rejected_overload;
+        self.shed_overload += o.shed_overload;
         self.commits += o.commits;
         self.queue_depth += o.queue_depth;
         self.in_flight += o.in_flight;

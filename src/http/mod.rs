@@ -4,8 +4,10 @@
 //! or in `[http]`: open connections per shard (past it, `503` and close), HTTP/2 streams and
 //! resets per connection, header sizes, and the time limits (`conn.rs`) and body budgets
 //! (`body.rs`). On stop, listeners close and connections are shut down gracefully (HTTP/2
-//! GOAWAY, HTTP/1.1 close after the current request).
+//! GOAWAY, HTTP/1.1 close after the current request). Notification intake past what the core can
+//! take is refused fast by `admission.rs`.
 
+pub mod admission;
 pub mod body;
 mod conn;
 pub mod rt;

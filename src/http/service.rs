@@ -19,6 +19,7 @@ use crate::engine::probe::ProbeSnapshot;
 use crate::health::{ShardState, ShardsHealth};
 use crate::mesh::ShardRouter;
 
+use super::admission::Admission;
 use super::body::{ConnBodies, read_body};
 
 /// Largest single-resource body (a notification with a 4 KiB payload fits many times over).
@@ -35,6 +36,8 @@ pub struct Api {
     api_key_digests: Vec<[u8; KEY_DIGEST_LEN]>,
     /// Every shard's state, for `/healthz`.
     health: ShardsHealth,
+    /// This core's admission control of notification requests.
+    admission: Admission,
 }
 
 const KEY_DIGEST_LEN: usize = 32;
@@ -51,7 +54,14 @@ impl Api {
             router,
             api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
             health,
+            admission: Admission::new(),
         }
+    }
+
+    /// Admission's refusal, counted in this shard's probe.
+    fn shed(&self, e: ApiError) -> ApiError {
+        crate::engine::probe::bump(&self.router.probe().shed_overload);
+        e
     }
 
     fn authorized(&self, req: &Request<Incoming>) -> bool {
@@ -229,7 +239,12 @@ async fn notify_one(
     req: Request<Incoming>,
     bodies: &ConnBodies,
 ) -> Result<ApiResponse, ApiError> {
-    let n = notifications::parse_single(&read_body(req, MAX_BODY, bodies).await?)?;
+    api.admission.check().map_err(|e| api.shed(e))?;
+    let body = read_body(req, MAX_BODY, bodies).await?;
+    // In service until answered (this function's end): its latency adapts the limit.
+    let _in_service = api.admission.admit().map_err(|e| api.shed(e))?;
+    let n = notifications::parse_single(&body)?;
+    drop(body);
     let shard = api.router.shard_for_user(&n.user_id);
     let r = ask(api, shard, |reply| ShardCmd::Notify {
         notification: n,
@@ -252,7 +267,12 @@ async fn notify_batch(
     req: Request<Incoming>,
     bodies: &ConnBodies,
 ) -> Result<ApiResponse, ApiError> {
-    let items = notifications::parse_batch(&read_body(req, MAX_BATCH_BODY, bodies).await?)?;
+    api.admission.check().map_err(|e| api.shed(e))?;
+    let body = read_body(req, MAX_BATCH_BODY, bodies).await?;
+    // In service until answered (this function's end): its latency adapts the limit.
+    let _in_service = api.admission.admit().map_err(|e| api.shed(e))?;
+    let items = notifications::parse_batch(&body)?;
+    drop(body);
     let mut results: Vec<Option<Result<NotifyReply, ApiError>>> = Vec::with_capacity(items.len());
     // Every valid item goes to its owning shard, one command per shard with all of its items;
     // each shard answers its part with one message. Invalid items are answered here.

@@ -34,7 +34,10 @@ const ERROR_SAMPLES: usize = 5;
 /// What the load phase measured.
 #[derive(Debug)]
 pub(crate) struct Measurements {
+    /// Measured requests the server took up (any answer but `503`).
     pub(crate) accept_us: Histogram<u64>,
+    /// Measured requests refused whole with `503` (overload shedding): how fast the refusal came.
+    pub(crate) rejected_us: Histogram<u64>,
     pub(crate) http_status: BTreeMap<u16, u64>,
     pub(crate) item_status: BTreeMap<u16, u64>,
     /// Seqs answered 202, in no particular order.
@@ -79,6 +82,7 @@ impl Measurements {
     fn new() -> Self {
         Measurements {
             accept_us: latency_histogram(),
+            rejected_us: latency_histogram(),
             http_status: BTreeMap::new(),
             item_status: BTreeMap::new(),
             accepted: Vec::new(),
@@ -120,7 +124,11 @@ impl Measurements {
         if shot.measured {
             let now = Instant::now();
             let latency_us = now.duration_since(shot.intended).as_micros() as u64;
-            self.accept_us.saturating_record(latency_us);
+            if resp.status == 503 {
+                self.rejected_us.saturating_record(latency_us);
+            } else {
+                self.accept_us.saturating_record(latency_us);
+            }
             let second = shot
                 .intended
                 .saturating_duration_since(measured_start)

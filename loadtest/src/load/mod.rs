@@ -152,8 +152,12 @@ pub struct LoadReport {
     /// Per-notification statuses (batch items; 0 = missing from a batch answer).
     pub notification_status: BTreeMap<u16, u64>,
     pub error_samples: Vec<String>,
+    /// Measured requests the server took up (answered other than `503`).
     #[serde(skip)]
     pub accept_latency_us: Histogram<u64>,
+    /// Measured requests refused whole with `503` (overload): how fast the refusal came.
+    #[serde(skip)]
+    pub rejected_latency_us: Histogram<u64>,
     /// The worst accept latency (µs) among the measured requests intended in each second of the
     /// run, in order: shows *when* the tail happened (a stall, a burst) rather than only how big.
     pub accept_worst_by_second_us: Vec<u64>,
@@ -171,6 +175,10 @@ pub struct LoadReport {
     pub server_log: Option<ServerLog>,
     /// The `seq_start` of a run that continues this one.
     pub next_seq: u64,
+    /// The server's peak resident memory (VmHWM) at the end of the run (`bench` only).
+    pub server_peak_rss_bytes: Option<u64>,
+    /// A run at another rate right after this one (`bench --then-rate`): recovery after overload.
+    pub then: Option<Box<LoadReport>>,
 }
 
 /// Runs a load on a fresh tokio runtime of `cfg.worker_threads` threads.
@@ -274,6 +282,7 @@ pub async fn run_async_metered(
         notification_status: m.item_status,
         error_samples: m.error_samples,
         accept_latency_us: m.accept_us,
+        rejected_latency_us: m.rejected_us,
         accept_worst_by_second_us: m.worst_by_second_us,
         ledger,
         e2e_latency_us: e2e,
@@ -281,6 +290,8 @@ pub async fn run_async_metered(
         cpu,
         server_log,
         next_seq,
+        server_peak_rss_bytes: None,
+        then: None,
     })
 }
 
