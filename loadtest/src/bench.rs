@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::apns_sim::{Faults, SimConfig, Simulator, generate_apns_key};
+use crate::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use crate::cpu::CpuMeter;
 use crate::load::{LoadConfig, LoadReport, SimLink, run_async_metered};
 
@@ -48,6 +48,8 @@ pub struct BenchConfig {
     /// A second load right after the first, at this rate for this long (same users, the
     /// sequence continued, no warm-up): how the server recovers after an overload.
     pub then: Option<(f64, Duration)>,
+    /// TOML appended to the server's config (e.g. `[tuning]\nlane_window = 1024\n`).
+    pub server_extra_toml: String,
 }
 
 impl BenchConfig {
@@ -64,70 +66,26 @@ impl BenchConfig {
             keep_work_dir: false,
             startup_timeout: Duration::from_secs(30),
             then: None,
+            server_extra_toml: String::new(),
         }
     }
 }
 
 /// Runs the bench and returns the load report (the caller prints and saves it).
 pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
-    let dir = match &cfg.work_dir {
-        Some(d) => d.clone(),
-        None => {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            std::env::temp_dir().join(format!("clarion-bench-{}-{nanos}", std::process::id()))
-        }
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let (p8, public) = generate_apns_key()?;
-    let key_file = dir.join("apns-key.p8");
-    std::fs::write(&key_file, &p8)?;
-    std::fs::write(dir.join("apns-key.pub.pem"), &public)?;
-
-    let mut sim_cfg = SimConfig::new(TEAM_ID, KEY_ID, &public, TOPIC);
-    sim_cfg.worker_threads = cfg.sim_worker_threads;
-    sim_cfg.faults = cfg.faults.clone();
-    let sim = Simulator::start(sim_cfg)?;
-    let ca_file = dir.join("apns-ca.pem");
-    sim.write_ca_file(&ca_file)?;
-
-    let listen = free_port()?;
-    // Clarion wants API keys of at least 16 characters.
-    let api_key = format!(
-        "clarion-bench-{:016x}",
-        crate::apns_sim::mix(u64::from(std::process::id()))
-    );
-    let config = server_toml(
-        cfg,
-        listen,
-        &dir,
-        &api_key,
-        &sim.endpoint(),
-        &key_file,
-        &ca_file,
-    );
-    let config_file = dir.join("server.toml");
-    std::fs::write(&config_file, config)?;
-    let log_file = dir.join("server.log");
-    eprintln!(
-        "bench: work dir {}, server log {}",
-        dir.display(),
-        log_file.display()
-    );
-    let mut server = ServerProcess::spawn(&cfg.server_bin, &config_file, &log_file)?;
-
+    let mut rig = Rig::start(cfg)?;
     let mut load = cfg.load.clone();
-    load.target = listen;
-    load.api_key = api_key;
+    load.target = rig.listen;
+    load.api_key = rig.api_key.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(load.worker_threads.max(1))
         .enable_all()
         .build()?;
     let result = rt.block_on(async {
-        wait_healthy(listen, &mut server, cfg.startup_timeout, &log_file).await?;
-        let meter = CpuMeter::new(server.pid());
-        let mut report = run_async_metered(&load, SimLink::InProcess(&sim), Some(meter)).await?;
+        rig.wait_healthy(cfg.startup_timeout).await?;
+        let meter = CpuMeter::new(rig.server.pid());
+        let mut report =
+            run_async_metered(&load, SimLink::InProcess(&rig.sim), Some(meter)).await?;
         if let Some((rate, duration)) = cfg.then {
             let next = LoadConfig {
                 rate,
@@ -139,21 +97,110 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
                 reset_sim: false,
                 ..load.clone()
             };
-            let meter = CpuMeter::new(server.pid());
-            let then = run_async_metered(&next, SimLink::InProcess(&sim), Some(meter)).await?;
+            let meter = CpuMeter::new(rig.server.pid());
+            let then = run_async_metered(&next, SimLink::InProcess(&rig.sim), Some(meter)).await?;
             report.then = Some(Box::new(then));
         }
-        report.server_peak_rss_bytes = server.pid().and_then(peak_rss_bytes);
+        report.server_peak_rss_bytes = rig.server.pid().and_then(peak_rss_bytes);
         Ok::<_, anyhow::Error>(report)
     });
-    let stopped = server.stop();
-    sim.shutdown();
-    let report = result?;
+    let report = result;
+    let stopped = rig.stop(report.is_ok());
+    let report = report?;
     stopped?;
-    if !cfg.keep_work_dir && cfg.work_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
     Ok(report)
+}
+
+/// The simulator (in-process) and a server child pointed at it, in a work directory of their
+/// own: what `bench` and the outage runs (`crate::outage`) stand on.
+pub(crate) struct Rig {
+    pub(crate) dir: PathBuf,
+    pub(crate) sim: SimHandle,
+    pub(crate) server: ServerProcess,
+    pub(crate) listen: SocketAddr,
+    pub(crate) api_key: String,
+    pub(crate) log_file: PathBuf,
+    /// Remove `dir` after a successful run (a temp dir the caller did not ask to keep).
+    remove_dir: bool,
+}
+
+impl Rig {
+    /// Makes the work dir and a fresh APNs key, starts the simulator with `cfg.faults`, writes
+    /// the server's config and spawns it (not yet waited for: see [`Rig::wait_healthy`]).
+    pub(crate) fn start(cfg: &BenchConfig) -> anyhow::Result<Rig> {
+        let dir = match &cfg.work_dir {
+            Some(d) => d.clone(),
+            None => {
+                let nanos = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                std::env::temp_dir().join(format!("clarion-bench-{}-{nanos}", std::process::id()))
+            }
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let (p8, public) = generate_apns_key()?;
+        let key_file = dir.join("apns-key.p8");
+        std::fs::write(&key_file, &p8)?;
+        std::fs::write(dir.join("apns-key.pub.pem"), &public)?;
+
+        let mut sim_cfg = SimConfig::new(TEAM_ID, KEY_ID, &public, TOPIC);
+        sim_cfg.worker_threads = cfg.sim_worker_threads;
+        sim_cfg.faults = cfg.faults.clone();
+        let sim = Simulator::start(sim_cfg)?;
+        let ca_file = dir.join("apns-ca.pem");
+        sim.write_ca_file(&ca_file)?;
+
+        let listen = free_port()?;
+        // Clarion wants API keys of at least 16 characters.
+        let api_key = format!(
+            "clarion-bench-{:016x}",
+            crate::apns_sim::mix(u64::from(std::process::id()))
+        );
+        let mut config = server_toml(
+            cfg,
+            listen,
+            &dir,
+            &api_key,
+            &sim.endpoint(),
+            &key_file,
+            &ca_file,
+        );
+        config.push_str(&cfg.server_extra_toml);
+        let config_file = dir.join("server.toml");
+        std::fs::write(&config_file, config)?;
+        let log_file = dir.join("server.log");
+        eprintln!(
+            "bench: work dir {}, server log {}",
+            dir.display(),
+            log_file.display()
+        );
+        let server = ServerProcess::spawn(&cfg.server_bin, &config_file, &log_file)?;
+        Ok(Rig {
+            dir,
+            sim,
+            server,
+            listen,
+            api_key,
+            log_file,
+            remove_dir: !cfg.keep_work_dir && cfg.work_dir.is_none(),
+        })
+    }
+
+    /// Waits until the server answers `/healthz` 200 (fails if it exits first).
+    pub(crate) async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        wait_healthy(self.listen, &mut self.server, timeout, &self.log_file).await
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL) and the simulator; removes the work dir when
+    /// the run `succeeded` and it was a temp dir nobody asked to keep.
+    pub(crate) fn stop(mut self, succeeded: bool) -> anyhow::Result<()> {
+        let stopped = self.server.stop();
+        self.sim.shutdown();
+        if succeeded && self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        stopped
+    }
 }
 
 /// A process's peak resident memory (`VmHWM` in `/proc/PID/status`), in bytes.
@@ -204,7 +251,7 @@ fn server_toml(
 }
 
 /// The server child; stopped (SIGTERM, then SIGKILL) when dropped.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: Option<Child>,
 }
 
@@ -224,7 +271,7 @@ impl ServerProcess {
         Ok(ServerProcess { child: Some(child) })
     }
 
-    fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 

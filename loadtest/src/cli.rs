@@ -13,6 +13,7 @@ use clarion_loadtest::apns_sim::{Faults, SimConfig, public_key_from_p8};
 use clarion_loadtest::bench::BenchConfig;
 use clarion_loadtest::duration::parse_duration;
 use clarion_loadtest::load::{Burst, LoadConfig, Protocol};
+use clarion_loadtest::outage::{BacklogConfig, OutageConfig, OutageMode};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,113 @@ pub enum Command {
     Run(RunArgs),
     /// Start a simulator and a server, load it, report, and stop both.
     Bench(BenchArgs),
+    /// Provider outage under a steady intake: normal, calibration, outage, recovery; memory,
+    /// refusals, drain rate vs normal, ledger (issue 12's long form).
+    Outage(OutageArgs),
+    /// A multi-million-delivery backlog made quickly against a dead provider; memory while it is
+    /// built, while it waits and (--drain) while it drains.
+    Backlog(BacklogArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum OutageModeArg {
+    /// Every request answered 503 ServiceUnavailable.
+    Unavailable,
+    /// Every request's connection closed abruptly, unanswered.
+    Drop,
+    /// The listener closed: connects refused; open connections closed at their next request.
+    Refuse,
+}
+
+/// What the outage and backlog runs share: the server, the simulator, the intake's shape.
+#[derive(Args)]
+pub struct RigArgs {
+    /// The Clarion server binary (run as `PATH serve --config FILE`).
+    #[arg(long)]
+    pub server_bin: PathBuf,
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
+    #[arg(long, default_value_t = 2)]
+    pub apns_connections: usize,
+    #[arg(long)]
+    pub no_fsync: bool,
+    #[arg(long, default_value_t = 1)]
+    pub sim_threads: usize,
+    /// `[tuning] lane_window` for the server (its default when absent).
+    #[arg(long)]
+    pub lane_window: Option<usize>,
+    #[arg(long, value_enum, default_value = "unavailable")]
+    pub mode: OutageModeArg,
+    #[arg(long, default_value_t = 10_000)]
+    pub users: u32,
+    /// Notifications per request (more than 1 uses the batch endpoint).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub max_in_flight: usize,
+    /// Load generator worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Resident memory the server must stay under, MiB.
+    #[arg(long, default_value_t = 300)]
+    pub rss_limit_mb: u64,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub keep_work_dir: bool,
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+    /// Write summary.json, samples.csv, accept.hgrm and e2e.hgrm here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct OutageArgs {
+    /// Notifications per second offered through every phase.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Intake with a healthy provider first.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub normal: Duration,
+    /// The short outage whose drain is the normal end-to-end rate (0s: none).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub calibration: Duration,
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub outage: Duration,
+    /// Give up on a drain after this long.
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Intake once drained, before it stops.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub after: Duration,
+    /// The least drain rate after the outage, as a share of the normal rate.
+    #[arg(long, default_value_t = 0.8)]
+    pub min_drain_ratio: f64,
+    #[command(flatten)]
+    pub rig: RigArgs,
+}
+
+#[derive(Args)]
+pub struct BacklogArgs {
+    /// Notifications to put in the backlog (one delivery each).
+    #[arg(long, default_value_t = 5_000_000)]
+    pub count: u64,
+    /// Notifications per second offered while building it.
+    #[arg(long, default_value_t = 40_000.0)]
+    pub rate: f64,
+    /// Hold the backlog this long with nothing arriving.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle: Duration,
+    /// Then bring the provider back and deliver it (ledger-checked).
+    #[arg(long)]
+    pub drain: bool,
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub rig: RigArgs,
 }
 
 #[derive(Args)]
@@ -311,5 +419,68 @@ impl BenchArgs {
         cfg.startup_timeout = self.startup_timeout;
         cfg.then = self.then_rate.zip(self.then_duration);
         Ok(cfg)
+    }
+}
+
+impl RigArgs {
+    fn mode(&self) -> OutageMode {
+        match self.mode {
+            OutageModeArg::Unavailable => OutageMode::Unavailable,
+            OutageModeArg::Drop => OutageMode::Drop,
+            OutageModeArg::Refuse => OutageMode::Refuse,
+        }
+    }
+
+    /// The rig, with an intake at `rate` (its duration is set by the run).
+    fn to_bench(&self, rate: f64) -> BenchConfig {
+        let load = LoadConfig {
+            connections: self.connections,
+            users: self.users,
+            rate,
+            batch: self.batch,
+            max_in_flight: self.max_in_flight,
+            worker_threads: self.threads,
+            ..LoadConfig::default()
+        };
+        let mut cfg = BenchConfig::new(self.server_bin.clone(), load);
+        cfg.shards = self.shards;
+        cfg.apns_connections = self.apns_connections;
+        cfg.fsync = !self.no_fsync;
+        cfg.sim_worker_threads = self.sim_threads;
+        cfg.work_dir = self.work_dir.clone();
+        cfg.keep_work_dir = self.keep_work_dir;
+        cfg.startup_timeout = self.startup_timeout;
+        cfg
+    }
+}
+
+impl OutageArgs {
+    pub fn to_config(&self) -> OutageConfig {
+        let mut cfg = OutageConfig::new(self.rig.to_bench(self.rate));
+        cfg.mode = self.rig.mode();
+        cfg.normal = self.normal;
+        cfg.calibration = self.calibration;
+        cfg.outage = self.outage;
+        cfg.drain_timeout = self.drain_timeout;
+        cfg.after = self.after;
+        cfg.lane_window = self.rig.lane_window;
+        cfg.rss_limit_mb = self.rig.rss_limit_mb;
+        cfg.min_drain_ratio = self.min_drain_ratio;
+        cfg.rig.load.drain_timeout = self.drain_timeout;
+        cfg
+    }
+}
+
+impl BacklogArgs {
+    pub fn to_config(&self) -> BacklogConfig {
+        let mut cfg = BacklogConfig::new(self.rig.to_bench(self.rate));
+        cfg.mode = self.rig.mode();
+        cfg.count = self.count;
+        cfg.idle = self.idle;
+        cfg.drain = self.drain;
+        cfg.drain_timeout = self.drain_timeout;
+        cfg.lane_window = self.rig.lane_window;
+        cfg.rss_limit_mb = self.rig.rss_limit_mb;
+        cfg
     }
 }

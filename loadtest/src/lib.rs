@@ -30,7 +30,7 @@
 //!
 //! ```text
 //! src/lib.rs                    this overview
-//! src/main.rs, src/cli.rs       the `clarion-loadtest` binary: keygen, apns-sim, run, bench
+//! src/main.rs, src/cli.rs       the `clarion-loadtest` binary: keygen, apns-sim, run, bench, outage, backlog
 //! src/apns_sim/mod.rs           Simulator::start and SimHandle (runtime thread, accessors)
 //! src/apns_sim/config.rs        SimConfig, Faults, SimError
 //! src/apns_sim/keys.rs          .p8 keys, provider-token signing, the TLS certificate
@@ -51,6 +51,14 @@
 //! src/load/driver.rs            the open-loop driver and its measurements
 //! src/load/ledger_check.rs      accepted vs received: lost, duplicated, unexpected
 //! src/bench.rs                  keygen + simulator + server child + load, in one command
+//! src/outage/mod.rs             `outage`: normal, calibration, outage, recovery phases; verdict
+//! src/outage/backlog.rs         `backlog`: a multi-million-delivery backlog against a dead provider
+//! src/outage/mode.rs            the kinds of outage (503, dropped connections, refused connects)
+//! src/outage/drain.rs           how a drain's start, end and rate are measured
+//! src/outage/sampler.rs         one reading a second (RSS, simulator, /v1/stats), samples.csv
+//! src/outage/rss.rs             VmRSS / VmHWM / RssAnon / RssFile from /proc/PID/status
+//! src/outage/server_stats.rs    the /v1/stats counters the outage runs read
+//! src/outage/report.rs          summary.json and the printed summary of those runs
 //! src/report.rs                 summary table, summary.json, .hgrm files
 //! src/cpu.rs                    CPU per notification: server, simulator, load generator
 //! src/histogram.rs              the latency histogram shape, V2 wire form, .hgrm text
@@ -65,4 +73,5 @@ pub mod cpu;
 pub mod duration;
 pub mod histogram;
 pub mod load;
+pub mod outage;
 pub mod report;

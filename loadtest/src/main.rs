@@ -6,6 +6,8 @@
 //! clarion-loadtest apns-sim --listen 127.0.0.1:2197 --control 127.0.0.1:8091 --key-file DIR/apns-key.p8 --ca-out DIR/apns-ca.pem
 //! clarion-loadtest run --target 127.0.0.1:8080 --api-key K --sim-control 127.0.0.1:8091 --rate 5000 --duration 20s --out DIR
 //! clarion-loadtest bench --server-bin target/release/clarion --rate 5000 --duration 20s --out DIR
+//! clarion-loadtest outage --server-bin target/release/clarion --rate 2000 --outage 10m --out DIR
+//! clarion-loadtest backlog --server-bin target/release/clarion --count 5000000 --batch 1000 --out DIR
 //! ```
 
 mod cli;
@@ -21,7 +23,7 @@ use clap::Parser;
 
 use clarion_loadtest::apns_sim::{Simulator, generate_apns_key};
 use clarion_loadtest::load::{LoadReport, SimLink};
-use clarion_loadtest::{bench, load, report};
+use clarion_loadtest::{bench, load, outage, report};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -47,7 +49,38 @@ fn main() -> anyhow::Result<()> {
             let report = bench::bench(&args.to_config()?)?;
             finish(&report, args.load.out.as_deref())
         }
+        cli::Command::Outage(args) => {
+            let (report, samples) = outage::run_outage(&args.to_config())?;
+            finish_outage(&report, &samples, args.rig.out.as_deref())
+        }
+        cli::Command::Backlog(args) => {
+            let (report, samples) = outage::run_backlog(&args.to_config())?;
+            finish_outage(&report, &samples, args.rig.out.as_deref())
+        }
     }
+}
+
+/// Prints an outage or backlog run's summary and writes its files; exits with status 1 when the
+/// verdict fails.
+fn finish_outage(
+    r: &outage::OutageReport,
+    samples: &[outage::sampler::Sample],
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    print!("{}", outage::report::summary_text(r));
+    if let Some(dir) = out {
+        outage::report::write_outputs(r, samples, dir)?;
+        println!(
+            "  Wrote         {}/{{summary.json,samples.csv,accept.hgrm,e2e.hgrm}}",
+            dir.display()
+        );
+    }
+    if !r.verdict.pass {
+        // A measurement that came out short is not a crash: no backtrace, exit status 1.
+        eprintln!("the {} run did not meet its targets (see above)", r.kind);
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn keygen(out: &Path) -> anyhow::Result<()> {

@@ -201,3 +201,59 @@ async fn dropped_connection_leaves_the_request_unanswered() {
     );
     assert_eq!(apns.sim.stats().dropped_connections, 2);
 }
+
+#[tokio::test]
+async fn refused_connections_close_the_listener_until_cleared() {
+    let apns = Apns::start(|_| {});
+    let client = apns.client().await;
+    let jwt = apns.jwt(0);
+    assert_eq!(
+        send(&client, push(&token(1), &jwt), alert(1))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
+    apns.sim.set_faults(Faults {
+        refuse_connections: true,
+        ..Faults::default()
+    });
+    // The open connection is closed at its next request, unanswered.
+    assert!(
+        send(&client, push(&token(2), &jwt), alert(2))
+            .await
+            .is_err()
+    );
+    // New connections are refused by the kernel once the listener has noticed (within 20 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpStream::connect(apns.sim.addr()).await {
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "still accepting connections"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    apns.sim.set_faults(Faults::default());
+    // Listening again on the same address.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(apns.sim.addr())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "not listening again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let client = apns.client().await;
+    assert_eq!(
+        send(&client, push(&token(3), &jwt), alert(3))
+            .await
+            .expect("send")
+            .status,
+        200
+    );
+    assert_eq!(apns.sim.ledger().count(2), 0);
+    assert_eq!(apns.sim.ledger().count(3), 1);
+}

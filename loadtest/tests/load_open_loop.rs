@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clarion_loadtest::load::{LoadConfig, Protocol, SimLink, device_token, run_async};
+use clarion_loadtest::load::{
+    LoadConfig, Protocol, SimLink, device_token, run_async, run_async_until,
+};
 use common::fake_api::{API_KEY, Behaviour, FakeApi};
 
 fn config(api: &FakeApi, protocol: Protocol) -> LoadConfig {
@@ -143,4 +145,37 @@ async fn wrong_target_fails_fast_at_registration() {
     let started = std::time::Instant::now();
     assert!(run_async(&cfg, SimLink::None).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_schedule_ends_early_and_accounts_for_what_was_sent() {
+    let api = FakeApi::start(Behaviour::default()).await;
+    let cfg = LoadConfig {
+        rate: 200.0,
+        duration: Duration::from_secs(600),
+        ..config(&api, Protocol::H2)
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = stop.send(true);
+    });
+    let started = std::time::Instant::now();
+    let r = run_async_until(&cfg, SimLink::None, stopped)
+        .await
+        .expect("run");
+    assert!(started.elapsed() < Duration::from_secs(10), "stopped early");
+    assert!((50..=150).contains(&r.scheduled), "{}", r.scheduled);
+    assert_eq!(r.scheduled, r.sent_notifications);
+    assert_eq!(r.accepted, r.scheduled);
+    assert_eq!(r.not_sent, 0);
+    assert_eq!(
+        r.next_seq, r.scheduled,
+        "the next run starts after what was sent"
+    );
+    assert!(
+        r.achieved_rate > 100.0 && r.achieved_rate < 400.0,
+        "over the time it ran, not the schedule's length: {}",
+        r.achieved_rate
+    );
 }

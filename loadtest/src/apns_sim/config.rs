@@ -132,6 +132,10 @@ pub struct Faults {
     pub drop_after_requests: Option<u64>,
     /// Share of requests on which the connection is closed abruptly instead of answered.
     pub drop_rate: f64,
+    /// The provider is unreachable: the listening socket is closed (new connections are
+    /// refused by the kernel) and every open connection is closed abruptly at its next request.
+    /// Cleared, the simulator listens on the same address again.
+    pub refuse_connections: bool,
     /// Seed of the fault generator.
     pub seed: u64,
 }

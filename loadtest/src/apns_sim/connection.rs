@@ -90,10 +90,36 @@ impl Shared {
     }
 }
 
-/// Accepts connections until the runtime is dropped.
+/// How often a closed listener (the `refuse_connections` fault) checks whether to listen again,
+/// and an open one whether to close.
+const REFUSAL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Accepts connections until the runtime is dropped. While the faults say
+/// `refuse_connections`, the listener is closed (connects are refused by the kernel, as when a
+/// provider's endpoint is down) and bound again on the same address once they no longer do.
 pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    let mut listener = Some(listener);
     loop {
-        match listener.accept().await {
+        let refusing = shared.faults.refusing();
+        let Some(open) = listener.as_ref().filter(|_| !refusing) else {
+            listener = None; // closed: the kernel refuses new connections
+            tokio::time::sleep(REFUSAL_POLL).await;
+            if !shared.faults.refusing() {
+                match TcpListener::bind(addr).await {
+                    Ok(l) => listener = Some(l),
+                    Err(e) => tracing::warn!("apns simulator listen again on {addr}: {e}"),
+                }
+            }
+            continue;
+        };
+        let accepted = tokio::select! {
+            a = open.accept() => a,
+            () = tokio::time::sleep(REFUSAL_POLL) => continue,
+        };
+        match accepted {
             Ok((tcp, _)) => {
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(serve_connection(tcp, acceptor.clone(), shared.clone()));

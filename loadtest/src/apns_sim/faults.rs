@@ -59,6 +59,9 @@ impl FaultPlan {
     /// The connection-level fault for the `n`th (1-based) request on a connection.
     pub(crate) fn connection_action(&self, n: u64, state: &FaultState) -> ConnAction {
         let f = &self.faults;
+        if f.refuse_connections {
+            return ConnAction::Drop;
+        }
         if f.drop_after_requests == Some(n) || (f.drop_rate > 0.0 && state.draw() < f.drop_rate) {
             return ConnAction::Drop;
         }
@@ -147,6 +150,11 @@ impl FaultState {
 
     pub(crate) fn faults(&self) -> Faults {
         self.current().faults.clone()
+    }
+
+    /// Whether the plan in force refuses connections (the listener closes while it does).
+    pub(crate) fn refusing(&self) -> bool {
+        self.current().faults.refuse_connections
     }
 
     fn current(&self) -> Arc<FaultPlan> {

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http::Method;
 use serde::Deserialize;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::LoadConfig;
 use super::client::{ApiClient, ApiResponse};
@@ -58,6 +58,8 @@ pub(crate) struct Measurements {
     pub(crate) measured_wall: Duration,
     /// Worst accept latency (µs) of the measured requests intended in each second of the run.
     pub(crate) worst_by_second_us: Vec<u64>,
+    /// The schedule was ended early by [`drive_until`]'s `stop`.
+    pub(crate) stopped_early: bool,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +101,7 @@ impl Measurements {
             error_samples: Vec::new(),
             measured_wall: Duration::ZERO,
             worst_by_second_us: Vec::new(),
+            stopped_early: false,
         }
     }
 
@@ -275,12 +278,33 @@ fn cut_timer_slack() {}
 
 /// Runs the warm-up and the measured phase; returns when every request was answered, timed
 /// out, or the hard deadline (end of schedule plus [`REQUEST_TIMEOUT`]) passed.
-///
-/// A pacing thread ([`pace`]) keeps the schedule; this task takes its ticks in order, waits
-/// for a `max_in_flight` permit and spawns the request.
 pub(crate) async fn drive(
     client: Arc<ApiClient>,
     cfg: &LoadConfig,
+) -> anyhow::Result<Measurements> {
+    // The sender stays alive (and never sends) until the schedule is done.
+    let (_never, stop) = watch::channel(false);
+    drive_until(client, cfg, stop).await
+}
+
+/// Resolves once `stop` holds `true`; never if its sender is gone without saying so.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// [`drive`], ending the schedule early when `stop` turns `true`: no request is sent after
+/// that, those already sent are awaited, and `scheduled_items` becomes what was sent (so the
+/// ledger range of the run is exactly the seqs sent). The outage run uses this to keep one
+/// open-loop intake going through all its phases.
+///
+/// A pacing thread ([`pace`]) keeps the schedule; this task takes its ticks in order, waits
+/// for a `max_in_flight` permit and spawns the request.
+pub(crate) async fn drive_until(
+    client: Arc<ApiClient>,
+    cfg: &LoadConfig,
+    mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Measurements> {
     let batch = cfg.batch.max(1) as u64;
     let per_request = batch as f64;
@@ -318,12 +342,22 @@ pub(crate) async fn drive(
         .spawn(move || pace(schedule, t0, tx))
         .context("start the pacing thread")?;
 
-    while let Some(Tick {
-        k,
-        offset,
-        measured,
-    }) = ticks.recv().await
-    {
+    let mut stopped_early = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => None,
+            t = ticks.recv() => t,
+        };
+        let Some(Tick {
+            k,
+            offset,
+            measured,
+        }) = next
+        else {
+            stopped_early = *stop.borrow();
+            break;
+        };
         let intended = t0 + offset;
         let permit =
             tokio::time::timeout_at(hard_deadline.into(), permits.clone().acquire_owned()).await;
@@ -362,8 +396,18 @@ pub(crate) async fn drive(
     }
     drop(ticks);
     let all = u32::try_from(cfg.max_in_flight.max(1)).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout_at(hard_deadline.into(), permits.acquire_many(all)).await;
+    let deadline = if stopped_early {
+        // What was sent is answered or timed out within REQUEST_TIMEOUT.
+        hard_deadline.min(Instant::now() + REQUEST_TIMEOUT + Duration::from_secs(1))
+    } else {
+        hard_deadline
+    };
+    let _ = tokio::time::timeout_at(deadline.into(), permits.acquire_many(all)).await;
     let mut m = lock(&rec);
+    if stopped_early {
+        m.scheduled_items = m.sent_items;
+        m.stopped_early = true;
+    }
     Ok(std::mem::replace(&mut *m, Measurements::new()))
 }
 

@@ -6,12 +6,12 @@
 //! schedule ends after `warmup + duration`, unanswered requests time out after
 //! [`REQUEST_TIMEOUT`], and the ledger phase gives up after `drain_timeout`.
 
-mod client;
-mod driver;
-mod ledger_check;
-mod register;
+pub(crate) mod client;
+pub(crate) mod driver;
+pub(crate) mod ledger_check;
+pub(crate) mod register;
 mod schedule;
-mod server_log;
+pub(crate) mod server_log;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -204,6 +204,26 @@ pub async fn run_async_metered(
     sim: SimLink<'_>,
     meter: Option<CpuMeter>,
 ) -> anyhow::Result<LoadReport> {
+    run_inner(cfg, sim, meter, None).await
+}
+
+/// [`run_async`] whose schedule ends early once `stop` turns `true` (the schedule's length,
+/// `warmup + duration`, is then only its longest): nothing is sent after that, what was sent is
+/// answered and checked in the ledger, and `scheduled` is what was sent.
+pub async fn run_async_until(
+    cfg: &LoadConfig,
+    sim: SimLink<'_>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<LoadReport> {
+    run_inner(cfg, sim, None, Some(stop)).await
+}
+
+async fn run_inner(
+    cfg: &LoadConfig,
+    sim: SimLink<'_>,
+    meter: Option<CpuMeter>,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+) -> anyhow::Result<LoadReport> {
     cfg.validate()?;
     let client = Arc::new(client::ApiClient::new(
         cfg.target,
@@ -222,7 +242,10 @@ pub async fn run_async_metered(
     let log_start = server_log::fetch(&client).await;
     let load_started = Instant::now();
     let cpu_start = meter.as_ref().and_then(CpuMeter::sample);
-    let mut m = driver::drive(client.clone(), cfg).await?;
+    let mut m = match stop {
+        Some(stop) => driver::drive_until(client.clone(), cfg, stop).await?,
+        None => driver::drive(client.clone(), cfg).await?,
+    };
     m.accepted.sort_unstable();
     let next_seq = cfg.seq_start + m.scheduled_items;
     let ledger = ledger_check::await_ledger(
@@ -255,7 +278,11 @@ pub async fn run_async_metered(
             .and_then(|end| ServerLog::between(&start, &end)),
         None => None,
     };
-    let wall = m.measured_wall.max(cfg.duration).as_secs_f64();
+    let wall = if m.stopped_early {
+        m.measured_wall.as_secs_f64().max(f64::EPSILON)
+    } else {
+        m.measured_wall.max(cfg.duration).as_secs_f64()
+    };
     let (ledger, e2e) = match ledger {
         Some((r, h)) => (Some(r), Some(h)),
         None => (None, None),
