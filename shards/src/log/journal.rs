@@ -185,16 +185,33 @@ fn report(shard: u16, scan: &JournalScan, damage: &Damage, kept: &Path) {
     }
 }
 
-/// A journal key as the log names it: an id, an id's delivery update, or text.
-fn describe_key(key: &[u8]) -> String {
+/// A key on one printable line: ids as UUIDs, backlog keys decoded, anything else as text or hex.
+pub(super) fn describe_key(key: &[u8]) -> String {
+    if let Ok(pending) = crate::PendingKey::decode(key) {
+        return format!(
+            "pending {}/{}/delivery-{} due {}",
+            pending.channel.as_str(),
+            pending.notification,
+            pending.index,
+            pending.due_ms
+        );
+    }
     match (key.len(), key.get(..16).map(<[u8; 16]>::try_from)) {
-        (16, Some(Ok(id))) => Uuid::from_bytes(id).to_string(),
+        // Notification ids are UUIDv7; a 16-byte key that is not one is an idempotency-key hash.
+        (16, Some(Ok(id))) if Uuid::from_bytes(id).get_version_num() == 7 => {
+            Uuid::from_bytes(id).to_string()
+        }
         (18, Some(Ok(id))) => format!(
             "{}/delivery-{}",
             Uuid::from_bytes(id),
             u16::from_be_bytes([key[16], key[17]])
         ),
-        _ => String::from_utf8_lossy(key).into_owned(),
+        _ if key.iter().all(|b| b.is_ascii_graphic()) => String::from_utf8_lossy(key).into_owned(),
+        // Anything else is shown in hex: raw bytes (a newline among them) would break the line.
+        _ => key.iter().fold(String::from("0x"), |mut s, b| {
+            s.push_str(&format!("{b:02x}"));
+            s
+        }),
     }
 }
 
@@ -432,5 +449,37 @@ impl Reader {
             left -= n as u64;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_key;
+    use crate::{Channel, PendingKey};
+    use uuid::Uuid;
+
+    #[test]
+    fn every_key_is_described_on_one_printable_line() {
+        let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0a0a);
+        let pending = PendingKey {
+            channel: Channel::Apns,
+            due_ms: 0x0a0a_0a0a_0a0a,
+            notification: id,
+            index: 10,
+        };
+        let described = describe_key(&pending.encode());
+        assert_eq!(
+            described,
+            format!("pending apns/{id}/delivery-10 due {}", 0x0a0a_0a0a_0a0a_u64)
+        );
+        assert_eq!(describe_key(id.as_bytes()), id.to_string());
+        // A 16-byte idempotency-key hash (not a UUIDv7) with a newline among its bytes.
+        let hash = [b'\n'; 16];
+        assert_eq!(describe_key(&hash), format!("0x{}", "0a".repeat(16)));
+        assert_eq!(describe_key(b"meta/format"), "meta/format");
+        for key in [&pending.encode()[..], &hash, b"a\nb", &[0xff, 0x00]] {
+            let d = describe_key(key);
+            assert!(d.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{d:?}");
+        }
     }
 }

@@ -64,7 +64,7 @@ pub(super) fn name_key(ks: Keyspace, key: &[u8], e: Error) -> Error {
             u16::from_be_bytes([key[16], key[17]])
         ),
         (Keyspace::Notifications, Ok(b)) if key.len() == 16 => Uuid::from_bytes(b).to_string(),
-        _ => String::from_utf8_lossy(key).into_owned(),
+        _ => super::journal::describe_key(key),
     };
     match e {
         Error::Corrupt { what } => Error::corrupt(format!("{}/{key}: {what}", ks.name())),
