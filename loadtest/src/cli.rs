@@ -88,7 +88,7 @@ pub struct RigArgs {
     /// Load generator worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Resident memory the server must stay under, MiB.
+    /// Resident memory the server must stay under, MB (10^6 bytes; 300 MB is 286.1 MiB).
     #[arg(long, default_value_t = 300)]
     pub rss_limit_mb: u64,
     #[arg(long)]

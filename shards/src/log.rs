@@ -83,9 +83,12 @@ pub const GROUP_COMMIT_MAX_RECORDS: usize = 4096;
 /// batch in memory.
 pub const SWEEP_CHUNK_RECORDS: usize = 1024;
 
-/// fjall background threads (flush, compaction) per shard database. One per shard: there is one
-/// shard per core, so more would oversubscribe the cores the executors are pinned to.
-pub const FJALL_WORKER_THREADS: usize = 1;
+/// fjall background threads (flush, compaction) per shard database. Two, so that a memtable's
+/// flush never waits behind a long compaction: with one, a compaction of a large backlog held
+/// the flushes back until four sealed memtables were queued, and fjall then halts every write
+/// (100 ms sleeps) and holds all five memtables in memory. Both run at the lowest priority
+/// (`background.rs`), so they take no time from the executors pinned to the cores.
+pub const FJALL_WORKER_THREADS: usize = 2;
 
 /// Background threads per shard log: fjall's workers and the memtable reaper.
 pub const BACKGROUND_THREADS_PER_LOG: usize = FJALL_WORKER_THREADS + 1;

@@ -48,6 +48,8 @@ pub struct IntakeReport {
 /// The server's resident memory over the run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RssReport {
+    /// The limit in MB (10^6 bytes, as issue 12 states it: 300 MB is 286.1 MiB); the readings
+    /// below are in MiB, as `/proc` gives them.
     pub limit_mb: u64,
     /// The largest `VmRSS` of the one-second samples, MiB, and its phase.
     pub peak_mb: f64,
@@ -83,10 +85,16 @@ impl RssReport {
         }
     }
 
+    /// The limit in MiB.
+    #[must_use]
+    pub fn limit_mib(&self) -> f64 {
+        self.limit_mb as f64 * 1e6 / (1024.0 * 1024.0)
+    }
+
     /// Whether the kernel's peak stayed under the limit.
     #[must_use]
     pub fn under_limit(&self) -> bool {
-        self.hwm_mb.max(self.peak_mb) < self.limit_mb as f64
+        self.hwm_mb.max(self.peak_mb) < self.limit_mib()
     }
 }
 
@@ -238,7 +246,7 @@ pub fn summary_text(r: &OutageReport) -> String {
         let _ = writeln!(
             s,
             "  Server        sent {}, dead {}, expired {}, failed {}, duplicates {}, backlog {}, \
-             deferred {}, breaker opened {} (open now {}), overload 503s {}",
+             deferred {}, breaker opened {} (open now {}), 503s: log behind {}, admission {}",
             c.sent,
             c.dead,
             c.expired,
@@ -248,7 +256,8 @@ pub fn summary_text(r: &OutageReport) -> String {
             c.deferred,
             c.breaker_opened,
             c.breakers_open,
-            c.rejected_overload
+            c.rejected_overload,
+            c.shed_overload
         );
     }
     let m = &r.rss;
@@ -259,11 +268,12 @@ pub fn summary_text(r: &OutageReport) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "  Server RSS    peak {:.1} MiB ({}), VmHWM {:.1} MiB, limit {} MiB; by phase: {}",
+        "  Server RSS    peak {:.1} MiB ({}), VmHWM {:.1} MiB, limit {} MB ({:.1} MiB); by phase: {}",
         m.peak_mb,
         m.peak_phase,
         m.hwm_mb,
         m.limit_mb,
+        m.limit_mib(),
         phases.join(", ")
     );
     let v = &r.verdict;
@@ -279,4 +289,22 @@ pub fn summary_text(r: &OutageReport) -> String {
         v.none_lost
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RssReport;
+
+    #[test]
+    fn the_limit_is_in_decimal_megabytes() {
+        let at = |peak_mib: f64| RssReport {
+            limit_mb: 300,
+            peak_mb: peak_mib,
+            hwm_mb: peak_mib,
+            ..RssReport::default()
+        };
+        // 300 MB is 286.1 MiB: 290 MiB is over it, 286 MiB under.
+        assert!(!at(290.0).under_limit());
+        assert!(at(286.0).under_limit());
+    }
 }

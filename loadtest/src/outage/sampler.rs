@@ -95,7 +95,7 @@ pub(crate) async fn run(
 pub fn to_csv(samples: &[Sample]) -> String {
     let mut out = String::from(
         "t_s,phase,rss_kb,hwm_kb,anon_kb,file_kb,delivered_per_s,sim_pushes,sim_requests,sim_distinct,\
-         accepted,sent,dead,expired,rejected_overload,backlog,queue_depth,in_flight,\
+         accepted,sent,dead,expired,rejected_overload,shed_overload,backlog,queue_depth,in_flight,\
          open_notifications,backlog_scans,deferred,breaker_opened,breakers_open\n",
     );
     let mut prev: Option<&Sample> = None;
@@ -122,12 +122,13 @@ pub fn to_csv(samples: &[Sample]) -> String {
             Some(c) => {
                 let _ = writeln!(
                     out,
-                    ",{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     c.accepted,
                     c.sent,
                     c.dead,
                     c.expired,
                     c.rejected_overload,
+                    c.shed_overload,
                     c.backlog,
                     c.queue_depth,
                     c.in_flight,
@@ -138,7 +139,7 @@ pub fn to_csv(samples: &[Sample]) -> String {
                     c.breakers_open
                 );
             }
-            None => out.push_str(",,,,,,,,,,,,,\n"),
+            None => out.push_str(",,,,,,,,,,,,,,\n"),
         }
         prev = Some(s);
     }

@@ -19,7 +19,11 @@ pub struct ServerCounters {
     pub failed: u64,
     pub dead: u64,
     pub expired: u64,
+    /// Refused `503 overloaded` because the shard's log was not keeping up.
     pub rejected_overload: u64,
+    /// Refused `503 overloaded` by admission control (more body bytes in service than the
+    /// core's adaptive limit).
+    pub shed_overload: u64,
     /// Deliveries still to attempt, in the logs (windows and in flight included).
     pub backlog: u64,
     /// The part of it ready in memory (the lanes' windows).

@@ -1,6 +1,6 @@
 //! Freeing fjall's flushed memtables on a thread of their own, off the commit path.
 //!
-//! A memtable is a skiplist of a few hundred thousand separately allocated nodes (32–48 MiB
+//! A memtable is a skiplist of a few hundred thousand separately allocated nodes (12–20 MiB
 //! here). Once it is flushed, lsm-tree forgets it by popping old versions from the tree's version
 //! history under that history's write lock, and the pop drops the last reference, so the whole
 //! skiplist is freed there: 54–163 ms measured at 30,000 notifications/s (about 300 ns a record,

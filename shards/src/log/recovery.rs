@@ -169,30 +169,39 @@ pub(super) fn notifications_options(shard: u16) -> KeyspaceCreateOptions {
 
 /// Options of a new `dedup` keyspace: a smaller memtable than fjall's default, because its
 /// entries are small (40 bytes of key and value) and every byte of memtable is resident memory;
-/// a flush every ~400,000 keys keeps the tables few and the point reads of claims cheap.
+/// a flush every ~50,000 keys keeps the tables small and the point reads of claims cheap.
 fn dedup_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default().max_memtable_size(DEDUP_MEMTABLE_BYTES)
 }
 
 /// Memtable size of a shard's `dedup` keyspace.
-pub const DEDUP_MEMTABLE_BYTES: u64 = 16 << 20;
+pub const DEDUP_MEMTABLE_BYTES: u64 = 4 << 20;
 
 /// Memtable size of a shard's `pending` keyspace (the backlog's keys, 29 bytes each, most of
 /// them deleted again soon after): fjall's default (64 MiB) held a 10-minute outage's 600,000
-/// keys per shard without ever flushing, all of it resident.
-pub const PENDING_MEMTABLE_BYTES: u64 = 16 << 20;
+/// keys per shard without ever flushing, all of it resident. Counted as fjall counts it (key,
+/// value and its 40-byte item header); the skiplist's nodes take about as much again.
+pub const PENDING_MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// fjall's block cache per shard (its default is 32 MiB): every byte of it is resident once a
-/// drain has read the tables, and the reads that matter (backlog scans of recent keys, the
-/// dedup keyspace's filters) are of recently written, mostly still cached pages.
-pub const BLOCK_CACHE_BYTES: u64 = 16 << 20;
+/// drain has read the tables (a heap profile of an outage's drain found 32 MiB of blocks for
+/// two shards at 16 MiB each), while the reads that matter (backlog scans of recent keys,
+/// claims' point reads) are of recently written tables the OS's page cache still holds, which
+/// is not the process's memory: a miss costs a read from that cache and an LZ4 decompression.
+pub const BLOCK_CACHE_BYTES: u64 = 4 << 20;
 
 /// Smallest memtable of a shard's `notifications` keyspace. Every memtable is resident memory
 /// (and a sealed one waiting for its flush, too): with fjall's default (64 MiB, spread to 96)
-/// the memtables alone held about 370 MiB of a 2-shard server through a 10-minute outage.
-pub const MEMTABLE_BASE_BYTES: u64 = 32 << 20;
+/// the memtables alone held about 370 MiB of a 2-shard server through a 10-minute outage, and
+/// at 32 MiB (spread to 48) a 2-shard server still peaked at 428 MiB in that outage and 700 MiB
+/// draining a 3.9-million backlog (a heap profile then found about 96 MiB of a 2-shard server's
+/// 205 MiB heap in memtables at 16–24 MiB). Smaller memtables cost more, smaller flushes and
+/// compactions, which the background threads do beside the executors: at 8–12 MiB (with a
+/// 4 MiB `pending` memtable) the drain after a 10-minute outage ran at 74,000/s against 91,000/s
+/// at these sizes, and its peak memory was only 13 MiB lower (294 against 307 MiB).
+pub const MEMTABLE_BASE_BYTES: u64 = 12 << 20;
 /// Shards' memtables are spread over `[BASE, BASE + SPREAD)`.
-pub const MEMTABLE_SPREAD_BYTES: u64 = 16 << 20;
+pub const MEMTABLE_SPREAD_BYTES: u64 = 8 << 20;
 
 /// Shard `shard`'s memtable size: the base plus a share of the spread taken from the golden
 /// ratio's sequence (0, 0.618, 0.236, 0.854, ...). Consecutive shards get well-separated sizes,
