@@ -242,10 +242,7 @@ async fn notify_one(
     api.admission.check().map_err(|e| api.shed(e))?;
     let body = read_body(req, MAX_BODY, bodies).await?;
     // In service until answered (this function's end): its latency adapts the limit.
-    let _in_service = api
-        .admission
-        .admit(body.len())
-        .map_err(|e| api.shed(e))?;
+    let _in_service = api.admission.admit(body.len()).map_err(|e| api.shed(e))?;
     let n = notifications::parse_single(&body)?;
     drop(body);
     let shard = api.router.shard_for_user(&n.user_id);
@@ -273,10 +270,7 @@ async fn notify_batch(
     api.admission.check().map_err(|e| api.shed(e))?;
     let body = read_body(req, MAX_BATCH_BODY, bodies).await?;
     // In service until answered (this function's end): its latency adapts the limit.
-    let _in_service = api
-        .admission
-        .admit(body.len())
-        .map_err(|e| api.shed(e))?;
+    let _in_service = api.admission.admit(body.len()).map_err(|e| api.shed(e))?;
     let items = notifications::parse_batch(&body)?;
     drop(body);
     let mut results: Vec<Option<Result<NotifyReply, ApiError>>> = Vec::with_capacity(items.len());
