@@ -23,7 +23,8 @@
 //! (dedup claims), `log/background.rs`
 //! (fjall's flush and compaction threads at a lower CPU priority), `log/storage.rs`
 //! (the thread and group commit), `log/latency.rs` (how long its commits' writes and fsyncs
-//! take), `log/recovery.rs` (open, format check, recovery scan),
+//! take), `log/recovery.rs` (open, format check, recovery scan), `log/scan.rs` (a page of a
+//! channel's backlog with its notifications),
 //! `log/fold.rs` (notifications read back with their delivery updates).
 
 mod background;
@@ -39,6 +40,9 @@ mod latency;
 mod quarantine;
 mod reaper;
 mod recovery;
+mod scan;
+#[cfg(test)]
+mod scan_tests;
 mod storage;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,8 @@ pub(crate) struct Measurements {
     pub(crate) item_status: BTreeMap<u16, u64>,
     /// Seqs answered 202, in no particular order.
     pub(crate) accepted: Vec<u64>,
+    /// Of `accepted`, those answered 202 only when sent again (`load/resend.rs`).
+    pub(crate) accepted_on_resend: u64,
     pub(crate) measured_accepted: u64,
     pub(crate) scheduled_items: u64,
     pub(crate) sent_requests: u64,
@@ -73,11 +75,11 @@ struct BatchItem {
 }
 
 /// One request's items and times.
-struct Shot {
-    first_seq: u64,
-    items: u64,
-    intended: Instant,
-    measured: bool,
+pub(crate) struct Shot {
+    pub(crate) first_seq: u64,
+    pub(crate) items: u64,
+    pub(crate) intended: Instant,
+    pub(crate) measured: bool,
 }
 
 impl Measurements {
@@ -88,6 +90,7 @@ impl Measurements {
             http_status: BTreeMap::new(),
             item_status: BTreeMap::new(),
             accepted: Vec::new(),
+            accepted_on_resend: 0,
             measured_accepted: 0,
             scheduled_items: 0,
             sent_requests: 0,
@@ -105,7 +108,7 @@ impl Measurements {
         }
     }
 
-    fn record(
+    pub(crate) fn record(
         &mut self,
         shot: &Shot,
         answer: Result<anyhow::Result<ApiResponse>, tokio::time::error::Elapsed>,
@@ -189,7 +192,12 @@ fn write_notification(out: &mut String, cfg: &LoadConfig, seq: u64, lt_ts: Optio
     out.push_str(r#"},"category":"loadtest","priority":"high","ttl_seconds":3600}"#);
 }
 
-fn request_body(cfg: &LoadConfig, first_seq: u64, items: u64, lt_ts: Option<u64>) -> Bytes {
+pub(crate) fn request_body(
+    cfg: &LoadConfig,
+    first_seq: u64,
+    items: u64,
+    lt_ts: Option<u64>,
+) -> Bytes {
     // About 230 bytes per item; one allocation for the whole body in the usual case.
     let mut out = String::with_capacity(32 + 256 * items as usize);
     if cfg.batch <= 1 {

@@ -10,6 +10,7 @@ pub(crate) mod client;
 pub(crate) mod driver;
 pub(crate) mod ledger_check;
 pub(crate) mod register;
+pub(crate) mod resend;
 mod schedule;
 pub(crate) mod server_log;
 

@@ -113,7 +113,10 @@ async fn backlog_phases(
                 return Err(e);
             }
         };
-        m.accepted.sort_unstable();
+        // What admission control refused goes again after its Retry-After, until the whole
+        // count waits in the log.
+        timeline.enter(&phase, "resend");
+        crate::load::resend::resend_refused(&client, load, &mut m).await;
         timeline.enter(&phase, "idle");
         tokio::time::sleep(cfg.idle).await;
         let built = server_stats::fetch(&client).await.map(|c| c.backlog);
@@ -166,7 +169,8 @@ async fn backlog_phases(
         None => (None, None),
     };
     // Refusals are reported but judged only by the outage run: this one offers more than the
-    // server's sustained rate on purpose. Without a drain there is no ledger to judge loss by.
+    // server's sustained rate on purpose, and sends what was refused again (the whole count
+    // must be built). Without a drain there is no ledger to judge loss by.
     let mut verdict = verdict(
         &intake,
         server_end.as_ref(),

@@ -201,6 +201,7 @@ pub(crate) fn intake_report(m: &Measurements, rate: f64, batch: usize) -> Intake
         batch: batch.max(1),
         sent: m.sent_items,
         accepted,
+        accepted_on_resend: m.accepted_on_resend,
         refused: m.sent_items.saturating_sub(accepted),
         not_sent: m.not_sent_items,
         http_status: m.http_status.clone(),

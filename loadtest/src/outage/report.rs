@@ -32,6 +32,9 @@ pub struct IntakeReport {
     pub batch: usize,
     pub sent: u64,
     pub accepted: u64,
+    /// Of `accepted`, refused at first and accepted when sent again after `Retry-After` (the
+    /// backlog run's resend, `load/resend.rs`; 0 in an outage run, which never resends).
+    pub accepted_on_resend: u64,
     /// Sent and not answered 202 (any other status, a transport error or a timeout).
     pub refused: u64,
     /// Due by the schedule but never sent (the generator fell behind its bound).
@@ -199,9 +202,10 @@ pub fn summary_text(r: &OutageReport) -> String {
     let i = &r.intake;
     let _ = writeln!(
         s,
-        "  Intake        sent {}, accepted {}, refused {} (statuses {:?}, transport errors {}, timeouts {}), not sent {}",
+        "  Intake        sent {}, accepted {} ({} of them on a resend after 503), refused {} (statuses {:?}, transport errors {}, timeouts {}), not sent {}",
         i.sent,
         i.accepted,
+        i.accepted_on_resend,
         i.refused,
         i.notification_status,
         i.transport_errors,

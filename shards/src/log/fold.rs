@@ -54,6 +54,11 @@ pub(crate) struct CorruptEntry {
 }
 
 impl Stored {
+    /// The notification these entries belong to, from their keys.
+    pub(crate) fn id(&self) -> Option<Uuid> {
+        Uuid::from_slice(self.id_prefix()?).ok()
+    }
+
     /// The 16 id bytes this notification's entries share.
     fn id_prefix(&self) -> Option<&[u8]> {
         let first = self.keys.first().or(self.corrupt.first().map(|c| &c.key))?;

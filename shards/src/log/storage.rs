@@ -26,16 +26,12 @@ use super::claims::{Committed, Referee, decode_entry, entry_key};
 use super::fold::fold;
 use super::quarantine::Quarantine;
 use super::reaper::MemtableReaper;
-use super::recovery::name_key;
 use super::{
     Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, PendingScan, Request, SWEEP_CHUNK_RECORDS,
 };
 use crate::dedup::DedupHasher;
 use crate::error::Error;
-use crate::pending::PendingKey;
-use crate::record::{Channel, NotificationRecord};
-use std::ops::Bound;
-use uuid::Uuid;
+use crate::record::NotificationRecord;
 
 /// The fjall handles, one per [`Keyspace`].
 pub(super) struct Handles {
@@ -226,7 +222,13 @@ impl Storage {
                     done,
                 } => {
                     self.commit(&mut segment);
-                    let scan = self.scan_pending(channel, after, until_due_ms, limit);
+                    let scan = super::scan::scan_pending(
+                        &self.handles,
+                        channel,
+                        after,
+                        until_due_ms,
+                        limit,
+                    );
                     held.push(Held::ScanPending(done, scan));
                 }
                 Request::Shutdown { done } => {
@@ -379,67 +381,6 @@ impl Storage {
             }
         }
         Ok(None)
-    }
-
-    /// A page of `channel`'s backlog (see [`ShardLog::scan_pending`](super::ShardLog)): keys
-    /// after `after` and due by `until_due_ms`, each with its notification read once.
-    fn scan_pending(
-        &self,
-        channel: Channel,
-        after: Option<PendingKey>,
-        until_due_ms: u64,
-        limit: usize,
-    ) -> Result<PendingScan, Error> {
-        let start = match after {
-            Some(k) => Bound::Excluded(k.encode()),
-            None => Bound::Included(PendingKey::channel_start(channel)),
-        };
-        let end = PendingKey::channel_end(channel);
-        let until = PendingKey::due_end(channel, until_due_ms);
-        let mut scan = PendingScan::default();
-        let mut read: Vec<(Uuid, Option<usize>)> = Vec::new();
-        for guard in self.handles.pending.range((start, Bound::Included(end))) {
-            let key = guard.key()?;
-            let pending =
-                PendingKey::decode(&key).map_err(|e| name_key(Keyspace::Pending, &key, e))?;
-            if *key > until[..] {
-                scan.complete = true;
-                scan.next_due_ms = Some(pending.due_ms);
-                return Ok(scan);
-            }
-            if scan.items.len() >= limit {
-                return Ok(scan);
-            }
-            // A notification's deliveries due together sit side by side: read it once.
-            let slot = match read
-                .iter()
-                .rev()
-                .take(8)
-                .find(|(id, _)| *id == pending.notification)
-            {
-                Some((_, slot)) => *slot,
-                None => {
-                    let found = match self.read_notification(pending.notification) {
-                        // One bad record must not stall the channel: report it, skip its keys
-                        // (the retention sweep quarantines it with its bytes).
-                        Err(e @ Error::Corrupt { .. }) => {
-                            tracing::error!(error = %e, "a backlog delivery's notification does not decode; skipped");
-                            None
-                        }
-                        other => other?,
-                    };
-                    let slot = found.map(|n| {
-                        scan.records.push(n);
-                        scan.records.len() - 1
-                    });
-                    read.push((pending.notification, slot));
-                    slot
-                }
-            };
-            scan.items.push((pending, slot));
-        }
-        scan.complete = true;
-        Ok(scan)
     }
 
     /// Deletes finished notifications with keys below `before` (each with its delivery updates,
