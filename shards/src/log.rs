@@ -278,6 +278,10 @@ pub(crate) struct Counters {
     pub(crate) quarantined: AtomicU64,
     pub(crate) claims_checked: AtomicU64,
     pub(crate) claims_lost: AtomicU64,
+    /// fjall's memtable bytes (active and sealed, every keyspace) after the latest commit.
+    pub(crate) memtable_bytes: AtomicU64,
+    /// Sealed memtables waiting for their flush (every keyspace) after the latest commit.
+    pub(crate) sealed_memtables: AtomicU64,
     pub(crate) poisoned: AtomicBool,
     /// The storage thread has stopped taking requests (set before it drops what is queued).
     pub(crate) stopped: AtomicBool,
@@ -317,6 +321,13 @@ pub struct LogStats {
     /// Dedup claims lost: retries of notifications accepted within the window that the shard's
     /// cache no longer held, answered as duplicates from the disk.
     pub claims_lost: u64,
+    /// Bytes in fjall's memtables, active and sealed, of every keyspace (as fjall counts them:
+    /// keys, values and item headers; the skiplists' nodes take about as much again), after the
+    /// latest commit. Resident memory that a drain churns through.
+    pub memtable_bytes: u64,
+    /// Sealed memtables waiting for their flush, every keyspace, after the latest commit (fjall
+    /// halts writes to a keyspace at 4).
+    pub sealed_memtables: u64,
     /// Requests waiting in the queue right now.
     pub queued: usize,
     /// The log refused further writes after a failed commit.
@@ -540,6 +551,8 @@ impl ShardLog {
             quarantined: c.quarantined.load(Relaxed),
             claims_checked: c.claims_checked.load(Relaxed),
             claims_lost: c.claims_lost.load(Relaxed),
+            memtable_bytes: c.memtable_bytes.load(Relaxed),
+            sealed_memtables: c.sealed_memtables.load(Relaxed),
             queued: self.tx.len(),
             poisoned: c.poisoned.load(Relaxed),
         }

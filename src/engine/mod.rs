@@ -241,6 +241,8 @@ impl Engine {
         s.log_write = log.write_latency;
         s.log_fsync = log.fsync_latency;
         s.log_quarantined = log.quarantined;
+        s.log_memtable_bytes = log.memtable_bytes;
+        s.log_sealed_memtables = log.sealed_memtables;
         s.dedup_cached = self.state.borrow().dedup.len() as u64;
         s.dedup_disk_checks = log.claims_checked;
         s.dedup_disk_duplicates = log.claims_lost;

@@ -80,6 +80,10 @@ pub struct ProbeSnapshot {
     pub log_fsync: LogLatency,
     /// Stored records held in the log's quarantine (did not decode; kept raw, reported at start).
     pub log_quarantined: u64,
+    /// Bytes in the logs' memtables (active and sealed) and sealed memtables waiting for their
+    /// flush ([`clarion_shards::LogStats`]).
+    pub log_memtable_bytes: u64,
+    pub log_sealed_memtables: u64,
     /// Idempotency keys in the shards' caches (at most `DEDUP_CACHE_KEYS` each).
     pub dedup_cached: u64,
     /// New notifications whose key the cache could not prove new, checked in the log.
@@ -148,6 +152,8 @@ impl ProbeSnapshot {
         self.log_write.add(&o.log_write);
         self.log_fsync.add(&o.log_fsync);
         self.log_quarantined += o.log_quarantined;
+        self.log_memtable_bytes += o.log_memtable_bytes;
+        self.log_sealed_memtables += o.log_sealed_memtables;
         self.dedup_cached += o.dedup_cached;
         self.dedup_disk_checks += o.dedup_disk_checks;
         self.dedup_disk_duplicates += o.dedup_disk_duplicates;

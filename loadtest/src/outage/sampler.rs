@@ -96,7 +96,8 @@ pub fn to_csv(samples: &[Sample]) -> String {
     let mut out = String::from(
         "t_s,phase,rss_kb,hwm_kb,anon_kb,file_kb,delivered_per_s,sim_pushes,sim_requests,sim_distinct,\
          accepted,sent,dead,expired,rejected_overload,shed_overload,backlog,queue_depth,in_flight,\
-         open_notifications,backlog_scans,deferred,breaker_opened,breakers_open\n",
+         open_notifications,backlog_scans,deferred,breaker_opened,breakers_open,\
+         memtable_kb,sealed_memtables\n",
     );
     let mut prev: Option<&Sample> = None;
     for s in samples {
@@ -122,7 +123,7 @@ pub fn to_csv(samples: &[Sample]) -> String {
             Some(c) => {
                 let _ = writeln!(
                     out,
-                    ",{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    ",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     c.accepted,
                     c.sent,
                     c.dead,
@@ -136,10 +137,12 @@ pub fn to_csv(samples: &[Sample]) -> String {
                     c.backlog_scans,
                     c.deferred,
                     c.breaker_opened,
-                    c.breakers_open
+                    c.breakers_open,
+                    c.log_memtable_bytes / 1024,
+                    c.log_sealed_memtables
                 );
             }
-            None => out.push_str(",,,,,,,,,,,,,,\n"),
+            None => out.push_str(",,,,,,,,,,,,,,,,\n"),
         }
         prev = Some(s);
     }

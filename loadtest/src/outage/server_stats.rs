@@ -35,6 +35,9 @@ pub struct ServerCounters {
     pub deferred: u64,
     pub breaker_opened: u64,
     pub breakers_open: u64,
+    /// Bytes in the logs' memtables (active and sealed), and sealed memtables waiting.
+    pub log_memtable_bytes: u64,
+    pub log_sealed_memtables: u64,
 }
 
 /// `total` of a `/v1/stats` answer.

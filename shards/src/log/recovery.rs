@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use fjall::config::CompressionPolicy;
+use fjall::config::{CompressionPolicy, FilterPolicy, PartitioningPolicy};
 use fjall::{CompressionType, Database, KeyspaceCreateOptions, PersistMode};
 use uuid::Uuid;
 
@@ -100,9 +100,7 @@ pub(crate) fn open_with_capacity(
             notifications_options(config.shard)
         })?,
         meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
-        pending: db.keyspace(Keyspace::Pending.name(), || {
-            KeyspaceCreateOptions::default().max_memtable_size(PENDING_MEMTABLE_BYTES)
-        })?,
+        pending: db.keyspace(Keyspace::Pending.name(), pending_options)?,
         dedup: db.keyspace(Keyspace::Dedup.name(), dedup_options)?,
         quarantine: db.keyspace(QUARANTINE_KEYSPACE, KeyspaceCreateOptions::default)?,
     };
@@ -161,10 +159,24 @@ pub(crate) fn open_with_capacity(
 /// - The memtable size differs per shard ([`memtable_bytes`]), so shards under the same load do
 ///   not rotate and flush at the same moment: the rotation's fsyncs under fjall's journal lock,
 ///   and the flush's writeback, then meet only one shard's group commits at a time.
+/// - Filters are partitioned below the first level: a table writer then builds its filter a
+///   4 KiB partition at a time instead of holding 8 bytes per key of its whole output (64 MiB
+///   tables, over a million keys) until the table is done. Four compactions at once (two
+///   workers per shard) held tens of MiB that way while a 5-million backlog drained.
 pub(super) fn notifications_options(shard: u16) -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
         .max_memtable_size(memtable_bytes(shard))
+        .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+}
+
+/// Options of a new `pending` keyspace: a small memtable ([`PENDING_MEMTABLE_BYTES`]), and no
+/// filters: the backlog is only ever read by range scans, which a filter cannot help, and
+/// building one costs a compaction 8 bytes of memory per key of its output table.
+pub(super) fn pending_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .max_memtable_size(PENDING_MEMTABLE_BYTES)
+        .filter_policy(FilterPolicy::disabled())
 }
 
 /// Options of a new `dedup` keyspace: a smaller memtable than fjall's default, because its
@@ -180,8 +192,10 @@ pub const DEDUP_MEMTABLE_BYTES: u64 = 4 << 20;
 /// Memtable size of a shard's `pending` keyspace (the backlog's keys, 29 bytes each, most of
 /// them deleted again soon after): fjall's default (64 MiB) held a 10-minute outage's 600,000
 /// keys per shard without ever flushing, all of it resident. Counted as fjall counts it (key,
-/// value and its 40-byte item header); the skiplist's nodes take about as much again.
-pub const PENDING_MEMTABLE_BYTES: u64 = 8 << 20;
+/// value and its 40-byte item header); the skiplist's nodes and the keys' own allocations take
+/// about as much again and more (a drain's memtables cost about 2.3 bytes of resident memory
+/// per byte fjall counts).
+pub const PENDING_MEMTABLE_BYTES: u64 = 4 << 20;
 
 /// fjall's block cache per shard (its default is 32 MiB): every byte of it is resident once a
 /// drain has read the tables (a heap profile of an outage's drain found 32 MiB of blocks for
@@ -194,14 +208,15 @@ pub const BLOCK_CACHE_BYTES: u64 = 4 << 20;
 /// (and a sealed one waiting for its flush, too): with fjall's default (64 MiB, spread to 96)
 /// the memtables alone held about 370 MiB of a 2-shard server through a 10-minute outage, and
 /// at 32 MiB (spread to 48) a 2-shard server still peaked at 428 MiB in that outage and 700 MiB
-/// draining a 3.9-million backlog (a heap profile then found about 96 MiB of a 2-shard server's
-/// 205 MiB heap in memtables at 16–24 MiB). Smaller memtables cost more, smaller flushes and
-/// compactions, which the background threads do beside the executors: at 8–12 MiB (with a
-/// 4 MiB `pending` memtable) the drain after a 10-minute outage ran at 74,000/s against 91,000/s
-/// at these sizes, and its peak memory was only 13 MiB lower (294 against 307 MiB).
-pub const MEMTABLE_BASE_BYTES: u64 = 12 << 20;
+/// draining a 3.9-million backlog. A drain writes an update and a backlog tombstone per sent
+/// delivery, so its memtables fill at about 8 MB/s and turn over every few seconds: at 12–20 MiB
+/// (8 MiB `pending`) the 5-million backlog's drain swung between 269 and 344 MiB with the
+/// memtables, at 6–10 MiB (4 MiB `pending`) between 216 and 304 MiB, at the same drain rate
+/// (76,500 and 77,500/s). Smaller memtables cost more, smaller flushes and compactions, which
+/// the background threads do beside the executors.
+pub const MEMTABLE_BASE_BYTES: u64 = 6 << 20;
 /// Shards' memtables are spread over `[BASE, BASE + SPREAD)`.
-pub const MEMTABLE_SPREAD_BYTES: u64 = 8 << 20;
+pub const MEMTABLE_SPREAD_BYTES: u64 = 4 << 20;
 
 /// Shard `shard`'s memtable size: the base plus a share of the spread taken from the golden
 /// ratio's sequence (0, 0.618, 0.236, 0.854, ...). Consecutive shards get well-separated sizes,

@@ -319,6 +319,12 @@ impl Storage {
                 c.batches.fetch_add(taken.batches, Relaxed);
                 c.records.fetch_add(taken.records, Relaxed);
                 c.bytes.fetch_add(taken.bytes, Relaxed);
+                c.memtable_bytes.store(self.db.write_buffer_size(), Relaxed);
+                let sealed: usize = [&h.notifications, &h.users, &h.meta, &h.pending, &h.dedup]
+                    .iter()
+                    .map(|ks| fjall::AbstractTree::sealed_memtable_count(&ks.tree))
+                    .sum();
+                c.sealed_memtables.store(sealed as u64, Relaxed);
                 self.unsynced.get_or_insert(started);
             }
             Err(e) => self.poison("write", e),

@@ -672,3 +672,34 @@ fn shards_get_different_memtable_sizes_within_the_spread() {
     let ratio = sizes[1] as f64 / sizes[0] as f64;
     assert!(ratio > 1.16 && (ratio - 1.5).abs() > 0.05 && (ratio - 4.0 / 3.0).abs() > 0.01);
 }
+
+/// A compaction's table writer holds 8 bytes per key of its whole output for a full filter:
+/// tens of MiB at once while a 5-million backlog drained. `pending` is only read by range scans
+/// and builds no filter; `notifications` partitions its filters below L0.
+#[test]
+fn backlog_tables_build_no_filter_and_notification_tables_partition_theirs() {
+    use fjall::AbstractTree;
+    let dir = TempDir::new().unwrap();
+    let db = fjall::Database::builder(dir.path()).open().unwrap();
+    let plain = db
+        .keyspace("plain", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    let pending = db
+        .keyspace("pending", super::recovery::pending_options)
+        .unwrap();
+    for ks in [&plain, &pending] {
+        for i in 0..5_000u32 {
+            ks.insert(i.to_be_bytes(), []).unwrap();
+        }
+        ks.rotate_memtable_and_wait().unwrap();
+        assert!(ks.table_count() >= 1);
+    }
+    assert!(plain.tree.filter_size() > 0, "the control builds a filter");
+    assert_eq!(pending.tree.filter_size(), 0);
+    for i in [0u32, 4_999] {
+        assert!(pending.contains_key(i.to_be_bytes()).unwrap());
+    }
+
+    let notifications = super::recovery::notifications_options(0);
+    assert_eq!(&*notifications.filter_block_partitioning_policy, &[false, true]);
+}
