@@ -245,6 +245,10 @@ fn group_commit_coalesces_fsyncs() {
     );
     assert!(s.max_batch_records > 10, "{s:?}");
     assert!(s.bytes > BATCHES * 100);
+    // What was written sits in the memtables (far below a rotation's size): counted at least
+    // as its key and value bytes, nothing sealed yet.
+    assert!(s.memtable_bytes >= s.bytes, "{s:?}");
+    assert_eq!(s.sealed_memtables, 0, "{s:?}");
     log.join().unwrap();
 }
 
