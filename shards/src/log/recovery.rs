@@ -167,7 +167,15 @@ pub(super) fn notifications_options(shard: u16) -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
         .max_memtable_size(memtable_bytes(shard))
-        .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+        .filter_block_partitioning_policy(filters_partitioned_below_l0())
+}
+
+/// Whole filters in L0 (small tables, pinned by fjall), partitioned filters in every level
+/// below: a table writer then builds its filter a 4 KiB partition at a time, and a point read
+/// loads one partition through the block cache (the partitions' index stays pinned) instead of
+/// the table's whole filter.
+pub(super) fn filters_partitioned_below_l0() -> PartitioningPolicy {
+    PartitioningPolicy::new([false, true])
 }
 
 /// Options of a new `pending` keyspace: a small memtable ([`PENDING_MEMTABLE_BYTES`]), and no
@@ -193,7 +201,7 @@ pub(super) fn pending_options() -> KeyspaceCreateOptions {
 pub(super) fn dedup_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .max_memtable_size(DEDUP_MEMTABLE_BYTES)
-        .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+        .filter_block_partitioning_policy(filters_partitioned_below_l0())
 }
 
 /// Memtable size of a shard's `dedup` keyspace.

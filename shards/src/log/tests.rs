@@ -626,6 +626,15 @@ fn a_format_1_log_opens_and_is_upgraded_with_its_backlog_and_idempotency_keys() 
     log.join().unwrap();
 }
 
+/// Writes keys `0..n` (big-endian u32) with `value(i)` into `ks` and flushes them to a table.
+fn write_to_a_table(ks: &fjall::Keyspace, n: u32, value: impl Fn(u32) -> Vec<u8>) {
+    for i in 0..n {
+        ks.insert(i.to_be_bytes(), value(i)).unwrap();
+    }
+    ks.rotate_memtable_and_wait().unwrap();
+    assert!(ks.table_count() >= 1);
+}
+
 #[test]
 fn notification_tables_are_compressed_and_read_back() {
     let dir = TempDir::new().unwrap();
@@ -642,12 +651,8 @@ fn notification_tables_are_compressed_and_read_back() {
         )
     };
     for ks in [&plain, &packed] {
-        for i in 0..5_000u32 {
-            ks.insert(i.to_be_bytes(), value(i)).unwrap();
-        }
-        // Flush the memtable to a table on disk, where the compression policy applies.
-        ks.rotate_memtable_and_wait().unwrap();
-        assert!(ks.table_count() >= 1);
+        // On disk, where the compression policy applies.
+        write_to_a_table(ks, 5_000, |i| value(i).into_bytes());
     }
     assert!(
         packed.disk_space() * 2 < plain.disk_space(),
@@ -692,11 +697,7 @@ fn backlog_tables_build_no_filter_and_notification_tables_partition_theirs() {
         .keyspace("pending", super::recovery::pending_options)
         .unwrap();
     for ks in [&plain, &pending] {
-        for i in 0..5_000u32 {
-            ks.insert(i.to_be_bytes(), []).unwrap();
-        }
-        ks.rotate_memtable_and_wait().unwrap();
-        assert!(ks.table_count() >= 1);
+        write_to_a_table(ks, 5_000, |_| Vec::new());
     }
     assert!(plain.tree.filter_size() > 0, "the control builds a filter");
     assert_eq!(pending.tree.filter_size(), 0);
@@ -706,7 +707,11 @@ fn backlog_tables_build_no_filter_and_notification_tables_partition_theirs() {
 
     let notifications = super::recovery::notifications_options(0);
     assert_eq!(
-        &*notifications.filter_block_partitioning_policy,
+        notifications.filter_block_partitioning_policy,
+        super::recovery::filters_partitioned_below_l0()
+    );
+    assert_eq!(
+        &*super::recovery::filters_partitioned_below_l0(),
         &[false, true]
     );
 }
@@ -720,21 +725,21 @@ fn dedup_tables_partition_their_filters_and_lookups_still_answer() {
     let dir = TempDir::new().unwrap();
     let db = fjall::Database::builder(dir.path()).open().unwrap();
     let options = super::recovery::dedup_options();
-    assert_eq!(&*options.filter_block_partitioning_policy, &[false, true]);
+    assert_eq!(
+        options.filter_block_partitioning_policy,
+        super::recovery::filters_partitioned_below_l0()
+    );
     let dedup = db
         .keyspace("dedup", super::recovery::dedup_options)
         .unwrap();
-    for i in 0..20_000u64 {
-        dedup.insert(i.to_be_bytes(), [1u8; 24]).unwrap();
-    }
-    dedup.rotate_memtable_and_wait().unwrap();
+    write_to_a_table(&dedup, 20_000, |_| vec![1u8; 24]);
     // Below L0, where the partitioned filters apply.
     dedup.major_compact().unwrap();
     assert!(dedup.tree.filter_size() > 0);
-    for i in [0u64, 9_999, 19_999] {
+    for i in [0u32, 9_999, 19_999] {
         assert!(dedup.contains_key(i.to_be_bytes()).unwrap(), "{i}");
     }
-    for i in [20_000u64, 1 << 40] {
+    for i in [20_000u32, u32::MAX] {
         assert!(!dedup.contains_key(i.to_be_bytes()).unwrap(), "{i}");
     }
 }
