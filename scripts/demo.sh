@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: build, start `clarion serve` with embedded fjall storage and
-# the built-in APNs simulator (no credentials needed), drive a short open-loop load through it,
+# the built-in APNs simulator (`--simulate`: no credentials needed), drive a short open-loop load through it,
 # print the load-test summary (throughput, HDR latency percentiles, the delivery ledger), stop.
 #
 #   ./scripts/demo.sh [RATE=5000] [DURATION=10s] [SHARDS=all cores]
@@ -25,7 +25,7 @@ keys = ["$KEY"]
 control_listen = "127.0.0.1:$CONTROL"
 TOML
 echo "== starting clarion (data in $DATA/data, built-in APNs simulator)"
-./target/release/clarion serve --config "$DATA/clarion.toml" 2> "$DATA/server.log" &
+./target/release/clarion serve --simulate --config "$DATA/clarion.toml" 2> "$DATA/server.log" &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do

@@ -1,11 +1,13 @@
-//! The built-in APNs simulator, started in-process when no APNs credentials are configured, so
-//! a fresh checkout delivers end to end on loopback: a fresh provider key, a self-signed TLS
-//! certificate trusted through `ca_pem`, and the simulator from `clarion-loadtest`.
+//! The built-in APNs simulator, started in-process only when the configuration says so
+//! (`[apns] mode = "simulator"` or `clarion serve --simulate`), so a fresh checkout can deliver
+//! end to end on loopback: a fresh provider key, a self-signed TLS certificate trusted through
+//! `ca_pem`, and the simulator from `clarion-sim`. It says so in the log, and the channel's mode
+//! shows in `GET /v1/stats` and `/healthz`.
 
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use clarion_loadtest::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
+use clarion_sim::apns::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use tracing::warn;
 
 use crate::apns::ApnsConfig;
@@ -33,9 +35,11 @@ pub fn start(
     let sim = Simulator::start(cfg)
         .map_err(|e| anyhow::anyhow!("starting the built-in APNs simulator: {e}"))?;
     warn!(
+        channel = "apns",
+        mode = "simulator",
         addr = %sim.addr(),
         control = ?sim.control_addr(),
-        "no APNs credentials configured ([apns] key_file): delivering to the built-in simulator"
+        "channel mode: APNs deliveries go to the built-in simulator, not to Apple"
     );
     let settings = ApnsConfig {
         endpoint: format!("https://{}", sim.addr()),

@@ -33,4 +33,8 @@ pub struct ServeArgs {
     /// Number of shards (one pinned executor each), overriding `shards`; default: all cores.
     #[arg(long)]
     pub shards: Option<usize>,
+    /// Deliver every channel to its built-in simulator on loopback (a demo or a test; never a
+    /// production setting): overrides each channel's `mode` and credentials.
+    #[arg(long)]
+    pub simulate: bool,
 }

@@ -268,6 +268,8 @@ pub struct RawDelivery {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApns {
+    /// `live`, `simulator` or `off`; absent: `live` with `key_file`, otherwise `off`.
+    pub mode: Option<String>,
     pub endpoint: Option<String>,
     pub team_id: Option<String>,
     pub key_id: Option<String>,
@@ -277,7 +279,7 @@ pub struct RawApns {
     pub ca_file: Option<PathBuf>,
 }
 
-/// The built-in APNs simulator, used when no APNs credentials are configured.
+/// The built-in APNs simulator, run when `[apns] mode = "simulator"` or `serve --simulate`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSimulator {
@@ -285,16 +287,64 @@ pub struct RawSimulator {
     pub control_listen: Option<String>,
 }
 
+/// How a channel is run: the server delivers to a fake only when told to, and a channel with
+/// neither credentials nor simulator mode is off, so a misconfigured deploy shows instead of
+/// quietly delivering nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelMode {
+    /// The provider itself (or whatever `endpoint` names), with the configured credentials.
+    Live,
+    /// The built-in simulator from `clarion-sim`, in-process on loopback.
+    Simulator,
+    /// Neither: the channel's deliveries are held as a configuration fault.
+    Off,
+}
+
+impl ChannelMode {
+    /// The name used in the configuration, the log, `/v1/stats` and `/healthz`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelMode::Live => "live",
+            ChannelMode::Simulator => "simulator",
+            ChannelMode::Off => "off",
+        }
+    }
+
+    fn parse(key: &str, v: &str) -> Result<ChannelMode, ConfigError> {
+        match v {
+            "live" => Ok(ChannelMode::Live),
+            "simulator" => Ok(ChannelMode::Simulator),
+            "off" => Ok(ChannelMode::Off),
+            other => Err(bad(
+                key,
+                format!("`{other}` is not a mode: one of live, simulator, off"),
+            )),
+        }
+    }
+}
+
 /// Where APNs deliveries go.
 #[derive(Debug, Clone)]
 pub enum ApnsTarget {
-    /// Real credentials (or an external simulator) from `[apns]`.
-    Configured(ApnsConfig),
-    /// No credentials: start the built-in simulator in-process.
-    BuiltInSimulator {
+    /// Apple (or the configured `endpoint`) with the credentials from `[apns]`.
+    Live(ApnsConfig),
+    /// The built-in simulator, started in-process.
+    Simulator {
         topic: String,
         control_listen: Option<SocketAddr>,
     },
+    /// No credentials and no simulator.
+    Off,
+}
+
+impl ApnsTarget {
+    pub fn mode(&self) -> ChannelMode {
+        match self {
+            ApnsTarget::Live(_) => ChannelMode::Live,
+            ApnsTarget::Simulator { .. } => ChannelMode::Simulator,
+            ApnsTarget::Off => ChannelMode::Off,
+        }
+    }
 }
 
 /// The validated configuration.
@@ -332,7 +382,54 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub shards: Option<usize>,
+    /// `serve --simulate`: every channel delivers to its built-in simulator, whatever its
+    /// section says.
+    pub simulate: bool,
 }
+
+/// `[apns]` and `[simulator]` resolved to where deliveries go. An explicit `mode` wins;
+/// without one, `key_file` means live and its absence off. `--simulate` overrides both.
+fn apns_target(
+    raw: Option<RawApns>,
+    simulator: &RawSimulator,
+    simulate: bool,
+) -> Result<ApnsTarget, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let mode = match raw.mode.as_deref() {
+        _ if simulate => ChannelMode::Simulator,
+        Some(m) => ChannelMode::parse("apns.mode", m)?,
+        None if raw.key_file.is_some() => ChannelMode::Live,
+        None if raw.team_id.is_some() || raw.key_id.is_some() => {
+            return Err(bad(
+                "apns.key_file",
+                "required when apns.team_id or apns.key_id is set",
+            ));
+        }
+        None => ChannelMode::Off,
+    };
+    Ok(match mode {
+        ChannelMode::Live => ApnsTarget::Live(validate_apns(raw)?),
+        ChannelMode::Off => ApnsTarget::Off,
+        ChannelMode::Simulator => {
+            let control_listen = match &simulator.control_listen {
+                None => None,
+                Some(s) => Some(s.parse().map_err(|_| {
+                    bad(
+                        "simulator.control_listen",
+                        format!("`{s}` is not an IP:port address"),
+                    )
+                })?),
+            };
+            ApnsTarget::Simulator {
+                topic: raw.topic.unwrap_or_else(|| DEFAULT_APNS_TOPIC.into()),
+                control_listen,
+            }
+        }
+    })
+}
+
+/// The topic the built-in simulator expects when `[apns] topic` does not name one.
+pub const DEFAULT_APNS_TOPIC: &str = "com.example.clarion";
 
 /// The dotted key (`storage.fsync`) of the `key = value` line holding byte `at` of `text`, with
 /// the `[table]` above it.
@@ -496,33 +593,7 @@ impl RawConfig {
             ));
         }
 
-        let apns = match self.apns {
-            Some(raw) if raw.key_file.is_some() => ApnsTarget::Configured(validate_apns(raw)?),
-            Some(raw) if raw.team_id.is_some() || raw.key_id.is_some() => {
-                return Err(bad(
-                    "apns.key_file",
-                    "required when apns.team_id or apns.key_id is set",
-                ));
-            }
-            other => {
-                let topic = other
-                    .and_then(|r| r.topic)
-                    .unwrap_or_else(|| "com.example.clarion".into());
-                let control_listen = match self.simulator.control_listen {
-                    None => None,
-                    Some(s) => Some(s.parse().map_err(|_| {
-                        bad(
-                            "simulator.control_listen",
-                            format!("`{s}` is not an IP:port address"),
-                        )
-                    })?),
-                };
-                ApnsTarget::BuiltInSimulator {
-                    topic,
-                    control_listen,
-                }
-            }
-        };
+        let apns = apns_target(self.apns, &self.simulator, overrides.simulate)?;
 
         let mesh_channel_capacity = self
             .tuning
@@ -585,7 +656,7 @@ fn validate_apns(raw: RawApns) -> Result<ApnsConfig, ConfigError> {
         ));
     }
     let ten = |key: &str, v: Option<String>| -> Result<String, ConfigError> {
-        let v = v.ok_or_else(|| bad(key, "required with apns.key_file"))?;
+        let v = v.ok_or_else(|| bad(key, "required when APNs is live"))?;
         if v.len() != 10 || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(bad(key, format!("`{v}` must be 10 letters or digits")));
         }
@@ -654,7 +725,8 @@ mod tests {
         assert_eq!(c.max_devices_per_user, DEFAULT_MAX_DEVICES_PER_USER);
         assert_eq!(c.background_nice, DEFAULT_BACKGROUND_NICE);
         assert_eq!(c.table_writeback_bytes, DEFAULT_TABLE_WRITEBACK_BYTES);
-        assert!(matches!(c.apns, ApnsTarget::BuiltInSimulator { .. }));
+        // Neither credentials nor simulator mode: APNs is off, not quietly simulated.
+        assert_eq!(c.apns.mode(), ChannelMode::Off);
         assert_eq!(c.http, HttpConfig::default());
         assert_eq!(c.http.header_timeout.as_millis(), 10_000);
     }
@@ -755,11 +827,59 @@ mod tests {
     }
 
     #[test]
+    fn apns_runs_a_simulator_only_when_told_to() {
+        let mode = |toml: &str, simulate: bool| {
+            let o = Overrides {
+                simulate,
+                ..Overrides::default()
+            };
+            RawConfig::from_toml(toml)
+                .unwrap()
+                .validate(&o, Some("aaaaaaaaaaaaaaaa"), 2)
+                .map(|c| c.apns.mode())
+        };
+        assert_eq!(mode("", false).unwrap(), ChannelMode::Off);
+        assert_eq!(
+            mode("[apns]\ntopic = \"a.b\"", false).unwrap(),
+            ChannelMode::Off
+        );
+        assert_eq!(
+            mode("[apns]\nmode = \"off\"", false).unwrap(),
+            ChannelMode::Off
+        );
+        assert_eq!(
+            mode("[apns]\nmode = \"simulator\"", false).unwrap(),
+            ChannelMode::Simulator
+        );
+        assert_eq!(mode("", true).unwrap(), ChannelMode::Simulator);
+        assert_eq!(
+            mode("[apns]\nmode = \"off\"", true).unwrap(),
+            ChannelMode::Simulator,
+            "--simulate overrides the section"
+        );
+        let e = mode("[apns]\nmode = \"fake\"", false).unwrap_err();
+        assert_eq!(e.key, "apns.mode");
+        assert!(e.message.contains("live, simulator, off"), "{e}");
+        // Live without credentials names what is missing.
+        let e = mode("[apns]\nmode = \"live\"", false).unwrap_err();
+        assert_eq!(e.key, "apns.team_id");
+        let c = RawConfig::from_toml("[apns]\nmode = \"simulator\"\ntopic = \"com.acme.app\"")
+            .unwrap()
+            .validate(&Overrides::default(), Some("aaaaaaaaaaaaaaaa"), 2)
+            .unwrap();
+        match c.apns {
+            ApnsTarget::Simulator { topic, .. } => assert_eq!(topic, "com.acme.app"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn overrides_and_env_keys() {
         let o = Overrides {
             listen: Some("127.0.0.1:9999".into()),
             shards: Some(3),
             data_dir: None,
+            simulate: false,
         };
         let c = RawConfig::from_toml("shards = 1")
             .unwrap()

@@ -8,8 +8,11 @@
 //! - `api`: request parsing and validation per resource, the error shape, the status view.
 //! - `mesh`: routing commands to the owning shard over the glommio channel mesh.
 //! - `engine`: the shard engine (accept, group commit, dispatch, retries, recovery).
-//! - `channels`: the sender abstraction and the APNs channel; `apns`: the APNs client.
-//! - `builtin_sim`: the in-process APNs simulator used when no credentials are configured.
+//! - `channels`: the sender abstraction, the verdict vocabulary's users, each channel's rules
+//!   and sender (APNs), the sender of a channel that is off.
+//! - `h2client`: the provider-neutral HTTP/2 + TLS client (pool, stream line, deadlines).
+//! - `apns`: APNs' wire format, provider token and answers, over `h2client`.
+//! - `builtin_sim`: starts `clarion-sim`'s APNs simulator for a channel in simulator mode.
 //! - `health`: every shard's state, readable from any core (`/healthz`).
 //! - `sync`: single-threaded wake-up primitives.
 #![deny(clippy::unwrap_used)]
@@ -21,6 +24,7 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod h2client;
 pub mod health;
 pub mod http;
 pub mod mesh;

@@ -20,6 +20,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
         listen: args.listen.clone(),
         data_dir: args.data_dir.clone(),
         shards: args.shards,
+        simulate: args.simulate,
     };
     let env_keys = std::env::var("CLARION_API_KEYS").ok();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -49,10 +50,11 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig(args) => {
             let cfg = load(&args).context("invalid configuration")?;
             println!(
-                "configuration is valid: listen {} with {} shards, data in {}",
+                "configuration is valid: listen {} with {} shards, data in {}; apns {}",
                 cfg.listen,
                 cfg.shards,
-                cfg.data_dir.display()
+                cfg.data_dir.display(),
+                cfg.apns.mode().name()
             );
             Ok(())
         }

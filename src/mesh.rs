@@ -9,9 +9,9 @@ use std::rc::Rc;
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
 
-use crate::api::error::ApiError;
 use crate::engine::Engine;
 use crate::engine::command::ShardCmd;
+use crate::engine::error::ShardError;
 use crate::sync::LocalNotify;
 
 /// One mesh message: a batch of commands for one shard.
@@ -69,7 +69,9 @@ impl Forwarder {
             ) = senders.send_to(self.dest, batch).await
             {
                 for cmd in batch {
-                    cmd.reject(ApiError::unavailable("the owning shard is not reachable"));
+                    cmd.reject(ShardError::Unavailable {
+                        why: "the owning shard is not reachable",
+                    });
                 }
             }
         }
@@ -158,12 +160,10 @@ impl ShardRouter {
         match self.forwarders.get(shard).and_then(Option::as_ref) {
             Some(f) => {
                 if let Err(cmd) = f.push(cmd) {
-                    cmd.reject(ApiError::overloaded(
-                        "too many requests waiting for another shard",
-                    ));
+                    cmd.reject(ShardError::PeerBusy);
                 }
             }
-            None => cmd.reject(ApiError::not_found("not_found", "no such shard")),
+            None => cmd.reject(ShardError::NoSuchShard),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! Process start and stop, in order: check the data directory, start the built-in simulator if
-//! no APNs credentials are configured, open every shard's log (blocking, off the executors),
+//! Process start and stop, in order: check the data directory, start the built-in simulator of
+//! each channel in simulator mode (and say which channels are off), open every shard's log (blocking, off the executors),
 //! start one pinned glommio executor per shard (mesh, engine, senders, listener), then wait for
 //! SIGTERM/SIGINT and stop in reverse: listeners, in-flight sends (grace), last flush, logs.
 //! The main thread supervises: a shard that cannot start (or fails, or panics) stops every
@@ -13,16 +13,17 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use clarion_shards::{LogConfig, Recovered, RetryPolicy, ShardLog};
+use clarion_shards::{Channel, LogConfig, Recovered, RetryPolicy, ShardLog};
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::apns::{ApnsConfig, ApnsSender};
 use crate::builtin_sim;
 use crate::channels::ChannelSender;
 use crate::channels::apns::ApnsChannel;
+use crate::channels::off::OffChannel;
 use crate::config::{ApnsTarget, Config};
 use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::health::{ShardState, ShardsHealth};
@@ -196,13 +197,24 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     check_data_dir(&cfg.data_dir, cfg.shards)?;
     raise_open_files_limit(&cfg);
     let (apns, _sim) = match &cfg.apns {
-        ApnsTarget::Configured(s) => (s.clone(), None),
-        ApnsTarget::BuiltInSimulator {
+        ApnsTarget::Live(s) => {
+            info!(channel = "apns", mode = "live", endpoint = %s.endpoint, "channel mode");
+            (Some(s.clone()), None)
+        }
+        ApnsTarget::Simulator {
             topic,
             control_listen,
         } => {
             let (settings, sim) = builtin_sim::start(topic, *control_listen)?;
-            (settings, Some(sim))
+            (Some(settings), Some(sim))
+        }
+        ApnsTarget::Off => {
+            warn!(
+                channel = "apns",
+                mode = "off",
+                "channel mode: APNs is off (no [apns] key_file, not in simulator mode): iOS deliveries are held as a configuration fault"
+            );
+            (None, None)
         }
     };
     let listen = resolve_listen(cfg.listen)?;
@@ -340,7 +352,8 @@ fn spawn_signal_thread(events: Sender<Event>) -> anyhow::Result<()> {
 /// What one shard's executor starts from.
 struct ShardStart {
     cfg: Arc<Config>,
-    apns: ApnsConfig,
+    /// `None`: the channel is off.
+    apns: Option<ApnsConfig>,
     mesh: MeshBuilder<crate::mesh::MeshBatch, glommio::channels::channel_mesh::Full>,
     opened: Opened,
     listen: SocketAddr,
@@ -384,18 +397,18 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         .get_mut(shard)
         .and_then(Option::take)
         .ok_or_else(|| anyhow::anyhow!("shard {shard}: no log"))?;
-    let apns_cfg = ApnsConfig {
-        endpoint: apns.endpoint,
-        team_id: apns.team_id,
-        key_id: apns.key_id,
-        key_pem: apns.key_pem,
-        topic: apns.topic,
-        connections: apns.connections,
-        ca_pem: apns.ca_pem,
+    let apns_channel: Rc<dyn ChannelSender> = match apns {
+        Some(apns_cfg) => {
+            let sender = ApnsSender::new(apns_cfg, shard)
+                .map_err(|e| anyhow::anyhow!("shard {shard}: APNs sender: {e}"))?;
+            Rc::new(ApnsChannel::new(sender))
+        }
+        None => Rc::new(OffChannel::new(
+            Channel::Apns,
+            "set [apns] key_file, team_id, key_id and topic, or mode = \"simulator\"",
+        )),
     };
-    let sender = ApnsSender::new(apns_cfg, shard)
-        .map_err(|e| anyhow::anyhow!("shard {shard}: APNs sender: {e}"))?;
-    let senders_list: Vec<Rc<dyn ChannelSender>> = vec![Rc::new(ApnsChannel::new(sender))];
+    let senders_list: Vec<Rc<dyn ChannelSender>> = vec![apns_channel];
     let ecfg = EngineConfig {
         shard: shard as u16,
         dedup_window_ms: cfg.dedup_window_ms,
@@ -426,6 +439,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         router,
         &cfg.api_keys,
         health.clone(),
+        vec![(Channel::Apns.as_str(), cfg.apns.mode().name())],
     ));
     let bound = glommio::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("shard {shard}: binding {listen}: {e}"));

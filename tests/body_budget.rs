@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 
 const MIB: usize = 1 << 20;
 

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 
 const LIMIT: usize = 8;
 

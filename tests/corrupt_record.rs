@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
 use clarion_shards::{Keyspace, LogConfig, WriteBatch};
+use clarion_sim::apns::Faults;
 use serde_json::json;
 
 #[test]

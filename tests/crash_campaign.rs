@@ -46,7 +46,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use model::OpCounts;
 use verdict::Kill;
 use workload::{Control, Worker};

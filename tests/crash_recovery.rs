@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::json;
 
 const USERS: u64 = 100;

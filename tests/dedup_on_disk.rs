@@ -4,8 +4,8 @@
 //! reads back only the newest keys) the same holds.
 mod common;
 
-use clarion_loadtest::apns_sim::Faults;
 use clarion_shards::DEDUP_CACHE_KEYS;
+use clarion_sim::apns::Faults;
 use serde_json::{Value, json};
 
 const BATCH: usize = 1000;

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use common::disk::Mount;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use common::disk::Mount;
 use serde_json::json;
 

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -4,7 +4,7 @@
 //! batch held, and keeps the cut bytes.
 mod common;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::json;
 
 const NOTIFICATIONS: u64 = 40;

@@ -3,7 +3,7 @@
 //! last whole batch, says so in a warning naming what was cut, and keeps the cut bytes.
 mod common;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::json;
 
 const NOTIFICATIONS: u64 = 40;

@@ -3,7 +3,7 @@
 //! the OS before it is answered; only an OS crash or power loss could lose it).
 mod common;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::json;
 
 const NOTIFICATIONS: u64 = 50;

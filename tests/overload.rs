@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
-use clarion_loadtest::histogram::LatencySummary;
 use clarion_loadtest::load::{LoadConfig, LoadReport, Protocol, SimLink, run};
+use clarion_sim::apns::Faults;
+use clarion_sim::histogram::LatencySummary;
 use serde_json::Value;
 
 /// Offered during the overload, notifications per second in batches of 100. The debug build

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use clarion::http::{H1_MAX_BUF_SIZE, H1_MAX_HEADERS};
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 
 fn answer_to(addr: std::net::SocketAddr, head: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();

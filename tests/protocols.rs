@@ -4,7 +4,7 @@ mod common;
 use std::io::{Read, Write};
 
 use bytes::Bytes;
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 
 #[test]
 fn http1_keep_alive_serves_several_requests_on_one_connection() {

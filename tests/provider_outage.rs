@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::{Value, json};
 
 /// Deliveries each lane holds in memory per shard: far below the backlog the tests build.

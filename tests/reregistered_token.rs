@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::{Value, json};
 
 fn targets(status: &Value) -> Vec<(String, String)> {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::json;
 
 #[test]

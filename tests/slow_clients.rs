@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 
 const HEADER_MS: u64 = 400;
 const BODY_MS: u64 = 400;

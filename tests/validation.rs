@@ -2,7 +2,7 @@
 //! a missing or wrong API key is a 401; nothing bad is accepted.
 mod common;
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use serde_json::{Value, json};
 
 fn expect(r: common::http::Response, status: u16, code: &str, field: Option<&str>) {

@@ -14,9 +14,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use crate::cpu::CpuMeter;
 use crate::load::{LoadConfig, LoadReport, SimLink, run_async_metered};
+use clarion_sim::apns::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 
 /// How long a stopped server may take to drain before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,7 +154,7 @@ impl Rig {
         // Clarion wants API keys of at least 16 characters.
         let api_key = format!(
             "clarion-bench-{:016x}",
-            crate::apns_sim::mix(u64::from(std::process::id()))
+            clarion_sim::apns::mix(u64::from(std::process::id()))
         );
         let mut config = server_toml(
             cfg,

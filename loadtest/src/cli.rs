@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use clarion_loadtest::apns_sim::{Faults, SimConfig, public_key_from_p8};
 use clarion_loadtest::bench::BenchConfig;
 use clarion_loadtest::duration::parse_duration;
 use clarion_loadtest::load::{Burst, LoadConfig, Protocol};
 use clarion_loadtest::outage::{BacklogConfig, OutageConfig, OutageMode};
+use clarion_sim::apns::{Faults, SimConfig, public_key_from_p8};
 
 #[derive(Parser)]
 #[command(

@@ -1,20 +1,19 @@
-//! `clarion-loadtest`: Clarion's load generator, provider simulators and HDR-histogram reports.
+//! `clarion-loadtest`: Clarion's load generator and HDR-histogram reports.
 //!
 //! Two halves that meet in a ledger:
 //!
-//! - [`apns_sim`] is a faithful APNs provider API: HTTP/2 over TLS, ES256 provider tokens,
-//!   APNs' stream-limit behaviour, its statuses and reasons, and injectable faults. The Clarion
-//!   server runs it in-process when no APNs credentials are configured, integration tests run
-//!   it on 127.0.0.1:0, and `clarion-loadtest apns-sim` runs it as its own process. Every
-//!   accepted payload carrying `lt_seq` is counted per seq, and `lt_ts` gives the end-to-end
-//!   latency from a notification's intended send time to its arrival at "APNs".
+//! - the provider simulators of the `clarion-sim` crate ([`clarion_sim::apns`]: a faithful APNs
+//!   provider API), which this harness runs in-process or, with `clarion-loadtest apns-sim`, as
+//!   a process of its own. Every accepted payload carrying `lt_seq` is counted per seq, and
+//!   `lt_ts` gives the end-to-end latency from a notification's intended send time to its
+//!   arrival at "APNs".
 //! - [`load`] drives Clarion's HTTP API open-loop (requests at their intended times whatever
 //!   the answers do; accept latency measured from the intended time, so a stall is never hidden),
 //!   records which seqs were answered 202, then asks the simulator for its ledger: every
 //!   accepted notification must arrive, as often as the user has devices.
 //!
 //! ```no_run
-//! use clarion_loadtest::apns_sim::{generate_apns_key, SimConfig, Simulator};
+//! use clarion_sim::apns::{generate_apns_key, SimConfig, Simulator};
 //! use clarion_loadtest::load::{self, LoadConfig, SimLink};
 //!
 //! let (p8, public) = generate_apns_key()?;
@@ -30,20 +29,7 @@
 //!
 //! ```text
 //! src/lib.rs                    this overview
-//! src/main.rs, src/cli.rs       the `clarion-loadtest` binary: keygen, apns-sim, run, bench, outage, backlog
-//! src/apns_sim/mod.rs           Simulator::start and SimHandle (runtime thread, accessors)
-//! src/apns_sim/config.rs        SimConfig, Faults, SimError
-//! src/apns_sim/keys.rs          .p8 keys, provider-token signing, the TLS certificate
-//! src/apns_sim/jwt.rs           provider-token checks with per-connection and shared caches
-//! src/apns_sim/request.rs       request validation in APNs' terms; payload checks
-//! src/apns_sim/reason.rs        APNs reasons and their statuses and bodies
-//! src/apns_sim/connection.rs    TLS + HTTP/2 connections and each request's life
-//! src/apns_sim/settings_shim.rs MAX_CONCURRENT_STREAMS 1 -> N on the wire (h2 cannot)
-//! src/apns_sim/frames.rs        just enough HTTP/2 framing for the shim
-//! src/apns_sim/faults.rs        the fault plan in force and its seeded random draws
-//! src/apns_sim/stats.rs         counters (SimStats) and the recent accepted pushes
-//! src/apns_sim/ledger.rs        per-seq receipt counts and end-to-end latency
-//! src/apns_sim/control.rs       the HTTP/1.1 control endpoint and its client, SimControl
+//! src/main.rs, src/cli.rs       the `clarion-loadtest` binary: keygen, apns-sim (clarion-sim's APNs simulator as a process), run, bench, outage, backlog
 //! src/load/mod.rs               LoadConfig, LoadReport, run / run_async
 //! src/load/schedule.rs          open-loop intended send times, bursts
 //! src/load/client.rs            h2c and HTTP/1.1 keep-alive API clients
@@ -61,17 +47,13 @@
 //! src/outage/report.rs          summary.json and the printed summary of those runs
 //! src/report.rs                 summary table, summary.json, .hgrm files
 //! src/cpu.rs                    CPU per notification: server, simulator, load generator
-//! src/histogram.rs              the latency histogram shape, V2 wire form, .hgrm text
 //! src/duration.rs               "20s" / "500ms" / "2m" parsing
 //! tests/                        one scenario per file, real sockets on 127.0.0.1:0
-//! examples/apns_sim_throughput.rs  the simulator's pushes per second on one core
 //! ```
 
-pub mod apns_sim;
 pub mod bench;
 pub mod cpu;
 pub mod duration;
-pub mod histogram;
 pub mod load;
 pub mod outage;
 pub mod report;

@@ -21,9 +21,9 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Parser;
 
-use clarion_loadtest::apns_sim::{Simulator, generate_apns_key};
 use clarion_loadtest::load::{LoadReport, SimLink};
 use clarion_loadtest::{bench, load, outage, report};
+use clarion_sim::apns::{Simulator, generate_apns_key};
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -8,8 +8,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::duration::format_duration;
-use crate::histogram::{LatencySummary, percentile_distribution};
 use crate::load::LoadReport;
+use clarion_sim::histogram::{LatencySummary, percentile_distribution};
 
 /// The summary table.
 pub fn summary_text(r: &LoadReport) -> String {
@@ -241,8 +241,8 @@ pub fn write_outputs(r: &LoadReport, dir: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::latency_histogram;
     use crate::load::{LedgerReport, Protocol};
+    use clarion_sim::histogram::latency_histogram;
     use std::time::Duration;
 
     fn report() -> LoadReport {

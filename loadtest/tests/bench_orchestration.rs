@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use clarion_loadtest::apns_sim::{client_tls_config, sign_provider_token};
 use clarion_loadtest::bench::{BenchConfig, bench};
 use clarion_loadtest::load::LoadConfig;
+use clarion_sim::apns::{client_tls_config, sign_provider_token};
 use common::fake_api::{Accepted, Behaviour, FakeApi};
 use common::send;
 

@@ -40,7 +40,7 @@ pub enum Error {
     InvalidTransition {
         /// The state the delivery was in.
         from: DeliveryState,
-        /// The outcome that was rejected (see `Outcome::name`).
+        /// The outcome that was rejected (see `Verdict::name`).
         outcome: &'static str,
     },
 }

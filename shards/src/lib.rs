@@ -19,7 +19,7 @@
 //! | `routing.rs` | [`user_hash`], [`jump_hash`], [`shard_for_user`]: which shard owns a user |
 //! | `ids.rs` | [`IdGenerator`]: per-shard, time-ordered UUIDv7 ids carrying the shard number |
 //! | `record.rs` | the stored records ([`UserRecord`], [`NotificationRecord`], ...) and their encoding |
-//! | `state.rs` | the delivery state machine ([`Outcome`], [`RetryPolicy`], [`Jitter`]) |
+//! | `state.rs` | the delivery state machine ([`Verdict`], [`RetryPolicy`], [`Jitter`]) |
 //! | `log.rs`, `log/` | [`ShardLog`]: the durable log, its storage thread, group commit, recovery |
 //! | `dedup.rs`, `dedup/` | [`DedupHasher`] (the keyed hash of an idempotency key), [`DedupCache`] (a shard's newest keys, in front of the log's `dedup` keyspace) |
 //! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
@@ -81,7 +81,7 @@
 //! // Deliver, record the outcome, and persist the new state.
 //! let mut jitter = Jitter::new(u64::from(shard));
 //! let state = notification.deliveries[0].apply(
-//!     Outcome::Sent, now_ms + 40, &RetryPolicy::default(), &mut jitter)?;
+//!     Verdict::Sent, now_ms + 40, &RetryPolicy::default(), &mut jitter)?;
 //! assert_eq!(state, DeliveryState::Sent);
 //! assert!(notification.is_finished());
 //! // Only the delivery's progress is logged (a delivery update), never the whole record again.
@@ -133,5 +133,5 @@ pub use record::{
 };
 pub use routing::{jump_hash, shard_for_user, user_hash};
 pub use segmap::SegMap;
-pub use state::{Jitter, Outcome, RetryPolicy};
+pub use state::{Jitter, RetryPolicy, Verdict};
 pub use token_bucket::{TokenBucket, UserBuckets};

@@ -1,15 +1,18 @@
-//! The one delivery state machine: how a provider's answer ([`Outcome`]) moves a
+//! The one delivery state machine: how the answer to an attempt ([`Verdict`]) moves a
 //! [`DeliveryRecord`] between states, when it is retried ([`RetryPolicy`], exponential backoff with
 //! full jitter from a per-shard [`Jitter`]), and when it gives up (dead-letter).
 //!
 //! ```text
 //!   Queued ──┬─ Sent ───────────────────────────▶ Sent        (terminal)
-//!   Retrying ┼─ Retryable, attempts < max ──────▶ Retrying    (next_attempt_at_ms set)
-//!            ├─ Retryable, attempts == max ─────▶ Dead        ("retries exhausted: ...")
+//!   Retrying ┼─ Retry*, attempts < max ─────────▶ Retrying    (next_attempt_at_ms set)
+//!            ├─ Retry*, attempts == max ────────▶ Dead        ("retries exhausted: ...")
 //!            ├─ Permanent ──────────────────────▶ Failed
 //!            ├─ Expired ────────────────────────▶ Expired
 //!            └─ Suppressed ─────────────────────▶ Suppressed
-//!   any terminal state ── any outcome ──────────▶ Error::InvalidTransition
+//!   any terminal state ── any verdict ──────────▶ Error::InvalidTransition
+//!
+//!   Retry* = Retry, Unavailable or ConfigFault (the last two reach the record only while the
+//!   channel's breaker says the provider as a whole answers; the engine decides)
 //! ```
 
 use uuid::Uuid;
@@ -17,35 +20,74 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::record::{Channel, DeliveryEvent, DeliveryRecord, DeliveryState};
 
-/// What happened when we tried (or decided not) to deliver.
+/// The one answer to a delivery attempt, or to the decision not to make one: what a channel's
+/// sender reports, what the engine feeds its circuit breaker and this state machine, and what
+/// `GET /v1/notifications/{id}` ends up showing. Senders answer in these terms directly; no
+/// channel has a vocabulary of its own to translate.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Verdict {
     /// The provider accepted the message.
     Sent,
-    /// A transient failure (timeout, 5xx, 429, connection reset); the provider may suggest a delay.
-    Retryable {
+    /// The provider answered about this delivery, transiently (a device throttled, `429`):
+    /// retry later; it spends an attempt. `retry_after_ms` is the provider's hint.
+    Retry {
         reason: String,
         retry_after_ms: Option<u64>,
     },
-    /// The provider rejected the message for good (bad token, payload too large, ...).
-    Permanent { reason: String },
+    /// The provider did not answer about this delivery: it could not be reached (connection
+    /// refused, TLS failure, timeout, connection lost) or failed as a service (5xx). The engine
+    /// feeds it to the channel's circuit breaker and spends an attempt only while the provider
+    /// otherwise answers; applied here, it is retried like [`Verdict::Retry`].
+    Unavailable {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
+    /// Never deliverable as is (bad token, payload too large, ...). `deactivate` says the
+    /// target is gone for good; `unregistered_at_ms` is when the provider last found it gone
+    /// (unix ms), if it said: a device registered with us after that has come back.
+    Permanent {
+        reason: String,
+        deactivate: bool,
+        unregistered_at_ms: Option<u64>,
+    },
+    /// Our credentials or setup are wrong (or the channel is off): an operator must act. The
+    /// engine holds the delivery behind the open breaker; applied here, it is retried.
+    ConfigFault { reason: String },
     /// The notification's TTL ran out before it could be sent.
     Expired,
     /// Not sent on purpose (opted out, frequency cap, quiet hours, ...).
     Suppressed { reason: String },
 }
 
-impl Outcome {
+impl Verdict {
+    /// A permanent failure that leaves the target active.
+    #[must_use]
+    pub fn permanent(reason: impl Into<String>) -> Verdict {
+        Verdict::Permanent {
+            reason: reason.into(),
+            deactivate: false,
+            unregistered_at_ms: None,
+        }
+    }
+
     /// Short name for errors, logs and metrics labels.
     #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
-            Outcome::Sent => "sent",
-            Outcome::Retryable { .. } => "retryable",
-            Outcome::Permanent { .. } => "permanent",
-            Outcome::Expired => "expired",
-            Outcome::Suppressed { .. } => "suppressed",
+            Verdict::Sent => "sent",
+            Verdict::Retry { .. } => "retry",
+            Verdict::Unavailable { .. } => "unavailable",
+            Verdict::Permanent { .. } => "permanent",
+            Verdict::ConfigFault { .. } => "config_fault",
+            Verdict::Expired => "expired",
+            Verdict::Suppressed { .. } => "suppressed",
         }
+    }
+
+    /// Whether sending the same message again could succeed.
+    #[must_use]
+    pub fn retry_can_help(&self) -> bool {
+        matches!(self, Verdict::Retry { .. } | Verdict::Unavailable { .. })
     }
 }
 
@@ -157,7 +199,7 @@ impl DeliveryRecord {
     /// [`Error::InvalidTransition`] and leave the record untouched.
     pub fn apply(
         &mut self,
-        outcome: Outcome,
+        verdict: Verdict,
         now_ms: u64,
         policy: &RetryPolicy,
         jitter: &mut Jitter,
@@ -165,38 +207,44 @@ impl DeliveryRecord {
         if self.state.is_terminal() {
             return Err(Error::InvalidTransition {
                 from: self.state,
-                outcome: outcome.name(),
+                outcome: verdict.name(),
             });
         }
         let mut next_attempt_at_ms = None;
-        let (state, reason) = match outcome {
-            Outcome::Sent => {
+        let (state, reason) = match verdict {
+            Verdict::Sent => {
                 self.attempts = self.attempts.saturating_add(1);
                 (DeliveryState::Sent, None)
             }
-            Outcome::Permanent { reason } => {
+            Verdict::Permanent { reason, .. } => {
                 self.attempts = self.attempts.saturating_add(1);
                 (DeliveryState::Failed, Some(reason))
             }
-            Outcome::Retryable {
+            Verdict::Retry {
                 reason,
                 retry_after_ms,
-            } => {
-                self.attempts = self.attempts.saturating_add(1);
-                if self.attempts >= policy.max_attempts {
-                    (
-                        DeliveryState::Dead,
-                        Some(format!("retries exhausted: {reason}")),
-                    )
-                } else {
-                    let backoff = jitter.up_to(policy.ceiling_ms(self.attempts));
-                    let delay = backoff.max(retry_after_ms.unwrap_or(0));
-                    next_attempt_at_ms = Some(now_ms.saturating_add(delay));
-                    (DeliveryState::Retrying, Some(reason))
-                }
             }
-            Outcome::Expired => (DeliveryState::Expired, None),
-            Outcome::Suppressed { reason } => (DeliveryState::Suppressed, Some(reason)),
+            | Verdict::Unavailable {
+                reason,
+                retry_after_ms,
+            } => self.retry(
+                reason,
+                retry_after_ms,
+                now_ms,
+                policy,
+                jitter,
+                &mut next_attempt_at_ms,
+            ),
+            Verdict::ConfigFault { reason } => self.retry(
+                format!("configuration fault: {reason}"),
+                None,
+                now_ms,
+                policy,
+                jitter,
+                &mut next_attempt_at_ms,
+            ),
+            Verdict::Expired => (DeliveryState::Expired, None),
+            Verdict::Suppressed { reason } => (DeliveryState::Suppressed, Some(reason)),
         };
         self.state = state;
         self.next_attempt_at_ms = next_attempt_at_ms;
@@ -207,6 +255,30 @@ impl DeliveryRecord {
             reason,
         });
         Ok(state)
+    }
+
+    /// A retryable answer: one attempt spent, then `Retrying` at
+    /// `now + max(retry_after, full-jitter backoff)`, or `Dead` once the attempts run out.
+    fn retry(
+        &mut self,
+        reason: String,
+        retry_after_ms: Option<u64>,
+        now_ms: u64,
+        policy: &RetryPolicy,
+        jitter: &mut Jitter,
+        next_attempt_at_ms: &mut Option<u64>,
+    ) -> (DeliveryState, Option<String>) {
+        self.attempts = self.attempts.saturating_add(1);
+        if self.attempts >= policy.max_attempts {
+            return (
+                DeliveryState::Dead,
+                Some(format!("retries exhausted: {reason}")),
+            );
+        }
+        let backoff = jitter.up_to(policy.ceiling_ms(self.attempts));
+        let delay = backoff.max(retry_after_ms.unwrap_or(0));
+        *next_attempt_at_ms = Some(now_ms.saturating_add(delay));
+        (DeliveryState::Retrying, Some(reason))
     }
 }
 
@@ -220,14 +292,14 @@ mod tests {
         DeliveryRecord::new_queued(Uuid::from_u128(7), Channel::Apns, "tok", NOW - 10)
     }
 
-    fn retryable(after: Option<u64>) -> Outcome {
-        Outcome::Retryable {
+    fn retryable(after: Option<u64>) -> Verdict {
+        Verdict::Retry {
             reason: "503".into(),
             retry_after_ms: after,
         }
     }
 
-    fn run(d: &mut DeliveryRecord, o: Outcome) -> Result<DeliveryState, Error> {
+    fn run(d: &mut DeliveryRecord, o: Verdict) -> Result<DeliveryState, Error> {
         d.apply(o, NOW, &RetryPolicy::default(), &mut Jitter::new(1))
     }
 
@@ -244,7 +316,7 @@ mod tests {
     #[test]
     fn sent_counts_an_attempt_and_is_terminal() {
         let mut d = queued();
-        assert_eq!(run(&mut d, Outcome::Sent).unwrap(), DeliveryState::Sent);
+        assert_eq!(run(&mut d, Verdict::Sent).unwrap(), DeliveryState::Sent);
         assert_eq!(d.attempts, 1);
         assert_eq!(d.next_attempt_at_ms, None);
         let last = d.history.last().unwrap();
@@ -257,13 +329,7 @@ mod tests {
     #[test]
     fn permanent_fails_with_reason() {
         let mut d = queued();
-        let s = run(
-            &mut d,
-            Outcome::Permanent {
-                reason: "BadDeviceToken".into(),
-            },
-        )
-        .unwrap();
+        let s = run(&mut d, Verdict::permanent("BadDeviceToken")).unwrap();
         assert_eq!(s, DeliveryState::Failed);
         assert_eq!(d.attempts, 1);
         assert_eq!(d.history[1].reason.as_deref(), Some("BadDeviceToken"));
@@ -273,14 +339,14 @@ mod tests {
     fn expired_and_suppressed_do_not_count_attempts() {
         let mut d = queued();
         assert_eq!(
-            run(&mut d, Outcome::Expired).unwrap(),
+            run(&mut d, Verdict::Expired).unwrap(),
             DeliveryState::Expired
         );
         assert_eq!(d.attempts, 0);
         let mut d = queued();
         let s = run(
             &mut d,
-            Outcome::Suppressed {
+            Verdict::Suppressed {
                 reason: "opted out".into(),
             },
         )
@@ -351,7 +417,7 @@ mod tests {
     fn retrying_can_still_succeed() {
         let mut d = queued();
         run(&mut d, retryable(None)).unwrap();
-        assert_eq!(run(&mut d, Outcome::Sent).unwrap(), DeliveryState::Sent);
+        assert_eq!(run(&mut d, Verdict::Sent).unwrap(), DeliveryState::Sent);
         assert_eq!(d.attempts, 2);
         assert_eq!(d.next_attempt_at_ms, None);
         assert_eq!(d.history.len(), 3);
@@ -359,15 +425,11 @@ mod tests {
 
     #[test]
     fn terminal_states_reject_everything_and_stay_unchanged() {
-        for terminal in [
-            Outcome::Sent,
-            Outcome::Expired,
-            Outcome::Permanent { reason: "x".into() },
-        ] {
+        for terminal in [Verdict::Sent, Verdict::Expired, Verdict::permanent("x")] {
             let mut d = queued();
             run(&mut d, terminal).unwrap();
             let before = d.clone();
-            for o in [Outcome::Sent, retryable(None), Outcome::Expired] {
+            for o in [Verdict::Sent, retryable(None), Verdict::Expired] {
                 let name = o.name();
                 match run(&mut d, o) {
                     Err(Error::InvalidTransition { from, outcome }) => {

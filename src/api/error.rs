@@ -39,6 +39,34 @@ impl ApiError {
         }
     }
 
+    /// A shard's refusal, in HTTP terms.
+    pub fn shard(e: crate::engine::error::ShardError) -> ApiError {
+        use crate::engine::error::ShardError as E;
+        let message = e.to_string();
+        match e {
+            E::UserNotFound { .. } => ApiError::not_found("user_not_found", message),
+            E::DeviceNotFound { .. } => ApiError::not_found("device_not_found", message),
+            E::NoSuchShard => ApiError::not_found("not_found", message),
+            E::TooManyDeliveries { .. } => ApiError::new(422, "too_many_devices", message),
+            E::DeviceLimit { .. } => ApiError {
+                status: 422,
+                ..ApiError::field("token", "too_many_devices", message)
+            },
+            E::LogBehind | E::PeerBusy => ApiError::overloaded(message),
+            E::CorruptRecord => ApiError::new(500, "corrupt_record", message),
+            E::ChannelMissing { .. } | E::Unavailable { .. } | E::Unanswered => {
+                ApiError::unavailable(message)
+            }
+            #[allow(unreachable_patterns)]
+            _ => ApiError::unavailable(message),
+        }
+    }
+
+    /// A channel's refusal ([`crate::channels::rules`]), as a field error.
+    pub fn rule(e: crate::channels::rules::RuleError) -> ApiError {
+        ApiError::field(e.field, e.code, e.message)
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(404, code, message)
     }

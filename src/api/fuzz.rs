@@ -3,7 +3,7 @@
 //!
 //! Each target panics only if the parser is wrong: any body must give a value or a 400 whose
 //! code is machine-readable and whose message names the field; an accepted notification must
-//! meet every limit and render a valid APNs payload; and a notification must get the same
+//! meet every limit and render a valid payload for every channel; and a notification must get the same
 //! answer alone, as a batch item, and as an item of a batch that takes the field-by-field path.
 //! `cargo test` runs every target on generated and mutated bodies for a fixed number of cases
 //! (`fuzz/tests.rs`, which also bounds the memory a body may take); the libFuzzer crate in
@@ -19,9 +19,8 @@ use super::notifications::{
 };
 use super::users::{parse_device, parse_profile};
 use super::validate;
-use crate::apns::{PayloadFields, RESERVED_KEY, encode_payload};
 use crate::engine::command::NewNotification;
-use clarion_shards::{JsonObject, Platform};
+use clarion_shards::Platform;
 
 #[cfg(test)]
 mod tests;
@@ -48,7 +47,7 @@ fn check_error(e: &ApiError) {
     }
 }
 
-/// Every limit an accepted notification must meet, and a payload APNs can read.
+/// Every limit an accepted notification must meet, and a payload every channel can render.
 fn check_notification(n: &NewNotification) {
     assert!(validate::user_id("user_id", &n.user_id).is_ok(), "{n:?}");
     let key = &n.idempotency_key;
@@ -77,31 +76,9 @@ fn check_notification(n: &NewNotification) {
         c.title.is_some() || c.body.is_some() || !c.data.is_empty(),
         "{n:?}"
     );
-    assert!(!c.data.contains_key(RESERVED_KEY), "{n:?}");
-    let fields = PayloadFields {
-        title: c.title.as_deref(),
-        body: c.body.as_deref(),
-        category: c.category.as_deref(),
-        data: &c.data,
-    };
-    let payload = match encode_payload(&fields) {
-        Ok(p) => p,
-        Err(e) => panic!("accepted, but its payload cannot be built: {e}: {n:?}"),
-    };
-    let text = std::str::from_utf8(&payload).unwrap_or_default();
-    let payload = match JsonObject::parse(text).map(|o| o.to_map()) {
-        Ok(Ok(map)) => map,
-        other => panic!("payload {text:?} is not one JSON object: {other:?}"),
-    };
-    let data = c.data.to_map().unwrap_or_default();
-    assert_eq!(payload.len(), data.len() + 1, "{text}");
-    for (k, v) in &data {
-        assert_eq!(payload.get(k), Some(v), "data key {k:?} in {text}");
+    for rules in crate::channels::rules::all() {
+        rules.assert_renders(c);
     }
-    let aps = &payload[RESERVED_KEY];
-    assert_eq!(aps["alert"]["title"].as_str(), c.title.as_deref(), "{text}");
-    assert_eq!(aps["alert"]["body"].as_str(), c.body.as_deref(), "{text}");
-    assert_eq!(aps["category"].as_str(), c.category.as_deref(), "{text}");
 }
 
 /// A known difference between the parse paths, left to the owner of `notifications.rs`: the

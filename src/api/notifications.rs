@@ -10,7 +10,7 @@ use super::batch;
 use super::error::ApiError;
 use super::fields::{Fields, parse_object};
 use super::validate;
-use crate::apns::{PayloadFields, payload_size};
+use crate::channels::rules;
 use crate::engine::command::NewNotification;
 
 /// Most notifications in one batch request: bounds a request's memory and its time on a shard.
@@ -202,16 +202,6 @@ fn validate(raw: RawNotification) -> Result<NewNotification, ApiError> {
             "must not be empty",
         ));
     }
-    // Render the payload now, so a notification that cannot be delivered is refused at accept.
-    let fields = PayloadFields {
-        title: title.as_deref(),
-        body: body.as_deref(),
-        category: category.as_deref(),
-        data: &data,
-    };
-    if let Err(e) = payload_size(&fields) {
-        return Err(ApiError::field("body", "payload_too_large", e.to_string()));
-    }
     let content = NotificationContent {
         title,
         body,
@@ -221,6 +211,8 @@ fn validate(raw: RawNotification) -> Result<NewNotification, ApiError> {
         ttl_seconds,
         collapse_id,
     };
+    // Rendered now, so a notification that cannot be delivered is refused at accept.
+    rules::check_content(&content).map_err(ApiError::rule)?;
     Ok(NewNotification {
         user_id,
         idempotency_key,

@@ -1,11 +1,10 @@
 //! `PUT /v1/users/{user_id}` and `POST /v1/users/{user_id}/devices`: parsing and validating the
 //! request bodies into shard commands.
 
-use clarion_shards::Platform;
-
 use super::error::ApiError;
 use super::fields::{Fields, parse_object};
 use super::validate;
+use crate::channels::rules;
 use crate::engine::command::{NewDevice, UserProfile};
 
 const USER_FIELDS: &[&str] = &["email", "phone", "locale", "timezone"];
@@ -42,22 +41,21 @@ pub fn parse_device(body: &[u8]) -> Result<NewDevice, ApiError> {
     let platform = f.req_str("platform", 16)?;
     let token = f.req_str("token", 4096)?;
     f.finish(DEVICE_FIELDS)?;
-    let platform = match platform.as_str() {
-        "ios" => Platform::Ios,
-        other => {
-            return Err(ApiError::field(
-                "platform",
-                "unsupported_platform",
-                format!("`{other}` is not supported; supported: ios"),
-            ));
-        }
+    let Some(rules) = rules::for_platform(&platform) else {
+        return Err(ApiError::field(
+            "platform",
+            "unsupported_platform",
+            format!(
+                "`{platform}` is not supported; supported: {}",
+                rules::platform_names()
+            ),
+        ));
     };
-    let token = match platform {
-        Platform::Ios => validate::apns_token("token", &token)?,
-        #[allow(unreachable_patterns)]
-        _ => token,
-    };
-    Ok(NewDevice { platform, token })
+    let token = rules.target("token", &token).map_err(ApiError::rule)?;
+    Ok(NewDevice {
+        platform: rules.platform(),
+        token,
+    })
 }
 
 #[cfg(test)]

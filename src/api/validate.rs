@@ -111,21 +111,6 @@ pub fn timezone(field: &str, v: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// An APNs device token: 64 hex characters (32 bytes). Returned lowercased.
-pub fn apns_token(field: &str, v: &str) -> Result<String, ApiError> {
-    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::field(
-            field,
-            "invalid_token",
-            format!(
-                "an APNs device token is 64 hexadecimal characters, got {} characters",
-                v.len()
-            ),
-        ));
-    }
-    Ok(v.to_ascii_lowercase())
-}
-
 pub fn idempotency_key(field: &str, v: &str) -> Result<(), ApiError> {
     if v.bytes().any(|b| b.is_ascii_control()) {
         return Err(ApiError::field(
@@ -180,11 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn tokens_locales_zones_ids() {
-        let t = "A".repeat(64);
-        assert_eq!(apns_token("token", &t).unwrap(), "a".repeat(64));
-        assert!(apns_token("token", &"g".repeat(64)).is_err());
-        assert!(apns_token("token", &"a".repeat(63)).is_err());
+    fn locales_zones_ids() {
         assert!(locale("locale", "en-US").is_ok());
         assert!(locale("locale", "zh-Hant-TW").is_ok());
         assert!(locale("locale", "english!").is_err());

@@ -2,10 +2,11 @@
 //! [`RequestEncoder`], which builds `:path` and the `apns-*` headers from static names, cached
 //! values and one reused byte arena instead of per-request strings.
 
-use super::config::{ApnsConfig, ApnsError, Endpoint};
+use super::config::{ApnsConfig, ApnsError};
 use super::notification::{ApnsNotification, PushType};
-use super::response::SendOutcome;
+use crate::h2client::Endpoint;
 use bytes::{BufMut, Bytes, BytesMut};
+use clarion_shards::Verdict;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Uri};
@@ -39,8 +40,6 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 /// A notification checked and turned into header values, reusable for a second attempt.
 #[derive(Debug, Clone)]
 pub(crate) struct PreparedRequest {
-    /// The delivery id, sent as `apns-id`.
-    id: uuid::Uuid,
     uri: Uri,
     apns_id: HeaderValue,
     push_type: HeaderValue,
@@ -78,7 +77,7 @@ impl RequestEncoder {
         &self,
         n: &ApnsNotification<'_>,
         authorization: &HeaderValue,
-    ) -> Result<Request<()>, SendOutcome> {
+    ) -> Result<Request<()>, Verdict> {
         Ok(self
             .prepare(n)?
             .to_request(authorization, &self.topic, false))
@@ -99,7 +98,7 @@ impl RequestEncoder {
     }
 
     /// Validates `n` locally and turns it into header values carved from the arena.
-    pub(crate) fn prepare(&self, n: &ApnsNotification<'_>) -> Result<PreparedRequest, SendOutcome> {
+    pub(crate) fn prepare(&self, n: &ApnsNotification<'_>) -> Result<PreparedRequest, Verdict> {
         let token = n.device_token;
         if token.is_empty()
             || token.len() > MAX_DEVICE_TOKEN_HEX_DIGITS
@@ -159,7 +158,6 @@ impl RequestEncoder {
             ),
         };
         Ok(PreparedRequest {
-            id: n.delivery_id,
             uri: Uri::from_parts(uri).map_err(|_| refused("BadPath", false))?,
             apns_id: value(path_end..id_end).map_err(|_| refused("BadMessageId", false))?,
             push_type: HeaderValue::from_static(n.push_type.as_str()),
@@ -173,11 +171,6 @@ impl RequestEncoder {
 }
 
 impl PreparedRequest {
-    /// The delivery id, sent as `apns-id`.
-    pub(crate) fn id(&self) -> uuid::Uuid {
-        self.id
-    }
-
     /// The request for one attempt: every value is a reference-counted clone.
     ///
     /// HPACK as Apple asks of APNs clients: `:path` and `authorization` are never added to the
@@ -219,10 +212,10 @@ impl PreparedRequest {
 }
 
 /// The outcome for a notification refused before sending, named like Apple's reason.
-fn refused(reason: &str, deactivate_token: bool) -> SendOutcome {
-    SendOutcome::Permanent {
+fn refused(reason: &str, deactivate: bool) -> Verdict {
+    Verdict::Permanent {
         reason: format!("{reason} (refused locally)"),
-        deactivate_token,
+        deactivate,
         unregistered_at_ms: None,
     }
 }
@@ -319,9 +312,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             refused,
-            SendOutcome::Permanent {
+            Verdict::Permanent {
                 reason: "BadCollapseId (refused locally)".into(),
-                deactivate_token: false,
+                deactivate: false,
                 unregistered_at_ms: None,
             }
         );
@@ -331,8 +324,8 @@ mod tests {
         });
         assert!(matches!(
             control,
-            Err(SendOutcome::Permanent {
-                deactivate_token: false,
+            Err(Verdict::Permanent {
+                deactivate: false,
                 ..
             })
         ));
@@ -350,8 +343,8 @@ mod tests {
             assert!(
                 matches!(
                     got,
-                    Err(SendOutcome::Permanent {
-                        deactivate_token: true,
+                    Err(Verdict::Permanent {
+                        deactivate: true,
                         ..
                     })
                 ),
@@ -368,7 +361,7 @@ mod tests {
             ..notification()
         });
         assert!(
-            matches!(bad_priority, Err(SendOutcome::Permanent { ref reason, .. }) if reason.starts_with("BadPriority"))
+            matches!(bad_priority, Err(Verdict::Permanent { ref reason, .. }) if reason.starts_with("BadPriority"))
         );
         let big = Bytes::from(vec![b' '; MAX_PAYLOAD_BYTES + 1]);
         let alert = e.prepare(&ApnsNotification {
@@ -376,7 +369,7 @@ mod tests {
             ..notification()
         });
         assert!(
-            matches!(alert, Err(SendOutcome::Permanent { ref reason, .. }) if reason.starts_with("PayloadTooLarge"))
+            matches!(alert, Err(Verdict::Permanent { ref reason, .. }) if reason.starts_with("PayloadTooLarge"))
         );
         assert!(
             e.prepare(&ApnsNotification {
@@ -391,7 +384,7 @@ mod tests {
             ..notification()
         });
         assert!(
-            matches!(empty, Err(SendOutcome::Permanent { ref reason, .. }) if reason.starts_with("PayloadEmpty"))
+            matches!(empty, Err(Verdict::Permanent { ref reason, .. }) if reason.starts_with("PayloadEmpty"))
         );
     }
 
@@ -403,7 +396,6 @@ mod tests {
         let second = prepared.to_request(&HeaderValue::from_static("bearer new"), e.topic(), false);
         assert_eq!(first.uri(), second.uri());
         assert_eq!(header(&second, "authorization"), Some("bearer new"));
-        assert_eq!(prepared.id(), notification().delivery_id);
         assert_eq!(
             header(&second, "apns-id"),
             Some("0f8fad5b-d9cb-469f-a165-70867728950e")

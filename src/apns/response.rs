@@ -1,54 +1,13 @@
-//! What an APNs answer means: [`SendOutcome`] for the caller, and the follow-up the sender owes
+//! What an APNs answer means: [`Verdict`] for the caller, and the follow-up the sender owes
 //! (refresh the token and retry, hold token refreshes, replace the connection), mapped row by row
 //! from Apple's status and reason table.
 
+use clarion_shards::Verdict;
 use http::{HeaderMap, StatusCode};
 use std::time::Duration;
 
 /// A `retry-after` longer than this is treated as this: the caller's own backoff takes over.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// How one `send()` ended, and whether a retry can help.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendOutcome {
-    /// APNs accepted it; `apns_id` is the id it echoed (the one sent, if it echoed none or
-    /// something that is not a UUID).
-    Sent { apns_id: uuid::Uuid },
-    /// Not delivered, but the same notification may succeed later: APNs answered about it
-    /// (`429`, this device throttled). `retry_after` is APNs' hint when it gave one.
-    Retry {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    /// Not delivered, and APNs said nothing about this notification: it failed as a service
-    /// (5xx) or could not be reached (connection refused or lost, TLS failure, timeout).
-    Unavailable {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-    /// Never deliverable as is; `deactivate_token` when the device token is gone for good.
-    /// `unregistered_at_ms` is a `410`'s `timestamp`: when APNs last confirmed the token was no
-    /// longer valid for the topic (unix ms). A device registered with us after it has been
-    /// reinstalled and keeps its token; `None` when APNs gave no usable timestamp.
-    Permanent {
-        reason: String,
-        deactivate_token: bool,
-        unregistered_at_ms: Option<u64>,
-    },
-    /// Our credentials or topic are wrong: retrying burns the queue, an operator must act.
-    ConfigFault { reason: String },
-}
-
-impl SendOutcome {
-    /// Whether sending the same notification again could succeed.
-    pub fn retry_can_help(&self) -> bool {
-        matches!(
-            self,
-            SendOutcome::Retry { .. } | SendOutcome::Unavailable { .. }
-        )
-    }
-}
 
 /// What the sender does besides reporting the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,23 +22,16 @@ pub(crate) enum FollowUp {
     Reconnect,
 }
 
+/// An answer classified: the verdict for the caller and what the sender owes besides.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Verdict {
-    pub(crate) outcome: SendOutcome,
+pub(crate) struct Classified {
+    pub(crate) outcome: Verdict,
     pub(crate) follow_up: FollowUp,
 }
 
-/// The answer's echo of the request's `apns-id` (a static name: no parsing per answer).
-const APNS_ID: http::HeaderName = http::HeaderName::from_static("apns-id");
-
-/// Maps one answer. `body` is the (possibly truncated) response body; `sent_id` the `apns-id`
-/// we sent, used if APNs did not echo one.
-pub(crate) fn classify(
-    status: StatusCode,
-    headers: &HeaderMap,
-    body: &[u8],
-    sent_id: uuid::Uuid,
-) -> Verdict {
+/// Maps one answer. `body` is the (possibly truncated) response body. (A `200`'s `apns-id`
+/// echoes the delivery id we sent: nothing to read in it.)
+pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Classified {
     use super::jwt::TokenRejection::{Expired, Invalid};
     let parsed = error_body(body);
     let reason = parsed.reason.as_deref().unwrap_or("");
@@ -87,34 +39,28 @@ pub(crate) fn classify(
         "" => status.as_u16().to_string(),
         r => format!("{} {r}", status.as_u16()),
     };
-    let retry = || SendOutcome::Retry {
+    let retry = || Verdict::Retry {
         reason: described(),
-        retry_after: retry_after(headers),
+        retry_after_ms: retry_after_ms(headers),
     };
-    let unavailable = || SendOutcome::Unavailable {
+    let unavailable = || Verdict::Unavailable {
         reason: described(),
-        retry_after: retry_after(headers),
+        retry_after_ms: retry_after_ms(headers),
     };
-    let permanent = |deactivate_token| SendOutcome::Permanent {
+    let permanent = |deactivate| Verdict::Permanent {
         reason: described(),
-        deactivate_token,
+        deactivate,
         unregistered_at_ms: None,
     };
-    let verdict = |outcome, follow_up| Verdict { outcome, follow_up };
+    let verdict = |outcome, follow_up| Classified { outcome, follow_up };
     match (status.as_u16(), reason) {
-        (200, _) => {
-            let echoed = headers
-                .get(APNS_ID)
-                .and_then(|v| uuid::Uuid::try_parse_ascii(v.as_bytes()).ok());
-            let apns_id = echoed.unwrap_or(sent_id);
-            verdict(SendOutcome::Sent { apns_id }, FollowUp::None)
-        }
+        (200, _) => verdict(Verdict::Sent, FollowUp::None),
         (400, "BadDeviceToken" | "DeviceTokenNotForTopic") => {
             verdict(permanent(true), FollowUp::None)
         }
         (400, _) => verdict(permanent(false), FollowUp::None),
         (403, r) => {
-            let fault = SendOutcome::ConfigFault {
+            let fault = Verdict::ConfigFault {
                 reason: described(),
             };
             let follow_up = match r {
@@ -126,9 +72,9 @@ pub(crate) fn classify(
         }
         (404 | 405, _) => verdict(permanent(false), FollowUp::None),
         (410, _) => {
-            let gone = SendOutcome::Permanent {
+            let gone = Verdict::Permanent {
                 reason: described(),
-                deactivate_token: true,
+                deactivate: true,
                 unregistered_at_ms: parsed.timestamp_ms,
             };
             verdict(gone, FollowUp::None)
@@ -179,7 +125,7 @@ fn error_body(body: &[u8]) -> ErrorBody {
 
 /// `retry-after` in delay-seconds form, capped at [`MAX_RETRY_AFTER`]. (HTTP-date values are
 /// ignored: APNs does not send them.)
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
     let seconds: u64 = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -187,7 +133,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
+    Some(
+        seconds
+            .saturating_mul(1000)
+            .min(MAX_RETRY_AFTER.as_millis() as u64),
+    )
 }
 
 #[cfg(test)]
@@ -196,10 +146,7 @@ mod tests {
     use super::super::jwt::TokenRejection;
     use super::*;
 
-    const SENT: uuid::Uuid = uuid::Uuid::from_u128(0x0F8FAD5B_D9CB_469F_A165_70867728950E);
-    const ECHOED: &str = "5c1e7e5a-0000-4000-8000-00000000e40e";
-
-    fn answer(status: u16, reason: &str) -> Verdict {
+    fn answer(status: u16, reason: &str) -> Classified {
         let body = if reason.is_empty() {
             String::new()
         } else {
@@ -209,61 +156,61 @@ mod tests {
             StatusCode::from_u16(status).unwrap(),
             &HeaderMap::new(),
             body.as_bytes(),
-            SENT,
         )
     }
 
-    fn permanent(reason: &str, deactivate_token: bool) -> SendOutcome {
-        SendOutcome::Permanent {
+    fn permanent(reason: &str, deactivate: bool) -> Verdict {
+        Verdict::Permanent {
             reason: reason.into(),
-            deactivate_token,
+            deactivate,
             unregistered_at_ms: None,
         }
     }
 
-    fn gone(reason: &str, unregistered_at_ms: Option<u64>) -> SendOutcome {
-        SendOutcome::Permanent {
+    fn gone(reason: &str, unregistered_at_ms: Option<u64>) -> Verdict {
+        Verdict::Permanent {
             reason: reason.into(),
-            deactivate_token: true,
+            deactivate: true,
             unregistered_at_ms,
         }
     }
 
-    fn body_answer(status: u16, body: &str) -> SendOutcome {
+    fn body_answer(status: u16, body: &str) -> Verdict {
         let status = StatusCode::from_u16(status).unwrap();
-        classify(status, &HeaderMap::new(), body.as_bytes(), SENT).outcome
+        classify(status, &HeaderMap::new(), body.as_bytes()).outcome
     }
 
-    fn retry(reason: &str) -> SendOutcome {
-        SendOutcome::Retry {
+    fn retry(reason: &str) -> Verdict {
+        Verdict::Retry {
             reason: reason.into(),
-            retry_after: None,
+            retry_after_ms: None,
         }
     }
 
-    fn unavailable(reason: &str) -> SendOutcome {
-        SendOutcome::Unavailable {
+    fn unavailable(reason: &str) -> Verdict {
+        Verdict::Unavailable {
             reason: reason.into(),
-            retry_after: None,
+            retry_after_ms: None,
         }
     }
 
     #[test]
-    fn ok_is_sent_with_the_echoed_or_sent_id() {
+    fn ok_is_sent_whatever_it_echoes() {
         let mut headers = HeaderMap::new();
-        headers.insert("apns-id", ECHOED.parse().unwrap());
-        let v = classify(StatusCode::OK, &headers, b"", SENT);
-        assert_eq!(
-            v.outcome,
-            SendOutcome::Sent {
-                apns_id: ECHOED.parse().unwrap()
-            }
+        headers.insert(
+            "apns-id",
+            "5c1e7e5a-0000-4000-8000-00000000e40e".parse().unwrap(),
         );
-        assert_eq!(answer(200, "").outcome, SendOutcome::Sent { apns_id: SENT });
-        // Not an id: the one sent stands.
+        assert_eq!(
+            classify(StatusCode::OK, &headers, b"").outcome,
+            Verdict::Sent
+        );
         headers.insert("apns-id", "not-a-uuid".parse().unwrap());
-        let v = classify(StatusCode::OK, &headers, b"", SENT);
-        assert_eq!(v.outcome, SendOutcome::Sent { apns_id: SENT });
+        assert_eq!(
+            classify(StatusCode::OK, &headers, b"").outcome,
+            Verdict::Sent
+        );
+        assert_eq!(answer(200, "").outcome, Verdict::Sent);
         assert!(!answer(200, "").outcome.retry_can_help());
     }
 
@@ -300,7 +247,7 @@ mod tests {
         let expired = answer(403, "ExpiredProviderToken");
         assert_eq!(
             expired.outcome,
-            SendOutcome::ConfigFault {
+            Verdict::ConfigFault {
                 reason: "403 ExpiredProviderToken".into()
             }
         );
@@ -322,7 +269,7 @@ mod tests {
             let v = answer(403, reason);
             assert_eq!(
                 v.outcome,
-                SendOutcome::ConfigFault {
+                Verdict::ConfigFault {
                     reason: format!("403 {reason}")
                 }
             );
@@ -346,7 +293,7 @@ mod tests {
             permanent("413 PayloadTooLarge", false)
         );
         let body = br#"{"reason":"Unregistered","timestamp":1700000000000}"#;
-        let unregistered = classify(StatusCode::GONE, &HeaderMap::new(), body, SENT);
+        let unregistered = classify(StatusCode::GONE, &HeaderMap::new(), body);
         assert_eq!(
             unregistered.outcome,
             gone("410 Unregistered", Some(1_700_000_000_000))
@@ -438,13 +385,12 @@ mod tests {
             answer(418, "Teapot").outcome,
             permanent("418 Teapot", false)
         );
-        let html = classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>", SENT);
+        let html = classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>");
         assert_eq!(html.outcome, unavailable("502"));
         let injected = classify(
             StatusCode::BAD_REQUEST,
             &HeaderMap::new(),
             br#"{"reason":"a\nb"}"#,
-            SENT,
         );
         assert_eq!(injected.outcome, permanent("400", false));
     }
@@ -457,30 +403,28 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS,
             &headers,
             br#"{"reason":"TooManyRequests"}"#,
-            SENT,
         );
-        let expected = Some(Duration::from_secs(120));
         assert_eq!(
             v.outcome,
-            SendOutcome::Retry {
+            Verdict::Retry {
                 reason: "429 TooManyRequests".into(),
-                retry_after: expected
+                retry_after_ms: Some(120_000)
             }
         );
         headers.insert("retry-after", "999999".parse().unwrap());
-        let capped = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"", SENT);
+        let capped = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"");
         assert!(
-            matches!(capped.outcome, SendOutcome::Unavailable { retry_after: Some(d), .. } if d == MAX_RETRY_AFTER)
+            matches!(capped.outcome, Verdict::Unavailable { retry_after_ms: Some(ms), .. } if u128::from(ms) == MAX_RETRY_AFTER.as_millis())
         );
         headers.insert(
             "retry-after",
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
-        let date = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"", SENT);
+        let date = classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"");
         assert!(matches!(
             date.outcome,
-            SendOutcome::Unavailable {
-                retry_after: None,
+            Verdict::Unavailable {
+                retry_after_ms: None,
                 ..
             }
         ));

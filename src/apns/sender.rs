@@ -2,18 +2,16 @@
 //! on the provider token earns a retry with a fresh one), bounds it in time, counts every outcome
 //! in [`ApnsStats`], and closes gracefully.
 
-use super::config::{self, ApnsConfig, ApnsError, Endpoint, Tuning};
-use super::connection::StreamError;
-use super::deadline::Deadlines;
+use super::config::{self, ApnsConfig, ApnsError};
 use super::jwt::{ProviderToken, SigningFailed, SystemClock};
 use super::notification::ApnsNotification;
 use super::payload::{self, PayloadError, PayloadFields};
-use super::pool::Pool;
 use super::request::{PreparedRequest, RequestEncoder};
-use super::response::{FollowUp, SendOutcome, classify};
-use super::tls::Transport;
+use super::response::{FollowUp, classify};
+use crate::h2client::{Deadlines, Endpoint, Pool, StreamError, Transport, Tuning};
 use crate::wait::{Signal, within};
 use bytes::Bytes;
+use clarion_shards::Verdict;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,7 +27,7 @@ pub struct ApnsStats {
     pub retries: u64,
     pub permanent_failures: u64,
     pub config_faults: u64,
-    /// Sends that ran out of [`REQUEST_TIMEOUT`](super::REQUEST_TIMEOUT) (counted in `retries` too).
+    /// Sends that ran out of [`REQUEST_TIMEOUT`](crate::h2client::REQUEST_TIMEOUT) (counted in `retries` too).
     pub timeouts: u64,
     /// Answers received, by HTTP status (a 403 retried with a fresh token counts twice).
     pub by_status: BTreeMap<u16, u64>,
@@ -47,7 +45,7 @@ pub struct ApnsStats {
 }
 
 /// A notification checked and encoded by [`ApnsSender::prepare`], or the reason it was refused.
-pub struct PreparedNotification(Result<PreparedRequest, SendOutcome>);
+pub struct PreparedNotification(Result<PreparedRequest, Verdict>);
 
 /// Sends APNs notifications for one shard. Create it on (or hand it to) the shard's executor;
 /// `send` may be called from many tasks at once. Connects lazily on the first `send`.
@@ -83,7 +81,7 @@ impl ApnsSender {
     ) -> Result<ApnsSender, ApnsError> {
         config::validate(&config)?;
         let endpoint = Endpoint::parse(&config.endpoint)?;
-        let transport = Transport::new(endpoint, config.ca_pem.as_deref())?;
+        let transport = Transport::new("apns", endpoint, config.ca_pem.as_deref())?;
         let token = ProviderToken::new(
             &config.key_pem,
             &config.key_id,
@@ -114,7 +112,7 @@ impl ApnsSender {
     /// (refused stream, above a graceful GOAWAY's last stream, or not startable on a closing
     /// connection) is sent again once at once; anything that may have reached APNs is left to
     /// the caller's retry.
-    pub async fn send(&self, n: ApnsNotification<'_>) -> SendOutcome {
+    pub async fn send(&self, n: ApnsNotification<'_>) -> Verdict {
         self.send_prepared(self.prepare(&n)).await
     }
 
@@ -137,7 +135,7 @@ impl ApnsSender {
     pub fn send_prepared(
         &self,
         prepared: PreparedNotification,
-    ) -> impl Future<Output = SendOutcome> + 'static {
+    ) -> impl Future<Output = Verdict> + 'static {
         let inner = self.inner.clone();
         async move {
             let inner = &*inner;
@@ -207,13 +205,15 @@ impl Drop for ApnsSender {
 
 impl Inner {
     /// Counts a send's outcome; logs a configuration fault now and then.
-    fn count(&self, outcome: &SendOutcome) {
+    fn count(&self, outcome: &Verdict) {
         let mut stats = self.stats.borrow_mut();
         match outcome {
-            SendOutcome::Sent { .. } => stats.sent += 1,
-            SendOutcome::Retry { .. } | SendOutcome::Unavailable { .. } => stats.retries += 1,
-            SendOutcome::Permanent { .. } => stats.permanent_failures += 1,
-            SendOutcome::ConfigFault { reason } => {
+            Verdict::Sent => stats.sent += 1,
+            Verdict::Retry { .. } | Verdict::Unavailable { .. } => stats.retries += 1,
+            Verdict::Permanent { .. } => stats.permanent_failures += 1,
+            // Decisions not to send: a sender never answers them.
+            Verdict::Expired | Verdict::Suppressed { .. } => {}
+            Verdict::ConfigFault { reason } => {
                 stats.config_faults += 1;
                 // Logged at 1, 2, 4, 8, ... so a misconfigured shard cannot flood the log.
                 if stats.config_faults.is_power_of_two() {
@@ -229,7 +229,7 @@ impl Inner {
         }
     }
 
-    async fn attempt(&self, prepared: &PreparedRequest) -> SendOutcome {
+    async fn attempt(&self, prepared: &PreparedRequest) -> Verdict {
         let mut token_retry_left = true;
         let mut unsent_retry_left = true;
         loop {
@@ -267,7 +267,7 @@ impl Inner {
                 .by_status
                 .entry(answer.status.as_u16())
                 .or_default() += 1;
-            let verdict = classify(answer.status, &answer.headers, &answer.body, prepared.id());
+            let verdict = classify(answer.status, &answer.headers, &answer.body);
             match verdict.follow_up {
                 FollowUp::None => {}
                 FollowUp::Reconnect => conn.health.retire(),
@@ -305,9 +305,9 @@ impl Drop for Running<'_> {
 
 /// A send that got no answer about the notification: APNs could not be reached, or we could
 /// not send.
-fn unavailable(reason: &str) -> SendOutcome {
-    SendOutcome::Unavailable {
+fn unavailable(reason: &str) -> Verdict {
+    Verdict::Unavailable {
         reason: reason.to_owned(),
-        retry_after: None,
+        retry_after_ms: None,
     }
 }

@@ -1,23 +1,22 @@
-//! The APNs channel: maps a delivery onto an APNs request (payload, push type, priority,
-//! expiration, collapse id, `apns-id` = delivery id) and the `ApnsSender`'s outcome onto a
-//! `SendResult`.
+//! The APNs channel: its rules (a device token is 64 hex characters; the payload Apple
+//! accepts is at most 4 KiB) and its sender, which maps a delivery onto an APNs request (payload, push type, priority,
+//! expiration, collapse id, `apns-id` = delivery id); the `ApnsSender` answers in
+//! [`Verdict`]s.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 
-use clarion_shards::{Channel, Priority};
-use futures_util::FutureExt;
+use clarion_shards::{Channel, NotificationContent, Platform, Priority, Verdict};
 
-use super::{ChannelSender, SendFuture, SendJob, SendResult};
-use crate::apns::{ApnsNotification, ApnsSender, PayloadFields, PushType, SendOutcome};
+use super::rules::{ChannelRules, RuleError};
+use super::{ChannelSender, SendFuture, SendJob};
+use crate::apns::{ApnsNotification, ApnsSender, PayloadFields, PushType, payload_size};
 
 /// Expiration used when a notification has no `ttl_seconds`: APNs keeps it about four weeks.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
 /// In-flight APNs requests per shard: enough to fill several HTTP/2 connections' streams.
 pub const MAX_IN_FLIGHT: usize = 4096;
-/// A configuration fault (bad key, wrong team) is retried this much later, not hammered.
-pub const CONFIG_FAULT_RETRY_MS: u64 = 60_000;
 
 pub struct ApnsChannel {
     sender: Rc<ApnsSender>,
@@ -52,13 +51,7 @@ impl ChannelSender for ApnsChannel {
             Ok(p) => p,
             Err(e) => {
                 let reason = format!("payload: {e}");
-                return Box::pin(async move {
-                    SendResult::Permanent {
-                        reason,
-                        deactivate: false,
-                        unregistered_at_ms: None,
-                    }
-                });
+                return Box::pin(async move { Verdict::permanent(reason) });
             }
         };
         let alert = c.title.is_some() || c.body.is_some();
@@ -82,8 +75,7 @@ impl ChannelSender for ApnsChannel {
             collapse_id: c.collapse_id.as_deref(),
             payload,
         });
-        // `map`, not an `async` block awaiting it: that would hold the send future twice.
-        Box::pin(self.sender.send_prepared(prepared).map(map_outcome))
+        Box::pin(self.sender.send_prepared(prepared))
     }
 
     fn max_in_flight(&self) -> usize {
@@ -96,38 +88,82 @@ impl ChannelSender for ApnsChannel {
     }
 }
 
-fn map_outcome(o: SendOutcome) -> SendResult {
-    match o {
-        SendOutcome::Sent { .. } => SendResult::Sent,
-        SendOutcome::Retry {
-            reason,
-            retry_after,
-        } => SendResult::Retry {
-            reason,
-            retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
-        },
-        SendOutcome::Unavailable {
-            reason,
-            retry_after,
-        } => SendResult::Unavailable {
-            reason,
-            retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
-        },
-        SendOutcome::Permanent {
-            reason,
-            deactivate_token,
-            unregistered_at_ms,
-        } => SendResult::Permanent {
-            reason,
-            deactivate: deactivate_token,
-            unregistered_at_ms,
-        },
-        SendOutcome::ConfigFault { reason } => SendResult::ConfigFault { reason },
-        #[allow(unreachable_patterns)]
-        other => SendResult::Unavailable {
-            reason: format!("{other:?}"),
-            retry_after_ms: None,
-        },
+/// APNs' rules for the API: device tokens and the payload's size.
+pub struct ApnsRules;
+
+/// Characters in the device tokens iOS issues: 32 bytes in hex.
+pub const DEVICE_TOKEN_HEX_CHARS: usize = 64;
+
+fn fields(c: &NotificationContent) -> PayloadFields<'_> {
+    PayloadFields {
+        title: c.title.as_deref(),
+        body: c.body.as_deref(),
+        category: c.category.as_deref(),
+        data: &c.data,
+    }
+}
+
+impl ChannelRules for ApnsRules {
+    fn channel(&self) -> Channel {
+        Channel::Apns
+    }
+
+    fn platform(&self) -> Platform {
+        Platform::Ios
+    }
+
+    fn platform_name(&self) -> &'static str {
+        "ios"
+    }
+
+    /// 64 hex characters, stored lowercased.
+    fn target(&self, field: &'static str, raw: &str) -> Result<String, RuleError> {
+        if raw.len() != DEVICE_TOKEN_HEX_CHARS || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(RuleError {
+                field,
+                code: "invalid_token",
+                message: format!(
+                    "an APNs device token is {DEVICE_TOKEN_HEX_CHARS} hexadecimal characters, got {} characters",
+                    raw.len()
+                ),
+            });
+        }
+        Ok(raw.to_ascii_lowercase())
+    }
+
+    fn check_content(&self, content: &NotificationContent) -> Result<(), RuleError> {
+        payload_size(&fields(content))
+            .map(drop)
+            .map_err(|e| RuleError {
+                field: "body",
+                code: "payload_too_large",
+                message: format!("apns: {e}"),
+            })
+    }
+
+    #[cfg(any(test, feature = "fuzz"))]
+    fn assert_renders(&self, c: &NotificationContent) {
+        use crate::apns::{RESERVED_KEY, encode_payload};
+        use clarion_shards::JsonObject;
+        assert!(!c.data.contains_key(RESERVED_KEY), "{c:?}");
+        let payload = match encode_payload(&fields(c)) {
+            Ok(p) => p,
+            Err(e) => panic!("accepted, but its APNs payload cannot be built: {e}: {c:?}"),
+        };
+        let text = std::str::from_utf8(&payload).unwrap_or_default();
+        let payload = match JsonObject::parse(text).map(|o| o.to_map()) {
+            Ok(Ok(map)) => map,
+            other => panic!("payload {text:?} is not one JSON object: {other:?}"),
+        };
+        let data = c.data.to_map().unwrap_or_default();
+        assert_eq!(payload.len(), data.len() + 1, "{text}");
+        for (k, v) in &data {
+            assert_eq!(payload.get(k), Some(v), "data key {k:?} in {text}");
+        }
+        let aps = &payload[RESERVED_KEY];
+        assert_eq!(aps["alert"]["title"].as_str(), c.title.as_deref(), "{text}");
+        assert_eq!(aps["alert"]["body"].as_str(), c.body.as_deref(), "{text}");
+        assert_eq!(aps["category"].as_str(), c.category.as_deref(), "{text}");
     }
 }
 
@@ -136,19 +172,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_gone_tokens_unregistration_time_reaches_the_engine() {
-        let gone = SendOutcome::Permanent {
-            reason: "410 Unregistered".into(),
-            deactivate_token: true,
-            unregistered_at_ms: Some(1_700_000_000_000),
+    fn a_device_token_is_64_hex_characters_stored_lowercased() {
+        let t = "A".repeat(64);
+        assert_eq!(ApnsRules.target("token", &t).unwrap(), "a".repeat(64));
+        for bad in [
+            "g".repeat(64),
+            "a".repeat(63),
+            "a".repeat(65),
+            String::new(),
+        ] {
+            let e = ApnsRules.target("token", &bad).unwrap_err();
+            assert_eq!((e.field, e.code), ("token", "invalid_token"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn content_past_4_kib_is_too_large_naming_the_channel() {
+        let mut c = NotificationContent {
+            body: Some("x".repeat(3000)),
+            ..NotificationContent::default()
         };
-        assert_eq!(
-            map_outcome(gone),
-            SendResult::Permanent {
-                reason: "410 Unregistered".into(),
-                deactivate: true,
-                unregistered_at_ms: Some(1_700_000_000_000),
-            }
-        );
+        assert!(ApnsRules.check_content(&c).is_ok());
+        c.body = Some("x".repeat(5000));
+        let e = ApnsRules.check_content(&c).unwrap_err();
+        assert_eq!((e.field, e.code), ("body", "payload_too_large"));
+        assert!(e.message.starts_with("apns: "), "{}", e.message);
     }
 }

@@ -1,13 +1,16 @@
 //! The channel and sender abstraction: a `ChannelSender` turns one delivery of a notification
-//! into a provider request and reports a `SendResult` the delivery state machine understands.
+//! into a provider request and answers in the delivery state machine's own terms, a
+//! [`Verdict`].
 //! APNs is the first; FCM, Web Push, SMS and email slot in beside it.
 
 pub mod apns;
+pub mod off;
+pub mod rules;
 
 use std::future::Future;
 use std::pin::Pin;
 
-use clarion_shards::{Channel, NotificationContent};
+use clarion_shards::{Channel, NotificationContent, Verdict};
 use uuid::Uuid;
 
 /// What a sender needs to know about one delivery attempt (borrowed from the shard's record;
@@ -19,39 +22,8 @@ pub struct SendJob<'a> {
     pub accepted_at_ms: u64,
 }
 
-/// A provider's answer, in the terms of the delivery state machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SendResult {
-    Sent,
-    /// The provider answered about this delivery, transiently (a device throttled): retry
-    /// later; it spends an attempt.
-    Retry {
-        reason: String,
-        retry_after_ms: Option<u64>,
-    },
-    /// The provider did not answer about this delivery: it could not be reached (connection
-    /// refused, TLS failure, timeout, connection lost) or failed as a service (5xx). Fed to the
-    /// channel's circuit breaker; spends an attempt only while the provider otherwise answers.
-    Unavailable {
-        reason: String,
-        retry_after_ms: Option<u64>,
-    },
-    /// Permanent: the delivery fails; `deactivate` says the target (device token) is dead.
-    /// `unregistered_at_ms` is when the provider last found it dead (unix ms), if it said: a
-    /// device registered with us after that has come back and stays active.
-    Permanent {
-        reason: String,
-        deactivate: bool,
-        unregistered_at_ms: Option<u64>,
-    },
-    /// Our credentials or setup are wrong: alert, keep the delivery, retry much later.
-    ConfigFault {
-        reason: String,
-    },
-}
-
-pub type SendFuture = Pin<Box<dyn Future<Output = SendResult>>>;
+/// An attempt in flight; it ends in the attempt's [`Verdict`].
+pub type SendFuture = Pin<Box<dyn Future<Output = Verdict>>>;
 
 /// One provider channel's sender, owned by one shard.
 pub trait ChannelSender {

@@ -4,16 +4,16 @@
 use std::rc::Rc;
 
 use clarion_shards::{
-    DedupClaim, DeliveryRecord, DeviceRecord, LostClaim, NotificationRecord, Outcome, UserRecord,
+    DedupClaim, DeliveryRecord, DeviceRecord, LostClaim, NotificationRecord, UserRecord, Verdict,
 };
 use uuid::Uuid;
 
 use super::answer::NotifyReplyTo;
 use super::command::{NewDevice, NewNotification, Reply, Upsert, UserProfile};
 use super::committer::{Deliveries, Waiter};
+use super::error::ShardError;
 use super::probe::bump;
 use super::{DeliveryRef, Engine, ShardState, now_ms};
-use crate::api::error::ApiError;
 
 /// Notifications a shard holds accepted but not yet durable. Past it, new ones are refused at
 /// once with `503 overloaded` and `Retry-After`: the log is not keeping up (a slow or stalled
@@ -102,10 +102,10 @@ impl Engine {
         };
         let Some(at) = user.devices.iter().position(|d| d.token == token) else {
             drop(st);
-            let _ = reply.send(Err(ApiError::not_found(
-                "device_not_found",
-                format!("user `{user_id}` has no device with token `{token}`"),
-            )));
+            let _ = reply.send(Err(ShardError::DeviceNotFound {
+                user_id: user_id.clone(),
+                token: token.to_string(),
+            }));
             return;
         };
         user.devices.remove(at);
@@ -150,9 +150,7 @@ impl Engine {
         if self.undurable.get() >= MAX_UNDURABLE_ACCEPTS {
             drop(st);
             bump(&self.probe.rejected_overload);
-            reply.send(Err(ApiError::overloaded(
-                "this shard's log is not keeping up; retry later",
-            )));
+            reply.send(Err(ShardError::LogBehind));
             return;
         }
         let shard = &mut *st;
@@ -165,24 +163,18 @@ impl Engine {
         // Registration keeps users within [contacts] max_devices_per_user, which is at most
         // this; only a log written before that limit existed could hold more.
         if count > clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION {
-            reply.send(Err(ApiError::new(
-                422,
-                "too_many_devices",
-                format!(
-                    "user `{}` has {count} active devices; one notification reaches at most {}",
-                    n.user_id,
-                    clarion_shards::MAX_DELIVERIES_PER_NOTIFICATION
-                ),
-            )));
+            reply.send(Err(ShardError::TooManyDeliveries {
+                user_id: n.user_id.clone(),
+                active: count,
+            }));
             return;
         }
         if let Some(device) =
             active().find(|d| self.senders[d.platform.channel().index()].is_none())
         {
-            reply.send(Err(ApiError::unavailable(format!(
-                "the {} channel is not configured on this server",
-                device.platform.channel().as_str()
-            ))));
+            reply.send(Err(ShardError::ChannelMissing {
+                channel: device.platform.channel().as_str(),
+            }));
             return;
         }
         let capped = !shard.buckets.try_take(&n.user_id, now);
@@ -195,7 +187,7 @@ impl Engine {
             if capped {
                 let reason = "frequency_cap: over [caps] per_user_per_hour".to_string();
                 let _ = d.apply(
-                    Outcome::Suppressed { reason },
+                    Verdict::Suppressed { reason },
                     now,
                     &self.cfg.retry,
                     &mut shard.jitter,
@@ -350,15 +342,13 @@ impl Engine {
 
 /// What an API client is told of a failed read: that storage failed, and whether to retry.
 /// The storage error itself, with paths and keys, goes to the server's log only.
-fn storage_error(shard: u16, e: &clarion_shards::Error) -> ApiError {
+fn storage_error(shard: u16, e: &clarion_shards::Error) -> ShardError {
     tracing::error!(shard, error = %e, "status read failed");
     match e {
-        clarion_shards::Error::Corrupt { .. } => ApiError::new(
-            500,
-            "corrupt_record",
-            "the stored record could not be read; the server log names it",
-        ),
-        _ => ApiError::unavailable("storage is unavailable on this shard; retry later"),
+        clarion_shards::Error::Corrupt { .. } => ShardError::CorruptRecord,
+        _ => ShardError::Unavailable {
+            why: "storage is unavailable on this shard; retry later",
+        },
     }
 }
 
@@ -377,17 +367,16 @@ fn registered<'a, T>(
     }
 }
 
-fn user_not_found(user_id: &str) -> ApiError {
-    ApiError::not_found(
-        "user_not_found",
-        format!("user `{user_id}` is not registered (PUT /v1/users/{user_id} first)"),
-    )
+fn user_not_found(user_id: &str) -> ShardError {
+    ShardError::UserNotFound {
+        user_id: user_id.to_string(),
+    }
 }
 
 /// Makes room for one more device under the per-user limit by dropping the user's oldest
 /// deactivated devices (devices are kept in registration order); a user whose devices are all
 /// active and at the limit gets `422 too_many_devices`.
-fn make_room(user: &mut UserRecord, max: usize) -> Result<(), ApiError> {
+fn make_room(user: &mut UserRecord, max: usize) -> Result<(), ShardError> {
     let mut excess = (user.devices.len() + 1).saturating_sub(max);
     if excess > 0 {
         user.devices.retain(|d| {
@@ -399,18 +388,9 @@ fn make_room(user: &mut UserRecord, max: usize) -> Result<(), ApiError> {
     if excess == 0 {
         return Ok(());
     }
-    Err(ApiError {
-        status: 422,
-        ..ApiError::field(
-            "token",
-            "too_many_devices",
-            format!(
-                "user `{}` already has {} active devices, the most allowed ([contacts] max_devices_per_user); remove one first (DELETE /v1/users/{}/devices/{{token}})",
-                user.user_id,
-                user.devices.len(),
-                user.user_id
-            ),
-        )
+    Err(ShardError::DeviceLimit {
+        user_id: user.user_id.clone(),
+        devices: user.devices.len(),
     })
 }
 
@@ -460,8 +440,13 @@ mod tests {
         assert_eq!(make_room(&mut u, 3), Ok(()));
         assert_eq!(tokens(&u), ["t0", "t2"]);
         let e = make_room(&mut u, 2).unwrap_err();
-        assert_eq!((e.status, e.code), (422, "too_many_devices"));
-        assert_eq!(e.field.as_deref(), Some("token"));
+        assert!(
+            matches!(e, ShardError::DeviceLimit { devices: 2, .. }),
+            "{e:?}"
+        );
+        let api = crate::api::error::ApiError::shard(e);
+        assert_eq!((api.status, api.code), (422, "too_many_devices"));
+        assert_eq!(api.field.as_deref(), Some("token"));
         assert_eq!(tokens(&u), ["t0", "t2"], "active devices are never dropped");
     }
 }

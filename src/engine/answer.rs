@@ -9,10 +9,10 @@ use std::rc::Rc;
 use futures_channel::oneshot;
 
 use super::command::{NotifyReply, Reply};
-use crate::api::error::ApiError;
+use super::error::ShardError;
 
 /// One item's answer within a batch: its position in the request, and the result.
-pub type ItemAnswer = (u32, Result<NotifyReply, ApiError>);
+pub type ItemAnswer = (u32, Result<NotifyReply, ShardError>);
 
 /// Where a shard sends the answers to its part of a batch, all at once.
 pub type BatchReply = oneshot::Sender<Vec<ItemAnswer>>;
@@ -28,7 +28,7 @@ pub enum NotifyReplyTo {
 
 impl NotifyReplyTo {
     /// Delivers the answer. A client that went away is not an error.
-    pub fn send(self, answer: Result<NotifyReply, ApiError>) {
+    pub fn send(self, answer: Result<NotifyReply, ShardError>) {
         match self {
             NotifyReplyTo::One(reply) => {
                 let _ = reply.send(answer);
@@ -65,7 +65,7 @@ impl BatchAnswers {
         }
     }
 
-    fn fill(&self, index: u32, answer: Result<NotifyReply, ApiError>) {
+    fn fill(&self, index: u32, answer: Result<NotifyReply, ShardError>) {
         self.answers.borrow_mut().push((index, answer));
         let open = self.open.get().saturating_sub(1);
         self.open.set(open);
@@ -94,7 +94,7 @@ pub struct BatchSlot {
 }
 
 impl BatchSlot {
-    fn fill(&mut self, answer: Result<NotifyReply, ApiError>) {
+    fn fill(&mut self, answer: Result<NotifyReply, ShardError>) {
         if let Some(answers) = self.answers.take() {
             answers.fill(self.index, answer);
         }
@@ -104,7 +104,7 @@ impl BatchSlot {
 impl Drop for BatchSlot {
     fn drop(&mut self) {
         if let Some(answers) = self.answers.take() {
-            let unanswered = ApiError::unanswered();
+            let unanswered = ShardError::Unanswered;
             answers.fill(self.index, Err(unanswered));
         }
     }
@@ -129,14 +129,21 @@ mod tests {
         assert_eq!(rx.try_recv(), Ok(None), "two slots still open");
         NotifyReplyTo::Item(mid).send(Ok(NotifyReply::Duplicate(id(7))));
         assert_eq!(rx.try_recv(), Ok(None), "one slot still open");
-        NotifyReplyTo::Item(last).send(Err(ApiError::not_found("user_not_found", "no user")));
+        NotifyReplyTo::Item(last).send(Err(ShardError::UserNotFound {
+            user_id: "u".into(),
+        }));
         let answers = rx.try_recv().expect("not canceled").expect("answered");
         assert_eq!(
             answers,
             vec![
                 (9, Ok(NotifyReply::Accepted(id(9)))),
                 (7, Ok(NotifyReply::Duplicate(id(7)))),
-                (4, Err(ApiError::not_found("user_not_found", "no user"))),
+                (
+                    4,
+                    Err(ShardError::UserNotFound {
+                        user_id: "u".into()
+                    })
+                ),
             ]
         );
     }
@@ -155,7 +162,7 @@ mod tests {
         assert_eq!(answers[0], (0, Ok(NotifyReply::Accepted(id(1)))));
         let (index, err) = &answers[1];
         assert_eq!(*index, 1);
-        assert_eq!(err.as_ref().map_err(|e| e.status), Err(503));
+        assert_eq!(err.as_ref().map_err(ShardError::retry_can_help), Err(true));
     }
 
     #[test]

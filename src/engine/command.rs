@@ -6,11 +6,11 @@ use futures_channel::oneshot;
 use uuid::Uuid;
 
 use super::answer::BatchReply;
+use super::error::ShardError;
 use super::probe::ProbeSnapshot;
-use crate::api::error::ApiError;
 
 /// Where a shard sends one command's answer.
-pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+pub type Reply<T> = oneshot::Sender<Result<T, ShardError>>;
 
 /// A user's contact profile (PUT replaces it; devices are kept).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,7 +98,7 @@ impl ShardCmd {
     }
 
     /// Answers the command with an error without running it (overload, shutdown).
-    pub fn reject(self, err: ApiError) {
+    pub fn reject(self, err: ShardError) {
         // A closed reply channel means the client went away; nothing to do.
         let _ = match self {
             ShardCmd::PutUser { reply, .. } | ShardCmd::AddDevice { reply, .. } => {

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::answer::NotifyReplyTo;
 use super::command::{NotifyReply, Reply, Upsert};
+use super::error::ShardError;
 use super::probe::bump;
 use super::{DeliveryRef, Engine};
-use crate::api::error::ApiError;
 
 /// The deliveries a new notification queues once durable: inline for the usual one or two
 /// devices, so accepting a notification allocates no list for them.
@@ -215,9 +215,9 @@ fn complete(engine: &Rc<Engine>, w: Waiter, committed: &Committed) {
             let held = engine.state.borrow().dedup.get(dedup_key, super::now_ms());
             let answer = match held {
                 Some(id) => Ok(NotifyReply::Duplicate(id)),
-                None => Err(ApiError::unavailable(
-                    "the original request was not stored; retry",
-                )),
+                None => Err(ShardError::Unavailable {
+                    why: "the original request was not stored; retry",
+                }),
             };
             reply.send(answer);
         }
@@ -231,7 +231,9 @@ fn complete(engine: &Rc<Engine>, w: Waiter, committed: &Committed) {
 }
 
 fn fail(engine: &Rc<Engine>, w: Waiter) {
-    let err = || ApiError::unavailable("storage failed; nothing was accepted");
+    let err = || ShardError::Unavailable {
+        why: "storage failed; nothing was accepted",
+    };
     match w {
         Waiter::Accepted { id, reply, .. } => {
             engine.forget_unaccepted(id);

@@ -8,15 +8,19 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use clarion_shards::{DeliveryState, Outcome};
+use clarion_shards::{DeliveryState, Verdict};
 use tracing::{debug, info, warn};
 
 use super::breaker::{Admit, BreakerState};
 use super::probe::bump;
 use super::{DeliveryRef, Engine, now_ms};
-use crate::channels::{SendJob, SendResult};
+use crate::channels::SendJob;
 
 /// Longest the send loop waits on a closed-off provider before it looks at its breaker again.
+/// A configuration fault (bad key, wrong team, a channel that is off) is retried this much
+/// later, not hammered: an operator has to act first.
+pub const CONFIG_FAULT_RETRY_MS: u64 = 60_000;
+
 const BREAKER_RECHECK: Duration = Duration::from_millis(500);
 
 /// The send loop of one channel.
@@ -104,7 +108,7 @@ fn start_attempt(
     if let Some(ttl) = rec.content.ttl_seconds {
         if now > rec.accepted_at_ms + u64::from(ttl) * 1000 {
             drop(st);
-            engine.settle(d, Outcome::Expired);
+            engine.settle(d, Verdict::Expired);
             return None;
         }
     }
@@ -119,75 +123,55 @@ fn start_attempt(
 }
 
 impl Engine {
-    /// Applies a provider answer, through the channel's breaker.
-    pub(super) fn complete_attempt(self: &Rc<Self>, d: DeliveryRef, result: SendResult) {
+    /// Applies an attempt's verdict, through the channel's breaker.
+    pub(super) fn complete_attempt(self: &Rc<Self>, d: DeliveryRef, verdict: Verdict) {
         let lane = &self.lanes[d.channel.index()];
         let was = lane.breaker.borrow().state();
-        let outcome = match result {
-            SendResult::Sent => {
-                lane.breaker.borrow_mut().on_answer();
-                Some(Outcome::Sent)
+        let settled = match verdict {
+            Verdict::Unavailable { .. } => self.provider_failed(d, verdict),
+            Verdict::ConfigFault { reason } => {
+                bump(&self.probe.config_faults);
+                warn!(shard = self.cfg.shard, channel = d.channel.as_str(), %reason, "provider configuration fault: check credentials");
+                let held = Verdict::Retry {
+                    reason: format!("configuration fault: {reason}"),
+                    retry_after_ms: Some(CONFIG_FAULT_RETRY_MS),
+                };
+                self.provider_failed(d, held)
             }
-            SendResult::Retry {
-                reason,
-                retry_after_ms,
-            } => {
-                lane.breaker.borrow_mut().on_answer();
-                Some(Outcome::Retryable {
-                    reason,
-                    retry_after_ms,
-                })
-            }
-            SendResult::Permanent {
-                reason,
+            Verdict::Permanent {
+                ref reason,
                 deactivate,
                 unregistered_at_ms,
             } => {
                 lane.breaker.borrow_mut().on_answer();
                 if deactivate {
-                    self.deactivate_target(d, &reason, unregistered_at_ms);
+                    self.deactivate_target(d, reason, unregistered_at_ms);
                 }
-                Some(Outcome::Permanent { reason })
+                Some(verdict)
             }
-            SendResult::Unavailable {
-                reason,
-                retry_after_ms,
-            } => self.provider_failed(d, reason, retry_after_ms),
-            SendResult::ConfigFault { reason } => {
-                bump(&self.probe.config_faults);
-                warn!(shard = self.cfg.shard, %reason, "provider configuration fault: check credentials");
-                let reason = format!("configuration fault: {reason}");
-                self.provider_failed(
-                    d,
-                    reason,
-                    Some(crate::channels::apns::CONFIG_FAULT_RETRY_MS),
-                )
+            // The provider answered about this delivery.
+            other => {
+                lane.breaker.borrow_mut().on_answer();
+                Some(other)
             }
         };
         let now = lane.breaker.borrow().state();
         if now != was {
             self.breaker_changed(d.channel, was, now);
         }
-        if let Some(outcome) = outcome {
-            self.settle(d, outcome);
+        if let Some(verdict) = settled {
+            self.settle(d, verdict);
         }
     }
 
-    /// A provider-level failure: the delivery's own retry while the provider as a whole
-    /// answers; otherwise (breaker open, or stopping) it goes back unspent (`None`).
-    fn provider_failed(
-        &self,
-        d: DeliveryRef,
-        reason: String,
-        retry_after_ms: Option<u64>,
-    ) -> Option<Outcome> {
+    /// A provider-level failure: `verdict` applies to the delivery (an attempt spent) while
+    /// the provider as a whole answers; otherwise (breaker open, or stopping) it goes back
+    /// unspent (`None`).
+    fn provider_failed(&self, d: DeliveryRef, verdict: Verdict) -> Option<Verdict> {
         let lane = &self.lanes[d.channel.index()];
         let charged = lane.breaker.borrow_mut().on_failure(now_ms()) && !self.stopping.is_set();
         if charged {
-            return Some(Outcome::Retryable {
-                reason,
-                retry_after_ms,
-            });
+            return Some(verdict);
         }
         bump(&self.probe.deferred);
         if self.stopping.is_set() {
@@ -228,7 +212,7 @@ impl Engine {
 
     /// Moves a resident delivery to its next state, logs it with its backlog key removed (or
     /// moved to the retry's due time), and lets it go from memory.
-    pub(super) fn settle(self: &Rc<Self>, d: DeliveryRef, outcome: Outcome) {
+    pub(super) fn settle(self: &Rc<Self>, d: DeliveryRef, verdict: Verdict) {
         let now = now_ms();
         let lane = &self.lanes[d.channel.index()];
         let mut guard = self.state.borrow_mut();
@@ -239,7 +223,7 @@ impl Engine {
         let Some(del) = open.record.deliveries.get_mut(d.index as usize) else {
             return;
         };
-        let new_state = match del.apply(outcome, now, &self.cfg.retry, &mut st.jitter) {
+        let new_state = match del.apply(verdict, now, &self.cfg.retry, &mut st.jitter) {
             Ok(s) => s,
             Err(e) => {
                 warn!(shard = self.cfg.shard, error = %e, "ignored outcome for a settled delivery");

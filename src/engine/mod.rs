@@ -15,6 +15,7 @@ pub mod breaker;
 pub mod command;
 pub mod committer;
 pub mod dispatch;
+pub mod error;
 pub mod lane;
 pub mod probe;
 pub mod recovery;
@@ -35,6 +36,7 @@ use crate::channels::ChannelSender;
 use crate::sync::Latch;
 use command::ShardCmd;
 use committer::Committer;
+use error::ShardError;
 use lane::Lane;
 use probe::Probe;
 
@@ -173,11 +175,10 @@ impl Engine {
 
     /// Runs one command. Never blocks: durable work completes later through the committer.
     pub fn handle(self: &Rc<Self>, cmd: ShardCmd) {
-        use crate::api::error::ApiError;
         if self.failed.get() {
-            return cmd.reject(ApiError::unavailable(
-                "this shard's storage failed; restart required",
-            ));
+            return cmd.reject(ShardError::Unavailable {
+                why: "this shard's storage failed; restart required",
+            });
         }
         if self.stopping.is_set()
             && !matches!(
@@ -185,7 +186,9 @@ impl Engine {
                 ShardCmd::GetNotification { .. } | ShardCmd::Stats { .. }
             )
         {
-            return cmd.reject(ApiError::unavailable("shutting down"));
+            return cmd.reject(ShardError::Unavailable {
+                why: "shutting down",
+            });
         }
         match cmd {
             ShardCmd::PutUser {

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::api::error::ApiError;
 use crate::api::{notifications, status, users, validate};
 use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
+use crate::engine::error::ShardError;
 use crate::engine::probe::ProbeSnapshot;
 use crate::health::{ShardState, ShardsHealth};
 use crate::mesh::ShardRouter;
@@ -38,6 +39,8 @@ pub struct Api {
     health: ShardsHealth,
     /// This core's admission control of notification requests.
     admission: Admission,
+    /// Each channel's name and mode (`live`, `simulator`, `off`), for `/healthz` and `/v1/stats`.
+    channel_modes: Vec<(&'static str, &'static str)>,
 }
 
 const KEY_DIGEST_LEN: usize = 32;
@@ -49,13 +52,29 @@ fn key_digest(key: &[u8]) -> [u8; KEY_DIGEST_LEN] {
 }
 
 impl Api {
-    pub fn new(router: ShardRouter, api_keys: &[String], health: ShardsHealth) -> Api {
+    pub fn new(
+        router: ShardRouter,
+        api_keys: &[String],
+        health: ShardsHealth,
+        channel_modes: Vec<(&'static str, &'static str)>,
+    ) -> Api {
         Api {
             router,
             api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
             health,
             admission: Admission::new(),
+            channel_modes,
         }
+    }
+
+    /// `{"apns":"live",...}`.
+    fn channels_json(&self) -> Value {
+        Value::Object(
+            self.channel_modes
+                .iter()
+                .map(|(c, m)| ((*c).to_string(), Value::from(*m)))
+                .collect(),
+        )
     }
 
     /// Admission's refusal, counted in this shard's probe.
@@ -105,7 +124,7 @@ async fn route(
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/healthz" {
-        return Ok(health_response(&api.health.states()));
+        return Ok(health_response(&api.health.states(), api.channels_json()));
     }
     if !path.starts_with("/v1/") {
         return Err(ApiError::not_found(
@@ -150,11 +169,13 @@ async fn route(
 async fn ask<T>(
     api: &Api,
     shard: usize,
-    make: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> ShardCmd,
+    make: impl FnOnce(oneshot::Sender<Result<T, ShardError>>) -> ShardCmd,
 ) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     api.router.dispatch(shard, make(tx));
-    rx.await.unwrap_or_else(|_| Err(ApiError::unanswered()))
+    rx.await
+        .unwrap_or(Err(ShardError::Unanswered))
+        .map_err(ApiError::shard)
 }
 
 fn upsert_response(u: Upsert, body: Value) -> ApiResponse {
@@ -210,8 +231,8 @@ async fn add_device(
 
 async fn remove_device(api: &Api, id: &str, token: &str) -> Result<ApiResponse, ApiError> {
     validate::user_id("user_id", id)?;
-    // Tokens are stored as registered, lowercased (only APNs's hex tokens exist so far).
-    let token = validate::apns_token("token", token)?;
+    // A device is addressed by its id in the canonical form its platform stores it in.
+    let token = crate::channels::rules::device_id("token", token).map_err(ApiError::rule)?;
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
     ask(api, shard, |reply| ShardCmd::RemoveDevice {
@@ -321,7 +342,7 @@ async fn notify_batch(
     for answers in waits {
         for (index, answer) in answers.await.unwrap_or_default() {
             if let Some(slot) = results.get_mut(index as usize) {
-                *slot = Some(answer);
+                *slot = Some(answer.map_err(ApiError::shard));
             }
         }
     }
@@ -438,13 +459,15 @@ async fn stats(api: &Api) -> Result<ApiResponse, ApiError> {
     }
     Ok(json_response(
         StatusCode::OK,
-        &json!({"total": total, "shards": per_shard}),
+        &json!({"channels": api.channels_json(), "total": total, "shards": per_shard}),
     ))
 }
 
 /// `200 {"status":"ok","shards":N}` while every shard serves; otherwise `503` naming each shard
 /// that does not, in the error shape, with every shard's state.
-fn health_response(states: &[ShardState]) -> ApiResponse {
+/// Both shapes carry `channels`, each channel's mode: a deploy delivering to a simulator, or
+/// with a channel off, says so where a load balancer's operator looks.
+fn health_response(states: &[ShardState], channels: Value) -> ApiResponse {
     let unhealthy: Vec<String> = states
         .iter()
         .enumerate()
@@ -459,7 +482,7 @@ fn health_response(states: &[ShardState]) -> ApiResponse {
     if unhealthy.is_empty() {
         return json_response(
             StatusCode::OK,
-            &json!({"status": "ok", "shards": states.len()}),
+            &json!({"status": "ok", "shards": states.len(), "channels": channels}),
         );
     }
     let code = if states.contains(&ShardState::Failed) {
@@ -478,6 +501,7 @@ fn health_response(states: &[ShardState]) -> ApiResponse {
             "status": "unavailable",
             "error": {"code": code, "message": unhealthy.join("; ")},
             "shards": shards,
+            "channels": channels,
         }),
     )
 }
@@ -546,16 +570,25 @@ mod tests {
     #[test]
     fn healthz_names_every_shard_that_does_not_serve() {
         use ShardState::*;
-        let ok = health_response(&[Serving, Serving]);
+        let ok = health_response(&[Serving, Serving], json!({"apns": "simulator"}));
         assert_eq!(ok.status(), 200);
-        let failed = health_response(&[Serving, Failed, Starting]);
+        let body = format!("{:?}", ok.body());
+        assert!(
+            body.contains(r#"\"channels\":{\"apns\":\"simulator\"}"#),
+            "{body}"
+        );
+        let failed = health_response(&[Serving, Failed, Starting], json!({"apns": "live"}));
         assert_eq!(failed.status(), 503);
         let body = format!("{:?}", failed.body());
         assert!(body.contains(r#"\"code\":\"shard_failed\""#), "{body}");
         assert!(body.contains("shard 1 failed"), "{body}");
         assert!(body.contains("shard 2 is starting"), "{body}");
         assert!(!body.contains("shard 0"), "{body}");
-        assert_eq!(health_response(&[Starting, Serving]).status(), 503);
+        assert!(body.contains(r#"\"apns\":\"live\""#), "{body}");
+        assert_eq!(
+            health_response(&[Starting, Serving], json!({})).status(),
+            503
+        );
     }
 
     #[test]

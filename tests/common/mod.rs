@@ -8,7 +8,7 @@ pub mod server;
 
 use std::time::Duration;
 
-use clarion_loadtest::apns_sim::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
+use clarion_sim::apns::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use serde_json::{Value, json};
 
 #[allow(unused_imports)] // each test binary uses a different subset

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use clarion_loadtest::apns_sim::Receipt;
+use clarion_sim::apns::Receipt;
 use serde_json::Value;
 
 use super::conn::Conn;

@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::LoadConfig;
 use super::client::{ApiClient, ApiResponse};
 use super::schedule::Schedule;
-use crate::histogram::latency_histogram;
+use clarion_sim::histogram::latency_histogram;
 
 /// Lead time between planning and the first intended send.
 const START_DELAY: Duration = Duration::from_millis(20);

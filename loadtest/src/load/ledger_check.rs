@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::apns_sim::{Ledger, SimControl, SimHandle};
+use clarion_sim::apns::{Ledger, SimControl, SimHandle};
 
 /// How often the simulator's ledger is read while waiting for deliveries.
 const LEDGER_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -149,7 +149,7 @@ pub(crate) async fn await_ledger(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apns_sim::LedgerWire;
+    use clarion_sim::apns::LedgerWire;
 
     fn ledger(entries: &[(u64, u32)]) -> Ledger {
         let wire = LedgerWire {

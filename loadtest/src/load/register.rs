@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::LoadConfig;
 use super::client::ApiClient;
-use crate::apns_sim::mix;
+use clarion_sim::apns::mix;
 
 /// Registration requests in flight at once.
 const REGISTER_CONCURRENCY: usize = 64;

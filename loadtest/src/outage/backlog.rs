@@ -16,9 +16,9 @@ use super::{
     tuning_toml, unix_now_s, verdict,
 };
 use crate::bench::{BenchConfig, Rig};
-use crate::histogram::LatencySummary;
 use crate::load::client::ApiClient;
 use crate::load::{SimLink, driver, ledger_check, register};
+use clarion_sim::histogram::LatencySummary;
 
 /// A backlog run. The intake (`rate`, `batch`, `users`, connections) is `rig.load`'s; its
 /// `duration` becomes `count / rate`.

@@ -45,12 +45,12 @@ pub use report::OutageReport;
 use self::drain::{DRAIN_POLL, DrainReport, DrainTracker, steady_rate};
 use self::report::{IntakeReport, PhaseSpan, RssReport, Verdict};
 use self::sampler::{Phase, Sample};
-use crate::apns_sim::{Faults, SimHandle};
 use crate::bench::{BenchConfig, Rig};
-use crate::histogram::LatencySummary;
 use crate::load::client::ApiClient;
 use crate::load::driver::{self, Measurements};
 use crate::load::{LedgerReport, SimLink, ledger_check, register};
+use clarion_sim::apns::{Faults, SimHandle};
+use clarion_sim::histogram::LatencySummary;
 
 /// An outage run. The server, simulator and intake (`rate`, `users`, `batch`, connections) are
 /// described by `rig` as for `bench`; its `load.duration` and `warmup` are ignored.

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 
 /// The kind of outage the simulator plays.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

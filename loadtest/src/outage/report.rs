@@ -14,8 +14,8 @@ use super::mode::OutageMode;
 use super::rss::MemReading;
 use super::sampler::{self, Sample};
 use super::server_stats::ServerCounters;
-use crate::histogram::{LatencySummary, percentile_distribution};
 use crate::load::{LedgerReport, RegistrationReport};
+use clarion_sim::histogram::{LatencySummary, percentile_distribution};
 
 /// One phase of a run, seconds from the start of the intake.
 #[derive(Clone, Debug, Serialize)]

@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use super::rss::{self, MemReading};
 use super::server_stats::{self, ServerCounters};
-use crate::apns_sim::SimHandle;
 use crate::load::client::ApiClient;
+use clarion_sim::apns::SimHandle;
 
 /// How often the sampler reads.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);

@@ -4,12 +4,12 @@
 
 use super::fake_apns::{Action, FakeApns, Options, Reply};
 use super::*;
-use crate::apns::SendOutcome;
+use clarion_shards::Verdict;
 use std::collections::BTreeSet;
 
 const BURST: u128 = 12;
 
-fn burst(sender: &Rc<ApnsSender>) -> Vec<glommio::task::JoinHandle<SendOutcome>> {
+fn burst(sender: &Rc<ApnsSender>) -> Vec<glommio::task::JoinHandle<Verdict>> {
     (0..BURST)
         .map(|i| {
             let sender = sender.clone();
@@ -33,9 +33,7 @@ fn one_stream_at_a_time_until_the_server_raises_the_limit_then_many() {
         outcomes
     });
     assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, Some(SendOutcome::Sent { .. }))),
+        outcomes.iter().all(|o| matches!(o, Some(Verdict::Sent))),
         "{outcomes:?}"
     );
     let seen = server.seen();
@@ -76,9 +74,7 @@ fn load_spreads_over_every_configured_connection() {
         (outcomes, sender.stats())
     });
     assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, Some(SendOutcome::Sent { .. }))),
+        outcomes.iter().all(|o| matches!(o, Some(Verdict::Sent))),
         "{outcomes:?}"
     );
     let connections: BTreeSet<usize> = server.seen().iter().map(|s| s.connection).collect();
@@ -108,12 +104,12 @@ fn requests_over_the_limit_wait_with_us_so_a_lost_connection_fails_only_its_own(
     let lost = outcomes
         .iter()
         .filter(
-            |o| matches!(o, Some(SendOutcome::Unavailable { reason, .. }) if reason == "connection lost"),
+            |o| matches!(o, Some(Verdict::Unavailable { reason, .. }) if reason == "connection lost"),
         )
         .count();
     let sent = outcomes
         .iter()
-        .filter(|o| matches!(o, Some(SendOutcome::Sent { .. })))
+        .filter(|o| matches!(o, Some(Verdict::Sent)))
         .count();
     assert_eq!((lost, sent), (1, BURST as usize - 1), "{outcomes:?}");
     let seen = server.seen();

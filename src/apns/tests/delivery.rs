@@ -3,7 +3,7 @@
 
 use super::fake_apns::{FakeApns, Options, Reply};
 use super::*;
-use crate::apns::SendOutcome;
+use clarion_shards::Verdict;
 use std::collections::BTreeMap;
 
 const ID: u128 = 0x0F8FAD5B_D9CB_469F_A165_70867728950E;
@@ -29,13 +29,8 @@ fn a_send_arrives_with_every_header_and_a_jwt_that_verifies() {
         let outcomes = vec![sender.send(alert).await, sender.send(background).await];
         (outcomes, sender.stats())
     });
-    assert_eq!(
-        outcomes[0],
-        SendOutcome::Sent {
-            apns_id: uuid::Uuid::from_u128(ID)
-        }
-    );
-    assert!(matches!(outcomes[1], SendOutcome::Sent { .. }));
+    assert_eq!(outcomes[0], Verdict::Sent);
+    assert!(matches!(outcomes[1], Verdict::Sent));
 
     let seen = server.seen();
     assert_eq!(seen.len(), 2);
@@ -106,17 +101,17 @@ fn apples_refusals_become_permanent_outcomes_and_dead_tokens_are_deactivated() {
         }
         (outcomes, sender.stats())
     });
-    let permanent = |reason: &str, deactivate_token| SendOutcome::Permanent {
+    let permanent = |reason: &str, deactivate| Verdict::Permanent {
         reason: reason.into(),
-        deactivate_token,
+        deactivate,
         unregistered_at_ms: None,
     };
     assert_eq!(
         outcomes,
         vec![
-            SendOutcome::Permanent {
+            Verdict::Permanent {
                 reason: "410 Unregistered".into(),
-                deactivate_token: true,
+                deactivate: true,
                 unregistered_at_ms: Some(1_700_000_000_000),
             },
             permanent("400 BadDeviceToken", true),
@@ -143,12 +138,7 @@ fn an_expired_provider_token_is_re_signed_and_retried_within_one_send() {
         let sender = sender(config, quick());
         (sender.send(notification(ID)).await, sender.stats())
     });
-    assert_eq!(
-        outcome,
-        SendOutcome::Sent {
-            apns_id: uuid::Uuid::from_u128(ID)
-        }
-    );
+    assert_eq!(outcome, Verdict::Sent);
     let seen = server.seen();
     assert_eq!(seen.len(), 2);
     assert_ne!(
@@ -180,13 +170,13 @@ fn provider_token_faults_that_survive_one_retry_are_config_faults() {
     });
     assert_eq!(
         outcomes[0],
-        SendOutcome::ConfigFault {
+        Verdict::ConfigFault {
             reason: "403 InvalidProviderToken".into()
         }
     );
     assert_eq!(
         outcomes[1],
-        SendOutcome::ConfigFault {
+        Verdict::ConfigFault {
             reason: "403 BadCertificateEnvironment".into()
         }
     );
@@ -225,17 +215,12 @@ fn close_lets_running_sends_finish_then_refuses_and_closes_the_connections() {
         let after = sender.send(notification(ID + 1)).await;
         (task.await, after, sender.stats())
     });
-    assert_eq!(
-        running,
-        SendOutcome::Sent {
-            apns_id: uuid::Uuid::from_u128(ID)
-        }
-    );
+    assert_eq!(running, Verdict::Sent);
     assert_eq!(
         after,
-        SendOutcome::Unavailable {
+        Verdict::Unavailable {
             reason: "sender closed".into(),
-            retry_after: None
+            retry_after_ms: None
         }
     );
     assert_eq!(

@@ -145,7 +145,7 @@ fn only_a_connections_first_request_adds_to_the_apns_hpack_table() {
     assert!(
         outcomes
             .iter()
-            .all(|o| matches!(o, crate::apns::SendOutcome::Sent { .. })),
+            .all(|o| matches!(o, clarion_shards::Verdict::Sent)),
         "{outcomes:?}"
     );
     assert_eq!(server.connections(), 1);

@@ -10,8 +10,8 @@ mod frame_tap;
 mod hpack;
 mod recovery;
 
-use super::config::Tuning;
 use super::{ApnsConfig, ApnsNotification, ApnsSender, PushType};
+use crate::h2client::Tuning;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;

@@ -4,12 +4,12 @@
 
 use super::fake_apns::{Action, FakeApns, Options, Reply};
 use super::*;
-use crate::apns::SendOutcome;
+use clarion_shards::Verdict;
 
-fn unavailable(reason: &str) -> SendOutcome {
-    SendOutcome::Unavailable {
+fn unavailable(reason: &str) -> Verdict {
+    Verdict::Unavailable {
         reason: reason.into(),
-        retry_after: None,
+        retry_after_ms: None,
     }
 }
 
@@ -27,12 +27,12 @@ fn service_unavailable_is_a_retry_and_the_callers_retry_goes_through_with_the_sa
             sender.send(notification(7)).await,
         ]
     });
-    let expected = SendOutcome::Unavailable {
+    let expected = Verdict::Unavailable {
         reason: "503 ServiceUnavailable".into(),
-        retry_after: Some(Duration::from_secs(2)),
+        retry_after_ms: Some(2000),
     };
     assert_eq!(outcomes[0], expected);
-    assert!(matches!(outcomes[1], SendOutcome::Sent { .. }));
+    assert!(matches!(outcomes[1], Verdict::Sent));
     let seen = server.seen();
     assert_eq!(seen[0].headers["apns-id"], seen[1].headers["apns-id"]);
     assert_eq!(
@@ -64,7 +64,7 @@ fn shutdown_503_replaces_the_connection() {
         "the retired connection was closed while the sender lived"
     );
     assert_eq!(outcomes[0], unavailable("503 Shutdown"));
-    assert!(matches!(outcomes[1], SendOutcome::Sent { .. }));
+    assert!(matches!(outcomes[1], Verdict::Sent));
     let seen = server.seen();
     assert_ne!(seen[0].connection, seen[1].connection);
     assert_eq!(
@@ -95,11 +95,7 @@ fn goaway_mid_stream_is_a_retry_and_the_next_send_reconnects() {
         )
     });
     assert_eq!(outcomes[0], unavailable("connection lost"));
-    assert!(
-        matches!(outcomes[1], SendOutcome::Sent { .. }),
-        "{:?}",
-        outcomes[1]
-    );
+    assert!(matches!(outcomes[1], Verdict::Sent), "{:?}", outcomes[1]);
     assert_eq!(server.connections(), 2);
     assert_eq!(
         (
@@ -123,7 +119,7 @@ fn a_refused_stream_is_sent_again_at_once() {
         let sender = sender(config, quick());
         (sender.send(notification(5)).await, sender.stats())
     });
-    assert!(matches!(outcome, SendOutcome::Sent { .. }), "{outcome:?}");
+    assert!(matches!(outcome, Verdict::Sent), "{outcome:?}");
     let seen = server.seen();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].headers["apns-id"], seen[1].headers["apns-id"]);
@@ -162,9 +158,7 @@ fn a_graceful_goaway_loses_nothing() {
         outcomes
     });
     assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, SendOutcome::Sent { .. })),
+        outcomes.iter().all(|o| matches!(o, Verdict::Sent)),
         "{outcomes:?}"
     );
     assert!(server.connections() >= 2, "a new connection took over");
@@ -194,7 +188,7 @@ fn a_stalled_request_times_out_as_a_retry_without_losing_the_connection() {
     });
     assert_eq!(outcomes[0], unavailable("request timed out"));
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
-    assert!(matches!(outcomes[1], SendOutcome::Sent { .. }));
+    assert!(matches!(outcomes[1], Verdict::Sent));
     assert_eq!(
         (stats.timeouts, stats.connections_lost, stats.in_flight),
         (1, 0, 0)
@@ -239,9 +233,9 @@ fn a_peer_that_stops_answering_pings_is_replaced() {
     server.drop_pongs(false);
     lost_rx.recv().unwrap();
     let (first, lost, second, stats) = client.join().unwrap();
-    assert!(matches!(first, SendOutcome::Sent { .. }));
+    assert!(matches!(first, Verdict::Sent));
     assert!(lost, "the silent connection was detected");
-    assert!(matches!(second, SendOutcome::Sent { .. }), "{second:?}");
+    assert!(matches!(second, Verdict::Sent), "{second:?}");
     let seen = server.seen();
     assert_eq!((seen[0].connection, seen[1].connection), (0, 1));
     assert!(stats.reconnects >= 1);

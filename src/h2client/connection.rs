@@ -1,9 +1,9 @@
-//! One persistent HTTP/2 connection to APNs: the handshake, the driver task that runs the h2
+//! One persistent HTTP/2 connection to a provider: the handshake, the driver task that runs the h2
 //! state machine, the PING health check, its [`Health`] (dead, retiring, in-flight streams), and
 //! the round trip of one request on it.
 
-use super::config::Tuning;
 use super::tls::{ConnectError, Transport};
+use super::tuning::Tuning;
 use crate::wait::{Signal, within};
 use bytes::Bytes;
 use futures_lite::future;
@@ -14,15 +14,18 @@ use std::rc::Rc;
 use std::time::Instant;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-/// Per-stream receive window: an APNs answer is tiny, but a generous window costs nothing.
+/// Per-stream receive window: a provider's answer is small, but a generous window costs nothing.
 const STREAM_WINDOW_BYTES: u32 = 1 << 20;
 /// Connection receive window, as in the measured ceilings.
 const CONNECTION_WINDOW_BYTES: u32 = 1 << 24;
 /// Streams we may open before the server's SETTINGS arrive: APNs allows one until the first
-/// request succeeds, then raises the limit in a new SETTINGS frame; h2 obeys whatever it says.
+/// request succeeds, then raises the limit in a new SETTINGS frame; h2 obeys whatever any
+/// server says, so starting at one is right for every provider.
 const INITIAL_MAX_SEND_STREAMS: usize = 1;
-/// Error bodies are `{"reason":"...","timestamp":N}`; anything past this is not APNs and is dropped.
-const MAX_ERROR_BODY_BYTES: usize = 1024;
+/// Error bodies are small JSON documents (APNs' `{"reason":..,"timestamp":..}`, Google's
+/// `{"error":{"code":..,"status":..,"details":[..]}}`); past this the rest is dropped: the
+/// classification needs only the start, and a hostile server cannot make us buffer more.
+const MAX_ERROR_BODY_BYTES: usize = 4096;
 
 /// Shared state of one connection, watched by the pool, the driver and the pinger.
 pub(crate) struct Health {
@@ -132,6 +135,7 @@ impl Connection {
         tuning: Tuning,
     ) -> Result<Rc<Connection>, ConnectError> {
         let tls = transport.connect().await?;
+        let provider = transport.provider();
         let (sender, mut driver) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
@@ -151,15 +155,18 @@ impl Connection {
             })
             .await;
             match result {
-                Some(Ok(())) => tracing::debug!(connection = id, "APNs connection closed"),
-                Some(Err(e)) => tracing::info!(connection = id, error = %e, "APNs connection lost"),
-                None => tracing::info!(connection = id, "APNs connection dropped"),
+                Some(Ok(())) => tracing::debug!(provider, connection = id, "connection closed"),
+                Some(Err(e)) => {
+                    tracing::info!(provider, connection = id, error = %e, "connection lost")
+                }
+                None => tracing::info!(provider, connection = id, "connection dropped"),
             }
             watched.set_dead();
         })
         .detach();
         if let Some(pinger) = pinger {
-            glommio::spawn_local(keep_alive(health.clone(), pinger, id, tuning)).detach();
+            glommio::spawn_local(keep_alive(health.clone(), pinger, (provider, id), tuning))
+                .detach();
         }
         Ok(Rc::new(Connection {
             opened_at: Instant::now(),
@@ -248,7 +255,12 @@ impl Connection {
 
 /// PINGs the connection once no answer arrived for the interval (idle, or stalled with requests
 /// in flight); a PONG missing past the timeout kills it.
-async fn keep_alive(health: Rc<Health>, mut pinger: h2::PingPong, id: u64, tuning: Tuning) {
+async fn keep_alive(
+    health: Rc<Health>,
+    mut pinger: h2::PingPong,
+    (provider, id): (&'static str, u64),
+    tuning: Tuning,
+) {
     loop {
         let idle = health.last_activity.get().elapsed();
         let wait = tuning.ping_idle_interval.saturating_sub(idle);
@@ -267,8 +279,9 @@ async fn keep_alive(health: Rc<Health>, mut pinger: h2::PingPong, id: u64, tunin
             Some(Err(_)) => return, // The connection ended; the driver reports it.
             None => {
                 tracing::warn!(
+                    provider,
                     connection = id,
-                    "APNs connection missed its PING deadline; replacing it"
+                    "connection missed its PING deadline; replacing it"
                 );
                 health.kill();
                 return;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use common::{Apns, alert, now_secs, push, send, token};
 
 #[tokio::test]

@@ -1,8 +1,9 @@
-//! The transport under each APNs connection: the rustls client configuration (webpki roots plus
+//! The transport under each provider connection: the rustls client configuration (webpki roots plus
 //! any extra CA, ALPN `h2` only), name resolution off the executor, and TCP + TLS set-up that
 //! fails unless the server agreed to speak HTTP/2.
 
-use super::config::{ApnsError, Endpoint};
+use super::endpoint::Endpoint;
+use super::error::Error;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use glommio::net::TcpStream;
@@ -13,11 +14,11 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-/// The only application protocol APNs speaks.
+/// The application protocol every connection here speaks.
 const ALPN_H2: &[u8] = b"h2";
 
-/// A TLS session to APNs over a glommio TCP stream.
-pub(crate) type ApnsStream = TlsStream<TcpStream>;
+/// A TLS session to a provider over a glommio TCP stream.
+pub(crate) type ProviderStream = TlsStream<TcpStream>;
 
 /// Why one connection attempt failed; every kind is retried by the pool with backoff.
 #[derive(Debug)]
@@ -32,7 +33,7 @@ pub(crate) enum ConnectError {
 impl fmt::Display for ConnectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConnectError::Resolve(e) => write!(f, "resolving the APNs host: {e}"),
+            ConnectError::Resolve(e) => write!(f, "resolving the host: {e}"),
             ConnectError::Tcp(e) => write!(f, "TCP connect: {e}"),
             ConnectError::Tls(e) => write!(f, "TLS handshake: {e}"),
             ConnectError::NoH2 => write!(f, "server did not negotiate ALPN h2"),
@@ -43,24 +44,34 @@ impl fmt::Display for ConnectError {
 
 /// Where and how one shard connects: built once, used for every (re)connect.
 pub(crate) struct Transport {
+    /// The provider's name in logs (`apns`).
+    provider: &'static str,
     endpoint: Endpoint,
     server_name: ServerName<'static>,
     connector: TlsConnector,
 }
 
 impl Transport {
-    pub(crate) fn new(endpoint: Endpoint, ca_pem: Option<&[u8]>) -> Result<Transport, ApnsError> {
+    pub(crate) fn new(
+        provider: &'static str,
+        endpoint: Endpoint,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Transport, Error> {
         let server_name =
-            ServerName::try_from(endpoint.host.clone()).map_err(|e| ApnsError::InvalidConfig {
-                field: "endpoint",
+            ServerName::try_from(endpoint.host.clone()).map_err(|e| Error::InvalidEndpoint {
                 reason: format!("{:?} is not a valid TLS server name: {e}", endpoint.host),
             })?;
         let connector = TlsConnector::from(client_config(ca_pem)?);
         Ok(Transport {
+            provider,
             endpoint,
             server_name,
             connector,
         })
+    }
+
+    pub(crate) fn provider(&self) -> &'static str {
+        self.provider
     }
 
     pub(crate) fn endpoint(&self) -> &Endpoint {
@@ -68,7 +79,7 @@ impl Transport {
     }
 
     /// Resolves, connects TCP (no Nagle delay) and runs the TLS handshake; fails without `h2`.
-    pub(crate) async fn connect(&self) -> Result<ApnsStream, ConnectError> {
+    pub(crate) async fn connect(&self) -> Result<ProviderStream, ConnectError> {
         let mut last = None;
         for addr in resolve(&self.endpoint.host, self.endpoint.port).await? {
             match TcpStream::connect(addr).await {
@@ -95,13 +106,13 @@ impl Transport {
     }
 }
 
-/// rustls client config for APNs: TLS 1.2+, webpki roots plus `ca_pem`, ALPN `h2`.
-fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, ApnsError> {
+/// rustls client config: TLS 1.2+, webpki roots plus `ca_pem`, ALPN `h2`.
+fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, Error> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(pem) = ca_pem {
-        let bad = |reason: String| ApnsError::InvalidCaPem { reason };
+        let bad = |reason: String| Error::InvalidCaPem { reason };
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| bad(e.to_string()))?;
@@ -115,9 +126,8 @@ fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, Apn
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ApnsError::InvalidConfig {
-            field: "endpoint",
-            reason: format!("TLS set-up: {e}"),
+        .map_err(|e| Error::TlsSetup {
+            reason: e.to_string(),
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -135,7 +145,7 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError>
     let (tx, rx) = futures_channel::oneshot::channel();
     let name = host.to_owned();
     std::thread::Builder::new()
-        .name("apns-resolve".to_owned())
+        .name("h2client-resolve".to_owned())
         .spawn(move || {
             let result = (name.as_str(), port)
                 .to_socket_addrs()
@@ -160,7 +170,7 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         assert!(matches!(
             client_config(Some(key.serialize_pem().as_bytes())),
-            Err(ApnsError::InvalidCaPem { .. })
+            Err(Error::InvalidCaPem { .. })
         ));
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         let config = client_config(Some(cert.cert.pem().as_bytes())).unwrap();
@@ -170,7 +180,7 @@ mod tests {
 
     #[test]
     fn names_resolve_off_the_executor_and_literals_directly() {
-        let (literal, name) = crate::apns::tests::on_executor(|| async {
+        let (literal, name) = crate::h2client::on_executor(|| async {
             let literal = resolve("127.0.0.1", 443).await.unwrap();
             let name = resolve("localhost", 2197).await.unwrap();
             (literal, name)

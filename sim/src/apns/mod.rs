@@ -5,12 +5,12 @@
 //! reasons APNs documents (see `shared/reference/providers.md`).
 //!
 //! ```no_run
-//! use clarion_loadtest::apns_sim::{generate_apns_key, SimConfig, Simulator};
+//! use clarion_sim::apns::{generate_apns_key, SimConfig, Simulator};
 //! let (p8, public) = generate_apns_key()?;
 //! let sim = Simulator::start(SimConfig::new("TEAMID1234", "KEYID12345", &public, "com.example"))?;
 //! sim.write_ca_file("/tmp/apns-ca.pem")?;
 //! println!("APNs at https://{} (trust /tmp/apns-ca.pem)", sim.addr());
-//! # Ok::<(), clarion_loadtest::apns_sim::SimError>(())
+//! # Ok::<(), clarion_sim::apns::SimError>(())
 //! ```
 
 mod config;
@@ -49,7 +49,7 @@ pub use request::{MAX_COLLAPSE_ID_BYTES, MAX_PAYLOAD_BYTES, MAX_VOIP_PAYLOAD_BYT
 pub use stats::{RECENT_CAPACITY, ReceivedPush, SimStats};
 
 use connection::Shared;
-pub(crate) use faults::mix;
+pub use faults::mix;
 
 /// Starts simulators.
 pub struct Simulator;

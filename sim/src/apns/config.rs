@@ -36,7 +36,7 @@ pub struct SimConfig {
     pub max_concurrent_streams: u32,
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` on a new connection.
     pub initial_max_concurrent_streams: u32,
-    /// Faults injected from the start; see [`crate::apns_sim::SimHandle::set_faults`].
+    /// Faults injected from the start; see [`crate::apns::SimHandle::set_faults`].
     pub faults: Faults,
     /// Tokio worker threads; 1 (the default) runs the simulator on one current-thread runtime.
     pub worker_threads: usize,
@@ -48,7 +48,7 @@ pub struct SimConfig {
     /// connections, are not limited. `None` turns the check off.
     pub token_refresh_min_interval: Option<Duration>,
     /// Keep every accepted push's `(lt_seq, token, arrival)` for
-    /// [`crate::apns_sim::SimHandle::receipts`]: per-device checks in tests. Default off.
+    /// [`crate::apns::SimHandle::receipts`]: per-device checks in tests. Default off.
     pub receipt_log: bool,
 }
 

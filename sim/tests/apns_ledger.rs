@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use clarion_loadtest::apns_sim::{Faults, SimControl};
+use clarion_sim::apns::{Faults, SimControl};
 use common::{Apns, alert, now_ns, push, send, token};
 
 fn timed(seq: u64, ts_ns: u64) -> Bytes {

@@ -286,7 +286,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SettingsShim<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apns_sim::frames::tests::frame;
+    use crate::apns::frames::tests::frame;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]

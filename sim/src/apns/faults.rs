@@ -26,7 +26,7 @@ impl SplitMix64 {
 }
 
 /// The SplitMix64 finalizer: a bijective scramble of a 64-bit value.
-pub(crate) fn mix(mut z: u64) -> u64 {
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

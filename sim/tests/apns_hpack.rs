@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use clarion_loadtest::apns_sim::client_tls_config;
+use clarion_sim::apns::client_tls_config;
 use common::{Apns, alert, push, send, token};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 

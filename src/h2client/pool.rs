@@ -1,13 +1,13 @@
-//! A shard's APNs connections: a fixed number of slots, each kept filled by a supervisor task that
+//! A shard's connections to one provider endpoint: a fixed number of slots, each kept filled by a supervisor task that
 //! reconnects with jittered exponential backoff, and the hand-out of streams: a request gets a
 //! [`StreamPermit`] on the usable connection with a free stream (under the server's
 //! SETTINGS_MAX_CONCURRENT_STREAMS) and the fewest in flight, or waits in line for one.
 //! (A newcomer may take a stream freed just before the woken head of the line polls; the head
 //! then queues again. Simpler than strict FIFO, and every wait is bounded by the request timeout.)
 
-use super::config::Tuning;
 use super::connection::{Connection, Health};
 use super::tls::Transport;
+use super::tuning::Tuning;
 use super::wait_queue::WaitQueue;
 use crate::wait::{Signal, within};
 use std::cell::{Cell, RefCell};
@@ -20,7 +20,7 @@ const MAX_BACKOFF_DOUBLINGS: u32 = 16;
 /// after this long (peer not reading) is cut.
 const GOAWAY_GRACE: Duration = Duration::from_secs(2);
 
-/// Connection counters, read by `ApnsSender::stats`.
+/// Connection counters, read by each channel's sender for its stats.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct PoolStats {
     pub(crate) open: usize,
@@ -224,7 +224,7 @@ async fn supervise(pool: Rc<Pool>, slot: usize) {
                 return;
             }
             Some(Ok(conn)) => {
-                tracing::info!(connection = id, endpoint = %pool.transport.endpoint().authority, "APNs connection open");
+                tracing::info!(provider = pool.transport.provider(), connection = id, endpoint = %pool.transport.endpoint().authority, "connection open");
                 *pool.slots[slot].borrow_mut() = Some(conn.clone());
                 pool.update(|s| s.open += 1);
                 pool.streams.wake_one();
@@ -260,12 +260,17 @@ async fn supervise(pool: Rc<Pool>, slot: usize) {
             Some(Err(e)) => {
                 failures = failures.saturating_add(1);
                 pool.update(|s| s.connect_failures += 1);
-                tracing::warn!(connection = id, error = %e, failures, "APNs connect failed");
+                tracing::warn!(provider = pool.transport.provider(), connection = id, error = %e, failures, "connect failed");
             }
             None => {
                 failures = failures.saturating_add(1);
                 pool.update(|s| s.connect_failures += 1);
-                tracing::warn!(connection = id, failures, "APNs connect timed out");
+                tracing::warn!(
+                    provider = pool.transport.provider(),
+                    connection = id,
+                    failures,
+                    "connect timed out"
+                );
             }
         }
         let delay = pool.backoff(failures);
@@ -277,7 +282,7 @@ async fn supervise(pool: Rc<Pool>, slot: usize) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::apns::config::Endpoint;
+    use crate::h2client::Endpoint;
 
     fn pool(base_ms: u64, cap_ms: u64) -> Pool {
         let tuning = Tuning {
@@ -286,7 +291,12 @@ mod tests {
             ..Tuning::default()
         };
         let endpoint = Endpoint::parse("https://127.0.0.1:1").unwrap();
-        Pool::new(Transport::new(endpoint, None).unwrap(), 2, tuning, 3)
+        Pool::new(
+            Transport::new("test", endpoint, None).unwrap(),
+            2,
+            tuning,
+            3,
+        )
     }
 
     #[test]

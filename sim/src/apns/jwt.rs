@@ -200,7 +200,7 @@ fn check_age(iat: u64, now: u64) -> Result<(), Reason> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apns_sim::keys::{generate_apns_key, sign_provider_token};
+    use crate::apns::keys::{generate_apns_key, sign_provider_token};
     use std::time::Duration;
 
     const NOW: u64 = 1_800_000_000;

@@ -13,10 +13,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use bytes::Bytes;
-use clarion_loadtest::apns_sim::{
+use clarion_sim::apns::{
     SimConfig, Simulator, client_tls_config, generate_apns_key, sign_provider_token,
 };
-use clarion_loadtest::histogram::{LatencySummary, latency_histogram};
+use clarion_sim::histogram::{LatencySummary, latency_histogram};
 
 const TEAM: &str = "TEAMTHRU01";
 const KEY: &str = "KEYTHRU001";

@@ -178,7 +178,7 @@ mod tests {
     use crate::wait::within;
     use std::time::Duration;
 
-    use crate::apns::tests::on_executor as run;
+    use crate::h2client::on_executor as run;
 
     /// `n` waiters for a counter of free units; returns the order in which they got one.
     async fn contend(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use clarion_loadtest::apns_sim::{generate_apns_key, sign_provider_token};
+use clarion_sim::apns::{generate_apns_key, sign_provider_token};
 use common::{Apns, KEY, TEAM, alert, now_secs, push, send, token};
 
 #[tokio::test]

@@ -144,7 +144,7 @@ fn tick(limit: Duration) -> Duration {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::apns::tests::on_executor as run;
+    use crate::h2client::on_executor as run;
 
     #[test]
     fn returns_the_value_or_none_after_the_limit() {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use clarion_loadtest::apns_sim::Faults;
+use clarion_sim::apns::Faults;
 use common::{Apns, alert, push, send, token};
 
 async fn wait_for_limit(client: &h2::client::SendRequest<bytes::Bytes>, want: usize) -> usize {
