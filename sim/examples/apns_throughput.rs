@@ -3,7 +3,7 @@
 //! ledger-tracked pushes (`lt_seq` and `lt_ts` set) with a real provider token.
 //!
 //! ```text
-//! cargo run --release -p clarion-loadtest --example apns_sim_throughput -- [total] [conns] [streams]
+//! cargo run --release -p clarion-sim --example apns_throughput -- [total] [conns] [streams]
 //! ```
 //! Defaults: 400000 pushes, 2 connections, 512 concurrent streams in all.
 
