@@ -2,7 +2,7 @@
 //! payload, and building the full HTTP/2 request (path, `apns-*` headers, authorization) for it.
 
 use bytes::Bytes;
-use clarion::apns::{
+use clarion::channels::apns::{
     ApnsConfig, ApnsNotification, PayloadFields, PushType, RequestEncoder, encode_payload,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clarion_sim::apns::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use tracing::warn;
 
-use crate::apns::ApnsConfig;
+use crate::channels::apns::ApnsConfig;
 
 /// Key and team ids of the built-in simulator's provider key (10 characters, as Apple's are).
 const SIM_KEY_ID: &str = "SIMKEY0001";

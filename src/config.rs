@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::apns::ApnsConfig;
+use crate::channels::apns::ApnsConfig;
 
 /// Default API address: loopback only, so a fresh checkout never listens on the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -8,17 +8,15 @@
 //! - `api`: request parsing and validation per resource, the error shape, the status view.
 //! - `mesh`: routing commands to the owning shard over the glommio channel mesh.
 //! - `engine`: the shard engine (accept, group commit, dispatch, retries, recovery).
-//! - `channels`: the sender abstraction, the verdict vocabulary's users, each channel's rules
-//!   and sender (APNs), the sender of a channel that is off.
+//! - `channels`: the sender abstraction, each channel's rules and sender with its provider's
+//!   wire format, auth and answers (`channels::apns`), the sender of a channel that is off.
 //! - `h2client`: the provider-neutral HTTP/2 + TLS client (pool, stream line, deadlines).
-//! - `apns`: APNs' wire format, provider token and answers, over `h2client`.
 //! - `builtin_sim`: starts `clarion-sim`'s APNs simulator for a channel in simulator mode.
 //! - `health`: every shard's state, readable from any core (`/healthz`).
 //! - `sync`: single-threaded wake-up primitives.
 #![deny(clippy::unwrap_used)]
 
 pub mod api;
-pub mod apns;
 pub mod builtin_sim;
 pub mod channels;
 pub mod cli;

@@ -19,10 +19,10 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use tracing::{error, info, warn};
 
-use crate::apns::{ApnsConfig, ApnsSender};
 use crate::builtin_sim;
 use crate::channels::ChannelSender;
 use crate::channels::apns::ApnsChannel;
+use crate::channels::apns::{ApnsConfig, ApnsSender};
 use crate::channels::off::OffChannel;
 use crate::config::{ApnsTarget, Config};
 use crate::engine::{Engine, EngineConfig, now_ms};

@@ -126,7 +126,7 @@ mod tests {
     /// left one more waker in the latch, the 32,768th panicked the shard.
     #[test]
     fn a_task_woken_50_000_times_while_waiting_on_a_latch_runs_on() {
-        let (woken, dropped_wait_left) = crate::apns::tests::on_executor(|| async {
+        let (woken, dropped_wait_left) = crate::channels::apns::tests::on_executor(|| async {
             let latch = Latch::default();
             let woken = futures_lite::future::or(
                 async {

@@ -128,7 +128,7 @@ mod tests {
     use std::cell::Cell;
     use std::rc::Rc;
 
-    use crate::apns::tests::on_executor as run;
+    use crate::channels::apns::tests::on_executor as run;
 
     #[test]
     fn waiters_wake_when_their_condition_turns_true() {

@@ -5,6 +5,7 @@
 //! shared between shards (`Rc`/`Cell` inside, no locks or atomics).
 //!
 //! # Layout
+//! - `channel.rs`: [`ApnsChannel`] (the `ChannelSender`) and [`ApnsRules`] (the API's rules).
 //! - `config.rs`: [`ApnsConfig`], its validation, [`ApnsError`].
 //! - `payload.rs`: [`encode_payload`], the JSON body and its size limits.
 //! - `notification.rs`: [`ApnsNotification`] and [`PushType`].
@@ -15,6 +16,7 @@
 //!   token retry, the counters.
 //! - `tests/`: an in-process TLS + HTTP/2 APNs stand-in and one scenario per file.
 
+mod channel;
 mod config;
 mod jwt;
 mod notification;
@@ -26,6 +28,9 @@ mod sender;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use channel::{
+    ApnsChannel, ApnsRules, DEFAULT_TTL_SECONDS, DEVICE_TOKEN_HEX_CHARS, MAX_IN_FLIGHT,
+};
 pub use config::{
     APPLE_ID_LEN, ApnsConfig, ApnsError, DEFAULT_CONNECTIONS, DEFAULT_ENDPOINT,
     MAX_CONNECTIONS_PER_SHARD,

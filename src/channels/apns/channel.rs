@@ -1,4 +1,4 @@
-//! The APNs channel: its rules (a device token is 64 hex characters; the payload Apple
+//! The APNs channel as the engine and the API see it: its rules (a device token is 64 hex characters; the payload Apple
 //! accepts is at most 4 KiB) and its sender, which maps a delivery onto an APNs request (payload, push type, priority,
 //! expiration, collapse id, `apns-id` = delivery id); the `ApnsSender` answers in
 //! [`Verdict`]s.
@@ -9,9 +9,9 @@ use std::rc::Rc;
 
 use clarion_shards::{Channel, NotificationContent, Platform, Priority, Verdict};
 
-use super::rules::{ChannelRules, RuleError};
-use super::{ChannelSender, SendFuture, SendJob};
-use crate::apns::{ApnsNotification, ApnsSender, PayloadFields, PushType, payload_size};
+use super::{ApnsNotification, ApnsSender, PayloadFields, PushType, payload_size};
+use crate::channels::rules::{ChannelRules, RuleError};
+use crate::channels::{ChannelSender, SendFuture, SendJob};
 
 /// Expiration used when a notification has no `ttl_seconds`: APNs keeps it about four weeks.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
@@ -143,7 +143,7 @@ impl ChannelRules for ApnsRules {
 
     #[cfg(any(test, feature = "fuzz"))]
     fn assert_renders(&self, c: &NotificationContent) {
-        use crate::apns::{RESERVED_KEY, encode_payload};
+        use super::{RESERVED_KEY, encode_payload};
         use clarion_shards::JsonObject;
         assert!(!c.data.contains_key(RESERVED_KEY), "{c:?}");
         let payload = match encode_payload(&fields(c)) {

@@ -224,7 +224,7 @@ fn refused(reason: &str, deactivate: bool) -> Verdict {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::apns::payload::MAX_PAYLOAD_BYTES;
+    use crate::channels::apns::payload::MAX_PAYLOAD_BYTES;
 
     const TOKEN: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
