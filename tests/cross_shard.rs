@@ -41,7 +41,18 @@ fn full_mesh_channels_neither_deadlock_nor_lose() {
                                    "body": "mesh", "data": {"lt_seq": seq}})
                         })
                         .collect();
-                    let r = c.call("POST", "/v1/notifications/batch", Some(json!({"notifications": items})));
+                    let body = json!({"notifications": items});
+                    // Admission control may refuse a batch with `503 overloaded` and
+                    // `Retry-After` when the machine is busy: a client sends it again (the
+                    // idempotency keys make that safe), a bounded number of times.
+                    let mut r = c.call("POST", "/v1/notifications/batch", Some(body.clone()));
+                    for _ in 0..10 {
+                        if r.status != 503 || r.body["error"]["code"] != "overloaded" {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                        r = c.call("POST", "/v1/notifications/batch", Some(body.clone()));
+                    }
                     assert_eq!(r.status, 200, "{}", r.body);
                     let res = r.body["results"].as_array().unwrap();
                     assert_eq!(res.len() as u64, PER_BATCH);

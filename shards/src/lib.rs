@@ -133,5 +133,5 @@ pub use record::{
 };
 pub use routing::{jump_hash, shard_for_user, user_hash};
 pub use segmap::SegMap;
-pub use state::{Jitter, RetryPolicy, Verdict};
+pub use state::{CONFIG_FAULT_RETRY_MS, Jitter, RetryPolicy, Verdict};
 pub use token_bucket::{TokenBucket, UserBuckets};

@@ -51,7 +51,8 @@ pub enum Verdict {
         unregistered_at_ms: Option<u64>,
     },
     /// Our credentials or setup are wrong (or the channel is off): an operator must act. The
-    /// engine holds the delivery behind the open breaker; applied here, it is retried.
+    /// engine holds the delivery behind the open breaker; applied here, it is retried no
+    /// sooner than [`CONFIG_FAULT_RETRY_MS`].
     ConfigFault { reason: String },
     /// The notification's TTL ran out before it could be sent.
     Expired,
@@ -90,6 +91,10 @@ impl Verdict {
         matches!(self, Verdict::Retry { .. } | Verdict::Unavailable { .. })
     }
 }
+
+/// A configuration fault (bad key, wrong team, a channel that is off) is retried no sooner
+/// than this, not hammered: an operator has to act first.
+pub const CONFIG_FAULT_RETRY_MS: u64 = 60_000;
 
 /// When to retry and when to give up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +242,7 @@ impl DeliveryRecord {
             ),
             Verdict::ConfigFault { reason } => self.retry(
                 format!("configuration fault: {reason}"),
-                None,
+                Some(CONFIG_FAULT_RETRY_MS),
                 now_ms,
                 policy,
                 jitter,
@@ -382,6 +387,21 @@ mod tests {
         let mut d = queued();
         run(&mut d, retryable(Some(60_000))).unwrap();
         assert_eq!(d.next_attempt_at_ms, Some(NOW + 60_000));
+    }
+
+    #[test]
+    fn a_configuration_fault_waits_a_minute_and_says_why() {
+        let mut d = queued();
+        let fault = Verdict::ConfigFault {
+            reason: "403 InvalidProviderToken".into(),
+        };
+        assert_eq!(run(&mut d, fault).unwrap(), DeliveryState::Retrying);
+        assert_eq!(d.attempts, 1);
+        assert!(d.next_attempt_at_ms.unwrap() >= NOW + CONFIG_FAULT_RETRY_MS);
+        assert_eq!(
+            d.history.last().unwrap().reason.as_deref(),
+            Some("configuration fault: 403 InvalidProviderToken")
+        );
     }
 
     #[test]

@@ -57,8 +57,6 @@ impl ApiError {
             E::ChannelMissing { .. } | E::Unavailable { .. } | E::Unanswered => {
                 ApiError::unavailable(message)
             }
-            #[allow(unreachable_patterns)]
-            _ => ApiError::unavailable(message),
         }
     }
 

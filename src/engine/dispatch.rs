@@ -17,10 +17,6 @@ use super::{DeliveryRef, Engine, now_ms};
 use crate::channels::SendJob;
 
 /// Longest the send loop waits on a closed-off provider before it looks at its breaker again.
-/// A configuration fault (bad key, wrong team, a channel that is off) is retried this much
-/// later, not hammered: an operator has to act first.
-pub const CONFIG_FAULT_RETRY_MS: u64 = 60_000;
-
 const BREAKER_RECHECK: Duration = Duration::from_millis(500);
 
 /// The send loop of one channel.
@@ -129,14 +125,10 @@ impl Engine {
         let was = lane.breaker.borrow().state();
         let settled = match verdict {
             Verdict::Unavailable { .. } => self.provider_failed(d, verdict),
-            Verdict::ConfigFault { reason } => {
+            Verdict::ConfigFault { ref reason } => {
                 bump(&self.probe.config_faults);
                 warn!(shard = self.cfg.shard, channel = d.channel.as_str(), %reason, "provider configuration fault: check credentials");
-                let held = Verdict::Retry {
-                    reason: format!("configuration fault: {reason}"),
-                    retry_after_ms: Some(CONFIG_FAULT_RETRY_MS),
-                };
-                self.provider_failed(d, held)
+                self.provider_failed(d, verdict)
             }
             Verdict::Permanent {
                 ref reason,
