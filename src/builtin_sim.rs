@@ -1,5 +1,6 @@
-//! The built-in APNs simulator, started in-process only when the configuration says so
-//! (`[apns] mode = "simulator"` or `clarion serve --simulate`), so a fresh checkout can deliver
+//! The built-in provider simulators (APNs, FCM), started in-process only when the
+//! configuration says so (`mode = "simulator"` in a channel's section, or
+//! `clarion serve --simulate`), so a fresh checkout can deliver
 //! end to end on loopback: a fresh provider key, a self-signed TLS certificate trusted through
 //! `ca_pem`, and the simulator from `clarion-sim`. It says so in the log, and the channel's mode
 //! shows in `GET /v1/stats` and `/healthz`.
@@ -8,9 +9,11 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clarion_sim::apns::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
+use clarion_sim::fcm::{FcmSimConfig, FcmSimHandle};
 use tracing::warn;
 
 use crate::channels::apns::ApnsConfig;
+use crate::channels::fcm::{FcmConfig, ServiceAccount};
 
 /// Key and team ids of the built-in simulator's provider key (10 characters, as Apple's are).
 const SIM_KEY_ID: &str = "SIMKEY0001";
@@ -48,6 +51,37 @@ pub fn start(
         key_pem: private_pem.into_bytes(),
         topic: topic.to_string(),
         connections: crate::config::DEFAULT_APNS_CONNECTIONS,
+        ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
+    };
+    Ok((settings, sim))
+}
+
+/// The built-in FCM simulator (`[fcm] mode = "simulator"` or `serve --simulate`): its token
+/// endpoint and send endpoint on one loopback origin, the simulator's published service
+/// account key, and a self-signed certificate trusted through `ca_pem`.
+pub fn start_fcm(connections: usize) -> anyhow::Result<(FcmConfig, FcmSimHandle)> {
+    let listen = "127.0.0.1:0".parse().context("simulator address")?;
+    let cfg = FcmSimConfig::builtin(listen)
+        .map_err(|e| anyhow::anyhow!("the built-in FCM simulator's key: {e}"))?;
+    let sim = clarion_sim::fcm::start(cfg)
+        .map_err(|e| anyhow::anyhow!("starting the built-in FCM simulator: {e}"))?;
+    warn!(
+        channel = "fcm",
+        mode = "simulator",
+        addr = %sim.addr(),
+        "channel mode: FCM deliveries go to the built-in simulator, not to Google"
+    );
+    let account = ServiceAccount::parse(
+        sim.service_account_json(clarion_sim::fcm::SIMULATOR_SERVICE_ACCOUNT_KEY_PEM)
+            .as_bytes(),
+    )
+    .map_err(|e| anyhow::anyhow!("the built-in FCM simulator's service account: {e}"))?;
+    let settings = FcmConfig {
+        project_id: clarion_sim::fcm::SIMULATOR_PROJECT_ID.into(),
+        endpoint: sim.endpoint(),
+        account,
+        connections,
+        quota_per_minute: crate::channels::fcm::DEFAULT_QUOTA_PER_MINUTE,
         ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
     };
     Ok((settings, sim))

@@ -9,6 +9,12 @@ use serde::Deserialize;
 
 use crate::channels::apns::ApnsConfig;
 
+mod fcm;
+mod webpush;
+
+pub use fcm::{FcmTarget, RawFcm};
+pub use webpush::{RawWebPush, WebPushSettings};
+
 /// Default API address: loopback only, so a fresh checkout never listens on the network.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default data directory, relative to the working directory.
@@ -100,12 +106,15 @@ pub struct RawConfig {
     #[serde(default)]
     pub delivery: RawDelivery,
     pub apns: Option<RawApns>,
+    pub fcm: Option<RawFcm>,
     #[serde(default)]
     pub simulator: RawSimulator,
     #[serde(default)]
     pub tuning: RawTuning,
     #[serde(default)]
     pub http: RawHttp,
+    #[serde(default)]
+    pub webpush: RawWebPush,
 }
 
 /// `[http]`: the API transport's time limits and bounds.
@@ -373,6 +382,8 @@ pub struct Config {
     pub mesh_channel_capacity: usize,
     pub lane_window: usize,
     pub apns: ApnsTarget,
+    pub fcm: FcmTarget,
+    pub webpush: WebPushSettings,
     pub http: HttpConfig,
 }
 
@@ -594,6 +605,7 @@ impl RawConfig {
         }
 
         let apns = apns_target(self.apns, &self.simulator, overrides.simulate)?;
+        let fcm = fcm::fcm_target(self.fcm, overrides.simulate)?;
 
         let mesh_channel_capacity = self
             .tuning
@@ -614,6 +626,7 @@ impl RawConfig {
             return Err(bad("tuning.lane_window", "must be between 2 and 1048576"));
         }
         let http = self.http.validate()?;
+        let webpush = self.webpush.validate()?;
 
         Ok(Config {
             listen,
@@ -634,6 +647,8 @@ impl RawConfig {
             mesh_channel_capacity,
             lane_window,
             apns,
+            fcm,
+            webpush,
             http,
         })
     }

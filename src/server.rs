@@ -23,8 +23,10 @@ use crate::builtin_sim;
 use crate::channels::ChannelSender;
 use crate::channels::apns::ApnsChannel;
 use crate::channels::apns::{ApnsConfig, ApnsSender};
+use crate::channels::fcm::{FcmChannel, FcmConfig, FcmSender, SharedTokens};
 use crate::channels::off::OffChannel;
-use crate::config::{ApnsTarget, Config};
+use crate::channels::rules::TargetPolicy;
+use crate::config::{ApnsTarget, ChannelMode, Config, FcmTarget};
 use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::health::{ShardState, ShardsHealth};
 use crate::http;
@@ -217,6 +219,26 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             (None, None)
         }
     };
+    let (fcm, _fcm_sim) = match &cfg.fcm {
+        FcmTarget::Live(s) => {
+            info!(channel = "fcm", mode = "live", endpoint = %s.endpoint, project = %s.project_id, "channel mode");
+            (Some(s.clone()), None)
+        }
+        FcmTarget::Simulator { connections } => {
+            let (settings, sim) = builtin_sim::start_fcm(*connections)?;
+            (Some(settings), Some(sim))
+        }
+        FcmTarget::Off => {
+            warn!(
+                channel = "fcm",
+                mode = "off",
+                "channel mode: FCM is off (no [fcm] service_account_file, not in simulator mode): Android deliveries are held as a configuration fault"
+            );
+            (None, None)
+        }
+    };
+    // The access token the shards share (one refresh at a time for the process).
+    let fcm_tokens = Arc::new(SharedTokens::default());
     let listen = resolve_listen(cfg.listen)?;
     let opened = open_logs(&cfg)?;
     let _writeback = start_table_writeback(&cfg);
@@ -233,6 +255,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let start = ShardStart {
             cfg: cfg.clone(),
             apns: apns.clone(),
+            fcm: fcm.clone(),
+            fcm_tokens: fcm_tokens.clone(),
             mesh: mesh.clone(),
             opened: opened.clone(),
             listen,
@@ -354,6 +378,9 @@ struct ShardStart {
     cfg: Arc<Config>,
     /// `None`: the channel is off.
     apns: Option<ApnsConfig>,
+    /// `None`: the channel is off.
+    fcm: Option<FcmConfig>,
+    fcm_tokens: Arc<SharedTokens>,
     mesh: MeshBuilder<crate::mesh::MeshBatch, glommio::channels::channel_mesh::Full>,
     opened: Opened,
     listen: SocketAddr,
@@ -365,6 +392,8 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
     let ShardStart {
         cfg,
         apns,
+        fcm,
+        fcm_tokens,
         mesh,
         opened,
         listen,
@@ -408,7 +437,24 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
             "set [apns] key_file, team_id, key_id and topic, or mode = \"simulator\"",
         )),
     };
-    let senders_list: Vec<Rc<dyn ChannelSender>> = vec![apns_channel];
+    let fcm_channel: Rc<dyn ChannelSender> = match fcm {
+        Some(fcm_cfg) => {
+            let sender = FcmSender::new(&fcm_cfg, shard, cfg.shards, fcm_tokens)
+                .map_err(|e| anyhow::anyhow!("shard {shard}: FCM sender: {e}"))?;
+            Rc::new(FcmChannel::new(sender))
+        }
+        None => Rc::new(OffChannel::new(
+            Channel::Fcm,
+            "set [fcm] project_id and service_account_file, or mode = \"simulator\"",
+        )),
+    };
+    // Web Push has no sender yet (issue 13, item 3): off, its deliveries held as a
+    // configuration fault.
+    let webpush_channel: Rc<dyn ChannelSender> = Rc::new(OffChannel::new(
+        Channel::Webpush,
+        "this build has no Web Push sender yet",
+    ));
+    let senders_list: Vec<Rc<dyn ChannelSender>> = vec![apns_channel, fcm_channel, webpush_channel];
     let ecfg = EngineConfig {
         shard: shard as u16,
         dedup_window_ms: cfg.dedup_window_ms,
@@ -439,7 +485,14 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         router,
         &cfg.api_keys,
         health.clone(),
-        vec![(Channel::Apns.as_str(), cfg.apns.mode().name())],
+        vec![
+            (Channel::Apns.as_str(), cfg.apns.mode().name()),
+            (Channel::Fcm.as_str(), cfg.fcm.mode().name()),
+            (Channel::Webpush.as_str(), ChannelMode::Off.name()),
+        ],
+        TargetPolicy {
+            allow_insecure_loopback: cfg.webpush.allow_insecure_loopback,
+        },
     ));
     let bound = glommio::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("shard {shard}: binding {listen}: {e}"));

@@ -45,8 +45,9 @@ fn without_credentials_apns_is_off_and_holds_its_deliveries() {
     let mut server = Server::start(dir.path(), 2, "");
     let c = server.client();
     let (health, stats) = modes(&c);
-    assert_eq!(health, json!({"apns": "off"}));
-    assert_eq!(stats["channels"], json!({"apns": "off"}));
+    let all_off = json!({"apns": "off", "fcm": "off", "webpush": "off"});
+    assert_eq!(health, all_off);
+    assert_eq!(stats["channels"], all_off);
     assert!(
         server.log().contains("APNs is off"),
         "the log says so: {}",
@@ -77,8 +78,9 @@ fn simulator_mode_delivers_to_the_built_in_simulator_and_says_so() {
     let mut server = Server::start(dir.path(), 2, "[apns]\nmode = \"simulator\"\n");
     let c = server.client();
     let (health, stats) = modes(&c);
-    assert_eq!(health, json!({"apns": "simulator"}));
-    assert_eq!(stats["channels"], json!({"apns": "simulator"}));
+    let modes_now = json!({"apns": "simulator", "fcm": "off", "webpush": "off"});
+    assert_eq!(health, modes_now);
+    assert_eq!(stats["channels"], modes_now);
     assert!(
         server.log().contains("built-in simulator"),
         "{}",

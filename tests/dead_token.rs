@@ -27,7 +27,7 @@ fn unregistered_and_bad_tokens_are_deactivated() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|d| d["target"] == t)
+            .find(|d| d["device_id"] == t)
             .unwrap()
             .clone()
     };
@@ -45,7 +45,7 @@ fn unregistered_and_bad_tokens_are_deactivated() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["target"].as_str().unwrap())
+        .map(|d| d["device_id"].as_str().unwrap())
         .collect();
     assert_eq!(
         targets,

@@ -1,6 +1,6 @@
 //! A user's devices over the API: `[contacts] max_devices_per_user` bounds them (the oldest
 //! deactivated devices make room; all active at the limit is `422 too_many_devices` naming
-//! `token`), and `DELETE /v1/users/{user_id}/devices/{token}` removes one durably.
+//! `token`), and `DELETE /v1/users/{user_id}/devices/{device_id}` removes one durably.
 mod common;
 
 use std::time::Duration;
@@ -14,7 +14,7 @@ fn targets(status: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["target"].as_str().unwrap().to_string())
+        .map(|d| d["device_id"].as_str().unwrap().to_string())
         .collect();
     t.sort();
     t
@@ -96,9 +96,11 @@ fn a_removed_device_gets_nothing_more_also_after_a_restart() {
     let r = client.call("DELETE", &format!("/v1/users/nobody/devices/{a}"), None);
     assert_eq!(r.status, 404);
     assert_eq!(r.body["error"]["code"], "user_not_found");
-    let r = client.call("DELETE", "/v1/users/fay/devices/not-a-token", None);
+    // No platform's device id has a dot in it.
+    let r = client.call("DELETE", "/v1/users/fay/devices/not.a.token", None);
     assert_eq!(r.status, 400);
-    assert_eq!(r.body["error"]["field"], "token");
+    assert_eq!(r.body["error"]["field"], "device_id");
+    assert_eq!(r.body["error"]["code"], "invalid_device_id");
     // Tokens match as registered, whatever the case of the hex digits in the path.
     let r = client.call(
         "DELETE",

@@ -15,7 +15,7 @@ fn targets(status: &Value) -> Vec<(String, String)> {
         .unwrap()
         .iter()
         .map(|d| {
-            let target = d["target"].as_str().unwrap().to_string();
+            let target = d["device_id"].as_str().unwrap().to_string();
             (target, d["state"].as_str().unwrap().to_string())
         })
         .collect()

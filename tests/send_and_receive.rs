@@ -26,7 +26,7 @@ fn register_send_receive_and_status() {
     let d = &status["deliveries"][0];
     assert_eq!(d["state"], "sent", "{status}");
     assert_eq!(d["channel"], "apns");
-    assert_eq!(d["target"], tok);
+    assert_eq!(d["device_id"], tok);
     let states: Vec<&str> = d["history"]
         .as_array()
         .unwrap()

@@ -13,16 +13,20 @@
 //!   the JSON's size (`encode_timing` test). Written by earlier builds; still read.
 //! - **3**: `[3][binary]`, version 2 with each device's `registered_at_ms` (when its token was
 //!   last registered) after its `created_at_ms`; notifications and delivery updates are
-//!   unchanged. What [`RECORD_FORMAT_VERSION`] says `encode` writes, for users, notifications
-//!   and delivery updates alike. A device read from version 1 or 2 takes its `created_at_ms`
-//!   as its `registered_at_ms`.
+//!   unchanged. A device read from version 1 or 2 takes its `created_at_ms`
+//!   as its `registered_at_ms`. Written by earlier builds; still read.
+//! - **4**: `[4][binary]`, version 3 with each device's `device_id` (when it differs from the
+//!   token: a browser subscription's) and `deactivated_at_ms`; notifications and delivery
+//!   updates are unchanged. What [`RECORD_FORMAT_VERSION`] says `encode` writes, for users,
+//!   notifications and delivery updates alike. A device read from an earlier version (iOS
+//!   only) takes its token as its `device_id`, and no `deactivated_at_ms`.
 //!
 //! This is the *record* format; the *log* format ([`crate::LOG_FORMAT_VERSION`], checked when a
 //! log is opened) is separate and unchanged by record versions.
 
 mod codec;
 #[cfg(test)]
-mod format_v2_tests;
+mod format_history_tests;
 mod json_object;
 
 pub use json_object::{JsonObject, JsonObjectError};
@@ -34,13 +38,17 @@ use crate::error::Error;
 
 /// The version byte [`UserRecord::encode`] and [`NotificationRecord::encode`] write. Decoding
 /// also reads every older version (see the module doc); bump it only with a reader for the old.
-pub const RECORD_FORMAT_VERSION: u8 = 3;
+pub const RECORD_FORMAT_VERSION: u8 = 4;
 
 /// Version 1: the record as JSON. Read, no longer written.
 const RECORD_FORMAT_JSON: u8 = 1;
 
 /// Version 2: binary, devices without `registered_at_ms`. Read, no longer written.
 const RECORD_FORMAT_V2: u8 = 2;
+
+/// Version 3: binary, devices without `device_id` and `deactivated_at_ms`. Read, no longer
+/// written.
+const RECORD_FORMAT_V3: u8 = 3;
 
 /// Most deliveries one notification may have: a delivery's index within its notification is a
 /// `u16` in the log's delivery-update keys.
@@ -77,9 +85,19 @@ pub struct DeviceRecord {
     /// Records of formats 1 and 2 have no such field and read it as `created_at_ms`.
     #[serde(default)]
     pub registered_at_ms: u64,
-    /// Why the device was deactivated (for example the provider's "Unregistered").
+    /// Why the device was deactivated (the provider's reason, such as APNs' "Unregistered"
+    /// or FCM's "UNREGISTERED").
     #[serde(default)]
     pub deactivated_reason: Option<String>,
+    /// When it was deactivated (unix ms); `None` while active, and for devices deactivated
+    /// by builds before record format 4.
+    #[serde(default)]
+    pub deactivated_at_ms: Option<u64>,
+    /// How the API addresses the device (`DELETE /v1/users/{id}/devices/{device_id}`): the
+    /// token itself for iOS and Android, an id derived from the subscription's endpoint for a
+    /// browser. Records before format 4 (iOS only) read it as the token.
+    #[serde(default)]
+    pub device_id: String,
 }
 
 impl DeviceRecord {
@@ -98,14 +116,31 @@ impl DeviceRecord {
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     Ios,
+    Android,
+    Web,
 }
 
 impl Platform {
+    /// Every platform, each reached through its own channel.
+    pub const ALL: &'static [Platform] = &[Platform::Ios, Platform::Android, Platform::Web];
+
     /// The channel that delivers to this platform.
     #[must_use]
     pub fn channel(&self) -> Channel {
         match self {
             Platform::Ios => Channel::Apns,
+            Platform::Android => Channel::Fcm,
+            Platform::Web => Channel::Webpush,
+        }
+    }
+
+    /// The platform's name in the API: `ios`, `android` or `web`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+            Platform::Web => "web",
         }
     }
 }
@@ -116,11 +151,13 @@ impl Platform {
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Apns,
+    Fcm,
+    Webpush,
 }
 
 impl Channel {
     /// Every channel, in [`Channel::index`] order.
-    pub const ALL: &'static [Channel] = &[Channel::Apns];
+    pub const ALL: &'static [Channel] = &[Channel::Apns, Channel::Fcm, Channel::Webpush];
     /// Number of channels: the length of per-channel arrays (`[T; Channel::COUNT]`).
     pub const COUNT: usize = Self::ALL.len();
 
@@ -129,6 +166,8 @@ impl Channel {
     pub fn as_str(&self) -> &'static str {
         match self {
             Channel::Apns => "apns",
+            Channel::Fcm => "fcm",
+            Channel::Webpush => "webpush",
         }
     }
 
@@ -137,6 +176,8 @@ impl Channel {
     pub fn index(&self) -> usize {
         match self {
             Channel::Apns => 0,
+            Channel::Fcm => 1,
+            Channel::Webpush => 2,
         }
     }
 }
@@ -274,7 +315,7 @@ fn unknown_version(kind: &str, v: u8) -> Error {
 }
 
 impl UserRecord {
-    /// `[RECORD_FORMAT_VERSION][binary]` (format version 3, see the module doc).
+    /// `[RECORD_FORMAT_VERSION][binary]` (format version 4, see the module doc).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + 64 * self.devices.len());
@@ -292,12 +333,18 @@ impl UserRecord {
     /// unknown version, truncated or malformed bytes are [`Error::Corrupt`].
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         match split_version("user", bytes)? {
-            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_VERSION), body) => codec::decode_user(body, v),
+            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_V3 | RECORD_FORMAT_VERSION), body) => {
+                codec::decode_user(body, v)
+            }
             (RECORD_FORMAT_JSON, json) => {
                 let mut user: UserRecord = decode_json("user", json)?;
                 for d in &mut user.devices {
                     // Absent before version 3 (read as 0): registered when created.
                     d.registered_at_ms = d.registered_at_ms.max(d.created_at_ms);
+                    // Absent before version 4 (iOS only): addressed by the token.
+                    if d.device_id.is_empty() {
+                        d.device_id.clone_from(&d.token);
+                    }
                 }
                 Ok(user)
             }
@@ -328,8 +375,8 @@ impl DeliveryRecord {
     /// nothing.
     pub fn apply_update(&mut self, bytes: &[u8]) -> Result<(), Error> {
         match split_version("delivery update", bytes)? {
-            // Delivery updates exist from record format 2 on, the same in 2 and 3.
-            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_VERSION), body) => {
+            // Delivery updates exist from record format 2 on, the same in 2, 3 and 4.
+            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_V3 | RECORD_FORMAT_VERSION), body) => {
                 codec::decode_progress_into(body, v, self)
             }
             (v, _) => Err(unknown_version("delivery update", v)),
@@ -338,7 +385,7 @@ impl DeliveryRecord {
 }
 
 impl NotificationRecord {
-    /// `[RECORD_FORMAT_VERSION][binary]` (format version 3, see the module doc).
+    /// `[RECORD_FORMAT_VERSION][binary]` (format version 4, see the module doc).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_size_hint());
@@ -356,7 +403,7 @@ impl NotificationRecord {
     /// unknown version, truncated or malformed bytes are [`Error::Corrupt`].
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         match split_version("notification", bytes)? {
-            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_VERSION), body) => {
+            (v @ (RECORD_FORMAT_V2 | RECORD_FORMAT_V3 | RECORD_FORMAT_VERSION), body) => {
                 codec::decode_notification(body, v)
             }
             (RECORD_FORMAT_JSON, json) => decode_json("notification", json),
@@ -437,7 +484,7 @@ mod tests {
     fn notification_round_trips_with_version_byte() {
         let n = sample_notification();
         let bytes = n.encode();
-        assert_eq!(RECORD_FORMAT_VERSION, 3);
+        assert_eq!(RECORD_FORMAT_VERSION, 4);
         assert_eq!(bytes[0], RECORD_FORMAT_VERSION);
         assert_eq!(&bytes[1..17], n.id.as_bytes(), "v2 starts with the raw id");
         assert_eq!(NotificationRecord::decode(&bytes).ok(), Some(n));
@@ -455,6 +502,8 @@ mod tests {
                 created_at_ms: 5,
                 registered_at_ms: 7,
                 deactivated_reason: Some("Unregistered".into()),
+                deactivated_at_ms: Some(8),
+                device_id: "t".into(),
             }],
             updated_at_ms: 9,
             ..UserRecord::default()
@@ -471,6 +520,8 @@ mod tests {
             created_at_ms: 1_000,
             registered_at_ms: 5_000,
             deactivated_reason: None,
+            deactivated_at_ms: None,
+            device_id: "t".into(),
         };
         assert!(d.is_unregistered_by(None), "no time: unregistered");
         assert!(d.is_unregistered_by(Some(5_001)));
@@ -507,11 +558,11 @@ mod tests {
     fn bad_bytes_are_corrupt_and_say_why() {
         let e = NotificationRecord::decode(&[]).unwrap_err().to_string();
         assert!(e.contains("notification record is empty"), "{e}");
-        let e = UserRecord::decode(&[4, b'{', b'}'])
+        let e = UserRecord::decode(&[5, b'{', b'}'])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("unknown format version 4"), "{e}");
-        assert!(e.contains("reads 1 to 3"), "{e}");
+        assert!(e.contains("unknown format version 5"), "{e}");
+        assert!(e.contains("reads 1 to 4"), "{e}");
         let e = UserRecord::decode(&[RECORD_FORMAT_JSON, b'{']).unwrap_err();
         assert!(matches!(e, Error::Corrupt { .. }));
         assert!(e.to_string().contains("user record: bad JSON"), "{e}");
@@ -618,12 +669,19 @@ mod tests {
 
     pub(super) fn rich_users() -> Vec<UserRecord> {
         let device = |i: u64, active| DeviceRecord {
-            platform: Platform::Ios,
+            platform: Platform::ALL[i as usize % Platform::ALL.len()],
             token: format!("tøken-{i}"),
             active,
             created_at_ms: u64::MAX / 20 * i,
             registered_at_ms: u64::MAX / 20 * i + 1000 * i,
             deactivated_reason: (!active).then(|| "Unregistered".into()),
+            deactivated_at_ms: (!active).then_some(u64::MAX / 20 * i + 2000 * i),
+            // A browser's device id is derived from its endpoint, not its token.
+            device_id: if i % 3 == 2 {
+                format!("web-{i}")
+            } else {
+                format!("tøken-{i}")
+            },
         };
         vec![
             UserRecord {
@@ -640,15 +698,15 @@ mod tests {
     }
 
     #[test]
-    fn v3_round_trips_rich_records() {
+    fn v4_round_trips_rich_records() {
         for n in rich_notifications() {
             let bytes = n.encode();
-            assert_eq!(bytes[0], 3);
+            assert_eq!(bytes[0], 4);
             assert_eq!(NotificationRecord::decode(&bytes).unwrap(), n);
         }
         for u in rich_users() {
             let bytes = u.encode();
-            assert_eq!(bytes[0], 3);
+            assert_eq!(bytes[0], 4);
             assert_eq!(UserRecord::decode(&bytes).unwrap(), u);
         }
     }

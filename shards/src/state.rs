@@ -42,12 +42,14 @@ pub enum Verdict {
         reason: String,
         retry_after_ms: Option<u64>,
     },
-    /// Never deliverable as is (bad token, payload too large, ...). `deactivate` says the
-    /// target is gone for good; `unregistered_at_ms` is when the provider last found it gone
-    /// (unix ms), if it said: a device registered with us after that has come back.
+    /// Never deliverable as is (bad token, payload too large, ...). `deactivate` is the
+    /// provider's word for why the target is gone for good (APNs' `Unregistered`, FCM's
+    /// `UNREGISTERED`), when it is: its device is deactivated with that reason.
+    /// `unregistered_at_ms` is when the provider last found it gone (unix ms), if it said: a
+    /// device registered with us after that has come back.
     Permanent {
         reason: String,
-        deactivate: bool,
+        deactivate: Option<String>,
         unregistered_at_ms: Option<u64>,
     },
     /// Our credentials or setup are wrong (or the channel is off): an operator must act. The
@@ -66,7 +68,7 @@ impl Verdict {
     pub fn permanent(reason: impl Into<String>) -> Verdict {
         Verdict::Permanent {
             reason: reason.into(),
-            deactivate: false,
+            deactivate: None,
             unregistered_at_ms: None,
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! Who runs them: the integration tests (on 127.0.0.1:0), the load-test harness
 //! (`clarion-loadtest`, in-process or as `clarion-loadtest apns-sim`), and the server only when
-//! told to (`[apns] mode = "simulator"` or `clarion serve --simulate`), which it then says in its
+//! told to (`mode = "simulator"` in a channel's section, or `clarion serve --simulate`), which it then says in its
 //! log, `GET /v1/stats` and `/healthz`.
 //!
 //! ```text
@@ -22,10 +22,13 @@
 //! src/apns/stats.rs         counters (SimStats) and the recent accepted pushes
 //! src/apns/ledger.rs        per-seq receipt counts and end-to-end latency
 //! src/apns/control.rs       the HTTP/1.1 control endpoint and its client, SimControl
+//! src/fcm/mod.rs            the FCM simulator: config, faults, handle, the built-in key
+//! src/fcm/server.rs         its HTTPS origin: the token endpoint and the send endpoint
 //! src/histogram.rs          the latency histogram shape, V2 wire form, .hgrm text (shared with the harness)
 //! tests/apns_*.rs           the APNs simulator against a raw h2 client, one concern per file
 //! examples/apns_throughput.rs  the simulator's pushes per second on one core
 //! ```
 
 pub mod apns;
+pub mod fcm;
 pub mod histogram;

@@ -52,6 +52,11 @@ impl ApiError {
                 status: 422,
                 ..ApiError::field("token", "too_many_devices", message)
             },
+            E::ContentRefused {
+                field,
+                code,
+                message,
+            } => ApiError::field(field, code, message),
             E::LogBehind | E::PeerBusy => ApiError::overloaded(message),
             E::CorruptRecord => ApiError::new(500, "corrupt_record", message),
             E::ChannelMissing { .. } | E::Unavailable { .. } | E::Unanswered => {

@@ -44,6 +44,11 @@ impl Fields {
         }
     }
 
+    /// The field's value as it is, taken out (`None` when absent).
+    pub fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key)
+    }
+
     /// An optional string (null counts as absent) of at most `max` bytes.
     pub fn opt_str(&mut self, key: &str, max: usize) -> Result<Option<String>, ApiError> {
         match self.map.remove(key) {

@@ -10,7 +10,6 @@ use super::batch;
 use super::error::ApiError;
 use super::fields::{Fields, parse_object};
 use super::validate;
-use crate::channels::rules;
 use crate::engine::command::NewNotification;
 
 /// Most notifications in one batch request: bounds a request's memory and its time on a shard.
@@ -211,8 +210,9 @@ fn validate(raw: RawNotification) -> Result<NewNotification, ApiError> {
         ttl_seconds,
         collapse_id,
     };
-    // Rendered now, so a notification that cannot be delivered is refused at accept.
-    rules::check_content(&content).map_err(ApiError::rule)?;
+    // Each channel's limits are checked by the owning shard, for the channels the user has
+    // active devices on (`engine/accept.rs`); what no channel could carry is refused here.
+    crate::channels::rules::fits_some_channel(&content).map_err(ApiError::rule)?;
     Ok(NewNotification {
         user_id,
         idempotency_key,

@@ -2,6 +2,8 @@
 //! history) as the JSON the API returns, with RFC 3339 UTC timestamps.
 
 use clarion_shards::{DeliveryRecord, NotificationRecord};
+
+use crate::channels::rules;
 use serde_json::{Value, json};
 
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC with millisecond precision.
@@ -53,7 +55,7 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
     let mut v = json!({
         "id": d.id.to_string(),
         "channel": d.channel.as_str(),
-        "target": d.target,
+        "device_id": rules::of(d.channel).device_id(&d.target),
         "state": d.state.as_str(),
         "attempts": d.attempts,
         "history": history,

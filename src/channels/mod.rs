@@ -4,8 +4,10 @@
 //! APNs is the first; FCM, Web Push, SMS and email slot in beside it.
 
 pub mod apns;
+pub mod fcm;
 pub mod off;
 pub mod rules;
+pub mod webpush;
 
 use std::future::Future;
 use std::pin::Pin;

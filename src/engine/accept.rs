@@ -4,7 +4,8 @@
 use std::rc::Rc;
 
 use clarion_shards::{
-    DedupClaim, DeliveryRecord, DeviceRecord, LostClaim, NotificationRecord, UserRecord, Verdict,
+    Channel, DedupClaim, DeliveryRecord, DeviceRecord, LostClaim, NotificationRecord, UserRecord,
+    Verdict,
 };
 use uuid::Uuid;
 
@@ -14,6 +15,7 @@ use super::committer::{Deliveries, Waiter};
 use super::error::ShardError;
 use super::probe::bump;
 use super::{DeliveryRef, Engine, ShardState, now_ms};
+use crate::channels::rules;
 
 /// Notifications a shard holds accepted but not yet durable. Past it, new ones are refused at
 /// once with `503 overloaded` and `Retry-After`: the log is not keeping up (a slow or stalled
@@ -60,14 +62,17 @@ impl Engine {
         let existing = user
             .devices
             .iter_mut()
-            .find(|x| x.platform == d.platform && x.token == d.token);
+            .find(|x| x.platform == d.platform && x.device_id == d.device_id);
         let result = match existing {
             Some(dev) => {
                 // Registered again (the app launched or was reinstalled) or reactivated: the
                 // registration time moves forward, so that a provider's word that the token
                 // died before now does not deactivate it (see `DeviceRecord::registered_at_ms`).
+                // A browser may send its subscription again with new keys: they replace the old.
+                dev.token = d.token;
                 dev.active = true;
                 dev.deactivated_reason = None;
+                dev.deactivated_at_ms = None;
                 dev.registered_at_ms = dev.registered_at_ms.max(now);
                 Upsert::Updated
             }
@@ -84,6 +89,8 @@ impl Engine {
                     created_at_ms: now,
                     registered_at_ms: now,
                     deactivated_reason: None,
+                    deactivated_at_ms: None,
+                    device_id: d.device_id,
                 });
                 Upsert::Created
             }
@@ -92,19 +99,28 @@ impl Engine {
         self.log_user(user, reply, result);
     }
 
-    /// Removes a device (by token) from a user; answered once the user's new record is durable.
-    /// Deliveries to it already accepted still run; later notifications do not reach it.
-    pub(super) fn remove_device(self: &Rc<Self>, user_id: String, token: &str, reply: Reply<()>) {
+    /// Removes a device (by its id, in any of the forms `device_ids` lists, tried in order) from
+    /// a user; answered once the user's new record is durable. Deliveries to it already
+    /// accepted still run; later notifications do not reach it.
+    pub(super) fn remove_device(
+        self: &Rc<Self>,
+        user_id: String,
+        device_ids: &[String],
+        reply: Reply<()>,
+    ) {
         let now = now_ms();
         let mut st = self.state.borrow_mut();
         let Some((user, reply)) = registered(&mut st, &user_id, reply) else {
             return;
         };
-        let Some(at) = user.devices.iter().position(|d| d.token == token) else {
+        let found = device_ids
+            .iter()
+            .find_map(|id| user.devices.iter().position(|d| &d.device_id == id));
+        let Some(at) = found else {
             drop(st);
             let _ = reply.send(Err(ShardError::DeviceNotFound {
                 user_id: user_id.clone(),
-                token: token.to_string(),
+                device_id: device_ids.first().cloned().unwrap_or_default(),
             }));
             return;
         };
@@ -117,6 +133,13 @@ impl Engine {
             },
             Some(Waiter::Removed { reply }),
         );
+    }
+
+    /// A copy of the user's record (profile and devices) as the shard holds it: every change
+    /// answered so far, and any whose commit is still under way.
+    pub(super) fn get_user(&self, user_id: &str, reply: Reply<UserRecord>) {
+        let found = self.state.borrow().users.get(user_id).cloned();
+        let _ = reply.send(found.ok_or_else(|| user_not_found(user_id)));
     }
 
     /// Logs a user's new state (encoded from the shard's copy); the client is answered once it
@@ -176,6 +199,22 @@ impl Engine {
                 channel: device.platform.channel().as_str(),
             }));
             return;
+        }
+        // Rendered now for each channel the user is reached on, so a notification that
+        // cannot be delivered there is refused at accept (and only where it would go).
+        let mut checked = [false; Channel::COUNT];
+        for ch in active().map(|d| d.platform.channel()) {
+            if std::mem::replace(&mut checked[ch.index()], true) {
+                continue;
+            }
+            if let Err(e) = rules::of(ch).check_content(&n.content) {
+                reply.send(Err(ShardError::ContentRefused {
+                    field: e.field,
+                    code: e.code,
+                    message: e.message,
+                }));
+                return;
+            }
         }
         let capped = !shard.buckets.try_take(&n.user_id, now);
         let id = shard.ids.next(now);
@@ -416,6 +455,8 @@ mod tests {
                     created_at_ms: i as u64,
                     registered_at_ms: i as u64,
                     deactivated_reason: (!active).then(|| "Unregistered".into()),
+                    deactivated_at_ms: (!active).then_some(i as u64),
+                    device_id: format!("t{i}"),
                 })
                 .collect(),
             updated_at_ms: 0,

@@ -1,7 +1,7 @@
 //! What the ingress asks of a shard: the commands that cross the mesh to the owning shard, each
 //! carrying its own reply channel. Inputs here are already validated.
 
-use clarion_shards::{NotificationContent, NotificationRecord, Platform};
+use clarion_shards::{NotificationContent, NotificationRecord, Platform, UserRecord};
 use futures_channel::oneshot;
 use uuid::Uuid;
 
@@ -21,10 +21,13 @@ pub struct UserProfile {
     pub timezone: Option<String>,
 }
 
+/// A device to register: its platform, its target in the canonical form its channel sends to
+/// (a token, or a browser's subscription), and the id the API addresses it by.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewDevice {
     pub platform: Platform,
     pub token: String,
+    pub device_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -63,11 +66,17 @@ pub enum ShardCmd {
         device: NewDevice,
         reply: Reply<Upsert>,
     },
-    /// Removes a device from its user (answered once durable).
+    /// Removes a device from its user (answered once durable): the first device whose
+    /// `device_id` is one of `device_ids` (the path's id in each platform's canonical form).
     RemoveDevice {
         user_id: String,
-        token: String,
+        device_ids: Vec<String>,
         reply: Reply<()>,
+    },
+    /// A user's profile and devices.
+    GetUser {
+        user_id: String,
+        reply: Reply<UserRecord>,
     },
     Notify {
         notification: NewNotification,
@@ -105,6 +114,7 @@ impl ShardCmd {
                 reply.send(Err(err)).map_err(drop)
             }
             ShardCmd::RemoveDevice { reply, .. } => reply.send(Err(err)).map_err(drop),
+            ShardCmd::GetUser { reply, .. } => reply.send(Err(err)).map_err(drop),
             ShardCmd::Notify { reply, .. } => reply.send(Err(err)).map_err(drop),
             ShardCmd::NotifyBatch { items, reply } => {
                 let answers = items.iter().map(|(i, _)| (*i, Err(err.clone()))).collect();

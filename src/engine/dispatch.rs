@@ -131,13 +131,13 @@ impl Engine {
                 self.provider_failed(d, verdict)
             }
             Verdict::Permanent {
-                ref reason,
-                deactivate,
+                ref deactivate,
                 unregistered_at_ms,
+                ..
             } => {
                 lane.breaker.borrow_mut().on_answer();
-                if deactivate {
-                    self.deactivate_target(d, reason, unregistered_at_ms);
+                if let Some(why) = deactivate {
+                    self.deactivate_target(d, why, unregistered_at_ms);
                 }
                 Some(verdict)
             }
@@ -307,11 +307,11 @@ impl Engine {
             return;
         };
         let user_id = open.record.user_id.clone();
-        let Some(target) = open
+        let Some((channel, target)) = open
             .record
             .deliveries
             .get(d.index as usize)
-            .map(|x| x.target.clone())
+            .map(|x| (x.channel, x.target.clone()))
         else {
             return;
         };
@@ -319,10 +319,11 @@ impl Engine {
             return;
         };
         let mut changed = false;
+        let now = now_ms();
         for dev in user
             .devices
             .iter_mut()
-            .filter(|x| x.active && x.token == target)
+            .filter(|x| x.active && x.platform.channel() == channel && x.token == target)
         {
             if !dev.is_unregistered_by(unregistered_at_ms) {
                 bump(&self.probe.reregistered_tokens_kept);
@@ -338,10 +339,11 @@ impl Engine {
             }
             dev.active = false;
             dev.deactivated_reason = Some(reason.to_string());
+            dev.deactivated_at_ms = Some(now);
             changed = true;
         }
         if changed {
-            user.updated_at_ms = now_ms();
+            user.updated_at_ms = now;
             let record = user.clone();
             drop(st);
             bump(&self.probe.deactivated_tokens);

@@ -10,14 +10,22 @@ use std::fmt;
 pub enum ShardError {
     /// The user is not registered on its shard.
     UserNotFound { user_id: String },
-    /// The user has no device with this token.
-    DeviceNotFound { user_id: String, token: String },
+    /// The user has no device with this id.
+    DeviceNotFound { user_id: String, device_id: String },
     /// A notification would reach more devices than one notification may.
     TooManyDeliveries { user_id: String, active: usize },
     /// A new device past `[contacts] max_devices_per_user`, with no deactivated one to drop.
     DeviceLimit { user_id: String, devices: usize },
     /// A device's channel has no sender on this server.
     ChannelMissing { channel: &'static str },
+    /// The notification's content does not render for the channel of one of the user's
+    /// active devices (too large for it, a key it reserves): `field`, `code` and `message`
+    /// as the channel's rules say.
+    ContentRefused {
+        field: &'static str,
+        code: &'static str,
+        message: String,
+    },
     /// The shard's log is not keeping up: too many accepts wait for their fsync.
     LogBehind,
     /// Too many commands wait to be forwarded to the owning shard.
@@ -52,8 +60,8 @@ impl fmt::Display for ShardError {
                 f,
                 "user `{user_id}` is not registered (PUT /v1/users/{user_id} first)"
             ),
-            ShardError::DeviceNotFound { user_id, token } => {
-                write!(f, "user `{user_id}` has no device with token `{token}`")
+            ShardError::DeviceNotFound { user_id, device_id } => {
+                write!(f, "user `{user_id}` has no device `{device_id}`")
             }
             ShardError::TooManyDeliveries { user_id, active } => write!(
                 f,
@@ -64,6 +72,7 @@ impl fmt::Display for ShardError {
                 f,
                 "user `{user_id}` already has {devices} active devices, the most allowed ([contacts] max_devices_per_user); remove one first (DELETE /v1/users/{user_id}/devices/{{token}})"
             ),
+            ShardError::ContentRefused { message, .. } => f.write_str(message),
             ShardError::ChannelMissing { channel } => {
                 write!(f, "the {channel} channel is not configured on this server")
             }

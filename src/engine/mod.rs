@@ -203,9 +203,10 @@ impl Engine {
             } => self.add_device(user_id, device, reply),
             ShardCmd::RemoveDevice {
                 user_id,
-                token,
+                device_ids,
                 reply,
-            } => self.remove_device(user_id, &token, reply),
+            } => self.remove_device(user_id, &device_ids, reply),
+            ShardCmd::GetUser { user_id, reply } => self.get_user(&user_id, reply),
             ShardCmd::Notify {
                 notification,
                 reply,

@@ -3,7 +3,7 @@
 //! per shard that reconnects with jittered backoff and hands out streams under each server's
 //! `SETTINGS_MAX_CONCURRENT_STREAMS`, the line of requests waiting for a stream, and one shared
 //! deadline per tick for thousands of requests in flight. A channel keeps only its wire format,
-//! its authentication and the meaning of its answers (`src/apns/` for APNs).
+//! its authentication and the meaning of its answers (`src/channels/apns/`, `src/channels/fcm/`).
 //!
 //! Everything here is per shard: `Rc`/`Cell` inside, no locks or atomics.
 //!
@@ -16,12 +16,14 @@
 //! - `pool.rs`: the shard's connections, reconnect backoff, handing out free streams.
 //! - `wait_queue.rs`: the line of requests waiting for a free stream.
 //! - `deadline.rs`: per-tick shared deadlines for requests in flight.
+//! - `retry_after.rs`: a provider's `retry-after`, read and capped.
 
 mod connection;
 mod deadline;
 mod endpoint;
 mod error;
 mod pool;
+mod retry_after;
 mod tls;
 mod tuning;
 mod wait_queue;
@@ -31,6 +33,8 @@ pub(crate) use deadline::Deadlines;
 pub use endpoint::{Endpoint, HTTPS_PORT};
 pub use error::Error;
 pub(crate) use pool::Pool;
+pub use retry_after::MAX_RETRY_AFTER;
+pub(crate) use retry_after::retry_after_ms;
 pub(crate) use tls::Transport;
 pub use tuning::{
     CLOSE_GRACE, CONNECT_TIMEOUT, PING_IDLE_INTERVAL, PING_TIMEOUT, RECONNECT_BACKOFF_BASE,

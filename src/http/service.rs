@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use crate::api::error::ApiError;
 use crate::api::{notifications, status, users, validate};
+use crate::channels::rules::TargetPolicy;
+
 use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
 use crate::engine::error::ShardError;
 use crate::engine::probe::ProbeSnapshot;
@@ -41,6 +43,8 @@ pub struct Api {
     admission: Admission,
     /// Each channel's name and mode (`live`, `simulator`, `off`), for `/healthz` and `/v1/stats`.
     channel_modes: Vec<(&'static str, &'static str)>,
+    /// What device targets this deployment takes (`[webpush] allow_insecure_loopback`).
+    target_policy: TargetPolicy,
 }
 
 const KEY_DIGEST_LEN: usize = 32;
@@ -57,6 +61,7 @@ impl Api {
         api_keys: &[String],
         health: ShardsHealth,
         channel_modes: Vec<(&'static str, &'static str)>,
+        target_policy: TargetPolicy,
     ) -> Api {
         Api {
             router,
@@ -64,6 +69,7 @@ impl Api {
             health,
             admission: Admission::new(),
             channel_modes,
+            target_policy,
         }
     }
 
@@ -139,8 +145,11 @@ async fn route(
     let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
     match (method, segs.as_slice()) {
         (Method::PUT, ["users", id]) => put_user(api, id, req, bodies).await,
+        (Method::GET, ["users", id]) => get_user(api, id).await,
         (Method::POST, ["users", id, "devices"]) => add_device(api, id, req, bodies).await,
-        (Method::DELETE, ["users", id, "devices", token]) => remove_device(api, id, token).await,
+        (Method::DELETE, ["users", id, "devices", device_id]) => {
+            remove_device(api, id, device_id).await
+        }
         (Method::POST, ["notifications"]) => notify_one(api, req, bodies).await,
         (Method::POST, ["notifications", "batch"]) => notify_batch(api, req, bodies).await,
         (Method::GET, ["notifications", id]) => get_notification(api, id).await,
@@ -206,6 +215,14 @@ async fn put_user(
     Ok(upsert_response(u, json!({"user_id": user_id})))
 }
 
+async fn get_user(api: &Api, id: &str) -> Result<ApiResponse, ApiError> {
+    validate::user_id("user_id", id)?;
+    let user_id = id.to_string();
+    let shard = api.router.shard_for_user(id);
+    let user = ask(api, shard, |reply| ShardCmd::GetUser { user_id, reply }).await?;
+    Ok(json_response(StatusCode::OK, &users::user_json(&user)))
+}
+
 async fn add_device(
     api: &Api,
     id: &str,
@@ -213,8 +230,9 @@ async fn add_device(
     bodies: &ConnBodies,
 ) -> Result<ApiResponse, ApiError> {
     validate::user_id("user_id", id)?;
-    let device = users::parse_device(&read_body(req, MAX_BODY, bodies).await?)?;
-    let token = device.token.clone();
+    let body = read_body(req, MAX_BODY, bodies).await?;
+    let device = users::parse_device(&body, api.target_policy)?;
+    let (platform, device_id) = (device.platform, device.device_id.clone());
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
     let u = ask(api, shard, |reply| ShardCmd::AddDevice {
@@ -225,19 +243,20 @@ async fn add_device(
     .await?;
     Ok(upsert_response(
         u,
-        json!({"user_id": user_id, "platform": "ios", "token": token, "active": true}),
+        json!({"user_id": user_id, "platform": platform.as_str(), "device_id": device_id, "active": true}),
     ))
 }
 
-async fn remove_device(api: &Api, id: &str, token: &str) -> Result<ApiResponse, ApiError> {
+async fn remove_device(api: &Api, id: &str, device_id: &str) -> Result<ApiResponse, ApiError> {
     validate::user_id("user_id", id)?;
-    // A device is addressed by its id in the canonical form its platform stores it in.
-    let token = crate::channels::rules::device_id("token", token).map_err(ApiError::rule)?;
+    // The path's id in the canonical form of each platform that could hold it.
+    let device_ids =
+        crate::channels::rules::device_id_forms("device_id", device_id).map_err(ApiError::rule)?;
     let user_id = id.to_string();
     let shard = api.router.shard_for_user(id);
     ask(api, shard, |reply| ShardCmd::RemoveDevice {
         user_id,
-        token,
+        device_ids,
         reply,
     })
     .await?;

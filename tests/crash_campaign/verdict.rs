@@ -336,7 +336,7 @@ fn check_status(
     let mut targets = BTreeSet::new();
     for d in st["deliveries"].as_array().into_iter().flatten() {
         v.deliveries += 1;
-        let target = d["target"].as_str().unwrap_or_default().to_string();
+        let target = d["device_id"].as_str().unwrap_or_default().to_string();
         let state = d["state"].as_str().unwrap_or_default();
         let dead = dead_tokens.contains(&target);
         match (state, dead) {

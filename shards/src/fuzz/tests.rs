@@ -143,6 +143,8 @@ fn user() -> UserRecord {
                 created_at_ms: 1_700_000_000_000 + i,
                 registered_at_ms: 1_700_000_000_000 + 2 * i,
                 deactivated_reason: (i == 1).then(|| "Unregistered".into()),
+                deactivated_at_ms: (i == 1).then_some(1_700_000_000_100),
+                device_id: format!("{i:064x}"),
             })
             .collect(),
         updated_at_ms: 1_700_000_000_009,
@@ -303,6 +305,8 @@ fn densest_records_stay_under_the_memory_ceiling() {
         created_at_ms: 0,
         registered_at_ms: 0,
         deactivated_reason: None,
+        deactivated_at_ms: None,
+        device_id: String::new(),
     };
     let many_devices = UserRecord {
         devices: vec![device; 5_000],

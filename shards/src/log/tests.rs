@@ -115,7 +115,11 @@ fn write_then_reopen_recovers_everything() {
 
     let (log, rec) = reopen(&dir, NOW + 1).unwrap();
     assert_eq!(rec.users, vec![user]);
-    assert_eq!(rec.backlog, vec![1], "the unfinished one's delivery waits");
+    assert_eq!(
+        rec.backlog,
+        vec![1, 0, 0],
+        "the unfinished one's delivery waits"
+    );
     assert_eq!(
         backlog(&log),
         vec![(pending_keys(&open_one)[0], open_one.clone())]
@@ -162,7 +166,7 @@ fn a_format_2_log_gets_its_backlog_from_the_notifications_open_after_its_waterma
     let (log, rec) = reopen(&dir, NOW).unwrap();
     assert_eq!(
         rec.backlog,
-        vec![1],
+        vec![1, 0, 0],
         "only the one open after the watermark"
     );
     assert_eq!(
@@ -203,7 +207,7 @@ fn recent_covers_exactly_the_dedup_window() {
     // A key lives for [accepted, accepted + window): one accepted a whole window ago is out.
     assert_eq!(got, vec![NOW - WINDOW / 2, NOW]);
     assert!(rec.recent_complete);
-    assert_eq!(rec.backlog, vec![0]);
+    assert_eq!(rec.backlog, vec![0, 0, 0]);
     log.join().unwrap();
 }
 
@@ -434,7 +438,7 @@ fn shutdown_flushes_then_refuses() {
     );
     log.join().unwrap();
     let (log, rec) = reopen(&dir, NOW).unwrap();
-    assert_eq!(rec.backlog, vec![1]);
+    assert_eq!(rec.backlog, vec![1, 0, 0]);
     assert_eq!(backlog(&log), vec![(pending_keys(&n)[0], n)]);
     log.join().unwrap();
 }
@@ -538,7 +542,7 @@ fn delivery_updates_are_read_back_and_recovered_without_rewriting_the_notificati
 
     // After a restart the sent one is finished and the retrying one waits, with its history.
     let (log, rec) = reopen(&dir, NOW + 10).unwrap();
-    assert_eq!(rec.backlog, vec![1]);
+    assert_eq!(rec.backlog, vec![1, 0, 0]);
     let waiting = backlog(&log);
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].1.id, retrying.id);
@@ -615,7 +619,7 @@ fn a_format_1_log_opens_and_is_upgraded_with_its_backlog_and_idempotency_keys() 
     log.join().unwrap();
 
     let (log, rec) = reopen(&dir, NOW).unwrap();
-    assert_eq!(rec.backlog, vec![1]);
+    assert_eq!(rec.backlog, vec![1, 0, 0]);
     assert_eq!(backlog(&log), vec![(pending_keys(&n)[0], n.clone())]);
     let format = block_on(log.get(Keyspace::Meta, META_FORMAT).unwrap()).unwrap();
     assert_eq!(format, Some(vec![LOG_FORMAT_VERSION]));

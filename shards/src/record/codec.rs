@@ -1,11 +1,14 @@
-//! Record format versions 2 and 3: the compact binary encoding of [`NotificationRecord`],
+//! Record format versions 2, 3 and 4: the compact binary encoding of [`NotificationRecord`],
 //! [`UserRecord`] and delivery updates (everything after the version byte), and its strict
 //! decoder. A delivery update is a delivery's progress alone: state, attempts, next attempt and
 //! history, exactly as they appear inside a notification after the delivery's target.
 //!
 //! Version 3 differs from 2 in users alone: each device has `registered_at_ms` after
-//! `created_at_ms`. Notifications and delivery updates are the same in both. Version 3 is
-//! written; both are read (a version 2 device reads `registered_at_ms` as `created_at_ms`).
+//! `created_at_ms`. Version 4 differs from 3 in users alone: each device has, after its token,
+//! its `device_id` as an option (`None`: the same as the token, as for iOS and Android), and
+//! after its `deactivated_reason` its `deactivated_at_ms` as an option. Notifications and
+//! delivery updates are the same in all three. Version 4 is written; all are read (a version 2
+//! device reads `registered_at_ms` as `created_at_ms`; before 4, `device_id` is the token).
 //!
 //! Primitives: integers and lengths are unsigned LEB128 varints; strings are a varint byte length
 //! then UTF-8; a [`Uuid`] is its 16 raw bytes; an `Option` is a presence byte (0 = `None`,
@@ -15,7 +18,7 @@
 //! length 0 meaning the empty map. Fields are written in declaration order (see the encoders);
 //! a record must end exactly where its last field does.
 //!
-//! Adding or reordering a field changes the format: that needs version 4 and a reader for 3.
+//! Adding or reordering a field changes the format: that needs version 5 and a reader for 4.
 //!
 //! The decoder never panics and never allocates more than the input can justify: every length
 //! and count is checked against the bytes that remain, and anything truncated, over-long or
@@ -34,12 +37,16 @@ use crate::error::Error;
 fn platform_tag(p: Platform) -> u8 {
     match p {
         Platform::Ios => 0,
+        Platform::Android => 1,
+        Platform::Web => 2,
     }
 }
 
 fn platform_of(tag: u8) -> Option<Platform> {
     match tag {
         0 => Some(Platform::Ios),
+        1 => Some(Platform::Android),
+        2 => Some(Platform::Web),
         _ => None,
     }
 }
@@ -47,12 +54,16 @@ fn platform_of(tag: u8) -> Option<Platform> {
 fn channel_tag(c: Channel) -> u8 {
     match c {
         Channel::Apns => 0,
+        Channel::Fcm => 1,
+        Channel::Webpush => 2,
     }
 }
 
 fn channel_of(tag: u8) -> Option<Channel> {
     match tag {
         0 => Some(Channel::Apns),
+        1 => Some(Channel::Fcm),
+        2 => Some(Channel::Webpush),
         _ => None,
     }
 }
@@ -129,7 +140,7 @@ fn put_data(out: &mut Vec<u8>, data: &JsonObject) {
     put_str(out, data.as_str());
 }
 
-/// Appends the v3 (= v2) body of `n` (everything after the version byte) to `out`.
+/// Appends the v4 (= v3 = v2) body of `n` (everything after the version byte) to `out`.
 pub(super) fn encode_notification(out: &mut Vec<u8>, n: &NotificationRecord) {
     out.extend_from_slice(n.id.as_bytes());
     put_str(out, &n.user_id);
@@ -167,13 +178,20 @@ fn put_progress(out: &mut Vec<u8>, d: &DeliveryRecord) {
     }
 }
 
-/// Appends the v3 (= v2) body of a delivery update (the delivery's progress) to `out`.
+/// Appends the v4 (= v3 = v2) body of a delivery update (the delivery's progress) to `out`.
 pub(super) fn encode_progress(out: &mut Vec<u8>, d: &DeliveryRecord) {
     put_progress(out, d);
 }
 
-/// Appends the v3 body of `u` (everything after the version byte) to `out`.
+/// Appends the v4 body of `u` (everything after the version byte) to `out`.
 pub(super) fn encode_user(out: &mut Vec<u8>, u: &UserRecord) {
+    put_user(out, u, 4);
+}
+
+/// Appends the v3 body of `u`, as earlier builds wrote it (no `device_id`,
+/// `deactivated_at_ms`).
+#[cfg(test)]
+pub(super) fn encode_user_v3(out: &mut Vec<u8>, u: &UserRecord) {
     put_user(out, u, 3);
 }
 
@@ -193,24 +211,31 @@ fn put_user(out: &mut Vec<u8>, u: &UserRecord, version: u8) {
     for d in &u.devices {
         out.push(platform_tag(d.platform));
         put_str(out, &d.token);
+        if version >= 4 {
+            let own_id = (d.device_id != d.token).then_some(d.device_id.as_str());
+            put_opt(out, own_id, put_str);
+        }
         out.push(u8::from(d.active));
         put_varint(out, d.created_at_ms);
         if version >= 3 {
             put_varint(out, d.registered_at_ms);
         }
         put_opt(out, d.deactivated_reason.as_deref(), put_str);
+        if version >= 4 {
+            put_opt(out, d.deactivated_at_ms, put_varint);
+        }
     }
     put_varint(out, u.updated_at_ms);
 }
 
 /// Smallest encodings of a delivery (id, channel, empty target, state, attempts, `None`, no
-/// history), a history event and a device (v2; v3 adds one byte): bounds for counts read from
-/// the input.
+/// history), a history event and a device (v2; v3 adds one byte, v4 two more): bounds for
+/// counts read from the input.
 const MIN_DELIVERY_SIZE: usize = 16 + 6;
 const MIN_EVENT_SIZE: usize = 4;
 const MIN_DEVICE_SIZE_V2: usize = 5;
 
-/// A cursor over a v2 or v3 body; every read names what it reads so errors can say it.
+/// A cursor over a v2, v3 or v4 body; every read names what it reads so errors can say it.
 struct Reader<'a> {
     kind: &'static str,
     version: u8,
@@ -347,7 +372,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a v2 or v3 notification body (the bytes after the version byte `version`).
+/// Decodes a v2, v3 or v4 notification body (the bytes after the version byte `version`).
 pub(super) fn decode_notification(body: &[u8], version: u8) -> Result<NotificationRecord, Error> {
     let mut r = Reader::new("notification", version, body);
     // Struct fields are evaluated in the order written, which is the order they are stored in.
@@ -411,7 +436,7 @@ fn read_progress(r: &mut Reader<'_>, d: &mut DeliveryRecord) -> Result<(), Error
     Ok(())
 }
 
-/// Decodes a v2 or v3 delivery update body into `d`, replacing its progress. All or nothing: on
+/// Decodes a v2, v3 or v4 delivery update body into `d`, replacing its progress. All or nothing: on
 /// error `d` is unchanged.
 pub(super) fn decode_progress_into(
     body: &[u8],
@@ -437,11 +462,12 @@ pub(super) fn decode_progress_into(
     Ok(())
 }
 
-/// Decodes a v2 or v3 user body (the bytes after the version byte `version`).
+/// Decodes a v2, v3 or v4 user body (the bytes after the version byte `version`).
 pub(super) fn decode_user(body: &[u8], version: u8) -> Result<UserRecord, Error> {
     let mut r = Reader::new("user", version, body);
     let v3 = version >= 3;
-    let min_device_size = MIN_DEVICE_SIZE_V2 + usize::from(v3);
+    let v4 = version >= 4;
+    let min_device_size = MIN_DEVICE_SIZE_V2 + usize::from(v3) + 2 * usize::from(v4);
     let u = UserRecord {
         user_id: r.string("user_id")?,
         email: r.opt("email", Reader::string)?,
@@ -454,6 +480,11 @@ pub(super) fn decode_user(body: &[u8], version: u8) -> Result<UserRecord, Error>
             for _ in 0..count {
                 let platform = r.tag("device.platform", platform_of)?;
                 let token = r.string("device.token")?;
+                let own_id = if v4 {
+                    r.opt("device.device_id", Reader::string)?
+                } else {
+                    None
+                };
                 let active = r.flag("device.active")?;
                 let created_at_ms = r.varint("device.created_at_ms")?;
                 let registered_at_ms = if v3 {
@@ -461,13 +492,21 @@ pub(super) fn decode_user(body: &[u8], version: u8) -> Result<UserRecord, Error>
                 } else {
                     created_at_ms
                 };
+                let deactivated_reason = r.opt("device.deactivated_reason", Reader::string)?;
+                let deactivated_at_ms = if v4 {
+                    r.opt("device.deactivated_at_ms", Reader::varint)?
+                } else {
+                    None
+                };
                 devices.push(DeviceRecord {
                     platform,
+                    device_id: own_id.unwrap_or_else(|| token.clone()),
                     token,
                     active,
                     created_at_ms,
                     registered_at_ms,
-                    deactivated_reason: r.opt("device.deactivated_reason", Reader::string)?,
+                    deactivated_reason,
+                    deactivated_at_ms,
                 });
             }
             devices

@@ -144,21 +144,37 @@ fn notification() -> impl Strategy<Value = NotificationRecord> {
 
 fn device() -> impl Strategy<Value = DeviceRecord> {
     (
-        text(),
+        (0..Platform::ALL.len(), text(), prop::option::of(text())),
         any::<bool>(),
         any::<u64>(),
         any::<u64>(),
         prop::option::of(text()),
+        prop::option::of(any::<u64>()),
     )
         .prop_map(
-            // Registered again at or after it was first registered, as the shard records it.
-            |(token, active, created_at_ms, later, deactivated_reason)| DeviceRecord {
-                platform: Platform::Ios,
-                token,
+            // Registered again at or after it was first registered, as the shard records it;
+            // addressed by its token unless it has an id of its own (a browser's).
+            |(
+                (platform, token, own_id),
                 active,
                 created_at_ms,
-                registered_at_ms: created_at_ms.saturating_add(later % (1 << 40)),
+                later,
                 deactivated_reason,
+                deactivated_at_ms,
+            )| {
+                DeviceRecord {
+                    platform: Platform::ALL[platform],
+                    // A device id is never empty (the API derives one from every target).
+                    device_id: own_id
+                        .filter(|id| !id.is_empty())
+                        .unwrap_or_else(|| token.clone()),
+                    token,
+                    active,
+                    created_at_ms,
+                    registered_at_ms: created_at_ms.saturating_add(later % (1 << 40)),
+                    deactivated_reason,
+                    deactivated_at_ms,
+                }
             },
         )
 }

@@ -41,6 +41,7 @@ pub use config::{
     DEFAULT_TOKEN_REFRESH_MIN_INTERVAL, Faults, PROVIDER_TOKEN_MAX_AGE_SECS, SimConfig, SimError,
 };
 pub use control::SimControl;
+pub(crate) use keys::tls_identity;
 pub use keys::{client_tls_config, generate_apns_key, public_key_from_p8, sign_provider_token};
 pub use ledger::{Ledger, LedgerWire};
 pub use reason::Reason;

@@ -10,8 +10,9 @@ use std::rc::Rc;
 use clarion_shards::{Channel, NotificationContent, Platform, Priority, Verdict};
 
 use super::{ApnsNotification, ApnsSender, PayloadFields, PushType, payload_size};
-use crate::channels::rules::{ChannelRules, RuleError};
+use crate::channels::rules::{ChannelRules, RuleError, TargetPolicy, token_str};
 use crate::channels::{ChannelSender, SendFuture, SendJob};
+use serde_json::{Value, json};
 
 /// Expiration used when a notification has no `ttl_seconds`: APNs keeps it about four weeks.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
@@ -116,29 +117,42 @@ impl ChannelRules for ApnsRules {
         "ios"
     }
 
+    fn target_field(&self) -> &'static str {
+        "token"
+    }
+
     /// 64 hex characters, stored lowercased.
-    fn target(&self, field: &'static str, raw: &str) -> Result<String, RuleError> {
+    fn target(&self, raw: &Value, _: TargetPolicy) -> Result<String, RuleError> {
+        let raw = token_str(raw)?;
         if raw.len() != DEVICE_TOKEN_HEX_CHARS || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(RuleError {
-                field,
-                code: "invalid_token",
-                message: format!(
+            return Err(RuleError::new(
+                "token",
+                "invalid_token",
+                format!(
                     "an APNs device token is {DEVICE_TOKEN_HEX_CHARS} hexadecimal characters, got {} characters",
                     raw.len()
                 ),
-            });
+            ));
         }
         Ok(raw.to_ascii_lowercase())
+    }
+
+    fn device_id(&self, target: &str) -> String {
+        target.to_string()
+    }
+
+    fn device_id_form(&self, raw: &str) -> Option<String> {
+        self.target(&Value::from(raw), TargetPolicy::default()).ok()
+    }
+
+    fn describe(&self, target: &str) -> Value {
+        json!({ "token": target })
     }
 
     fn check_content(&self, content: &NotificationContent) -> Result<(), RuleError> {
         payload_size(&fields(content))
             .map(drop)
-            .map_err(|e| RuleError {
-                field: "body",
-                code: "payload_too_large",
-                message: format!("apns: {e}"),
-            })
+            .map_err(|e| RuleError::new("body", "payload_too_large", format!("apns: {e}")))
     }
 
     #[cfg(any(test, feature = "fuzz"))]
@@ -173,17 +187,24 @@ mod tests {
 
     #[test]
     fn a_device_token_is_64_hex_characters_stored_lowercased() {
+        let target = |t: &str| ApnsRules.target(&Value::from(t), TargetPolicy::default());
         let t = "A".repeat(64);
-        assert_eq!(ApnsRules.target("token", &t).unwrap(), "a".repeat(64));
+        assert_eq!(target(&t).unwrap(), "a".repeat(64));
+        assert_eq!(ApnsRules.device_id(&target(&t).unwrap()), "a".repeat(64));
         for bad in [
             "g".repeat(64),
             "a".repeat(63),
             "a".repeat(65),
             String::new(),
         ] {
-            let e = ApnsRules.target("token", &bad).unwrap_err();
+            assert_eq!(ApnsRules.device_id_form(&bad), None);
+            let e = target(&bad).unwrap_err();
             assert_eq!((e.field, e.code), ("token", "invalid_token"), "{bad}");
         }
+        let e = ApnsRules
+            .target(&json!(12), TargetPolicy::default())
+            .unwrap_err();
+        assert_eq!((e.field, e.code), ("token", "invalid_type"));
     }
 
     #[test]

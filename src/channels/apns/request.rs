@@ -215,7 +215,7 @@ impl PreparedRequest {
 fn refused(reason: &str, deactivate: bool) -> Verdict {
     Verdict::Permanent {
         reason: format!("{reason} (refused locally)"),
-        deactivate,
+        deactivate: deactivate.then(|| reason.to_string()),
         unregistered_at_ms: None,
     }
 }
@@ -314,7 +314,7 @@ mod tests {
             refused,
             Verdict::Permanent {
                 reason: "BadCollapseId (refused locally)".into(),
-                deactivate: false,
+                deactivate: None,
                 unregistered_at_ms: None,
             }
         );
@@ -325,7 +325,7 @@ mod tests {
         assert!(matches!(
             control,
             Err(Verdict::Permanent {
-                deactivate: false,
+                deactivate: None,
                 ..
             })
         ));
@@ -344,7 +344,7 @@ mod tests {
                 matches!(
                     got,
                     Err(Verdict::Permanent {
-                        deactivate: true,
+                        deactivate: Some(_),
                         ..
                     })
                 ),

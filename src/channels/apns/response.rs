@@ -4,10 +4,9 @@
 
 use clarion_shards::Verdict;
 use http::{HeaderMap, StatusCode};
-use std::time::Duration;
 
-/// A `retry-after` longer than this is treated as this: the caller's own backoff takes over.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+pub use crate::h2client::MAX_RETRY_AFTER;
+use crate::h2client::retry_after_ms;
 
 /// What the sender does besides reporting the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +46,17 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         reason: described(),
         retry_after_ms: retry_after_ms(headers),
     };
-    let permanent = |deactivate| Verdict::Permanent {
+    // A gone token is deactivated with Apple's reason (`BadDeviceToken`, `Unregistered`).
+    let gone_because = || {
+        Some(if reason.is_empty() {
+            described()
+        } else {
+            reason.to_string()
+        })
+    };
+    let permanent = |deactivate: bool| Verdict::Permanent {
         reason: described(),
-        deactivate,
+        deactivate: deactivate.then(gone_because).flatten(),
         unregistered_at_ms: None,
     };
     let verdict = |outcome, follow_up| Classified { outcome, follow_up };
@@ -74,7 +81,7 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
         (410, _) => {
             let gone = Verdict::Permanent {
                 reason: described(),
-                deactivate: true,
+                deactivate: gone_because(),
                 unregistered_at_ms: parsed.timestamp_ms,
             };
             verdict(gone, FollowUp::None)
@@ -123,23 +130,6 @@ fn error_body(body: &[u8]) -> ErrorBody {
     }
 }
 
-/// `retry-after` in delay-seconds form, capped at [`MAX_RETRY_AFTER`]. (HTTP-date values are
-/// ignored: APNs does not send them.)
-fn retry_after_ms(headers: &HeaderMap) -> Option<u64> {
-    let seconds: u64 = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(
-        seconds
-            .saturating_mul(1000)
-            .min(MAX_RETRY_AFTER.as_millis() as u64),
-    )
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -159,18 +149,27 @@ mod tests {
         )
     }
 
+    /// A permanent answer `reason` ("400 BadDeviceToken"); deactivating, with Apple's reason.
     fn permanent(reason: &str, deactivate: bool) -> Verdict {
         Verdict::Permanent {
             reason: reason.into(),
-            deactivate,
+            deactivate: deactivate.then(|| apple_reason(reason)),
             unregistered_at_ms: None,
         }
+    }
+
+    /// "410 Unregistered" -> "Unregistered"; a bare status stays as it is.
+    fn apple_reason(described: &str) -> String {
+        described
+            .split_once(' ')
+            .map_or(described, |(_, r)| r)
+            .to_string()
     }
 
     fn gone(reason: &str, unregistered_at_ms: Option<u64>) -> Verdict {
         Verdict::Permanent {
             reason: reason.into(),
-            deactivate: true,
+            deactivate: Some(apple_reason(reason)),
             unregistered_at_ms,
         }
     }

@@ -101,9 +101,9 @@ fn apples_refusals_become_permanent_outcomes_and_dead_tokens_are_deactivated() {
         }
         (outcomes, sender.stats())
     });
-    let permanent = |reason: &str, deactivate| Verdict::Permanent {
+    let permanent = |reason: &str, deactivate: bool| Verdict::Permanent {
         reason: reason.into(),
-        deactivate,
+        deactivate: deactivate.then(|| reason.split_once(' ').unwrap().1.to_string()),
         unregistered_at_ms: None,
     };
     assert_eq!(
@@ -111,7 +111,7 @@ fn apples_refusals_become_permanent_outcomes_and_dead_tokens_are_deactivated() {
         vec![
             Verdict::Permanent {
                 reason: "410 Unregistered".into(),
-                deactivate: true,
+                deactivate: Some("Unregistered".into()),
                 unregistered_at_ms: Some(1_700_000_000_000),
             },
             permanent("400 BadDeviceToken", true),

@@ -1,0 +1,336 @@
+//! [`FcmSender`], one per shard: one FCM HTTP v1 request per delivery over the shared HTTP/2
+//! client, authorised by the access token [`Tokens`](super::oauth::Tokens) keeps fresh (a
+//! `401` fetches a new one and sends once more), paced under the shard's share of the
+//! project's quota, bounded in time, counted, and closed gracefully.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clarion_shards::{NotificationContent, TokenBucket, Verdict};
+use http::{HeaderValue, Method, Request};
+
+use super::config::{self, FcmConfig, FcmError};
+use super::message;
+use super::oauth::{SharedTokens, TokenFailure, Tokens};
+use super::response::{FollowUp, classify};
+use crate::h2client::{Endpoint, Pool, StreamError, Transport, Tuning};
+use crate::wait::{Signal, within};
+
+/// Connections per shard to the token endpoint: a refresh an hour needs no more.
+const TOKEN_CONNECTIONS: usize = 1;
+
+/// A point-in-time copy of one shard's FCM counters.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FcmStats {
+    pub requests: u64,
+    pub sent: u64,
+    pub retries: u64,
+    pub permanent_failures: u64,
+    pub config_faults: u64,
+    pub timeouts: u64,
+    /// Answers by HTTP status.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Sends that waited for the quota's pace.
+    pub paced: u64,
+    pub in_flight: usize,
+    pub connections_open: usize,
+}
+
+/// Sends FCM messages for one shard; `send` may be called from many tasks at once. Connects
+/// lazily on the first send.
+pub struct FcmSender {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    shard: usize,
+    uri: http::Uri,
+    pool: Rc<Pool>,
+    token_pool: Rc<Pool>,
+    tokens: Rc<Tokens>,
+    pace: RefCell<TokenBucket>,
+    epoch: std::time::Instant,
+    tuning: Tuning,
+    closing: Cell<bool>,
+    in_flight: Cell<usize>,
+    idle: Signal,
+    stats: RefCell<FcmStats>,
+}
+
+/// A token URI split into the origin the pool connects to and the path it posts to.
+fn split_uri(uri: &str) -> Result<(Endpoint, http::uri::Authority, String), FcmError> {
+    let bad = |reason: String| FcmError::InvalidConfig {
+        field: "service account token_uri",
+        reason,
+    };
+    let parsed: http::Uri = uri.parse().map_err(|e| bad(format!("{uri:?}: {e}")))?;
+    let authority = parsed
+        .authority()
+        .cloned()
+        .ok_or_else(|| bad(format!("{uri:?} names no host")))?;
+    let endpoint = Endpoint::parse(&format!("https://{authority}"))?;
+    let path = parsed
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    Ok((endpoint, authority, path))
+}
+
+impl FcmSender {
+    /// Checks the configuration; opens no connection yet. `shards` shares out the quota;
+    /// `shared` is the process's token slot (one per project).
+    pub fn new(
+        config: &FcmConfig,
+        shard: usize,
+        shards: usize,
+        shared: Arc<SharedTokens>,
+    ) -> Result<FcmSender, FcmError> {
+        config::validate(config)?;
+        let tuning = Tuning::default();
+        let endpoint = Endpoint::parse(&config.endpoint)?;
+        let uri: http::Uri = format!(
+            "https://{}/v1/projects/{}/messages:send",
+            endpoint.authority, config.project_id
+        )
+        .parse()
+        .map_err(|e| FcmError::InvalidConfig {
+            field: "project_id",
+            reason: format!("{e}"),
+        })?;
+        let transport = Transport::new("fcm", endpoint, config.ca_pem.as_deref())?;
+        let (token_endpoint, token_authority, token_path) = split_uri(&config.account.token_uri)?;
+        let token_transport =
+            Transport::new("fcm-oauth", token_endpoint, config.ca_pem.as_deref())?;
+        let token_pool = Rc::new(Pool::new(token_transport, TOKEN_CONNECTIONS, tuning, shard));
+        let tokens = Rc::new(Tokens::new(
+            config.account.clone(),
+            shared,
+            token_pool.clone(),
+            token_authority,
+            token_path,
+        ));
+        // This shard's share of the project's quota, a second's worth of burst.
+        let per_minute = (config.quota_per_minute / shards.max(1) as u64).max(1);
+        let burst = u32::try_from(per_minute.div_ceil(60))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let refill = u32::try_from(per_minute).unwrap_or(u32::MAX);
+        let inner = Inner {
+            shard,
+            uri,
+            pool: Rc::new(Pool::new(transport, config.connections, tuning, shard)),
+            token_pool,
+            tokens,
+            pace: RefCell::new(TokenBucket::new(burst, refill, 60_000, 0)),
+            epoch: std::time::Instant::now(),
+            tuning,
+            closing: Cell::new(false),
+            in_flight: Cell::new(0),
+            idle: Signal::default(),
+            stats: RefCell::new(FcmStats::default()),
+        };
+        Ok(FcmSender {
+            inner: Rc::new(inner),
+        })
+    }
+
+    /// Sends `content` to registration token `token` and says what became of it. Never
+    /// panics, never blocks the executor; bounded by the request timeout once paced.
+    pub fn send(
+        &self,
+        token: &str,
+        content: &NotificationContent,
+    ) -> impl Future<Output = Verdict> + 'static {
+        let inner = self.inner.clone();
+        // Encoded now, while the record is borrowed: the future owns only the body.
+        let body = message::encode(token, content).map(Bytes::from);
+        async move {
+            let inner = &*inner;
+            inner.stats.borrow_mut().requests += 1;
+            let outcome = match body {
+                _ if inner.closing.get() => unavailable("sender closed"),
+                Err(e) => Verdict::permanent(format!("message: {e}")),
+                Ok(body) => {
+                    let _running = Running::start(inner);
+                    inner.paced().await;
+                    within(inner.tuning.request_timeout, inner.attempt(body))
+                        .await
+                        .unwrap_or_else(|| {
+                            inner.stats.borrow_mut().timeouts += 1;
+                            unavailable("request timed out")
+                        })
+                }
+            };
+            inner.count(&outcome);
+            outcome
+        }
+    }
+
+    pub fn stats(&self) -> FcmStats {
+        let inner = &*self.inner;
+        FcmStats {
+            in_flight: inner.in_flight.get(),
+            connections_open: inner.pool.stats().open,
+            ..inner.stats.borrow().clone()
+        }
+    }
+
+    /// Refuses new sends, lets running ones finish (up to the close grace), then closes every
+    /// connection with GOAWAY.
+    pub async fn close(&self) {
+        let inner = &*self.inner;
+        inner.closing.set(true);
+        let drained = inner.idle.wait_until(|| inner.in_flight.get() == 0);
+        if within(inner.tuning.close_grace, drained).await.is_none() {
+            tracing::warn!(
+                shard = inner.shard,
+                in_flight = inner.in_flight.get(),
+                "FCM close: sends still running"
+            );
+        }
+        inner.pool.shutdown().await;
+        inner.token_pool.shutdown().await;
+    }
+}
+
+impl Drop for FcmSender {
+    fn drop(&mut self) {
+        self.inner.pool.abort();
+        self.inner.token_pool.abort();
+    }
+}
+
+impl Inner {
+    /// Waits for this shard's share of the project's quota.
+    async fn paced(&self) {
+        let mut waited = false;
+        loop {
+            let now_ms = self.epoch.elapsed().as_millis() as u64;
+            let wait = {
+                let mut pace = self.pace.borrow_mut();
+                if pace.try_take(now_ms) {
+                    None
+                } else {
+                    Some(pace.ms_until_token(now_ms).unwrap_or(1).max(1))
+                }
+            };
+            let Some(ms) = wait else { break };
+            waited = true;
+            glommio::timer::sleep(Duration::from_millis(ms)).await;
+        }
+        if waited {
+            self.stats.borrow_mut().paced += 1;
+        }
+    }
+
+    fn count(&self, outcome: &Verdict) {
+        let mut stats = self.stats.borrow_mut();
+        match outcome {
+            Verdict::Sent => stats.sent += 1,
+            Verdict::Retry { .. } | Verdict::Unavailable { .. } => stats.retries += 1,
+            Verdict::Permanent { .. } => stats.permanent_failures += 1,
+            Verdict::Expired | Verdict::Suppressed { .. } => {}
+            Verdict::ConfigFault { reason } => {
+                stats.config_faults += 1;
+                if stats.config_faults.is_power_of_two() {
+                    let count = stats.config_faults;
+                    tracing::error!(
+                        shard = self.shard,
+                        reason,
+                        count,
+                        "FCM refused our credentials or project"
+                    );
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, body: Bytes) -> Verdict {
+        let mut token_retry_left = true;
+        let mut unsent_retry_left = true;
+        loop {
+            let token = match self.tokens.current().await {
+                Ok(t) => t,
+                Err(TokenFailure::Refused(why)) => return Verdict::ConfigFault { reason: why },
+                Err(TokenFailure::Unavailable(why)) => return unavailable(&why),
+            };
+            let Some(stream) = self.pool.acquire().await else {
+                return unavailable("sender closed");
+            };
+            let conn = stream.connection();
+            let build = |_first: bool| {
+                let mut r = Request::new(());
+                *r.method_mut() = Method::POST;
+                *r.uri_mut() = self.uri.clone();
+                let h = r.headers_mut();
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                if let Ok(v) = HeaderValue::from_str(&token.authorization) {
+                    h.insert(http::header::AUTHORIZATION, v);
+                }
+                r
+            };
+            let answer = match conn.round_trip(build, body.clone()).await {
+                Ok(a) => a,
+                Err(error @ (StreamError::NotSent | StreamError::Refused)) if unsent_retry_left => {
+                    unsent_retry_left = false;
+                    if matches!(error, StreamError::NotSent) {
+                        conn.health.retire();
+                    }
+                    continue;
+                }
+                Err(StreamError::Refused) => return unavailable("stream refused"),
+                Err(StreamError::NotSent | StreamError::ConnectionLost) => {
+                    return unavailable("connection lost");
+                }
+                Err(StreamError::Reset(reason)) => {
+                    return unavailable(&format!("stream reset ({reason:?})"));
+                }
+            };
+            *self
+                .stats
+                .borrow_mut()
+                .by_status
+                .entry(answer.status.as_u16())
+                .or_default() += 1;
+            let verdict = classify(answer.status, &answer.headers, &answer.body);
+            if verdict.follow_up == FollowUp::RetryWithNewToken && token_retry_left {
+                token_retry_left = false;
+                self.tokens.rejected(&token);
+                continue;
+            }
+            return verdict.outcome;
+        }
+    }
+}
+
+struct Running<'a>(&'a Inner);
+
+impl<'a> Running<'a> {
+    fn start(inner: &'a Inner) -> Running<'a> {
+        inner.in_flight.set(inner.in_flight.get() + 1);
+        Running(inner)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+        self.0.idle.notify();
+    }
+}
+
+fn unavailable(reason: &str) -> Verdict {
+    Verdict::Unavailable {
+        reason: reason.to_owned(),
+        retry_after_ms: None,
+    }
+}
