@@ -51,13 +51,21 @@ pub trait ChannelRules: Sync {
     /// A device target as registered (the JSON value of [`ChannelRules::target_field`]),
     /// checked, in the canonical form it is stored in and sent to.
     fn target(&self, raw: &Value, policy: TargetPolicy) -> Result<String, RuleError>;
-    /// The id the API addresses a stored target by: the token itself, or one derived from it.
-    fn device_id(&self, target: &str) -> String;
-    /// A device id from a path, in this platform's canonical form, if it can be one of its ids.
-    fn device_id_form(&self, raw: &str) -> Option<String>;
-    /// What the API shows of a stored target beside its `device_id` (`{"token": ..}` or
-    /// `{"endpoint": ..}`): a JSON object.
-    fn describe(&self, target: &str) -> Value;
+    /// The id the API addresses a stored target by: by default the token itself (a browser's
+    /// is derived from its endpoint).
+    fn device_id(&self, target: &str) -> String {
+        target.to_string()
+    }
+    /// A device id from a path, in this platform's canonical form, if it can be one of its ids:
+    /// by default the path read as a token.
+    fn device_id_form(&self, raw: &str) -> Option<String> {
+        self.target(&Value::from(raw), TargetPolicy::default()).ok()
+    }
+    /// What the API shows of a stored target beside its `device_id`, a JSON object: by default
+    /// `{"token": ..}` (a browser's shows its endpoint).
+    fn describe(&self, target: &str) -> Value {
+        serde_json::json!({ "token": target })
+    }
     /// Whether `content` renders as this channel's payload within its limits.
     fn check_content(&self, content: &NotificationContent) -> Result<(), RuleError>;
     /// Panics unless an accepted `content` renders as a payload that carries every part of

@@ -28,7 +28,7 @@ mod tls;
 mod tuning;
 mod wait_queue;
 
-pub(crate) use connection::StreamError;
+pub(crate) use connection::{Connection, RawResponse, StreamError};
 pub(crate) use deadline::Deadlines;
 pub use endpoint::{Endpoint, HTTPS_PORT};
 pub use error::Error;

@@ -12,7 +12,7 @@ use clarion_shards::{Channel, NotificationContent, Platform, Priority, Verdict};
 use super::{ApnsNotification, ApnsSender, PayloadFields, PushType, payload_size};
 use crate::channels::rules::{ChannelRules, RuleError, TargetPolicy, token_str};
 use crate::channels::{ChannelSender, SendFuture, SendJob};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Expiration used when a notification has no `ttl_seconds`: APNs keeps it about four weeks.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
@@ -137,18 +137,6 @@ impl ChannelRules for ApnsRules {
         Ok(raw.to_ascii_lowercase())
     }
 
-    fn device_id(&self, target: &str) -> String {
-        target.to_string()
-    }
-
-    fn device_id_form(&self, raw: &str) -> Option<String> {
-        self.target(&Value::from(raw), TargetPolicy::default()).ok()
-    }
-
-    fn describe(&self, target: &str) -> Value {
-        json!({ "token": target })
-    }
-
     fn check_content(&self, content: &NotificationContent) -> Result<(), RuleError> {
         payload_size(&fields(content))
             .map(drop)
@@ -184,6 +172,7 @@ impl ChannelRules for ApnsRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_device_token_is_64_hex_characters_stored_lowercased() {

@@ -8,8 +8,8 @@ use super::notification::ApnsNotification;
 use super::payload::{self, PayloadError, PayloadFields};
 use super::request::{PreparedRequest, RequestEncoder};
 use super::response::{FollowUp, classify};
-use crate::h2client::{Deadlines, Endpoint, Pool, StreamError, Transport, Tuning};
-use crate::wait::{Signal, within};
+use crate::channels::sending::{InFlight, Tally, Trip, trip, unavailable};
+use crate::h2client::{Deadlines, Endpoint, Pool, Transport, Tuning};
 use bytes::Bytes;
 use clarion_shards::Verdict;
 use std::cell::{Cell, RefCell};
@@ -62,10 +62,8 @@ struct Inner {
     /// Bounds each request in time without a timer per request.
     deadlines: Rc<Deadlines>,
     closing: Cell<bool>,
-    in_flight: Cell<usize>,
-    /// Notified when `in_flight` drops, for `close`.
-    idle: Signal,
-    stats: RefCell<ApnsStats>,
+    in_flight: InFlight,
+    tally: RefCell<Tally>,
 }
 
 impl ApnsSender {
@@ -96,9 +94,8 @@ impl ApnsSender {
             tuning,
             deadlines: Rc::default(),
             closing: Cell::new(false),
-            in_flight: Cell::new(0),
-            idle: Signal::default(),
-            stats: RefCell::new(ApnsStats::default()),
+            in_flight: InFlight::default(),
+            tally: RefCell::default(),
         };
         Ok(ApnsSender {
             inner: Rc::new(inner),
@@ -139,7 +136,7 @@ impl ApnsSender {
         let inner = self.inner.clone();
         async move {
             let inner = &*inner;
-            inner.stats.borrow_mut().requests += 1;
+            inner.tally.borrow_mut().requests += 1;
             let outcome = if inner.closing.get() {
                 unavailable("sender closed")
             } else {
@@ -147,19 +144,22 @@ impl ApnsSender {
                 match prepared.0 {
                     Err(refused) => refused,
                     Ok(ref prepared) => {
-                        let _running = Running::start(inner);
+                        let _running = inner.in_flight.start();
                         let outcome = inner
                             .deadlines
                             .within(inner.tuning.request_timeout, inner.attempt(prepared))
                             .await;
                         outcome.unwrap_or_else(|| {
-                            inner.stats.borrow_mut().timeouts += 1;
+                            inner.tally.borrow_mut().timeouts += 1;
                             unavailable("request timed out")
                         })
                     }
                 }
             };
-            inner.count(&outcome);
+            inner
+                .tally
+                .borrow_mut()
+                .count(&outcome, "apns", inner.shard);
             outcome
         }
     }
@@ -168,14 +168,21 @@ impl ApnsSender {
     pub fn stats(&self) -> ApnsStats {
         let inner = &*self.inner;
         let pool = inner.pool.stats();
+        let t = inner.tally.borrow().clone();
         ApnsStats {
+            requests: t.requests,
+            sent: t.sent,
+            retries: t.retries,
+            permanent_failures: t.permanent_failures,
+            config_faults: t.config_faults,
+            timeouts: t.timeouts,
+            by_status: t.by_status,
             connections_open: pool.open,
             reconnects: pool.reconnects,
             connect_failures: pool.connect_failures,
             connections_lost: pool.connections_lost,
-            in_flight: inner.in_flight.get(),
+            in_flight: inner.in_flight.now(),
             jwt_refreshes: inner.token.refreshes(),
-            ..inner.stats.borrow().clone()
         }
     }
 
@@ -184,11 +191,10 @@ impl ApnsSender {
     pub async fn close(&self) {
         let inner = &*self.inner;
         inner.closing.set(true);
-        let drained = inner.idle.wait_until(|| inner.in_flight.get() == 0);
-        if within(inner.tuning.close_grace, drained).await.is_none() {
+        if !inner.in_flight.drained(inner.tuning.close_grace).await {
             tracing::warn!(
                 shard = inner.shard,
-                in_flight = inner.in_flight.get(),
+                in_flight = inner.in_flight.now(),
                 "APNs close: sends still running"
             );
         }
@@ -204,31 +210,6 @@ impl Drop for ApnsSender {
 }
 
 impl Inner {
-    /// Counts a send's outcome; logs a configuration fault now and then.
-    fn count(&self, outcome: &Verdict) {
-        let mut stats = self.stats.borrow_mut();
-        match outcome {
-            Verdict::Sent => stats.sent += 1,
-            Verdict::Retry { .. } | Verdict::Unavailable { .. } => stats.retries += 1,
-            Verdict::Permanent { .. } => stats.permanent_failures += 1,
-            // Decisions not to send: a sender never answers them.
-            Verdict::Expired | Verdict::Suppressed { .. } => {}
-            Verdict::ConfigFault { reason } => {
-                stats.config_faults += 1;
-                // Logged at 1, 2, 4, 8, ... so a misconfigured shard cannot flood the log.
-                if stats.config_faults.is_power_of_two() {
-                    let count = stats.config_faults;
-                    tracing::error!(
-                        shard = self.shard,
-                        reason,
-                        count,
-                        "APNs rejected our credentials or topic"
-                    );
-                }
-            }
-        }
-    }
-
     async fn attempt(&self, prepared: &PreparedRequest) -> Verdict {
         let mut token_retry_left = true;
         let mut unsent_retry_left = true;
@@ -242,31 +223,13 @@ impl Inner {
             let conn = stream.connection();
             let build =
                 |first| prepared.to_request(&token.authorization, self.encoder.topic(), first);
-            let answer = match conn.round_trip(build, prepared.payload.clone()).await {
-                Ok(answer) => answer,
-                Err(error @ (StreamError::NotSent | StreamError::Refused)) if unsent_retry_left => {
-                    // APNs never saw it: send it again at once rather than via the caller's
-                    // backoff; a connection that could not take it is going away.
-                    unsent_retry_left = false;
-                    if matches!(error, StreamError::NotSent) {
-                        conn.health.retire();
-                    }
-                    continue;
-                }
-                Err(StreamError::Refused) => return unavailable("stream refused"),
-                Err(StreamError::NotSent | StreamError::ConnectionLost) => {
-                    return unavailable("connection lost");
-                }
-                Err(StreamError::Reset(reason)) => {
-                    return unavailable(&format!("stream reset ({reason:?})"));
-                }
+            let result = conn.round_trip(build, prepared.payload.clone()).await;
+            let answer = match trip(result, conn, &mut unsent_retry_left) {
+                Trip::Answer(answer) => answer,
+                Trip::Again => continue,
+                Trip::Failed(verdict) => return verdict,
             };
-            *self
-                .stats
-                .borrow_mut()
-                .by_status
-                .entry(answer.status.as_u16())
-                .or_default() += 1;
+            self.tally.borrow_mut().answered(answer.status.as_u16());
             let verdict = classify(answer.status, &answer.headers, &answer.body);
             match verdict.follow_up {
                 FollowUp::None => {}
@@ -283,31 +246,5 @@ impl Inner {
             }
             return verdict.outcome;
         }
-    }
-}
-
-/// Counts a `send()` as running, also when the caller drops it half-way.
-struct Running<'a>(&'a Inner);
-
-impl<'a> Running<'a> {
-    fn start(inner: &'a Inner) -> Running<'a> {
-        inner.in_flight.set(inner.in_flight.get() + 1);
-        Running(inner)
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
-        self.0.idle.notify();
-    }
-}
-
-/// A send that got no answer about the notification: APNs could not be reached, or we could
-/// not send.
-fn unavailable(reason: &str) -> Verdict {
-    Verdict::Unavailable {
-        reason: reason.to_owned(),
-        retry_after_ms: None,
     }
 }

@@ -2,7 +2,7 @@
 //! addressed by themselves) and the message's size and reserved `data` keys.
 
 use clarion_shards::{Channel, NotificationContent, Platform};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::message::{self, MessageError};
 use crate::channels::rules::{ChannelRules, RuleError, TargetPolicy, token_str};
@@ -44,18 +44,6 @@ impl ChannelRules for FcmRules {
             ));
         }
         Ok(raw.to_string())
-    }
-
-    fn device_id(&self, target: &str) -> String {
-        target.to_string()
-    }
-
-    fn device_id_form(&self, raw: &str) -> Option<String> {
-        self.target(&Value::from(raw), TargetPolicy::default()).ok()
-    }
-
-    fn describe(&self, target: &str) -> Value {
-        json!({ "token": target })
     }
 
     fn check_content(&self, content: &NotificationContent) -> Result<(), RuleError> {

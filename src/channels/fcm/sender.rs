@@ -18,8 +18,9 @@ use super::config::{self, FcmConfig, FcmError};
 use super::message;
 use super::oauth::{SharedTokens, TokenFailure, Tokens};
 use super::response::{FollowUp, classify};
-use crate::h2client::{Endpoint, Pool, StreamError, Transport, Tuning};
-use crate::wait::{Signal, within};
+use crate::channels::sending::{InFlight, Tally, Trip, trip, unavailable};
+use crate::h2client::{Endpoint, Pool, Transport, Tuning};
+use crate::wait::within;
 
 /// Connections per shard to the token endpoint: a refresh an hour needs no more.
 const TOKEN_CONNECTIONS: usize = 1;
@@ -58,9 +59,10 @@ struct Inner {
     epoch: std::time::Instant,
     tuning: Tuning,
     closing: Cell<bool>,
-    in_flight: Cell<usize>,
-    idle: Signal,
-    stats: RefCell<FcmStats>,
+    in_flight: InFlight,
+    tally: RefCell<Tally>,
+    /// Sends that waited for the quota's pace.
+    paced: Cell<u64>,
 }
 
 /// A token URI split into the origin the pool connects to and the path it posts to.
@@ -131,9 +133,9 @@ impl FcmSender {
             epoch: std::time::Instant::now(),
             tuning,
             closing: Cell::new(false),
-            in_flight: Cell::new(0),
-            idle: Signal::default(),
-            stats: RefCell::new(FcmStats::default()),
+            in_flight: InFlight::default(),
+            tally: RefCell::default(),
+            paced: Cell::new(0),
         };
         Ok(FcmSender {
             inner: Rc::new(inner),
@@ -152,32 +154,40 @@ impl FcmSender {
         let body = message::encode(token, content).map(Bytes::from);
         async move {
             let inner = &*inner;
-            inner.stats.borrow_mut().requests += 1;
+            inner.tally.borrow_mut().requests += 1;
             let outcome = match body {
                 _ if inner.closing.get() => unavailable("sender closed"),
                 Err(e) => Verdict::permanent(format!("message: {e}")),
                 Ok(body) => {
-                    let _running = Running::start(inner);
+                    let _running = inner.in_flight.start();
                     inner.paced().await;
                     within(inner.tuning.request_timeout, inner.attempt(body))
                         .await
                         .unwrap_or_else(|| {
-                            inner.stats.borrow_mut().timeouts += 1;
+                            inner.tally.borrow_mut().timeouts += 1;
                             unavailable("request timed out")
                         })
                 }
             };
-            inner.count(&outcome);
+            inner.tally.borrow_mut().count(&outcome, "fcm", inner.shard);
             outcome
         }
     }
 
     pub fn stats(&self) -> FcmStats {
         let inner = &*self.inner;
+        let t = inner.tally.borrow().clone();
         FcmStats {
-            in_flight: inner.in_flight.get(),
+            requests: t.requests,
+            sent: t.sent,
+            retries: t.retries,
+            permanent_failures: t.permanent_failures,
+            config_faults: t.config_faults,
+            timeouts: t.timeouts,
+            by_status: t.by_status,
+            paced: inner.paced.get(),
+            in_flight: inner.in_flight.now(),
             connections_open: inner.pool.stats().open,
-            ..inner.stats.borrow().clone()
         }
     }
 
@@ -186,11 +196,10 @@ impl FcmSender {
     pub async fn close(&self) {
         let inner = &*self.inner;
         inner.closing.set(true);
-        let drained = inner.idle.wait_until(|| inner.in_flight.get() == 0);
-        if within(inner.tuning.close_grace, drained).await.is_none() {
+        if !inner.in_flight.drained(inner.tuning.close_grace).await {
             tracing::warn!(
                 shard = inner.shard,
-                in_flight = inner.in_flight.get(),
+                in_flight = inner.in_flight.now(),
                 "FCM close: sends still running"
             );
         }
@@ -225,29 +234,7 @@ impl Inner {
             glommio::timer::sleep(Duration::from_millis(ms)).await;
         }
         if waited {
-            self.stats.borrow_mut().paced += 1;
-        }
-    }
-
-    fn count(&self, outcome: &Verdict) {
-        let mut stats = self.stats.borrow_mut();
-        match outcome {
-            Verdict::Sent => stats.sent += 1,
-            Verdict::Retry { .. } | Verdict::Unavailable { .. } => stats.retries += 1,
-            Verdict::Permanent { .. } => stats.permanent_failures += 1,
-            Verdict::Expired | Verdict::Suppressed { .. } => {}
-            Verdict::ConfigFault { reason } => {
-                stats.config_faults += 1;
-                if stats.config_faults.is_power_of_two() {
-                    let count = stats.config_faults;
-                    tracing::error!(
-                        shard = self.shard,
-                        reason,
-                        count,
-                        "FCM refused our credentials or project"
-                    );
-                }
-            }
+            self.paced.set(self.paced.get() + 1);
         }
     }
 
@@ -278,29 +265,13 @@ impl Inner {
                 }
                 r
             };
-            let answer = match conn.round_trip(build, body.clone()).await {
-                Ok(a) => a,
-                Err(error @ (StreamError::NotSent | StreamError::Refused)) if unsent_retry_left => {
-                    unsent_retry_left = false;
-                    if matches!(error, StreamError::NotSent) {
-                        conn.health.retire();
-                    }
-                    continue;
-                }
-                Err(StreamError::Refused) => return unavailable("stream refused"),
-                Err(StreamError::NotSent | StreamError::ConnectionLost) => {
-                    return unavailable("connection lost");
-                }
-                Err(StreamError::Reset(reason)) => {
-                    return unavailable(&format!("stream reset ({reason:?})"));
-                }
+            let result = conn.round_trip(build, body.clone()).await;
+            let answer = match trip(result, conn, &mut unsent_retry_left) {
+                Trip::Answer(answer) => answer,
+                Trip::Again => continue,
+                Trip::Failed(verdict) => return verdict,
             };
-            *self
-                .stats
-                .borrow_mut()
-                .by_status
-                .entry(answer.status.as_u16())
-                .or_default() += 1;
+            self.tally.borrow_mut().answered(answer.status.as_u16());
             let verdict = classify(answer.status, &answer.headers, &answer.body);
             if verdict.follow_up == FollowUp::RetryWithNewToken && token_retry_left {
                 token_retry_left = false;
@@ -309,28 +280,5 @@ impl Inner {
             }
             return verdict.outcome;
         }
-    }
-}
-
-struct Running<'a>(&'a Inner);
-
-impl<'a> Running<'a> {
-    fn start(inner: &'a Inner) -> Running<'a> {
-        inner.in_flight.set(inner.in_flight.get() + 1);
-        Running(inner)
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.set(self.0.in_flight.get() - 1);
-        self.0.idle.notify();
-    }
-}
-
-fn unavailable(reason: &str) -> Verdict {
-    Verdict::Unavailable {
-        reason: reason.to_owned(),
-        retry_after_ms: None,
     }
 }
