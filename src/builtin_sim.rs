@@ -1,4 +1,4 @@
-//! The built-in provider simulators (APNs, FCM), started in-process only when the
+//! The built-in provider simulators (APNs, FCM, a Web Push service), started in-process only when the
 //! configuration says so (`mode = "simulator"` in a channel's section, or
 //! `clarion serve --simulate`), so a fresh checkout can deliver
 //! end to end on loopback: a fresh provider key, a self-signed TLS certificate trusted through
@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clarion_sim::apns::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
 use clarion_sim::fcm::{FcmSimConfig, FcmSimHandle};
+use clarion_sim::webpush::WebPushSimHandle;
 use tracing::warn;
 
 use crate::channels::apns::ApnsConfig;
@@ -85,4 +86,22 @@ pub fn start_fcm(connections: usize) -> anyhow::Result<(FcmConfig, FcmSimHandle)
         ca_pem: Some(sim.ca_pem().as_bytes().to_vec()),
     };
     Ok((settings, sim))
+}
+
+/// The built-in Web Push service simulator (`[webpush] mode = "simulator"` or
+/// `serve --simulate`): subscriptions come from its `POST /subscribe`; its certificate is
+/// trusted through the returned `ca_pem`.
+pub fn start_webpush() -> anyhow::Result<(WebPushSimHandle, Vec<u8>)> {
+    let listen = "127.0.0.1:0".parse().context("simulator address")?;
+    let sim = clarion_sim::webpush::start(listen, clarion_sim::webpush::WebPushFaults::default())
+        .map_err(|e| anyhow::anyhow!("starting the built-in Web Push simulator: {e}"))?;
+    warn!(
+        channel = "webpush",
+        mode = "simulator",
+        origin = %sim.origin(),
+        "channel mode: Web Push deliveries go to the built-in push service simulator (subscriptions from POST {}/subscribe), not to browsers",
+        sim.origin()
+    );
+    let ca = sim.ca_pem().as_bytes().to_vec();
+    Ok((sim, ca))
 }

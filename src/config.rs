@@ -626,7 +626,7 @@ impl RawConfig {
             return Err(bad("tuning.lane_window", "must be between 2 and 1048576"));
         }
         let http = self.http.validate()?;
-        let webpush = self.webpush.validate()?;
+        let webpush = self.webpush.validate(overrides.simulate)?;
 
         Ok(Config {
             listen,

@@ -9,9 +9,12 @@
 //! - `mesh`: routing commands to the owning shard over the glommio channel mesh.
 //! - `engine`: the shard engine (accept, group commit, dispatch, retries, recovery).
 //! - `channels`: the sender abstraction, each channel's rules and sender with its provider's
-//!   wire format, auth and answers (`channels::apns`), the sender of a channel that is off.
+//!   wire format, auth and answers (`channels::apns`, `channels::fcm`, `channels::webpush`),
+//!   what the senders share (`channels::sending`), the sender of a channel that is off.
 //! - `h2client`: the provider-neutral HTTP/2 + TLS client (pool, stream line, deadlines).
-//! - `builtin_sim`: starts `clarion-sim`'s APNs simulator for a channel in simulator mode.
+//! - `builtin_sim`: starts `clarion-sim`'s simulators for the channels in simulator mode.
+//! - `durable_file`: files written outside fjall, made durable (temporary file, fsync, rename,
+//!   directory fsync).
 //! - `health`: every shard's state, readable from any core (`/healthz`).
 //! - `sync`: single-threaded wake-up primitives.
 #![deny(clippy::unwrap_used)]
@@ -21,6 +24,7 @@ pub mod builtin_sim;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod durable_file;
 pub mod engine;
 pub mod h2client;
 pub mod health;

@@ -26,6 +26,7 @@ use crate::channels::apns::{ApnsConfig, ApnsSender};
 use crate::channels::fcm::{FcmChannel, FcmConfig, FcmSender, SharedTokens};
 use crate::channels::off::OffChannel;
 use crate::channels::rules::TargetPolicy;
+use crate::channels::webpush::{VapidKey, WebPushChannel, WebPushConfig, WebPushSender};
 use crate::config::{ApnsTarget, ChannelMode, Config, FcmTarget};
 use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::health::{ShardState, ShardsHealth};
@@ -195,6 +196,45 @@ fn raise_open_files_limit(cfg: &Config) {
     }
 }
 
+/// The Web Push channel's settings by its mode: the VAPID key (configured, or generated once
+/// and kept in the data directory) for live and simulator mode; in simulator mode the built-in
+/// push service, whose certificate the sender trusts.
+fn webpush_setup(
+    cfg: &Config,
+) -> anyhow::Result<(
+    Option<WebPushConfig>,
+    Option<clarion_sim::webpush::WebPushSimHandle>,
+)> {
+    let w = &cfg.webpush;
+    let (ca_pem, sim) = match w.mode() {
+        ChannelMode::Off => {
+            warn!(
+                channel = "webpush",
+                mode = "off",
+                "channel mode: Web Push is off (no [webpush] subject, not in simulator mode): browser deliveries are held as a configuration fault"
+            );
+            return Ok((None, None));
+        }
+        ChannelMode::Live => {
+            info!(channel = "webpush", mode = "live", subject = %w.subject, "channel mode");
+            (w.ca_pem.clone(), None)
+        }
+        ChannelMode::Simulator => {
+            let (sim, ca) = builtin_sim::start_webpush()?;
+            (Some(ca), Some(sim))
+        }
+    };
+    let key = VapidKey::load_or_generate(w.vapid_private_key_file.as_deref(), &cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("[webpush] VAPID key: {e}"))?;
+    let settings = WebPushConfig {
+        key: Arc::new(key),
+        subject: w.subject.clone(),
+        connections_per_origin: w.connections_per_origin,
+        ca_pem,
+    };
+    Ok((Some(settings), sim))
+}
+
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     check_data_dir(&cfg.data_dir, cfg.shards)?;
     raise_open_files_limit(&cfg);
@@ -239,6 +279,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     };
     // The access token the shards share (one refresh at a time for the process).
     let fcm_tokens = Arc::new(SharedTokens::default());
+    let (webpush, _webpush_sim) = webpush_setup(&cfg)?;
     let listen = resolve_listen(cfg.listen)?;
     let opened = open_logs(&cfg)?;
     let _writeback = start_table_writeback(&cfg);
@@ -257,6 +298,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             apns: apns.clone(),
             fcm: fcm.clone(),
             fcm_tokens: fcm_tokens.clone(),
+            webpush: webpush.clone(),
             mesh: mesh.clone(),
             opened: opened.clone(),
             listen,
@@ -381,6 +423,8 @@ struct ShardStart {
     /// `None`: the channel is off.
     fcm: Option<FcmConfig>,
     fcm_tokens: Arc<SharedTokens>,
+    /// `None`: the channel is off.
+    webpush: Option<WebPushConfig>,
     mesh: MeshBuilder<crate::mesh::MeshBatch, glommio::channels::channel_mesh::Full>,
     opened: Opened,
     listen: SocketAddr,
@@ -394,6 +438,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         apns,
         fcm,
         fcm_tokens,
+        webpush,
         mesh,
         opened,
         listen,
@@ -448,12 +493,22 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
             "set [fcm] project_id and service_account_file, or mode = \"simulator\"",
         )),
     };
-    // Web Push has no sender yet (issue 13, item 3): off, its deliveries held as a
-    // configuration fault.
-    let webpush_channel: Rc<dyn ChannelSender> = Rc::new(OffChannel::new(
-        Channel::Webpush,
-        "this build has no Web Push sender yet",
-    ));
+    let public_documents = webpush
+        .as_ref()
+        .map(|w| {
+            vec![(
+                "/v1/webpush/vapid-public-key".to_string(),
+                serde_json::json!({ "public_key": w.key.public_key }),
+            )]
+        })
+        .unwrap_or_default();
+    let webpush_channel: Rc<dyn ChannelSender> = match webpush {
+        Some(w) => Rc::new(WebPushChannel::new(WebPushSender::new(w, shard))),
+        None => Rc::new(OffChannel::new(
+            Channel::Webpush,
+            "set [webpush] subject, or mode = \"simulator\"",
+        )),
+    };
     let senders_list: Vec<Rc<dyn ChannelSender>> = vec![apns_channel, fcm_channel, webpush_channel];
     let ecfg = EngineConfig {
         shard: shard as u16,
@@ -488,11 +543,12 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         vec![
             (Channel::Apns.as_str(), cfg.apns.mode().name()),
             (Channel::Fcm.as_str(), cfg.fcm.mode().name()),
-            (Channel::Webpush.as_str(), ChannelMode::Off.name()),
+            (Channel::Webpush.as_str(), cfg.webpush.mode().name()),
         ],
         TargetPolicy {
             allow_insecure_loopback: cfg.webpush.allow_insecure_loopback,
         },
+        public_documents,
     ));
     let bound = glommio::net::TcpListener::bind(listen)
         .map_err(|e| anyhow::anyhow!("shard {shard}: binding {listen}: {e}"));

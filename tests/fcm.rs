@@ -118,6 +118,23 @@ fn a_message_is_delivered_with_a_token_from_the_service_account() {
     );
     let modes = f.h.client().call("GET", "/healthz", None).body;
     assert_eq!(modes["channels"]["fcm"], "live", "{modes}");
+    // Counted per channel, summed over the shards.
+    let stats = f.h.client().call("GET", "/v1/stats", None).body;
+    let fcm = &stats["total"]["by_channel"]["fcm"];
+    assert_eq!(
+        (fcm["accepted"].as_u64(), fcm["sent"].as_u64()),
+        (Some(2), Some(2)),
+        "{stats}"
+    );
+    assert_eq!(
+        (fcm["queue_depth"].as_u64(), fcm["in_flight"].as_u64()),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["total"]["by_channel"]["apns"]["accepted"], 0,
+        "{stats}"
+    );
 }
 
 #[test]
@@ -163,6 +180,17 @@ fn gone_tokens_are_deactivated_with_fcms_reason() {
         "{user}"
     );
     assert_eq!(device("fine-1")["active"], true);
+    let stats = f.h.client().call("GET", "/v1/stats", None).body;
+    let fcm = &stats["total"]["by_channel"]["fcm"];
+    assert_eq!(
+        (
+            fcm["failed"].as_u64(),
+            fcm["deactivated"].as_u64(),
+            fcm["sent"].as_u64()
+        ),
+        (Some(2), Some(2), Some(1)),
+        "{stats}"
+    );
     // The next notification skips the deactivated devices.
     let id = f.notify("cat", "n2", json!({}));
     let s = f.h.wait_finished(&id, Duration::from_secs(20));

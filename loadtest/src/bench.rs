@@ -15,8 +15,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 use crate::cpu::CpuMeter;
-use crate::load::{LoadConfig, LoadReport, SimLink, run_async_metered};
+use crate::load::{ChannelLatency, LoadConfig, LoadReport, SimLink, Subscriber, run_async_metered};
 use clarion_sim::apns::{Faults, SimConfig, SimHandle, Simulator, generate_apns_key};
+use clarion_sim::fcm::{
+    FcmSimConfig, FcmSimHandle, SIMULATOR_PROJECT_ID, SIMULATOR_SERVICE_ACCOUNT_KEY_PEM,
+};
+use clarion_sim::webpush::WebPushSimHandle;
+use std::sync::Arc;
 
 /// How long a stopped server may take to drain before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,6 +82,12 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
     let mut load = cfg.load.clone();
     load.target = rig.listen;
     load.api_key = rig.api_key.clone();
+    if let Some(w) = &rig.webpush {
+        let subscribe = w.subscriber();
+        load.subscriber = Some(Subscriber(Arc::new(move || {
+            subscribe().map(|s| s.json).map_err(anyhow::Error::from)
+        })));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(load.worker_threads.max(1))
         .enable_all()
@@ -84,8 +95,7 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
     let result = rt.block_on(async {
         rig.wait_healthy(cfg.startup_timeout).await?;
         let meter = CpuMeter::new(rig.server.pid());
-        let mut report =
-            run_async_metered(&load, SimLink::InProcess(&rig.sim), Some(meter)).await?;
+        let mut report = run_async_metered(&load, rig.link(), Some(meter)).await?;
         if let Some((rate, duration)) = cfg.then {
             let next = LoadConfig {
                 rate,
@@ -98,10 +108,11 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
                 ..load.clone()
             };
             let meter = CpuMeter::new(rig.server.pid());
-            let then = run_async_metered(&next, SimLink::InProcess(&rig.sim), Some(meter)).await?;
+            let then = run_async_metered(&next, rig.link(), Some(meter)).await?;
             report.then = Some(Box::new(then));
         }
         report.server_peak_rss_bytes = rig.server.pid().and_then(peak_rss_bytes);
+        report.channels = rig.channel_latencies(report.seq_range());
         Ok::<_, anyhow::Error>(report)
     });
     let report = result;
@@ -116,6 +127,9 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
 pub(crate) struct Rig {
     pub(crate) dir: PathBuf,
     pub(crate) sim: SimHandle,
+    /// The FCM and Web Push simulators, when the load has Android or browser devices.
+    pub(crate) fcm: Option<FcmSimHandle>,
+    pub(crate) webpush: Option<WebPushSimHandle>,
     pub(crate) server: ServerProcess,
     pub(crate) listen: SocketAddr,
     pub(crate) api_key: String,
@@ -165,6 +179,42 @@ impl Rig {
             &key_file,
             &ca_file,
         );
+        let platforms = cfg.load.platforms;
+        let fcm = if platforms.android > 0 {
+            let sim_cfg = FcmSimConfig::builtin((Ipv4Addr::LOCALHOST, 0).into())?;
+            let f = clarion_sim::fcm::start(sim_cfg)?;
+            let sa = dir.join("fcm-service-account.json");
+            std::fs::write(
+                &sa,
+                f.service_account_json(SIMULATOR_SERVICE_ACCOUNT_KEY_PEM),
+            )?;
+            let ca = dir.join("fcm-ca.pem");
+            std::fs::write(&ca, f.ca_pem())?;
+            config.push_str(&format!(
+                "\n[fcm]\nproject_id = {project}\nservice_account_file = {sa}\nendpoint = {endpoint}\nconnections = {conns}\nca_file = {ca}\n",
+                project = toml_str(SIMULATOR_PROJECT_ID),
+                sa = toml_str(&sa.display().to_string()),
+                endpoint = toml_str(&f.endpoint()),
+                conns = cfg.apns_connections,
+                ca = toml_str(&ca.display().to_string()),
+            ));
+            Some(f)
+        } else {
+            None
+        };
+        let webpush = if platforms.web > 0 {
+            let w =
+                clarion_sim::webpush::start((Ipv4Addr::LOCALHOST, 0).into(), Default::default())?;
+            let ca = dir.join("webpush-ca.pem");
+            std::fs::write(&ca, w.ca_pem())?;
+            config.push_str(&format!(
+                "\n[webpush]\nsubject = \"mailto:bench@clarion.invalid\"\nca_file = {ca}\n",
+                ca = toml_str(&ca.display().to_string()),
+            ));
+            Some(w)
+        } else {
+            None
+        };
         config.push_str(&cfg.server_extra_toml);
         let config_file = dir.join("server.toml");
         std::fs::write(&config_file, config)?;
@@ -178,12 +228,45 @@ impl Rig {
         Ok(Rig {
             dir,
             sim,
+            fcm,
+            webpush,
             server,
             listen,
             api_key,
             log_file,
             remove_dir: !cfg.keep_work_dir && cfg.work_dir.is_none(),
         })
+    }
+
+    /// Where the load reads what the simulators received.
+    pub(crate) fn link(&self) -> SimLink<'_> {
+        if self.fcm.is_none() && self.webpush.is_none() {
+            return SimLink::InProcess(&self.sim);
+        }
+        SimLink::Mix {
+            apns: &self.sim,
+            fcm: self.fcm.as_ref(),
+            webpush: self.webpush.as_ref(),
+        }
+    }
+
+    /// Each channel's receipts and end-to-end latency over `seqs`, when the load has more
+    /// than one channel.
+    pub(crate) fn channel_latencies(&self, seqs: std::ops::Range<u64>) -> Vec<ChannelLatency> {
+        if self.fcm.is_none() && self.webpush.is_none() {
+            return Vec::new();
+        }
+        let mut out = vec![ChannelLatency::of(
+            "apns",
+            &self.sim.ledger_range(seqs.clone()),
+        )];
+        if let Some(f) = &self.fcm {
+            out.push(ChannelLatency::of("fcm", &f.ledger_range(seqs.clone())));
+        }
+        if let Some(w) = &self.webpush {
+            out.push(ChannelLatency::of("webpush", &w.ledger_range(seqs)));
+        }
+        out
     }
 
     /// Waits until the server answers `/healthz` 200 (fails if it exits first).

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use clarion_loadtest::bench::BenchConfig;
 use clarion_loadtest::duration::parse_duration;
-use clarion_loadtest::load::{Burst, LoadConfig, Protocol};
+use clarion_loadtest::load::{Burst, LoadConfig, Platforms, Protocol};
 use clarion_loadtest::outage::{BacklogConfig, OutageConfig, OutageMode};
 use clarion_sim::apns::{Faults, SimConfig, public_key_from_p8};
 
@@ -237,6 +237,10 @@ pub struct LoadArgs {
     pub users: u32,
     #[arg(long, default_value_t = 1)]
     pub devices_per_user: u32,
+    /// The devices' platforms by weight, e.g. `ios=45,android=45,web=10` (`bench` starts the
+    /// FCM and Web Push simulators for them; `run` takes iOS only)
+    #[arg(long, default_value = "ios=100", value_parser = Platforms::parse)]
+    pub platforms: Platforms,
     /// Notifications per request (more than 1 uses the batch endpoint).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -401,6 +405,7 @@ impl LoadArgs {
             reset_sim: !self.no_reset_sim,
             drain_timeout: self.drain_timeout,
             worker_threads: self.threads,
+            platforms: self.platforms,
             ..LoadConfig::default()
         }
     }

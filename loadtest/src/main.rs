@@ -39,6 +39,11 @@ fn main() -> anyhow::Result<()> {
         cli::Command::ApnsSim(args) => apns_sim(&args),
         cli::Command::Run(args) => {
             let mut cfg = args.load.to_config();
+            if !cfg.platforms.only_ios() {
+                anyhow::bail!(
+                    "`run` drives iOS devices only (its simulator is APNs'); `bench --platforms` runs a mix"
+                );
+            }
             cfg.target = args.target;
             cfg.api_key = args.api_key.clone();
             let link = args.sim_control.map_or(SimLink::None, SimLink::Control);

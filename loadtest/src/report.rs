@@ -84,6 +84,9 @@ pub fn summary_text(r: &LoadReport) -> String {
     }
     if let Some(e2e) = &r.e2e_latency_us {
         latency_row(&mut s, "end-to-end", &LatencySummary::of(e2e));
+        for c in &r.channels {
+            latency_row(&mut s, &format!("  {}", c.channel), &c.e2e);
+        }
     }
     if !r.accept_worst_by_second_us.is_empty() {
         let worst: Vec<String> = r
@@ -325,6 +328,7 @@ mod tests {
             }),
             next_seq: 100,
             server_peak_rss_bytes: Some(300 << 20),
+            channels: Vec::new(),
             then: None,
         }
     }

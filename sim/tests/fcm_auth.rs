@@ -129,9 +129,11 @@ async fn only_a_well_signed_short_lived_assertion_gets_a_token() {
     );
     assert!(body["access_token"].as_str().unwrap().starts_with("ya29."));
 
-    let mut tampered = sign(&claims(&sim, now, now + 3600));
-    tampered.pop();
-    tampered.push(if tampered.ends_with('A') { 'B' } else { 'A' });
+    // A character in the middle of the signature changed (the last one's low bits are unused).
+    let mut tampered = sign(&claims(&sim, now, now + 3600)).into_bytes();
+    let at = tampered.len() - 40;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
     let mut wrong_aud = claims(&sim, now, now + 3600);
     wrong_aud["aud"] = json!("https://oauth2.googleapis.com/token");
     let mut wrong_iss = claims(&sim, now, now + 3600);

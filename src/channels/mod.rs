@@ -19,6 +19,8 @@ use uuid::Uuid;
 /// What a sender needs to know about one delivery attempt (borrowed from the shard's record;
 /// the sender copies what it keeps into the returned future).
 pub struct SendJob<'a> {
+    /// The notification's id (what a browser's service worker is shown).
+    pub notification_id: Uuid,
     pub delivery_id: Uuid,
     pub target: &'a str,
     pub content: &'a NotificationContent,

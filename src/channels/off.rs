@@ -65,6 +65,7 @@ mod tests {
         );
         let content = NotificationContent::default();
         let job = SendJob {
+            notification_id: uuid::Uuid::nil(),
             delivery_id: uuid::Uuid::nil(),
             target: "00",
             content: &content,

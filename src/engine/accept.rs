@@ -306,6 +306,7 @@ impl Engine {
             let lane = &self.lanes[d.channel.index()];
             lane.backlog.set(lane.backlog.get() + 1);
             bump(&self.probe.deliveries_queued);
+            bump(&lane.counts.accepted);
             if self.is_resident(&d) {
                 // A backlog scan found it first.
                 continue;

@@ -69,10 +69,13 @@ pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
             continue;
         };
         engine.in_flight.set(engine.in_flight.get() + 1);
+        bump(&lane.counts.in_flight);
         let e = engine.clone();
         glommio::spawn_local(async move {
             let result = fut.await;
             e.in_flight.set(e.in_flight.get() - 1);
+            let running = &e.lanes[d.channel.index()].counts.in_flight;
+            running.set(running.get().saturating_sub(1));
             e.complete_attempt(d, result);
             drop(permit);
         })
@@ -110,6 +113,7 @@ fn start_attempt(
     }
     bump(&engine.probe.attempts);
     let job = SendJob {
+        notification_id: rec.id,
         delivery_id: del.id,
         target: &del.target,
         content: &rec.content,
@@ -222,12 +226,28 @@ impl Engine {
                 return;
             }
         };
+        let counts = &lane.counts;
         match new_state {
-            DeliveryState::Sent | DeliveryState::Delivered => bump(&self.probe.sent),
-            DeliveryState::Retrying => bump(&self.probe.retried),
-            DeliveryState::Failed => bump(&self.probe.failed),
-            DeliveryState::Dead => bump(&self.probe.dead),
-            DeliveryState::Expired => bump(&self.probe.expired),
+            DeliveryState::Sent | DeliveryState::Delivered => {
+                bump(&self.probe.sent);
+                bump(&counts.sent);
+            }
+            DeliveryState::Retrying => {
+                bump(&self.probe.retried);
+                bump(&counts.retried);
+            }
+            DeliveryState::Failed => {
+                bump(&self.probe.failed);
+                bump(&counts.failed);
+            }
+            DeliveryState::Dead => {
+                bump(&self.probe.dead);
+                bump(&counts.dead);
+            }
+            DeliveryState::Expired => {
+                bump(&self.probe.expired);
+                bump(&counts.expired);
+            }
             DeliveryState::Suppressed => bump(&self.probe.suppressed),
             _ => {}
         }
@@ -347,6 +367,7 @@ impl Engine {
             let record = user.clone();
             drop(st);
             bump(&self.probe.deactivated_tokens);
+            bump(&self.lanes[channel.index()].counts.deactivated);
             self.committer.add(
                 |b| {
                     b.put_user(&record);

@@ -48,6 +48,8 @@ pub struct Lane {
     scanned_until_ms: Cell<u64>,
     /// Deliveries of this channel in the log's backlog (resident ones included).
     pub backlog: Cell<u64>,
+    /// This channel's counters on this shard, for `GET /v1/stats`.
+    pub counts: ChannelCounts,
     /// Scans issued since start.
     pub scans: Cell<u64>,
     /// A scan is out: it may return keys removed while it ran.
@@ -63,6 +65,21 @@ pub struct Lane {
     pub breaker: RefCell<Breaker>,
 }
 
+/// One channel's counters on one shard (plain cells: read on the shard's own core).
+#[derive(Default)]
+pub struct ChannelCounts {
+    /// Deliveries accepted (durable) for this channel.
+    pub accepted: Cell<u64>,
+    pub sent: Cell<u64>,
+    pub retried: Cell<u64>,
+    pub failed: Cell<u64>,
+    pub deactivated: Cell<u64>,
+    pub dead: Cell<u64>,
+    pub expired: Cell<u64>,
+    /// Attempts running now.
+    pub in_flight: Cell<u64>,
+}
+
 impl Lane {
     pub fn new(channel: Channel, capacity: usize) -> Lane {
         Lane {
@@ -76,6 +93,7 @@ impl Lane {
             next_due_ms: Cell::new(None),
             scanned_until_ms: Cell::new(0),
             backlog: Cell::new(0),
+            counts: ChannelCounts::default(),
             scans: Cell::new(0),
             scanning: Cell::new(false),
             moved_during_scan: RefCell::new(HashSet::new()),

@@ -250,6 +250,21 @@ impl Engine {
         s.dedup_cached = self.state.borrow().dedup.len() as u64;
         s.dedup_disk_checks = log.claims_checked;
         s.dedup_disk_duplicates = log.claims_lost;
+        for (snap, lane) in s.by_channel.iter_mut().zip(&self.lanes) {
+            let c = &lane.counts;
+            *snap = probe::ChannelSnapshot {
+                accepted: c.accepted.get(),
+                sent: c.sent.get(),
+                retried: c.retried.get(),
+                failed: c.failed.get(),
+                deactivated: c.deactivated.get(),
+                dead: c.dead.get(),
+                expired: c.expired.get(),
+                queue_depth: lane.len() as u64,
+                backlog: lane.backlog.get(),
+                in_flight: c.in_flight.get(),
+            };
+        }
         s
     }
 

@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 
+use clarion_shards::Channel;
 use clarion_shards::log::LogLatency;
 use serde::{Serialize, Serializer};
 
@@ -90,6 +91,54 @@ pub struct ProbeSnapshot {
     pub dedup_disk_checks: u64,
     /// Of those, retries found in the log (answered as duplicates).
     pub dedup_disk_duplicates: u64,
+    /// The same per channel: `{"apns": {...}, "fcm": {...}, "webpush": {...}}`.
+    #[serde(serialize_with = "by_channel_view")]
+    pub by_channel: [ChannelSnapshot; Channel::COUNT],
+}
+
+/// One channel's counters (summable across shards).
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct ChannelSnapshot {
+    /// Deliveries accepted for the channel.
+    pub accepted: u64,
+    pub sent: u64,
+    pub retried: u64,
+    pub failed: u64,
+    /// Devices deactivated on the channel's word.
+    pub deactivated: u64,
+    pub dead: u64,
+    pub expired: u64,
+    /// Deliveries ready in memory, and in the log's backlog (the ready ones included).
+    pub queue_depth: u64,
+    pub backlog: u64,
+    pub in_flight: u64,
+}
+
+impl ChannelSnapshot {
+    pub fn add(&mut self, o: &ChannelSnapshot) {
+        self.accepted += o.accepted;
+        self.sent += o.sent;
+        self.retried += o.retried;
+        self.failed += o.failed;
+        self.deactivated += o.deactivated;
+        self.dead += o.dead;
+        self.expired += o.expired;
+        self.queue_depth += o.queue_depth;
+        self.backlog += o.backlog;
+        self.in_flight += o.in_flight;
+    }
+}
+
+fn by_channel_view<S: Serializer>(
+    v: &[ChannelSnapshot; Channel::COUNT],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(Channel::COUNT))?;
+    for c in Channel::ALL {
+        m.serialize_entry(c.as_str(), &v[c.index()])?;
+    }
+    m.end()
 }
 
 fn latency_view<S: Serializer>(v: &LogLatency, s: S) -> Result<S::Ok, S::Error> {
@@ -157,5 +206,8 @@ impl ProbeSnapshot {
         self.dedup_cached += o.dedup_cached;
         self.dedup_disk_checks += o.dedup_disk_checks;
         self.dedup_disk_duplicates += o.dedup_disk_duplicates;
+        for (mine, theirs) in self.by_channel.iter_mut().zip(&o.by_channel) {
+            mine.add(theirs);
+        }
     }
 }

@@ -45,6 +45,9 @@ pub struct Api {
     channel_modes: Vec<(&'static str, &'static str)>,
     /// What device targets this deployment takes (`[webpush] allow_insecure_loopback`).
     target_policy: TargetPolicy,
+    /// Documents served to anyone, without a key (`GET /v1/webpush/vapid-public-key`, which
+    /// web apps subscribe with): path and JSON body.
+    public_documents: Vec<(String, Value)>,
 }
 
 const KEY_DIGEST_LEN: usize = 32;
@@ -62,6 +65,7 @@ impl Api {
         health: ShardsHealth,
         channel_modes: Vec<(&'static str, &'static str)>,
         target_policy: TargetPolicy,
+        public_documents: Vec<(String, Value)>,
     ) -> Api {
         Api {
             router,
@@ -70,6 +74,7 @@ impl Api {
             admission: Admission::new(),
             channel_modes,
             target_policy,
+            public_documents,
         }
     }
 
@@ -131,6 +136,16 @@ async fn route(
     let method = req.method().clone();
     if path == "/healthz" {
         return Ok(health_response(&api.health.states(), api.channels_json()));
+    }
+    if let Some((_, doc)) = api.public_documents.iter().find(|(p, _)| *p == path) {
+        if method != Method::GET {
+            return Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ));
+        }
+        return Ok(json_response(StatusCode::OK, doc));
     }
     if !path.starts_with("/v1/") {
         return Err(ApiError::not_found(

@@ -10,6 +10,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use clarion_sim::apns::{Ledger, SimControl, SimHandle};
+use clarion_sim::fcm::FcmSimHandle;
+use clarion_sim::webpush::WebPushSimHandle;
 
 /// How often the simulator's ledger is read while waiting for deliveries.
 const LEDGER_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -25,6 +27,13 @@ pub enum SimLink<'a> {
     InProcess(&'a SimHandle),
     /// A simulator's control endpoint (`apns-sim --control ADDR`).
     Control(SocketAddr),
+    /// The APNs, FCM and Web Push simulators in this process (a platform mix): their ledgers
+    /// read as one.
+    Mix {
+        apns: &'a SimHandle,
+        fcm: Option<&'a FcmSimHandle>,
+        webpush: Option<&'a WebPushSimHandle>,
+    },
 }
 
 impl SimLink<'_> {
@@ -37,6 +46,12 @@ impl SimLink<'_> {
                 Ok(())
             }
             SimLink::Control(addr) => Ok(SimControl::new(*addr).reset().await?),
+            SimLink::Mix { apns, fcm, webpush } => {
+                apns.reset();
+                fcm.iter().for_each(|f| f.reset());
+                webpush.iter().for_each(|w| w.reset());
+                Ok(())
+            }
         }
     }
 
@@ -45,6 +60,16 @@ impl SimLink<'_> {
             SimLink::None => None,
             SimLink::InProcess(h) => Some(h.ledger_range(range)),
             SimLink::Control(addr) => Some(SimControl::new(*addr).ledger(Some(range)).await?),
+            SimLink::Mix { apns, fcm, webpush } => {
+                let mut all = apns.ledger_range(range.clone());
+                if let Some(f) = fcm {
+                    all.merge(&f.ledger_range(range.clone()));
+                }
+                if let Some(w) = webpush {
+                    all.merge(&w.ledger_range(range));
+                }
+                Some(all)
+            }
         })
     }
 }

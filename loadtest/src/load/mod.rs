@@ -9,6 +9,7 @@
 pub(crate) mod client;
 pub(crate) mod driver;
 pub(crate) mod ledger_check;
+mod platforms;
 pub(crate) mod register;
 pub(crate) mod resend;
 mod schedule;
@@ -27,6 +28,7 @@ use crate::cpu::{CpuMeter, CpuUse};
 
 pub use driver::REQUEST_TIMEOUT;
 pub use ledger_check::{LedgerReport, SimLink, compare};
+pub use platforms::{Platform, Platforms, Subscriber};
 pub use register::{RegistrationReport, device_token, user_id};
 pub use schedule::{Burst, Schedule};
 pub use server_log::{LatencyBuckets, LogReading, ServerLatency, ServerLog};
@@ -74,6 +76,10 @@ pub struct LoadConfig {
     pub drain_timeout: Duration,
     /// Tokio worker threads of [`run`]'s runtime.
     pub worker_threads: usize,
+    /// The devices' platforms (all iOS unless told).
+    pub platforms: Platforms,
+    /// Where browser devices get their subscriptions (needed when `platforms.web > 0`).
+    pub subscriber: Option<Subscriber>,
 }
 
 impl Default for LoadConfig {
@@ -97,6 +103,8 @@ impl Default for LoadConfig {
             reset_sim: true,
             drain_timeout: Duration::from_secs(30),
             worker_threads: 2,
+            platforms: Platforms::default(),
+            subscriber: None,
         }
     }
 }
@@ -114,6 +122,9 @@ impl LoadConfig {
         }
         if let Some(b) = &self.bursts {
             b.validate().map_err(anyhow::Error::msg)?;
+        }
+        if self.platforms.web > 0 && self.subscriber.is_none() {
+            bail!("web devices need the Web Push simulator (bench starts it)");
         }
         Ok(())
     }
@@ -180,6 +191,34 @@ pub struct LoadReport {
     pub server_peak_rss_bytes: Option<u64>,
     /// A run at another rate right after this one (`bench --then-rate`): recovery after overload.
     pub then: Option<Box<LoadReport>>,
+    /// Each channel's receipts and end-to-end latency, when the load reached more than one
+    /// (`bench --platforms`).
+    pub channels: Vec<ChannelLatency>,
+}
+
+/// One channel's share of a run: receipts at its simulator and their end-to-end latency.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelLatency {
+    pub channel: &'static str,
+    pub receipts: u64,
+    pub e2e: clarion_sim::histogram::LatencySummary,
+}
+
+impl ChannelLatency {
+    pub fn of(channel: &'static str, ledger: &clarion_sim::apns::Ledger) -> ChannelLatency {
+        ChannelLatency {
+            channel,
+            receipts: ledger.receipts(),
+            e2e: clarion_sim::histogram::LatencySummary::of(ledger.e2e_us()),
+        }
+    }
+}
+
+impl LoadReport {
+    /// The seqs this run sent.
+    pub fn seq_range(&self) -> std::ops::Range<u64> {
+        self.next_seq.saturating_sub(self.scheduled)..self.next_seq
+    }
 }
 
 /// Runs a load on a fresh tokio runtime of `cfg.worker_threads` threads.
@@ -320,6 +359,7 @@ async fn run_inner(
         next_seq,
         server_peak_rss_bytes: None,
         then: None,
+        channels: Vec::new(),
     })
 }
 

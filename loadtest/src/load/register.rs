@@ -1,5 +1,6 @@
 //! The registration phase: users `<prefix>0 .. <prefix>N-1`, each with a profile and
-//! `devices_per_user` iOS devices whose tokens are a pure function of (prefix, user, device),
+//! `devices_per_user` devices (iOS unless `platforms` says otherwise: an Android token or a
+//! browser subscription) whose tokens are a pure function of (prefix, user, device),
 //! so a later run, a test or the simulator's fault list can name the same tokens. Done by a
 //! fixed number of workers over the load's own connections.
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 
 use super::LoadConfig;
 use super::client::ApiClient;
+use super::platforms::{Platform, Platforms, Subscriber};
 use clarion_sim::apns::mix;
 
 /// Registration requests in flight at once.
@@ -57,13 +59,19 @@ pub(crate) async fn register(
     for _ in 0..REGISTER_CONCURRENCY.min(cfg.users.max(1) as usize) {
         let (client, next) = (client.clone(), next.clone());
         let (prefix, users, devices) = (cfg.user_prefix.clone(), cfg.users, cfg.devices_per_user);
+        let (platforms, subscriber) = (cfg.platforms, cfg.subscriber.clone());
         workers.spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= users {
                     return Ok::<(), anyhow::Error>(());
                 }
-                register_user(&client, &prefix, n, devices).await?;
+                let devices = Devices {
+                    count: devices,
+                    platforms,
+                    subscriber: subscriber.as_ref(),
+                };
+                register_user(&client, &prefix, n, &devices).await?;
             }
         });
     }
@@ -77,11 +85,41 @@ pub(crate) async fn register(
     })
 }
 
+/// The devices each user gets.
+struct Devices<'a> {
+    count: u32,
+    platforms: Platforms,
+    subscriber: Option<&'a Subscriber>,
+}
+
+/// The registration body of `user`'s device number `device`.
+fn device_body(
+    prefix: &str,
+    user: u32,
+    device: u32,
+    d: &Devices<'_>,
+) -> anyhow::Result<serde_json::Value> {
+    let token = device_token(prefix, user, device);
+    let h = u64::from_str_radix(&token[..15], 16).unwrap_or(0);
+    Ok(match d.platforms.pick(h) {
+        Platform::Ios => serde_json::json!({"platform": "ios", "token": token}),
+        Platform::Android => {
+            serde_json::json!({"platform": "android", "token": format!("lt-fcm:{token}")})
+        }
+        Platform::Web => {
+            let Some(subscribe) = d.subscriber else {
+                bail!("a web device needs the Web Push simulator");
+            };
+            serde_json::json!({"platform": "web", "subscription": (subscribe.0)()?})
+        }
+    })
+}
+
 async fn register_user(
     client: &ApiClient,
     prefix: &str,
     n: u32,
-    devices: u32,
+    devices: &Devices<'_>,
 ) -> anyhow::Result<()> {
     let uid = user_id(prefix, n);
     let profile = serde_json::json!({
@@ -96,8 +134,8 @@ async fn register_user(
         &path,
     )?;
     let path = format!("/v1/users/{uid}/devices");
-    for d in 0..devices {
-        let body = serde_json::json!({"platform": "ios", "token": device_token(prefix, n, d)});
+    for d in 0..devices.count {
+        let body = device_body(prefix, n, d, devices)?;
         expect_2xx(
             client.send(Method::POST, &path, json_bytes(&body)).await,
             &path,

@@ -105,6 +105,22 @@ impl Ledger {
         }
     }
 
+    /// Records a message of another simulator (FCM, Web Push) whose data carried `lt_seq` and
+    /// `lt_ts` (read as numbers or digit strings by the caller).
+    pub(crate) fn record_seq(&mut self, seq: Option<u64>, ts_ns: Option<u64>, now_ns: u64) {
+        self.record(LoadTestKeys { seq, ts_ns }, now_ns);
+    }
+
+    /// Adds `other`'s receipts and latencies (the ledgers of several simulators, one per
+    /// channel, as one).
+    pub fn merge(&mut self, other: &Ledger) {
+        for (seq, c) in other.counts.iter() {
+            self.counts.add(seq, c);
+        }
+        self.receipts += other.receipts;
+        let _ = self.e2e_us.add(&other.e2e_us);
+    }
+
     /// How many times `seq` was received.
     pub fn count(&self, seq: u64) -> u32 {
         self.counts.get(seq)

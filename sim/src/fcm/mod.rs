@@ -105,6 +105,8 @@ pub(crate) struct State {
     pub(crate) per_token: HashMap<String, u64>,
     pub(crate) stats: FcmSimStats,
     pub(crate) next_id: u64,
+    /// Load-test receipts (`lt_seq`/`lt_ts` in `data`) and end-to-end latency.
+    pub(crate) ledger: crate::apns::Ledger,
 }
 
 pub(crate) type Shared = Arc<Mutex<State>>;
@@ -162,6 +164,7 @@ pub fn start(cfg: FcmSimConfig) -> Result<FcmSimHandle, SimError> {
         per_token: HashMap::new(),
         stats: FcmSimStats::default(),
         next_id: 1,
+        ledger: crate::apns::Ledger::default(),
     }));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, SimError>>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -251,6 +254,20 @@ impl FcmSimHandle {
     /// The most recent accepted messages, oldest first.
     pub fn recent(&self) -> Vec<FcmMessage> {
         lock(&self.shared).recent.iter().cloned().collect()
+    }
+
+    /// The load-test ledger over `range` of seqs (the latency histogram whole).
+    pub fn ledger_range(&self, range: std::ops::Range<u64>) -> crate::apns::Ledger {
+        lock(&self.shared).ledger.restricted_to(range)
+    }
+
+    /// Clears the counters, the ledger and the recent messages.
+    pub fn reset(&self) {
+        let mut s = lock(&self.shared);
+        s.stats = FcmSimStats::default();
+        s.ledger = crate::apns::Ledger::default();
+        s.recent.clear();
+        s.per_token.clear();
     }
 
     /// How many messages were accepted for `token`.

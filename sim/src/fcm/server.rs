@@ -370,6 +370,8 @@ fn send(
         );
     }
     s.stats.accepted += 1;
+    let (seq, ts) = crate::lt_keys::read(&parsed["message"]["data"]);
+    s.ledger.record_seq(seq, ts, crate::lt_keys::now_ns());
     *s.per_token.entry(token.clone()).or_default() += 1;
     if s.recent.len() >= RECENT_CAPACITY {
         s.recent.pop_front();

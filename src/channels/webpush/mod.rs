@@ -1,14 +1,35 @@
-//! Web Push (RFC 8030 delivery, RFC 8291 encryption, RFC 8292 VAPID): browser push. What is
-//! here is Web Push's own: the browser's subscription (`subscription.rs`), the message's
-//! plaintext and limits (`payload.rs`) and its rules for the API (`rules.rs`); requests go
-//! through the shared HTTP/2 client (`crate::h2client`).
+//! Web Push (RFC 8030 delivery, RFC 8291 encryption, RFC 8292 VAPID): browser push over the
+//! shared HTTP/2 client, a pool per push-service origin. What is here is Web Push's own: the
+//! browser's subscription, the message's plaintext and its encryption, the VAPID key and
+//! tokens, and the meaning of a push service's answers.
+//!
+//! # Layout
+//! - `channel.rs`: [`WebPushChannel`], the `ChannelSender`.
+//! - `rules.rs`: [`WebPushRules`], subscriptions and limits for the API.
+//! - `subscription.rs`: a subscription checked, stored and read back; its `device_id`.
+//! - `payload.rs`: the plaintext a service worker reads, and the limits.
+//! - `encrypt.rs`: RFC 8291 `aes128gcm` encryption (the RFC's example is its test).
+//! - `vapid.rs`: the key pair (configured, or generated once and kept) and the ES256 tokens.
+//! - `response.rs`: RFC 8030 answers, each a [`clarion_shards::Verdict`].
+//! - `sender.rs`: [`WebPushSender`]: per-origin pools, the request, the counters.
 
+mod channel;
+mod encrypt;
 mod payload;
+mod response;
 mod rules;
+mod sender;
 mod subscription;
+mod vapid;
 
+pub use channel::{MAX_IN_FLIGHT, WebPushChannel};
+pub use encrypt::{EncryptError, HEADER_BYTES, RECORD_SIZE, encrypt};
 pub use payload::{MAX_PLAINTEXT_BYTES, MAX_TOPIC_CHARS, PayloadError, is_topic};
 pub use rules::WebPushRules;
+pub use sender::{
+    DEFAULT_TTL_SECONDS, MAX_ORIGINS_PER_SHARD, WebPushConfig, WebPushSender, WebPushStats,
+};
 pub use subscription::{
     AUTH_BYTES, DEVICE_ID_PREFIX, MAX_ENDPOINT_BYTES, P256DH_BYTES, Subscription, device_id,
 };
+pub use vapid::{GENERATED_KEY_FILE, VapidKey};
