@@ -26,6 +26,7 @@
 //! src/fcm/server.rs         its HTTPS origin: the token endpoint and the send endpoint
 //! src/webpush/mod.rs        the Web Push service simulator: subscriptions, faults, handle
 //! src/webpush/server.rs     its HTTPS origin: VAPID checks, RFC 8291 decryption, answers
+//! src/https.rs              the TLS + HTTP/2 origin the FCM and Web Push simulators stand on
 //! src/histogram.rs          the latency histogram shape, V2 wire form, .hgrm text (shared with the harness)
 //! tests/apns_*.rs           the APNs simulator against a raw h2 client, one concern per file
 //! examples/apns_throughput.rs  the simulator's pushes per second on one core
@@ -34,5 +35,6 @@
 pub mod apns;
 pub mod fcm;
 pub mod histogram;
+pub(crate) mod https;
 pub(crate) mod lt_keys;
 pub mod webpush;

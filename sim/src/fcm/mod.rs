@@ -22,11 +22,9 @@ mod server;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use crate::apns::SimError;
 
@@ -145,16 +143,11 @@ impl FcmSimConfig {
 /// A running FCM simulator; dropping it stops it.
 pub struct FcmSimHandle {
     shared: Shared,
-    addr: SocketAddr,
-    ca_pem: String,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    origin: crate::https::Origin,
 }
 
 /// Starts the simulator on its own thread and returns once it listens.
 pub fn start(cfg: FcmSimConfig) -> Result<FcmSimHandle, SimError> {
-    let tls = crate::apns::tls_identity()?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.server_config));
     let shared: Shared = Arc::new(Mutex::new(State {
         faults: cfg.faults.clone(),
         cfg: cfg.clone(),
@@ -166,63 +159,29 @@ pub fn start(cfg: FcmSimConfig) -> Result<FcmSimHandle, SimError> {
         next_id: 1,
         ledger: crate::apns::Ledger::default(),
     }));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, SimError>>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task_shared = shared.clone();
-    let thread = std::thread::Builder::new()
-        .name("fcm-sim".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => return drop(ready_tx.send(Err(SimError::Runtime(e.to_string())))),
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
-                    Ok(l) => l,
-                    Err(e) => return drop(ready_tx.send(Err(SimError::Io(e)))),
-                };
-                let _ = ready_tx.send(listener.local_addr().map_err(SimError::Io));
-                tokio::select! {
-                    () = server::accept_loop(listener, acceptor, task_shared) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        })
-        .map_err(|e| SimError::Runtime(format!("spawn FCM simulator thread: {e}")))?;
-    let addr = ready_rx
-        .recv()
-        .map_err(|_| SimError::Runtime("FCM simulator thread exited before listening".into()))??;
-    lock(&shared).token_uri = format!("https://{addr}/token");
-    Ok(FcmSimHandle {
-        shared,
-        addr,
-        ca_pem: tls.cert_pem,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    })
+    let origin = crate::https::serve("fcm-sim", cfg.listen, shared.clone(), server::handle)?;
+    lock(&shared).token_uri = format!("https://{}/token", origin.addr);
+    Ok(FcmSimHandle { shared, origin })
 }
 
 impl FcmSimHandle {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.origin.addr
     }
 
     /// `https://127.0.0.1:port`: the FCM endpoint.
     pub fn endpoint(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", self.origin.addr)
     }
 
     /// The token URI a service account for this simulator names.
     pub fn token_uri(&self) -> String {
-        format!("https://{}/token", self.addr)
+        format!("https://{}/token", self.origin.addr)
     }
 
     /// The self-signed certificate, to trust as an extra root.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.origin.ca_pem
     }
 
     /// A service account key file for this simulator, signing with `private_pem`.
@@ -277,16 +236,5 @@ impl FcmSimHandle {
             .get(token)
             .copied()
             .unwrap_or(0)
-    }
-}
-
-impl Drop for FcmSimHandle {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

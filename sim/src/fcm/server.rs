@@ -1,7 +1,5 @@
-//! The simulator's HTTPS origin: TLS with ALPN `h2`, hyper's HTTP/2 server, and the two
-//! endpoints' checks and answers.
+//! The simulator's two endpoints: their checks and answers (served by `crate::https`).
 
-use std::convert::Infallible;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -21,33 +19,6 @@ const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 const MAX_BODY: usize = 64 * 1024;
 /// Clock skew allowed on an assertion's `iat`.
 const SKEW_S: u64 = 60;
-
-pub(crate) async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    shared: Shared,
-) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(shared, req).await) }
-            });
-            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .max_concurrent_streams(100)
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-        });
-    }
-}
 
 fn answer(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -73,7 +44,7 @@ fn fcm_error(
     )
 }
 
-async fn handle(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn handle(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),

@@ -14,10 +14,7 @@ mod server;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
-
-use tokio::sync::oneshot;
 
 use crate::apns::SimError;
 
@@ -102,16 +99,11 @@ pub struct SimSubscription {
 /// A running Web Push simulator; dropping it stops it.
 pub struct WebPushSimHandle {
     shared: Shared,
-    addr: SocketAddr,
-    ca_pem: String,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    origin: crate::https::Origin,
 }
 
 /// Starts the simulator on `listen` (its own thread) and returns once it listens.
 pub fn start(listen: SocketAddr, faults: WebPushFaults) -> Result<WebPushSimHandle, SimError> {
-    let tls = crate::apns::tls_identity()?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.server_config));
     let shared: Shared = Arc::new(Mutex::new(State {
         origin: String::new(),
         subs: HashMap::new(),
@@ -122,57 +114,23 @@ pub fn start(listen: SocketAddr, faults: WebPushFaults) -> Result<WebPushSimHand
         next_id: 1,
         ledger: crate::apns::Ledger::default(),
     }));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, SimError>>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task_shared = shared.clone();
-    let thread = std::thread::Builder::new()
-        .name("webpush-sim".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => return drop(ready_tx.send(Err(SimError::Runtime(e.to_string())))),
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind(listen).await {
-                    Ok(l) => l,
-                    Err(e) => return drop(ready_tx.send(Err(SimError::Io(e)))),
-                };
-                let _ = ready_tx.send(listener.local_addr().map_err(SimError::Io));
-                tokio::select! {
-                    () = server::accept_loop(listener, acceptor, task_shared) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        })
-        .map_err(|e| SimError::Runtime(format!("spawn Web Push simulator thread: {e}")))?;
-    let addr = ready_rx.recv().map_err(|_| {
-        SimError::Runtime("Web Push simulator thread exited before listening".into())
-    })??;
-    lock(&shared).origin = format!("https://{addr}");
-    Ok(WebPushSimHandle {
-        shared,
-        addr,
-        ca_pem: tls.cert_pem,
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    })
+    let origin = crate::https::serve("webpush-sim", listen, shared.clone(), server::handle)?;
+    lock(&shared).origin = format!("https://{}", origin.addr);
+    Ok(WebPushSimHandle { shared, origin })
 }
 
 impl WebPushSimHandle {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.origin.addr
     }
 
     /// `https://127.0.0.1:port`.
     pub fn origin(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("https://{}", self.origin.addr)
     }
 
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.origin.ca_pem
     }
 
     /// A new subscription (what `POST /subscribe` answers).
@@ -226,16 +184,5 @@ impl WebPushSimHandle {
     /// Messages accepted for subscription `id`.
     pub fn received(&self, id: &str) -> u64 {
         lock(&self.shared).per_sub.get(id).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for WebPushSimHandle {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

@@ -1,7 +1,6 @@
-//! The simulator's HTTPS origin: subscriptions handed out, and each message's checks,
-//! decryption and answer.
+//! The simulator's endpoints: subscriptions handed out, and each message's checks, decryption
+//! and answer (served by `crate::https`).
 
-use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -26,33 +25,6 @@ use crate::apns::SimError;
 const MAX_BODY: usize = 4096;
 /// Push services refuse VAPID tokens that live longer than this.
 const MAX_TOKEN_LIFE_S: u64 = 24 * 3600;
-
-pub(crate) async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    shared: Shared,
-) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(shared, req).await) }
-            });
-            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .max_concurrent_streams(128)
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-        });
-    }
-}
 
 fn answer(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -110,7 +82,7 @@ pub(crate) fn subscribe(shared: &Shared) -> Result<SimSubscription, SimError> {
     Ok(SimSubscription { id, json })
 }
 
-async fn handle(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn handle(shared: Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY + 1).collect().await {
         Ok(b) => b.to_bytes(),
