@@ -55,6 +55,9 @@ pub struct BenchConfig {
     pub then: Option<(f64, Duration)>,
     /// TOML appended to the server's config (e.g. `[tuning]\nlane_window = 1024\n`).
     pub server_extra_toml: String,
+    /// An FCM outage during the load (every send `503`): from this long after the load starts,
+    /// for this long. Needs Android devices in `load.platforms`.
+    pub fcm_outage: Option<(Duration, Duration)>,
 }
 
 impl BenchConfig {
@@ -72,6 +75,7 @@ impl BenchConfig {
             startup_timeout: Duration::from_secs(30),
             then: None,
             server_extra_toml: String::new(),
+            fcm_outage: None,
         }
     }
 }
@@ -95,6 +99,18 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
     let result = rt.block_on(async {
         rig.wait_healthy(cfg.startup_timeout).await?;
         let meter = CpuMeter::new(rig.server.pid());
+        if let (Some((at, length)), Some(f)) = (cfg.fcm_outage, &rig.fcm) {
+            let switch = f.outage_switch();
+            // Timed from the start of the load's registration.
+            std::thread::spawn(move || {
+                std::thread::sleep(at);
+                eprintln!("bench: FCM outage starts ({length:?})");
+                switch(true);
+                std::thread::sleep(length);
+                switch(false);
+                eprintln!("bench: FCM outage ends");
+            });
+        }
         let mut report = run_async_metered(&load, rig.link(), Some(meter)).await?;
         if let Some((rate, duration)) = cfg.then {
             let next = LoadConfig {

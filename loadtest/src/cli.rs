@@ -315,6 +315,12 @@ pub struct BenchArgs {
     pub then_rate: Option<f64>,
     #[arg(long, value_parser = parse_duration)]
     pub then_duration: Option<Duration>,
+    /// FCM answers every send 503 from this long after the start (registration included)...
+    #[arg(long, requires = "fcm_outage_for", value_parser = parse_duration)]
+    pub fcm_outage_at: Option<Duration>,
+    /// ... for this long (needs android in --platforms): one channel down, the others measured.
+    #[arg(long, value_parser = parse_duration)]
+    pub fcm_outage_for: Option<Duration>,
     #[command(flatten)]
     pub load: LoadArgs,
     #[command(flatten)]
@@ -415,6 +421,10 @@ impl BenchArgs {
     pub fn to_config(&self) -> anyhow::Result<BenchConfig> {
         let mut cfg = BenchConfig::new(self.server_bin.clone(), self.load.to_config());
         cfg.shards = self.shards;
+        cfg.fcm_outage = self.fcm_outage_at.zip(self.fcm_outage_for);
+        if cfg.fcm_outage.is_some() && cfg.load.platforms.android == 0 {
+            bail!("--fcm-outage-at needs android devices in --platforms");
+        }
         cfg.apns_connections = self.apns_connections;
         cfg.fsync = !self.no_fsync;
         cfg.sim_worker_threads = self.sim_threads;

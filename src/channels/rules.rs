@@ -129,20 +129,30 @@ pub fn token_str(raw: &Value) -> Result<&str, RuleError> {
         .ok_or_else(|| RuleError::new("token", "invalid_type", "must be a string"))
 }
 
-/// Whether `content` renders for at least one channel: what no channel could carry is
-/// refused at once, wherever the user's devices are. (Each channel's own limits are checked
-/// by the owning shard, for the channels the user has active devices on.)
+/// The most payload any channel carries (APNs' and FCM's 4096 bytes; Web Push's record too).
+pub const LARGEST_PAYLOAD_BYTES: usize = 4096;
+
+/// Whether `content` could fit some channel at all: every channel's payload carries at least
+/// the bytes of the title, body, category and data as given, so content whose parts alone
+/// pass [`LARGEST_PAYLOAD_BYTES`] is refused at once, wherever the user's devices are, with no
+/// rendering on the API's core. (Each channel's own limits are checked by the owning shard, for
+/// the channels the user has active devices on.)
 pub fn fits_some_channel(content: &NotificationContent) -> Result<(), RuleError> {
-    let mut first = None;
-    for rules in all() {
-        match rules.check_content(content) {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                first.get_or_insert(e);
-            }
-        }
+    let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let size = len(&content.title)
+        + len(&content.body)
+        + len(&content.category)
+        + content.data.as_str().len();
+    if size > LARGEST_PAYLOAD_BYTES {
+        return Err(RuleError::new(
+            "body",
+            "payload_too_large",
+            format!(
+                "title, body, category and data come to {size} bytes; no channel carries more than {LARGEST_PAYLOAD_BYTES}"
+            ),
+        ));
     }
-    first.map_or(Ok(()), Err)
+    Ok(())
 }
 
 #[cfg(test)]

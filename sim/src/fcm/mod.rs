@@ -206,6 +206,13 @@ impl FcmSimHandle {
         lock(&self.shared).faults = faults;
     }
 
+    /// Turns the outage (every send `503`) on or off from another thread (a load harness's
+    /// timer).
+    pub fn outage_switch(&self) -> impl Fn(bool) + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move |on| lock(&shared).faults.outage = on
+    }
+
     pub fn stats(&self) -> FcmSimStats {
         lock(&self.shared).stats.clone()
     }

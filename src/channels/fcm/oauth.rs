@@ -40,13 +40,32 @@ const LEASE_POLL: Duration = Duration::from_millis(50);
 /// A token this close to expiry is not used: the request could arrive after it.
 const MIN_VALIDITY: Duration = Duration::from_secs(2);
 
-/// An access token and when to replace it.
+/// An access token and when to replace it, as the process shares it.
 #[derive(Clone, Debug)]
 pub struct AccessToken {
     /// `Bearer <token>`, ready for the `authorization` header.
-    pub authorization: Arc<str>,
+    pub authorization: String,
     pub refresh_at: Instant,
     pub expires_at: Instant,
+}
+
+/// A shard's own copy of the token: sends clone an `Rc`, so no reference count is shared
+/// between shards on the send path.
+#[derive(Clone, Debug)]
+pub struct LocalToken {
+    pub authorization: Rc<str>,
+    pub refresh_at: Instant,
+    pub expires_at: Instant,
+}
+
+impl From<&AccessToken> for LocalToken {
+    fn from(t: &AccessToken) -> LocalToken {
+        LocalToken {
+            authorization: Rc::from(t.authorization.as_str()),
+            refresh_at: t.refresh_at,
+            expires_at: t.expires_at,
+        }
+    }
 }
 
 /// Why no token could be had.
@@ -190,7 +209,7 @@ pub fn read_answer(
     let life = Duration::from_secs(a.expires_in.max(1));
     let margin = (life / 4).min(MAX_REFRESH_MARGIN);
     Ok(AccessToken {
-        authorization: Arc::from(format!("Bearer {}", a.access_token)),
+        authorization: format!("Bearer {}", a.access_token),
         refresh_at: now + life - margin,
         expires_at: now + life,
     })
@@ -201,7 +220,7 @@ pub fn read_answer(
 pub struct Tokens {
     account: ServiceAccount,
     shared: Arc<SharedTokens>,
-    local: RefCell<Option<AccessToken>>,
+    local: RefCell<Option<LocalToken>>,
     refreshing: Cell<bool>,
     /// Notified when a refresh on this shard ends.
     refreshed: Signal,
@@ -234,7 +253,7 @@ impl Tokens {
 
     /// A token to send with now. Starts a refresh in the background when the shard's token
     /// nears its refresh time; waits only when it has no valid token at all.
-    pub async fn current(self: &Rc<Self>) -> Result<AccessToken, TokenFailure> {
+    pub async fn current(self: &Rc<Self>) -> Result<LocalToken, TokenFailure> {
         loop {
             let now = Instant::now();
             let local = self.local.borrow().clone();
@@ -242,12 +261,7 @@ impl Tokens {
                 return Ok(t.clone());
             }
             // Another shard may have refreshed already.
-            if let Some(s) = self
-                .shared
-                .latest()
-                .filter(|s| local.as_ref().is_none_or(|l| s.expires_at > l.expires_at))
-            {
-                *self.local.borrow_mut() = Some(s);
+            if self.take_fresher_shared() {
                 continue;
             }
             if let Some(t) = local.filter(|t| t.expires_at > now + MIN_VALIDITY) {
@@ -277,12 +291,28 @@ impl Tokens {
         }
     }
 
+    /// Copies the shared token when it outlives this shard's own; whether it did.
+    fn take_fresher_shared(&self) -> bool {
+        let Some(shared) = self.shared.latest() else {
+            return false;
+        };
+        let fresher = self
+            .local
+            .borrow()
+            .as_ref()
+            .is_none_or(|l| shared.expires_at > l.expires_at);
+        if fresher {
+            *self.local.borrow_mut() = Some(LocalToken::from(&shared));
+        }
+        fresher
+    }
+
     /// The endpoint rejected `used` (401 on a send): forget it, so the next send fetches anew.
-    pub fn rejected(&self, used: &AccessToken) {
+    pub fn rejected(&self, used: &LocalToken) {
         let mut local = self.local.borrow_mut();
         if local
             .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(&t.authorization, &used.authorization))
+            .is_some_and(|t| Rc::ptr_eq(&t.authorization, &used.authorization))
         {
             *local = None;
         }
@@ -290,7 +320,7 @@ impl Tokens {
         self.shared.with(|s| {
             if s.token
                 .as_ref()
-                .is_some_and(|t| Arc::ptr_eq(&t.authorization, &used.authorization))
+                .is_some_and(|t| *t.authorization == *used.authorization)
             {
                 s.token = None;
             }
@@ -313,7 +343,7 @@ impl Tokens {
                     });
                 match got {
                     Ok(t) => {
-                        *self.local.borrow_mut() = Some(t.clone());
+                        *self.local.borrow_mut() = Some(LocalToken::from(&t));
                         *self.last_failure.borrow_mut() = None;
                         self.shared.publish(Some(t));
                     }
@@ -326,14 +356,7 @@ impl Tokens {
                 break;
             }
             // Another shard is fetching one: take it once it is there.
-            let fresher = self.shared.latest().filter(|s| {
-                self.local
-                    .borrow()
-                    .as_ref()
-                    .is_none_or(|l| s.expires_at > l.expires_at)
-            });
-            if let Some(s) = fresher {
-                *self.local.borrow_mut() = Some(s);
+            if self.take_fresher_shared() {
                 break;
             }
             if now > deadline {

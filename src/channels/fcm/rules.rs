@@ -68,10 +68,14 @@ impl ChannelRules for FcmRules {
         let m = &v["message"];
         assert_eq!(m["notification"]["title"].as_str(), c.title.as_deref());
         assert_eq!(m["notification"]["body"].as_str(), c.body.as_deref());
-        let data = c.data.to_map().unwrap_or_default();
-        for (k, v) in &data {
+        // Each value as stored: a string as it is, anything else as its compact JSON text
+        // (numbers keep their digits; they are not reread as doubles).
+        let raw: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_str(c.data.as_str()).unwrap_or_default();
+        for (k, v) in &raw {
             let sent = m["data"][k].as_str().unwrap_or_default();
-            let expect = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            let expect =
+                serde_json::from_str::<String>(v.get()).unwrap_or_else(|_| v.get().to_string());
             assert_eq!(sent, expect, "data key {k:?}");
         }
     }
