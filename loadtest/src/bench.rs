@@ -207,7 +207,7 @@ impl Rig {
             let ca = dir.join("fcm-ca.pem");
             std::fs::write(&ca, f.ca_pem())?;
             config.push_str(&format!(
-                "\n[fcm]\nproject_id = {project}\nservice_account_file = {sa}\nendpoint = {endpoint}\nconnections = {conns}\nca_file = {ca}\n",
+                "\n[fcm]\nproject_id = {project}\nservice_account_file = {sa}\nendpoint = {endpoint}\nconnections = {conns}\nca_file = {ca}\n# The simulator has no quota: FCM's default (600,000 a minute) would pace the load.\nquota_per_minute = 60000000\n",
                 project = toml_str(SIMULATOR_PROJECT_ID),
                 sa = toml_str(&sa.display().to_string()),
                 endpoint = toml_str(&f.endpoint()),

@@ -99,7 +99,9 @@ pub(crate) struct State {
     pub(crate) faults: FcmFaults,
     /// Access token -> when it expires.
     pub(crate) tokens: HashMap<String, std::time::Instant>,
-    pub(crate) recent: std::collections::VecDeque<FcmMessage>,
+    /// Accepted messages' tokens and request bodies (parsed when asked for: cloning every
+    /// message's JSON was a tenth of the simulator's time).
+    pub(crate) recent: std::collections::VecDeque<(String, bytes::Bytes)>,
     pub(crate) per_token: HashMap<String, u64>,
     pub(crate) stats: FcmSimStats,
     pub(crate) next_id: u64,
@@ -219,7 +221,15 @@ impl FcmSimHandle {
 
     /// The most recent accepted messages, oldest first.
     pub fn recent(&self) -> Vec<FcmMessage> {
-        lock(&self.shared).recent.iter().cloned().collect()
+        let raw: Vec<(String, bytes::Bytes)> = lock(&self.shared).recent.iter().cloned().collect();
+        raw.into_iter()
+            .map(|(token, body)| FcmMessage {
+                token,
+                message: serde_json::from_slice::<Value>(&body)
+                    .map(|v| v["message"].clone())
+                    .unwrap_or(Value::Null),
+            })
+            .collect()
     }
 
     /// The load-test ledger over `range` of seqs (the latency histogram whole).

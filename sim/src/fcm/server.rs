@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use serde_json::{Value, json};
 
-use super::{FcmMessage, RECENT_CAPACITY, Shared, lock};
+use super::{RECENT_CAPACITY, Shared, lock};
 
 /// The scope the send endpoint requires.
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -347,10 +347,7 @@ fn send(
     if s.recent.len() >= RECENT_CAPACITY {
         s.recent.pop_front();
     }
-    s.recent.push_back(FcmMessage {
-        token,
-        message: parsed["message"].clone(),
-    });
+    s.recent.push_back((token, Bytes::copy_from_slice(body)));
     let id = s.next_id;
     s.next_id += 1;
     let name = format!("projects/{project}/messages/{id}");

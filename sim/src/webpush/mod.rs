@@ -77,6 +77,8 @@ pub(crate) struct State {
     pub(crate) next_id: u64,
     /// Load-test receipts (`lt_seq`/`lt_ts` in the plaintext's `data`) and end-to-end latency.
     pub(crate) ledger: crate::apns::Ledger,
+    /// VAPID authorizations already verified, with their `exp`.
+    pub(crate) verified: HashMap<String, (u64, server::Vapid)>,
 }
 
 pub(crate) type Shared = Arc<Mutex<State>>;
@@ -113,6 +115,7 @@ pub fn start(listen: SocketAddr, faults: WebPushFaults) -> Result<WebPushSimHand
         stats: WebPushSimStats::default(),
         next_id: 1,
         ledger: crate::apns::Ledger::default(),
+        verified: HashMap::new(),
     }));
     let origin = crate::https::serve("webpush-sim", listen, shared.clone(), server::handle)?;
     lock(&shared).origin = format!("https://{}", origin.addr);
