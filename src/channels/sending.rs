@@ -6,14 +6,100 @@
 //! (`channels/apns/sender.rs`, `channels/fcm/sender.rs`) keep only their request, their auth
 //! and the meaning of their answers.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
 use std::time::Duration;
 
 use clarion_shards::Verdict;
 
-use crate::h2client::{Connection, RawResponse, StreamError};
+use crate::h2client::{Connection, Deadlines, RawResponse, StreamError, Tuning};
 use crate::wait::{Signal, within};
+
+/// What every sender keeps around its requests: whether it is closing, the sends in flight,
+/// the tally, and one shared deadline per tick for all of them.
+pub(crate) struct SenderCore {
+    provider: &'static str,
+    shard: usize,
+    tuning: Tuning,
+    deadlines: Rc<Deadlines>,
+    closing: Cell<bool>,
+    in_flight: InFlight,
+    tally: RefCell<Tally>,
+}
+
+impl SenderCore {
+    pub(crate) fn new(provider: &'static str, shard: usize, tuning: Tuning) -> SenderCore {
+        SenderCore {
+            provider,
+            shard,
+            tuning,
+            deadlines: Rc::default(),
+            closing: Cell::new(false),
+            in_flight: InFlight::default(),
+            tally: RefCell::default(),
+        }
+    }
+
+    /// Counts a send; refuses it once the sender is closing.
+    pub(crate) fn begin(&self) -> Result<(), Verdict> {
+        self.tally.borrow_mut().requests += 1;
+        if self.closing.get() {
+            return Err(unavailable("sender closed"));
+        }
+        Ok(())
+    }
+
+    /// Runs one send's attempt as running, bounded by the request timeout.
+    pub(crate) async fn bounded(&self, attempt: impl Future<Output = Verdict>) -> Verdict {
+        let _running = self.in_flight.start();
+        let outcome = self
+            .deadlines
+            .within(self.tuning.request_timeout, attempt)
+            .await;
+        outcome.unwrap_or_else(|| {
+            self.tally.borrow_mut().timeouts += 1;
+            unavailable("request timed out")
+        })
+    }
+
+    /// Counts a send's verdict (and an answer's status, through [`SenderCore::answered`]).
+    pub(crate) fn end(&self, outcome: &Verdict) {
+        self.tally
+            .borrow_mut()
+            .count(outcome, self.provider, self.shard);
+    }
+
+    pub(crate) fn answered(&self, status: u16) {
+        self.tally.borrow_mut().answered(status);
+    }
+
+    pub(crate) fn tally(&self) -> Tally {
+        self.tally.borrow().clone()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.now()
+    }
+
+    pub(crate) fn shard(&self) -> usize {
+        self.shard
+    }
+
+    /// Refuses new sends and waits up to the close grace for running ones.
+    pub(crate) async fn close(&self) {
+        self.closing.set(true);
+        if !self.in_flight.drained(self.tuning.close_grace).await {
+            tracing::warn!(
+                shard = self.shard,
+                provider = self.provider,
+                in_flight = self.in_flight.now(),
+                "close: sends still running"
+            );
+        }
+    }
+}
 
 /// The sends running now on one sender.
 #[derive(Default)]

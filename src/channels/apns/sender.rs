@@ -8,11 +8,10 @@ use super::notification::ApnsNotification;
 use super::payload::{self, PayloadError, PayloadFields};
 use super::request::{PreparedRequest, RequestEncoder};
 use super::response::{FollowUp, classify};
-use crate::channels::sending::{InFlight, Tally, Trip, trip, unavailable};
-use crate::h2client::{Deadlines, Endpoint, Pool, Transport, Tuning};
+use crate::channels::sending::{SenderCore, Trip, trip, unavailable};
+use crate::h2client::{Endpoint, Pool, Transport, Tuning};
 use bytes::Bytes;
 use clarion_shards::Verdict;
-use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -54,16 +53,10 @@ pub struct ApnsSender {
 }
 
 struct Inner {
-    shard: usize,
     encoder: RequestEncoder,
     token: ProviderToken,
     pool: Rc<Pool>,
-    tuning: Tuning,
-    /// Bounds each request in time without a timer per request.
-    deadlines: Rc<Deadlines>,
-    closing: Cell<bool>,
-    in_flight: InFlight,
-    tally: RefCell<Tally>,
+    core: SenderCore,
 }
 
 impl ApnsSender {
@@ -87,15 +80,10 @@ impl ApnsSender {
             Rc::new(SystemClock),
         )?;
         let inner = Inner {
-            shard,
             encoder: RequestEncoder::new(&config)?,
             token,
             pool: Rc::new(Pool::new(transport, config.connections, tuning, shard)),
-            tuning,
-            deadlines: Rc::default(),
-            closing: Cell::new(false),
-            in_flight: InFlight::default(),
-            tally: RefCell::default(),
+            core: SenderCore::new("apns", shard, tuning),
         };
         Ok(ApnsSender {
             inner: Rc::new(inner),
@@ -136,30 +124,13 @@ impl ApnsSender {
         let inner = self.inner.clone();
         async move {
             let inner = &*inner;
-            inner.tally.borrow_mut().requests += 1;
-            let outcome = if inner.closing.get() {
-                unavailable("sender closed")
-            } else {
-                // `ref`: borrowed where it lies, not moved into a second copy.
-                match prepared.0 {
-                    Err(refused) => refused,
-                    Ok(ref prepared) => {
-                        let _running = inner.in_flight.start();
-                        let outcome = inner
-                            .deadlines
-                            .within(inner.tuning.request_timeout, inner.attempt(prepared))
-                            .await;
-                        outcome.unwrap_or_else(|| {
-                            inner.tally.borrow_mut().timeouts += 1;
-                            unavailable("request timed out")
-                        })
-                    }
-                }
+            let core = &inner.core;
+            // `ref`: borrowed where it lies, not moved into a second copy.
+            let outcome = match core.begin().and(prepared.0) {
+                Err(refused) => refused,
+                Ok(ref prepared) => core.bounded(inner.attempt(prepared)).await,
             };
-            inner
-                .tally
-                .borrow_mut()
-                .count(&outcome, "apns", inner.shard);
+            core.end(&outcome);
             outcome
         }
     }
@@ -168,7 +139,7 @@ impl ApnsSender {
     pub fn stats(&self) -> ApnsStats {
         let inner = &*self.inner;
         let pool = inner.pool.stats();
-        let t = inner.tally.borrow().clone();
+        let t = inner.core.tally();
         ApnsStats {
             requests: t.requests,
             sent: t.sent,
@@ -181,7 +152,7 @@ impl ApnsSender {
             reconnects: pool.reconnects,
             connect_failures: pool.connect_failures,
             connections_lost: pool.connections_lost,
-            in_flight: inner.in_flight.now(),
+            in_flight: inner.core.in_flight(),
             jwt_refreshes: inner.token.refreshes(),
         }
     }
@@ -190,14 +161,7 @@ impl ApnsSender {
     /// [`CLOSE_GRACE`](super::CLOSE_GRACE)), then closes every connection with GOAWAY.
     pub async fn close(&self) {
         let inner = &*self.inner;
-        inner.closing.set(true);
-        if !inner.in_flight.drained(inner.tuning.close_grace).await {
-            tracing::warn!(
-                shard = inner.shard,
-                in_flight = inner.in_flight.now(),
-                "APNs close: sends still running"
-            );
-        }
+        inner.core.close().await;
         inner.pool.shutdown().await;
     }
 }
@@ -229,7 +193,7 @@ impl Inner {
                 Trip::Again => continue,
                 Trip::Failed(verdict) => return verdict,
             };
-            self.tally.borrow_mut().answered(answer.status.as_u16());
+            self.core.answered(answer.status.as_u16());
             let verdict = classify(answer.status, &answer.headers, &answer.body);
             match verdict.follow_up {
                 FollowUp::None => {}

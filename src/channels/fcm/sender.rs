@@ -18,9 +18,8 @@ use super::config::{self, FcmConfig, FcmError};
 use super::message;
 use super::oauth::{SharedTokens, TokenFailure, Tokens};
 use super::response::{FollowUp, classify};
-use crate::channels::sending::{InFlight, Tally, Trip, trip, unavailable};
+use crate::channels::sending::{SenderCore, Trip, trip, unavailable};
 use crate::h2client::{Endpoint, Pool, Transport, Tuning};
-use crate::wait::within;
 
 /// Connections per shard to the token endpoint: a refresh an hour needs no more.
 const TOKEN_CONNECTIONS: usize = 1;
@@ -50,17 +49,13 @@ pub struct FcmSender {
 }
 
 struct Inner {
-    shard: usize,
     uri: http::Uri,
     pool: Rc<Pool>,
     token_pool: Rc<Pool>,
     tokens: Rc<Tokens>,
     pace: RefCell<TokenBucket>,
     epoch: std::time::Instant,
-    tuning: Tuning,
-    closing: Cell<bool>,
-    in_flight: InFlight,
-    tally: RefCell<Tally>,
+    core: SenderCore,
     /// Sends that waited for the quota's pace.
     paced: Cell<u64>,
 }
@@ -124,17 +119,13 @@ impl FcmSender {
             .max(1);
         let refill = u32::try_from(per_minute).unwrap_or(u32::MAX);
         let inner = Inner {
-            shard,
             uri,
             pool: Rc::new(Pool::new(transport, config.connections, tuning, shard)),
             token_pool,
             tokens,
             pace: RefCell::new(TokenBucket::new(burst, refill, 60_000, 0)),
             epoch: std::time::Instant::now(),
-            tuning,
-            closing: Cell::new(false),
-            in_flight: InFlight::default(),
-            tally: RefCell::default(),
+            core: SenderCore::new("fcm", shard, tuning),
             paced: Cell::new(0),
         };
         Ok(FcmSender {
@@ -154,29 +145,24 @@ impl FcmSender {
         let body = message::encode(token, content).map(Bytes::from);
         async move {
             let inner = &*inner;
-            inner.tally.borrow_mut().requests += 1;
-            let outcome = match body {
-                _ if inner.closing.get() => unavailable("sender closed"),
-                Err(e) => Verdict::permanent(format!("message: {e}")),
+            let core = &inner.core;
+            let body = body.map_err(|e| Verdict::permanent(format!("message: {e}")));
+            let outcome = match core.begin().and(body) {
+                Err(refused) => refused,
                 Ok(body) => {
-                    let _running = inner.in_flight.start();
+                    // The quota's pace first: waiting for it is not the request's time.
                     inner.paced().await;
-                    within(inner.tuning.request_timeout, inner.attempt(body))
-                        .await
-                        .unwrap_or_else(|| {
-                            inner.tally.borrow_mut().timeouts += 1;
-                            unavailable("request timed out")
-                        })
+                    core.bounded(inner.attempt(body)).await
                 }
             };
-            inner.tally.borrow_mut().count(&outcome, "fcm", inner.shard);
+            core.end(&outcome);
             outcome
         }
     }
 
     pub fn stats(&self) -> FcmStats {
         let inner = &*self.inner;
-        let t = inner.tally.borrow().clone();
+        let t = inner.core.tally();
         FcmStats {
             requests: t.requests,
             sent: t.sent,
@@ -186,7 +172,7 @@ impl FcmSender {
             timeouts: t.timeouts,
             by_status: t.by_status,
             paced: inner.paced.get(),
-            in_flight: inner.in_flight.now(),
+            in_flight: inner.core.in_flight(),
             connections_open: inner.pool.stats().open,
         }
     }
@@ -195,14 +181,7 @@ impl FcmSender {
     /// connection with GOAWAY.
     pub async fn close(&self) {
         let inner = &*self.inner;
-        inner.closing.set(true);
-        if !inner.in_flight.drained(inner.tuning.close_grace).await {
-            tracing::warn!(
-                shard = inner.shard,
-                in_flight = inner.in_flight.now(),
-                "FCM close: sends still running"
-            );
-        }
+        inner.core.close().await;
         inner.pool.shutdown().await;
         inner.token_pool.shutdown().await;
     }
@@ -271,7 +250,7 @@ impl Inner {
                 Trip::Again => continue,
                 Trip::Failed(verdict) => return verdict,
             };
-            self.tally.borrow_mut().answered(answer.status.as_u16());
+            self.core.answered(answer.status.as_u16());
             let verdict = classify(answer.status, &answer.headers, &answer.body);
             if verdict.follow_up == FollowUp::RetryWithNewToken && token_retry_left {
                 token_retry_left = false;

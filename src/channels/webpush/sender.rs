@@ -3,7 +3,7 @@
 //! authorization for its origin (RFC 8292) over a pool of HTTP/2 connections per push-service
 //! origin (the shared `h2client`), bounded in time, counted.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,9 +19,8 @@ use super::payload;
 use super::response::classify;
 use super::subscription::Subscription;
 use super::vapid::{VapidKey, VapidSigner};
-use crate::channels::sending::{InFlight, Tally, Trip, trip, unavailable};
+use crate::channels::sending::{SenderCore, Trip, trip, unavailable};
 use crate::h2client::{Endpoint, Pool, Transport, Tuning};
-use crate::wait::within;
 
 /// Push-service origins a shard keeps connections to; past it the oldest origin's pool is
 /// closed (browsers use a handful of push services).
@@ -59,7 +58,6 @@ pub struct WebPushSender {
 }
 
 struct Inner {
-    shard: usize,
     cfg: WebPushConfig,
     vapid: VapidSigner,
     rng: SystemRandom,
@@ -67,9 +65,7 @@ struct Inner {
     /// Origins in the order their pools were opened.
     opened: RefCell<VecDeque<String>>,
     tuning: Tuning,
-    closing: Cell<bool>,
-    in_flight: InFlight,
-    tally: RefCell<Tally>,
+    core: SenderCore,
 }
 
 /// A request ready to go: where, and its headers and body.
@@ -87,16 +83,13 @@ impl WebPushSender {
         let vapid = VapidSigner::new(cfg.key.clone(), cfg.subject.clone());
         WebPushSender {
             inner: Rc::new(Inner {
-                shard,
                 cfg,
                 vapid,
                 rng: SystemRandom::new(),
                 pools: RefCell::default(),
                 opened: RefCell::default(),
                 tuning: Tuning::default(),
-                closing: Cell::new(false),
-                in_flight: InFlight::default(),
-                tally: RefCell::default(),
+                core: SenderCore::new("webpush", shard, Tuning::default()),
             }),
         }
     }
@@ -113,31 +106,19 @@ impl WebPushSender {
         let prepared = inner.prepare(id, target, content);
         async move {
             let inner = &*inner;
-            inner.tally.borrow_mut().requests += 1;
-            let outcome = match prepared {
-                _ if inner.closing.get() => unavailable("sender closed"),
+            let core = &inner.core;
+            let outcome = match core.begin().and(prepared) {
                 Err(refused) => refused,
-                Ok(p) => {
-                    let _running = inner.in_flight.start();
-                    within(inner.tuning.request_timeout, inner.attempt(p))
-                        .await
-                        .unwrap_or_else(|| {
-                            inner.tally.borrow_mut().timeouts += 1;
-                            unavailable("request timed out")
-                        })
-                }
+                Ok(p) => core.bounded(inner.attempt(p)).await,
             };
-            inner
-                .tally
-                .borrow_mut()
-                .count(&outcome, "webpush", inner.shard);
+            core.end(&outcome);
             outcome
         }
     }
 
     pub fn stats(&self) -> WebPushStats {
         let inner = &*self.inner;
-        let t = inner.tally.borrow().clone();
+        let t = inner.core.tally();
         WebPushStats {
             requests: t.requests,
             sent: t.sent,
@@ -147,7 +128,7 @@ impl WebPushSender {
             timeouts: t.timeouts,
             by_status: t.by_status,
             origins: inner.pools.borrow().len(),
-            in_flight: inner.in_flight.now(),
+            in_flight: inner.core.in_flight(),
         }
     }
 
@@ -155,14 +136,7 @@ impl WebPushSender {
     /// origin's connections.
     pub async fn close(&self) {
         let inner = &*self.inner;
-        inner.closing.set(true);
-        if !inner.in_flight.drained(inner.tuning.close_grace).await {
-            tracing::warn!(
-                shard = inner.shard,
-                in_flight = inner.in_flight.now(),
-                "Web Push close: sends still running"
-            );
-        }
+        inner.core.close().await;
         let pools: Vec<Rc<Pool>> = inner.pools.borrow().values().cloned().collect();
         for pool in pools {
             pool.shutdown().await;
@@ -234,7 +208,7 @@ impl Inner {
             transport,
             self.cfg.connections_per_origin,
             self.tuning,
-            self.shard,
+            self.core.shard(),
         ));
         let mut pools = self.pools.borrow_mut();
         let mut opened = self.opened.borrow_mut();
@@ -298,7 +272,7 @@ impl Inner {
                 Trip::Again => continue,
                 Trip::Failed(verdict) => return verdict,
             };
-            self.tally.borrow_mut().answered(answer.status.as_u16());
+            self.core.answered(answer.status.as_u16());
             return classify(answer.status, &answer.headers, &answer.body);
         }
     }
