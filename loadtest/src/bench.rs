@@ -58,6 +58,8 @@ pub struct BenchConfig {
     /// An FCM outage during the load (every send `503`): from this long after the load starts,
     /// for this long. Needs Android devices in `load.platforms`.
     pub fcm_outage: Option<(Duration, Duration)>,
+    /// How long the FCM simulator's access tokens last (an hour unless told).
+    pub fcm_token_lifetime: Option<Duration>,
 }
 
 impl BenchConfig {
@@ -76,6 +78,7 @@ impl BenchConfig {
             then: None,
             server_extra_toml: String::new(),
             fcm_outage: None,
+            fcm_token_lifetime: None,
         }
     }
 }
@@ -129,6 +132,13 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
         }
         report.server_peak_rss_bytes = rig.server.pid().and_then(peak_rss_bytes);
         report.channels = rig.channel_latencies(report.seq_range());
+        if let Some(f) = &rig.fcm {
+            let st = f.stats();
+            eprintln!(
+                "bench: FCM simulator: {} access tokens issued, {} sends refused for their token, answers by status {:?}",
+                st.tokens_issued, st.unauthenticated, st.by_status
+            );
+        }
         Ok::<_, anyhow::Error>(report)
     });
     let report = result;
@@ -197,7 +207,10 @@ impl Rig {
         );
         let platforms = cfg.load.platforms;
         let fcm = if platforms.android > 0 {
-            let sim_cfg = FcmSimConfig::builtin((Ipv4Addr::LOCALHOST, 0).into())?;
+            let mut sim_cfg = FcmSimConfig::builtin((Ipv4Addr::LOCALHOST, 0).into())?;
+            if let Some(life) = cfg.fcm_token_lifetime {
+                sim_cfg.token_lifetime = life;
+            }
             let f = clarion_sim::fcm::start(sim_cfg)?;
             let sa = dir.join("fcm-service-account.json");
             std::fs::write(

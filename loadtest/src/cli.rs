@@ -321,6 +321,9 @@ pub struct BenchArgs {
     /// ... for this long (needs android in --platforms): one channel down, the others measured.
     #[arg(long, value_parser = parse_duration)]
     pub fcm_outage_for: Option<Duration>,
+    /// How long the FCM simulator's access tokens last (e.g. 60s: refreshed under the load).
+    #[arg(long, value_parser = parse_duration)]
+    pub fcm_token_lifetime: Option<Duration>,
     #[command(flatten)]
     pub load: LoadArgs,
     #[command(flatten)]
@@ -422,6 +425,7 @@ impl BenchArgs {
         let mut cfg = BenchConfig::new(self.server_bin.clone(), self.load.to_config());
         cfg.shards = self.shards;
         cfg.fcm_outage = self.fcm_outage_at.zip(self.fcm_outage_for);
+        cfg.fcm_token_lifetime = self.fcm_token_lifetime;
         if cfg.fcm_outage.is_some() && cfg.load.platforms.android == 0 {
             bail!("--fcm-outage-at needs android devices in --platforms");
         }
