@@ -12,7 +12,7 @@ use clarion_sim::apns::Faults;
 use clarion_sim::fcm::{
     self, FcmFaults, FcmSimConfig, FcmSimHandle, SIMULATOR_SERVICE_ACCOUNT_KEY_PEM,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Fcm {
     h: common::Harness,
@@ -50,24 +50,9 @@ impl Fcm {
     fn android(&self, user: &str, tokens: &[&str]) {
         self.h.register(user, &[]);
         for t in tokens {
-            let r = self.h.client().call(
-                "POST",
-                &format!("/v1/users/{user}/devices"),
-                Some(json!({"platform": "android", "token": t})),
-            );
-            assert_eq!(r.status, 201, "{}", r.body);
+            self.h
+                .add_device(user, json!({"platform": "android", "token": t}));
         }
-    }
-
-    fn notify(&self, user: &str, key: &str, extra: Value) -> String {
-        let mut body =
-            json!({"user_id": user, "idempotency_key": key, "title": "Hi", "body": "there"});
-        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
-            b.extend(e);
-        }
-        let r = self.h.notify(body);
-        assert_eq!(r.status, 202, "{}", r.body);
-        r.body["id"].as_str().unwrap().to_string()
     }
 }
 
@@ -75,7 +60,7 @@ impl Fcm {
 fn a_message_is_delivered_with_a_token_from_the_service_account() {
     let f = start(Duration::from_secs(3600), FcmFaults::default());
     f.android("ann", &["fcm-token:A1"]);
-    let id = f.notify(
+    let id = f.h.notify_accepted(
         "ann",
         "n1",
         json!({"data": {"order": 42, "s": "x"}, "priority": "normal", "ttl_seconds": 600, "collapse_id": "orders"}),
@@ -104,7 +89,7 @@ fn a_message_is_delivered_with_a_token_from_the_service_account() {
     );
     // A second notification on the other shard's users reuses the process's token.
     f.android("bob", &["fcm-token:B1"]);
-    let id = f.notify("bob", "n2", json!({}));
+    let id = f.h.notify_accepted("bob", "n2", json!({}));
     f.h.wait_finished(&id, Duration::from_secs(20));
     let stats = f.sim.stats();
     assert_eq!(
@@ -146,7 +131,7 @@ fn gone_tokens_are_deactivated_with_fcms_reason() {
     };
     let f = start(Duration::from_secs(3600), faults);
     f.android("cat", &["gone-1", "other-sender", "fine-1"]);
-    let id = f.notify("cat", "n1", json!({}));
+    let id = f.h.notify_accepted("cat", "n1", json!({}));
     let s = f.h.wait_finished(&id, Duration::from_secs(20));
     let state = |device: &str| {
         s["deliveries"]
@@ -192,7 +177,7 @@ fn gone_tokens_are_deactivated_with_fcms_reason() {
         "{stats}"
     );
     // The next notification skips the deactivated devices.
-    let id = f.notify("cat", "n2", json!({}));
+    let id = f.h.notify_accepted("cat", "n2", json!({}));
     let s = f.h.wait_finished(&id, Duration::from_secs(20));
     assert_eq!(s["deliveries"].as_array().unwrap().len(), 1, "{s}");
 }
@@ -209,7 +194,7 @@ fn an_outage_with_retry_after_is_waited_out_and_nothing_is_lost() {
     let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
     f.android("dan", &refs);
     let ids: Vec<String> = (0..5)
-        .map(|i| f.notify("dan", &format!("n{i}"), json!({})))
+        .map(|i| f.h.notify_accepted("dan", &format!("n{i}"), json!({})))
         .collect();
     common::wait_for(Duration::from_secs(10), || {
         (f.sim.stats().by_status.get(&503).copied().unwrap_or(0) >= 10).then_some(())
@@ -259,7 +244,7 @@ fn short_lived_tokens_are_refreshed_under_load_without_a_failed_send() {
     let mut ids = Vec::new();
     let mut n = 0;
     while started.elapsed() < Duration::from_secs(20) {
-        ids.push(f.notify("eve", &format!("n{n}"), json!({})));
+        ids.push(f.h.notify_accepted("eve", &format!("n{n}"), json!({})));
         n += 1;
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -40,26 +40,12 @@ impl Web {
         (0..n)
             .map(|_| {
                 let s = self.sim.subscribe().unwrap();
-                let r = self.h.client().call(
-                    "POST",
-                    &format!("/v1/users/{user}/devices"),
-                    Some(json!({"platform": "web", "subscription": s.json})),
-                );
-                assert_eq!(r.status, 201, "{}", r.body);
-                (s.id, r.body["device_id"].as_str().unwrap().to_string())
+                let id = self
+                    .h
+                    .add_device(user, json!({"platform": "web", "subscription": s.json}));
+                (s.id, id)
             })
             .collect()
-    }
-
-    fn notify(&self, user: &str, key: &str, extra: Value) -> String {
-        let mut body =
-            json!({"user_id": user, "idempotency_key": key, "title": "Hi", "body": "there"});
-        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
-            b.extend(e);
-        }
-        let r = self.h.notify(body);
-        assert_eq!(r.status, 202, "{}", r.body);
-        r.body["id"].as_str().unwrap().to_string()
     }
 }
 
@@ -67,7 +53,7 @@ impl Web {
 fn a_message_is_encrypted_for_the_browser_and_signed_for_the_push_service() {
     let w = start(WebPushFaults::default());
     let subs = w.browsers("ann", 1);
-    let id = w.notify(
+    let id = w.h.notify_accepted(
         "ann",
         "n1",
         json!({"data": {"url": "/orders/42"}, "priority": "normal", "ttl_seconds": 600, "collapse_id": "order-42"}),
@@ -136,7 +122,7 @@ fn the_vapid_key_is_kept_across_restarts() {
     w.h.server.spawn();
     assert_eq!(key(&w), before, "every subscription is bound to it");
     w.browsers("bo", 1);
-    let id = w.notify("bo", "n1", json!({}));
+    let id = w.h.notify_accepted("bo", "n1", json!({}));
     w.h.wait_finished(&id, Duration::from_secs(20));
     assert_eq!(w.sim.stats().vapid_refused, 0);
 }
@@ -149,7 +135,7 @@ fn gone_subscriptions_are_deactivated_with_the_push_services_reason() {
     faults.gone.insert(subs[0].0.clone());
     faults.not_found.insert(subs[1].0.clone());
     w.sim.set_faults(faults);
-    let id = w.notify("cy", "n1", json!({}));
+    let id = w.h.notify_accepted("cy", "n1", json!({}));
     let s = w.h.wait_finished(&id, Duration::from_secs(20));
     let state = |device: &str| {
         s["deliveries"]
@@ -189,7 +175,7 @@ fn an_outage_with_retry_after_is_waited_out_and_nothing_is_lost() {
     let w = start(faults);
     let subs = w.browsers("dan", 10);
     let ids: Vec<String> = (0..4)
-        .map(|i| w.notify("dan", &format!("n{i}"), json!({})))
+        .map(|i| w.h.notify_accepted("dan", &format!("n{i}"), json!({})))
         .collect();
     common::wait_for(Duration::from_secs(10), || {
         (w.sim.stats().by_status.get(&503).copied().unwrap_or(0) >= 10).then_some(())

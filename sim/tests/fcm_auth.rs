@@ -5,13 +5,11 @@
 //! FCM does.
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use clarion_sim::apns::client_tls_config;
 use clarion_sim::fcm::{
     self, FcmSimConfig, FcmSimHandle, SIMULATOR_CLIENT_EMAIL, SIMULATOR_SERVICE_ACCOUNT_KEY_PEM,
 };
@@ -55,18 +53,7 @@ fn claims(sim: &FcmSimHandle, iat: u64, exp: u64) -> Value {
 }
 
 async fn connect(sim: &FcmSimHandle) -> SendRequest<Bytes> {
-    let cfg = client_tls_config(sim.ca_pem()).unwrap();
-    let tcp = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    common::connect_h2(sim.addr(), sim.ca_pem()).await
 }
 
 async fn post(
@@ -76,27 +63,14 @@ async fn post(
     auth: Option<&str>,
     body: String,
 ) -> (u16, Value) {
-    let mut req = http::Request::post(format!("https://{}{path}", sim.addr()));
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    let req = req.body(()).unwrap();
-    let mut client = client.clone().ready().await.unwrap();
-    let (resp, mut stream) = client.send_request(req, false).unwrap();
-    stream.send_data(Bytes::from(body), true).unwrap();
-    let resp = resp.await.unwrap();
-    let status = resp.status().as_u16();
-    let mut recv = resp.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk.unwrap();
-        let _ = recv.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    common::post_json(
+        client,
+        &format!("https://{}{path}", sim.addr()),
+        &headers,
+        body.into_bytes(),
     )
+    .await
 }
 
 fn grant(assertion: &str) -> String {

@@ -5,12 +5,9 @@
 //! `PushSubscription.toJSON()`-shaped subscriptions.
 mod common;
 
-use std::sync::Arc;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use clarion_sim::apns::client_tls_config;
 use clarion_sim::webpush::{self, WebPushFaults, WebPushSimHandle};
 use h2::client::SendRequest;
 use ring::rand::SystemRandom;
@@ -39,18 +36,7 @@ fn key() -> EcdsaKeyPair {
 }
 
 async fn connect(sim: &WebPushSimHandle) -> SendRequest<Bytes> {
-    let cfg = client_tls_config(sim.ca_pem()).unwrap();
-    let tcp = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (client, conn) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
+    common::connect_h2(sim.addr(), sim.ca_pem()).await
 }
 
 async fn post(
@@ -59,26 +45,7 @@ async fn post(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> (u16, Value) {
-    let mut req = http::Request::post(uri);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut c = c.clone().ready().await.unwrap();
-    let (resp, mut stream) = c.send_request(req.body(()).unwrap(), false).unwrap();
-    stream.send_data(Bytes::from(body), true).unwrap();
-    let resp = resp.await.unwrap();
-    let status = resp.status().as_u16();
-    let mut recv = resp.into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk.unwrap();
-        let _ = recv.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    common::post_json(c, uri, headers, body).await
 }
 
 /// What is tried, with which headers, and the status a push service answers.

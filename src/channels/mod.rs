@@ -7,7 +7,7 @@ pub mod apns;
 pub mod fcm;
 pub mod off;
 pub mod rules;
-pub(crate) mod sending;
+pub mod sending;
 pub mod webpush;
 
 use std::future::Future;

@@ -26,7 +26,7 @@ pub(crate) struct SenderCore {
     deadlines: Rc<Deadlines>,
     closing: Cell<bool>,
     in_flight: InFlight,
-    tally: RefCell<Tally>,
+    counts: RefCell<SendCounts>,
 }
 
 impl SenderCore {
@@ -38,13 +38,13 @@ impl SenderCore {
             deadlines: Rc::default(),
             closing: Cell::new(false),
             in_flight: InFlight::default(),
-            tally: RefCell::default(),
+            counts: RefCell::default(),
         }
     }
 
     /// Counts a send; refuses it once the sender is closing.
     pub(crate) fn begin(&self) -> Result<(), Verdict> {
-        self.tally.borrow_mut().requests += 1;
+        self.counts.borrow_mut().requests += 1;
         if self.closing.get() {
             return Err(unavailable("sender closed"));
         }
@@ -59,24 +59,24 @@ impl SenderCore {
             .within(self.tuning.request_timeout, attempt)
             .await;
         outcome.unwrap_or_else(|| {
-            self.tally.borrow_mut().timeouts += 1;
+            self.counts.borrow_mut().timeouts += 1;
             unavailable("request timed out")
         })
     }
 
     /// Counts a send's verdict (and an answer's status, through [`SenderCore::answered`]).
     pub(crate) fn end(&self, outcome: &Verdict) {
-        self.tally
+        self.counts
             .borrow_mut()
             .count(outcome, self.provider, self.shard);
     }
 
     pub(crate) fn answered(&self, status: u16) {
-        self.tally.borrow_mut().answered(status);
+        self.counts.borrow_mut().answered(status);
     }
 
-    pub(crate) fn tally(&self) -> Tally {
-        self.tally.borrow().clone()
+    pub(crate) fn counts(&self) -> SendCounts {
+        self.counts.borrow().clone()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -183,22 +183,24 @@ pub(crate) fn trip(
     }
 }
 
-/// A sender's counts since start.
+/// A sender's counts since start, the same for every channel (each channel's stats add what
+/// is its own: connections, tokens, pacing).
+#[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Tally {
+pub struct SendCounts {
     /// `send()` calls.
-    pub(crate) requests: u64,
-    pub(crate) sent: u64,
-    pub(crate) retries: u64,
-    pub(crate) permanent_failures: u64,
-    pub(crate) config_faults: u64,
-    /// Sends that ran out of time (counted in `retries` too).
-    pub(crate) timeouts: u64,
-    /// Answers received, by HTTP status.
-    pub(crate) by_status: BTreeMap<u16, u64>,
+    pub requests: u64,
+    pub sent: u64,
+    pub retries: u64,
+    pub permanent_failures: u64,
+    pub config_faults: u64,
+    /// Sends that ran out of the request timeout (counted in `retries` too).
+    pub timeouts: u64,
+    /// Answers received, by HTTP status (a request sent again after a refused token counts twice).
+    pub by_status: BTreeMap<u16, u64>,
 }
 
-impl Tally {
+impl SendCounts {
     pub(crate) fn answered(&mut self, status: u16) {
         *self.by_status.entry(status).or_default() += 1;
     }
@@ -234,7 +236,7 @@ mod tests {
 
     #[test]
     fn the_tally_counts_each_verdict_once() {
-        let mut t = Tally::default();
+        let mut t = SendCounts::default();
         for v in [
             Verdict::Sent,
             unavailable("x"),

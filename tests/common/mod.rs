@@ -107,6 +107,29 @@ impl Harness {
         self.client().call("POST", "/v1/notifications", Some(body))
     }
 
+    /// Sends `{"user_id","idempotency_key","title":"Hi","body":"there"}` with `extra`'s fields
+    /// besides; asserts `202` and returns the id.
+    pub fn notify_accepted(&self, user: &str, key: &str, extra: Value) -> String {
+        let mut body =
+            json!({"user_id": user, "idempotency_key": key, "title": "Hi", "body": "there"});
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let r = self.notify(body);
+        assert_eq!(r.status, 202, "{}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Registers `device` (a registration body) for `user`; asserts `201` and returns its
+    /// `device_id`.
+    pub fn add_device(&self, user: &str, device: Value) -> String {
+        let r = self
+            .client()
+            .call("POST", &format!("/v1/users/{user}/devices"), Some(device));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.body["device_id"].as_str().unwrap().to_string()
+    }
+
     pub fn status(&self, id: &str) -> Value {
         let r = self
             .client()

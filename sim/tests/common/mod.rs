@@ -151,3 +151,50 @@ pub async fn send(
         body: Bytes::from(buf),
     })
 }
+
+/// An HTTP/2 client over TLS to `addr`, trusting `ca_pem` (the FCM and Web Push simulators).
+pub async fn connect_h2(addr: std::net::SocketAddr, ca_pem: &str) -> SendRequest<Bytes> {
+    let cfg = client_tls_config(ca_pem).expect("tls config");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("tls handshake");
+    let (client, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// `POST uri` with `headers` and `body`; the status and the body read as JSON (`Null` if not).
+pub async fn post_json(
+    c: &SendRequest<Bytes>,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, serde_json::Value) {
+    let mut req = http::Request::post(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut c = c.clone().ready().await.expect("ready");
+    let (resp, mut stream) = c
+        .send_request(req.body(()).expect("request"), false)
+        .expect("send");
+    stream.send_data(Bytes::from(body), true).expect("body");
+    let resp = resp.await.expect("response");
+    let status = resp.status().as_u16();
+    let mut recv = resp.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.expect("chunk");
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -8,11 +8,10 @@ use super::notification::ApnsNotification;
 use super::payload::{self, PayloadError, PayloadFields};
 use super::request::{PreparedRequest, RequestEncoder};
 use super::response::{FollowUp, classify};
-use crate::channels::sending::{SenderCore, Trip, trip, unavailable};
+use crate::channels::sending::{SendCounts, SenderCore, Trip, trip, unavailable};
 use crate::h2client::{Endpoint, Pool, Transport, Tuning};
 use bytes::Bytes;
 use clarion_shards::Verdict;
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 
@@ -20,16 +19,8 @@ use std::rc::Rc;
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApnsStats {
-    /// `send()` calls.
-    pub requests: u64,
-    pub sent: u64,
-    pub retries: u64,
-    pub permanent_failures: u64,
-    pub config_faults: u64,
-    /// Sends that ran out of [`REQUEST_TIMEOUT`](crate::h2client::REQUEST_TIMEOUT) (counted in `retries` too).
-    pub timeouts: u64,
-    /// Answers received, by HTTP status (a 403 retried with a fresh token counts twice).
-    pub by_status: BTreeMap<u16, u64>,
+    /// Sends and their verdicts (a 403 retried with a fresh token counts twice by status).
+    pub sends: SendCounts,
     /// Gauge: connections open now.
     pub connections_open: usize,
     /// Connection attempts after each slot's first.
@@ -139,15 +130,8 @@ impl ApnsSender {
     pub fn stats(&self) -> ApnsStats {
         let inner = &*self.inner;
         let pool = inner.pool.stats();
-        let t = inner.core.tally();
         ApnsStats {
-            requests: t.requests,
-            sent: t.sent,
-            retries: t.retries,
-            permanent_failures: t.permanent_failures,
-            config_faults: t.config_faults,
-            timeouts: t.timeouts,
-            by_status: t.by_status,
+            sends: inner.core.counts(),
             connections_open: pool.open,
             reconnects: pool.reconnects,
             connect_failures: pool.connect_failures,

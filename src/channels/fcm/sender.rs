@@ -4,7 +4,6 @@
 //! project's quota, bounded in time, counted, and closed gracefully.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use super::config::{self, FcmConfig, FcmError};
 use super::message;
 use super::oauth::{SharedTokens, TokenFailure, Tokens};
 use super::response::{FollowUp, classify};
-use crate::channels::sending::{SenderCore, Trip, trip, unavailable};
+use crate::channels::sending::{SendCounts, SenderCore, Trip, trip, unavailable};
 use crate::h2client::{Endpoint, Pool, Transport, Tuning};
 
 /// Connections per shard to the token endpoint: a refresh an hour needs no more.
@@ -28,14 +27,8 @@ const TOKEN_CONNECTIONS: usize = 1;
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FcmStats {
-    pub requests: u64,
-    pub sent: u64,
-    pub retries: u64,
-    pub permanent_failures: u64,
-    pub config_faults: u64,
-    pub timeouts: u64,
-    /// Answers by HTTP status.
-    pub by_status: BTreeMap<u16, u64>,
+    /// Sends and their verdicts.
+    pub sends: SendCounts,
     /// Sends that waited for the quota's pace.
     pub paced: u64,
     pub in_flight: usize,
@@ -162,15 +155,8 @@ impl FcmSender {
 
     pub fn stats(&self) -> FcmStats {
         let inner = &*self.inner;
-        let t = inner.core.tally();
         FcmStats {
-            requests: t.requests,
-            sent: t.sent,
-            retries: t.retries,
-            permanent_failures: t.permanent_failures,
-            config_faults: t.config_faults,
-            timeouts: t.timeouts,
-            by_status: t.by_status,
+            sends: inner.core.counts(),
             paced: inner.paced.get(),
             in_flight: inner.core.in_flight(),
             connections_open: inner.pool.stats().open,

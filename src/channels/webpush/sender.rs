@@ -19,7 +19,7 @@ use super::payload;
 use super::response::classify;
 use super::subscription::Subscription;
 use super::vapid::{VapidKey, VapidSigner};
-use crate::channels::sending::{SenderCore, Trip, trip, unavailable};
+use crate::channels::sending::{SendCounts, SenderCore, Trip, trip, unavailable};
 use crate::h2client::{Endpoint, Pool, Transport, Tuning};
 
 /// Push-service origins a shard keeps connections to; past it the oldest origin's pool is
@@ -42,13 +42,8 @@ pub struct WebPushConfig {
 #[non_exhaustive]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WebPushStats {
-    pub requests: u64,
-    pub sent: u64,
-    pub retries: u64,
-    pub permanent_failures: u64,
-    pub config_faults: u64,
-    pub timeouts: u64,
-    pub by_status: std::collections::BTreeMap<u16, u64>,
+    /// Sends and their verdicts.
+    pub sends: SendCounts,
     pub origins: usize,
     pub in_flight: usize,
 }
@@ -118,15 +113,8 @@ impl WebPushSender {
 
     pub fn stats(&self) -> WebPushStats {
         let inner = &*self.inner;
-        let t = inner.core.tally();
         WebPushStats {
-            requests: t.requests,
-            sent: t.sent,
-            retries: t.retries,
-            permanent_failures: t.permanent_failures,
-            config_faults: t.config_faults,
-            timeouts: t.timeouts,
-            by_status: t.by_status,
+            sends: inner.core.counts(),
             origins: inner.pools.borrow().len(),
             in_flight: inner.core.in_flight(),
         }

@@ -79,7 +79,10 @@ fn load_spreads_over_every_configured_connection() {
     );
     let connections: BTreeSet<usize> = server.seen().iter().map(|s| s.connection).collect();
     assert_eq!(connections.len(), 2, "both connections carried requests");
-    assert_eq!((stats.connections_open, stats.sent), (2, BURST as u64 + 1));
+    assert_eq!(
+        (stats.connections_open, stats.sends.sent),
+        (2, BURST as u64 + 1)
+    );
 }
 
 #[test]

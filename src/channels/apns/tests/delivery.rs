@@ -71,8 +71,11 @@ fn a_send_arrives_with_every_header_and_a_jwt_that_verifies() {
         "token reused"
     );
 
-    assert_eq!((stats.requests, stats.sent, stats.in_flight), (2, 2, 0));
-    assert_eq!(stats.by_status, BTreeMap::from([(200, 2)]));
+    assert_eq!(
+        (stats.sends.requests, stats.sends.sent, stats.in_flight),
+        (2, 2, 0)
+    );
+    assert_eq!(stats.sends.by_status, BTreeMap::from([(200, 2)]));
     assert_eq!(
         (
             stats.connections_open,
@@ -119,9 +122,9 @@ fn apples_refusals_become_permanent_outcomes_and_dead_tokens_are_deactivated() {
             permanent("413 PayloadTooLarge", false),
         ]
     );
-    assert_eq!(stats.permanent_failures, 4);
+    assert_eq!(stats.sends.permanent_failures, 4);
     assert_eq!(
-        stats.by_status,
+        stats.sends.by_status,
         BTreeMap::from([(400, 2), (410, 1), (413, 1)])
     );
 }
@@ -147,8 +150,11 @@ fn an_expired_provider_token_is_re_signed_and_retried_within_one_send() {
     );
     key.verify(&seen[1].headers["authorization"]);
     assert_eq!(seen[0].headers["apns-id"], seen[1].headers["apns-id"]);
-    assert_eq!((stats.requests, stats.sent, stats.jwt_refreshes), (1, 1, 1));
-    assert_eq!(stats.by_status, BTreeMap::from([(200, 1), (403, 1)]));
+    assert_eq!(
+        (stats.sends.requests, stats.sends.sent, stats.jwt_refreshes),
+        (1, 1, 1)
+    );
+    assert_eq!(stats.sends.by_status, BTreeMap::from([(200, 1), (403, 1)]));
 }
 
 #[test]
@@ -190,7 +196,7 @@ fn provider_token_faults_that_survive_one_retry_are_config_faults() {
         seen[0].headers["authorization"], seen[1].headers["authorization"],
         "a young token is not re-signed"
     );
-    assert_eq!((stats.config_faults, stats.jwt_refreshes), (2, 0));
+    assert_eq!((stats.sends.config_faults, stats.jwt_refreshes), (2, 0));
 }
 
 #[test]

@@ -105,7 +105,7 @@ fn goaway_mid_stream_is_a_retry_and_the_next_send_reconnects() {
         ),
         (1, 1, 1)
     );
-    assert_eq!(stats.retries, 1);
+    assert_eq!(stats.sends.retries, 1);
 }
 
 #[test]
@@ -127,7 +127,10 @@ fn a_refused_stream_is_sent_again_at_once() {
         seen[0].connection, seen[1].connection,
         "a refusal keeps the connection"
     );
-    assert_eq!((stats.requests, stats.sent, stats.retries), (1, 1, 0));
+    assert_eq!(
+        (stats.sends.requests, stats.sends.sent, stats.sends.retries),
+        (1, 1, 0)
+    );
 }
 
 #[test]
@@ -190,7 +193,11 @@ fn a_stalled_request_times_out_as_a_retry_without_losing_the_connection() {
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     assert!(matches!(outcomes[1], Verdict::Sent));
     assert_eq!(
-        (stats.timeouts, stats.connections_lost, stats.in_flight),
+        (
+            stats.sends.timeouts,
+            stats.connections_lost,
+            stats.in_flight
+        ),
         (1, 0, 0)
     );
 }
