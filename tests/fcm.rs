@@ -262,8 +262,9 @@ fn short_lived_tokens_are_refreshed_under_load_without_a_failed_send() {
         stats.unauthenticated, 0,
         "no send went out with an expired token: {stats:?}"
     );
+    // Tokens at about 0, 4.5, 9, 13.5 and 18 s: one exchange per refresh for the process.
     assert!(
-        (4..=8).contains(&stats.tokens_issued),
+        (4..=6).contains(&stats.tokens_issued),
         "refreshed before each expiry, once for the process: {stats:?}"
     );
     assert_eq!(f.sim.received("steady-1"), ids.len() as u64);

@@ -265,13 +265,15 @@ impl Tokens {
                 continue;
             }
             if let Some(t) = local.filter(|t| t.expires_at > now + MIN_VALIDITY) {
-                if !self.refreshing.get() {
+                // Marked before the task is spawned, so the sends until it runs start no
+                // refresh of their own (each would fetch another token once this one ends).
+                if !self.refreshing.replace(true) {
                     let me = self.clone();
                     glommio::spawn_local(async move { me.refresh().await }).detach();
                 }
                 return Ok(t);
             }
-            if self.refreshing.get() {
+            if self.refreshing.replace(true) {
                 self.refreshed.wait_until(|| !self.refreshing.get()).await;
             } else {
                 self.refresh().await;
@@ -327,14 +329,17 @@ impl Tokens {
         });
     }
 
-    /// Fetches a token (holding the process's lease) or waits for the shard that holds it.
+    /// Fetches a token (holding the process's lease) or waits for the shard that holds it. The
+    /// caller has set `refreshing`: one refresh per shard at a time.
     async fn refresh(&self) {
-        if self.refreshing.replace(true) {
-            return;
-        }
         let deadline = Instant::now() + EXCHANGE_TIMEOUT + REFRESH_LEASE;
         loop {
             let now = Instant::now();
+            // Another shard's token first: once it has published one, its lease is free again,
+            // and taking the lease then would fetch a second token for nothing.
+            if self.take_fresher_shared() {
+                break;
+            }
             if self.shared.try_lease(now) {
                 let got = within(EXCHANGE_TIMEOUT, self.exchange())
                     .await
@@ -355,10 +360,7 @@ impl Tokens {
                 }
                 break;
             }
-            // Another shard is fetching one: take it once it is there.
-            if self.take_fresher_shared() {
-                break;
-            }
+            // Another shard is fetching one: its token is taken above once it is there.
             if now > deadline {
                 *self.last_failure.borrow_mut() = Some(TokenFailure::Unavailable(
                     "no access token: another shard's refresh did not finish".into(),
