@@ -215,17 +215,7 @@ fn an_outage_with_retry_after_is_waited_out_and_nothing_is_lost() {
     let mut faults = f.sim.faults();
     faults.outage = false;
     f.sim.set_faults(faults);
-    for id in &ids {
-        let s = f.h.wait_finished(id, Duration::from_secs(60));
-        assert!(
-            s["deliveries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|d| d["state"] == "sent"),
-            "{s}"
-        );
-    }
+    f.h.wait_all_sent(&ids, Duration::from_secs(60));
     for t in &tokens {
         assert_eq!(
             f.sim.received(t),

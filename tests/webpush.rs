@@ -184,17 +184,7 @@ fn an_outage_with_retry_after_is_waited_out_and_nothing_is_lost() {
     let mut faults = w.sim.faults();
     faults.outage = false;
     w.sim.set_faults(faults);
-    for id in &ids {
-        let s = w.h.wait_finished(id, Duration::from_secs(60));
-        assert!(
-            s["deliveries"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|d| d["state"] == "sent"),
-            "{s}"
-        );
-    }
+    w.h.wait_all_sent(&ids, Duration::from_secs(60));
     for (sim_id, _) in &subs {
         assert_eq!(
             w.sim.received(sim_id),

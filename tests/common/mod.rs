@@ -120,6 +120,15 @@ impl Harness {
         r.body["id"].as_str().unwrap().to_string()
     }
 
+    /// Waits until each of `ids` is finished and asserts every delivery of it was sent.
+    pub fn wait_all_sent(&self, ids: &[String], timeout: Duration) {
+        for id in ids {
+            let s = self.wait_finished(id, timeout);
+            let deliveries = s["deliveries"].as_array().cloned().unwrap_or_default();
+            assert!(deliveries.iter().all(|d| d["state"] == "sent"), "{s}");
+        }
+    }
+
     /// Registers `device` (a registration body) for `user`; asserts `201` and returns its
     /// `device_id`.
     pub fn add_device(&self, user: &str, device: Value) -> String {
