@@ -272,6 +272,7 @@ pub struct RawDelivery {
     pub backoff_base_ms: Option<u64>,
     pub backoff_max_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    pub config_fault_dead_after_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -379,6 +380,8 @@ pub struct Config {
     pub backoff_base_ms: u64,
     pub backoff_max_ms: u64,
     pub shutdown_grace_ms: u64,
+    /// How long a delivery may sit behind a configuration fault before it goes dead.
+    pub config_fault_dead_after_ms: u64,
     pub mesh_channel_capacity: usize,
     pub lane_window: usize,
     pub apns: ApnsTarget,
@@ -604,6 +607,12 @@ impl RawConfig {
             ));
         }
 
+        let config_fault_dead_after_ms = secs_to_ms(
+            "delivery.config_fault_dead_after_seconds",
+            self.delivery.config_fault_dead_after_seconds,
+            3600,
+        )?;
+
         let apns = apns_target(self.apns, &self.simulator, overrides.simulate)?;
         let fcm = fcm::fcm_target(self.fcm, overrides.simulate)?;
 
@@ -644,6 +653,7 @@ impl RawConfig {
             backoff_base_ms,
             backoff_max_ms,
             shutdown_grace_ms: self.delivery.shutdown_grace_ms.unwrap_or(5_000),
+            config_fault_dead_after_ms,
             mesh_channel_capacity,
             lane_window,
             apns,

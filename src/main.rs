@@ -1,5 +1,7 @@
 //! The `clarion` binary: parse the command line, load and validate the configuration, run.
 
+mod dead_letters_cmd;
+
 use anyhow::Context;
 use clap::Parser;
 use clarion::cli::{Cli, Command, ServeArgs};
@@ -58,5 +60,6 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::DeadLetters(cmd) => dead_letters_cmd::run(cmd),
     }
 }

@@ -522,6 +522,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
             max_attempts: cfg.max_attempts,
         },
         shutdown_grace_ms: cfg.shutdown_grace_ms,
+        config_fault_dead_after_ms: cfg.config_fault_dead_after_ms,
         lane_window: cfg.lane_window,
         health: health.slot(shard),
     };

@@ -9,9 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use clarion_sim::apns::Faults;
-use clarion_sim::fcm::{
-    self, FcmFaults, FcmSimConfig, FcmSimHandle, SIMULATOR_SERVICE_ACCOUNT_KEY_PEM,
-};
+use clarion_sim::fcm::{self, FcmFaults, FcmSimConfig, FcmSimHandle};
 use serde_json::json;
 
 struct Fcm {
@@ -28,20 +26,7 @@ fn start(token_lifetime: Duration, faults: FcmFaults) -> Fcm {
     cfg.faults = faults;
     let sim = fcm::start(cfg).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let sa = dir.path().join("service-account.json");
-    std::fs::write(
-        &sa,
-        sim.service_account_json(SIMULATOR_SERVICE_ACCOUNT_KEY_PEM),
-    )
-    .unwrap();
-    let ca = dir.path().join("fcm-ca.pem");
-    std::fs::write(&ca, sim.ca_pem()).unwrap();
-    let extra = format!(
-        "[fcm]\nproject_id = \"clarion-test\"\nservice_account_file = \"{}\"\nendpoint = \"{}\"\nca_file = \"{}\"\n",
-        sa.display(),
-        sim.endpoint(),
-        ca.display()
-    );
+    let extra = common::fcm_section(&sim, dir.path());
     let h = common::start_in(dir, 2, |c| c.faults = Faults::default(), &extra);
     Fcm { h, sim }
 }

@@ -23,12 +23,7 @@ struct Web {
 fn start(faults: WebPushFaults) -> Web {
     let sim = webpush::start("127.0.0.1:0".parse().unwrap(), faults).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("webpush-ca.pem");
-    std::fs::write(&ca, sim.ca_pem()).unwrap();
-    let extra = format!(
-        "[webpush]\nsubject = \"mailto:ops@example.com\"\nca_file = \"{}\"\n",
-        ca.display()
-    );
+    let extra = common::webpush_section(&sim, dir.path());
     let h = common::start_in(dir, 2, |c| c.faults = Faults::default(), &extra);
     Web { h, sim }
 }

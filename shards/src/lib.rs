@@ -23,6 +23,7 @@
 //! | `log.rs`, `log/` | [`ShardLog`]: the durable log, its storage thread, group commit, recovery |
 //! | `dedup.rs`, `dedup/` | [`DedupHasher`] (the keyed hash of an idempotency key), [`DedupCache`] (a shard's newest keys, in front of the log's `dedup` keyspace) |
 //! | `token_bucket.rs` | [`TokenBucket`], [`UserBuckets`]: per-user frequency caps |
+//! | `dead.rs` | [`DeadLetter`]: a delivery that failed for good, kept (in the log's `dead` keyspace) until replayed or purged |
 //! | `pending.rs` | [`PendingKey`]: a delivery's place in its channel's backlog, in due order |
 //! | `process.rs` | process-wide start-up settings (transparent huge pages off) |
 //! | `fuzz.rs` | fuzz targets for the record decoders and the log's fold (tests, `fuzz` feature) |
@@ -101,6 +102,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod chunk_queue;
+pub mod dead;
 pub mod dedup;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
@@ -115,11 +117,12 @@ pub mod segmap;
 pub mod state;
 pub mod token_bucket;
 
+pub use dead::{DeadFilter, DeadKey, DeadLetter, DeadReason, DeadSelection};
 pub use dedup::{DEDUP_CACHE_KEYS, DEDUP_SECRET_LEN, DedupCache, DedupHasher};
 pub use error::Error;
 pub use ids::{IdGenerator, ms_of, shard_of, uuid_floor_for_ms};
 pub use log::{
-    BACKGROUND_THREADS_PER_LOG, Committed, DedupClaim, Durable, FJALL_WORKER_THREADS,
+    BACKGROUND_THREADS_PER_LOG, Committed, DeadScan, DedupClaim, Durable, FJALL_WORKER_THREADS,
     GROUP_COMMIT_MAX_RECORDS, Keyspace, LAZY_SYNC_INTERVAL, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY,
     LogConfig, LogStats, LostClaim, PendingScan, Recovered, Reply, SCAN_PENDING_MAX,
     SWEEP_CHUNK_RECORDS, ShardLog, TableWriteback, WriteBatch, lower_background_priority, open,

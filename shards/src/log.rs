@@ -12,6 +12,7 @@
 //! → [`NotificationRecord`](crate::NotificationRecord) as accepted, and 18-byte `id ++ index`
 //! keys → that delivery's latest progress, a delivery update), `pending` (the backlog), `dedup`
 //! (idempotency keys: keyed hash → id and accept time, written by claims, `log/claims.rs`),
+//! `dead` (dead letters, `dead.rs`),
 //! `meta` (`format` → [`LOG_FORMAT_VERSION`], `dedup_secret` → the dedup hash's key),
 //! `quarantine` (entries that did not decode, moved aside with their raw bytes:
 //! `log/quarantine.rs`). Reads fold the updates in (`log/fold.rs`).
@@ -32,6 +33,9 @@ mod batch;
 #[cfg(test)]
 mod claim_tests;
 pub(crate) mod claims;
+mod dead_scan;
+#[cfg(test)]
+mod dead_tests;
 #[cfg(test)]
 mod fault_tests;
 pub(crate) mod fold;
@@ -63,6 +67,7 @@ use futures_channel::oneshot;
 pub use background::lower_background_priority;
 pub use batch::WriteBatch;
 pub use claims::{Committed, DedupClaim, LostClaim};
+pub use dead_scan::{DeadScan, MAX_DEAD_EXAMINED, SCAN_DEAD_MAX};
 pub use latency::{LATENCY_BUCKETS_MICROS, LogLatency, LogLatencyView};
 pub use recovery::{Recovered, open};
 pub use writeback::{TableWriteback, start_table_writeback};
@@ -107,7 +112,10 @@ pub const BACKGROUND_THREADS_PER_LOG: usize = FJALL_WORKER_THREADS + 1;
 /// - 4: as 3, plus the `dedup` keyspace (idempotency keys on disk, `log/claims.rs`) and
 ///   `meta/dedup_secret`. An older log gets a secret and the entries of the notifications
 ///   accepted within the dedup window when opened.
-pub const LOG_FORMAT_VERSION: u8 = 4;
+/// - 5: as 4, plus the `dead` keyspace (dead letters, `dead.rs`), which the retention sweep
+///   respects. An older log gets a letter for every dead delivery it still holds when opened;
+///   a build of format 4 refuses a format 5 log rather than sweep its dead letters away.
+pub const LOG_FORMAT_VERSION: u8 = 5;
 
 /// Most deliveries one backlog scan returns: bounds the reply's memory and how long one scan
 /// holds the storage thread (each delivery's notification is read and folded).
@@ -151,6 +159,8 @@ pub enum Keyspace {
     Pending,
     /// Idempotency keys (`log/claims.rs`).
     Dedup,
+    /// Dead letters (`dead.rs`).
+    Dead,
 }
 
 impl Keyspace {
@@ -163,6 +173,7 @@ impl Keyspace {
             Keyspace::Meta => "meta",
             Keyspace::Pending => "pending",
             Keyspace::Dedup => "dedup",
+            Keyspace::Dead => "dead",
         }
     }
 }
@@ -233,6 +244,13 @@ pub(crate) enum Request {
     Sweep {
         before: [u8; 16],
         done: oneshot::Sender<Result<u64, Error>>,
+    },
+    ScanDead {
+        selection: crate::dead::DeadSelection,
+        below: Option<crate::dead::DeadKey>,
+        limit: usize,
+        with_records: bool,
+        done: oneshot::Sender<Result<DeadScan, Error>>,
     },
     ScanPending {
         channel: crate::record::Channel,
@@ -484,9 +502,31 @@ impl ShardLog {
         Ok(reply)
     }
 
+    /// Reads up to `limit` (at most [`SCAN_DEAD_MAX`]) of the dead letters `selection` picks,
+    /// newest first, below the key `below` (from the newest when `None`); with their
+    /// notifications when `with_records`. In order with the writes submitted before it.
+    pub fn scan_dead(
+        &self,
+        selection: crate::dead::DeadSelection,
+        below: Option<crate::dead::DeadKey>,
+        limit: usize,
+        with_records: bool,
+    ) -> Result<Reply<DeadScan>, Error> {
+        let (done, reply) = Reply::channel();
+        self.send(Request::ScanDead {
+            selection,
+            below,
+            limit,
+            with_records,
+            done,
+        })?;
+        Ok(reply)
+    }
+
     /// Retention: deletes every *finished* notification whose key is below `before` (use
     /// [`uuid_floor_for_ms`](crate::uuid_floor_for_ms)) and resolves to how many were deleted.
-    /// Unfinished notifications are never deleted, however old.
+    /// Unfinished notifications are never deleted, however old, nor are those with a delivery
+    /// whose dead letter is still kept (`dead.rs`).
     pub fn sweep(&self, before: [u8; 16]) -> Result<Reply<u64>, Error> {
         let (done, reply) = Reply::channel();
         self.send(Request::Sweep { before, done })?;

@@ -8,11 +8,13 @@
 //!            ├─ Retry*, attempts == max ────────▶ Dead        ("retries exhausted: ...")
 //!            ├─ Permanent ──────────────────────▶ Failed
 //!            ├─ Expired ────────────────────────▶ Expired
-//!            └─ Suppressed ─────────────────────▶ Suppressed
+//!            ├─ Suppressed ─────────────────────▶ Suppressed
+//!            └─ GiveUp ─────────────────────────▶ Dead        (no attempt spent)
 //!   any terminal state ── any verdict ──────────▶ Error::InvalidTransition
 //!
-//!   Retry* = Retry, Unavailable or ConfigFault (the last two reach the record only while the
-//!   channel's breaker says the provider as a whole answers; the engine decides)
+//!   Retry* = Retry, Unavailable or ConfigFault (the engine applies Unavailable only while the
+//!   channel's breaker says the provider as a whole answers, and ConfigFault never: it holds
+//!   the delivery behind the open breaker, and past `config_fault_dead_after` gives it up)
 //! ```
 
 use uuid::Uuid;
@@ -60,6 +62,9 @@ pub enum Verdict {
     Expired,
     /// Not sent on purpose (opted out, frequency cap, quiet hours, ...).
     Suppressed { reason: String },
+    /// The engine stops trying without an attempt: the delivery sat behind a configuration
+    /// fault longer than `[delivery] config_fault_dead_after_seconds`. Dead.
+    GiveUp { reason: String },
 }
 
 impl Verdict {
@@ -84,6 +89,7 @@ impl Verdict {
             Verdict::ConfigFault { .. } => "config_fault",
             Verdict::Expired => "expired",
             Verdict::Suppressed { .. } => "suppressed",
+            Verdict::GiveUp { .. } => "give_up",
         }
     }
 
@@ -252,6 +258,7 @@ impl DeliveryRecord {
             ),
             Verdict::Expired => (DeliveryState::Expired, None),
             Verdict::Suppressed { reason } => (DeliveryState::Suppressed, Some(reason)),
+            Verdict::GiveUp { reason } => (DeliveryState::Dead, Some(reason)),
         };
         self.state = state;
         self.next_attempt_at_ms = next_attempt_at_ms;
@@ -361,6 +368,22 @@ mod tests {
         assert_eq!(s, DeliveryState::Suppressed);
         assert_eq!(d.attempts, 0);
         assert_eq!(d.history[1].reason.as_deref(), Some("opted out"));
+    }
+
+    #[test]
+    fn giving_up_is_dead_without_an_attempt() {
+        let mut d = queued();
+        let reason = "configuration fault for over 3600 s: fcm is off".to_string();
+        let s = run(
+            &mut d,
+            Verdict::GiveUp {
+                reason: reason.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(s, DeliveryState::Dead);
+        assert_eq!(d.attempts, 0);
+        assert_eq!(d.history[1].reason, Some(reason));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Fuzz targets for request parsing: a single notification, a batch, a user profile and a
-//! device registration, each from arbitrary body bytes.
+//! Fuzz targets for request parsing: a single notification, a batch, a user profile, a
+//! device registration and a dead-letter selection (a replay's or purge's body, and the list's
+//! query string), each from arbitrary bytes.
 //!
 //! Each target panics only if the parser is wrong: any body must give a value or a 400 whose
 //! code is machine-readable and whose message names the field; an accepted notification must
@@ -13,6 +14,7 @@
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::dead_letters::{MAX_DELIVERY_IDS, MAX_LIST_LIMIT, parse_list_query, parse_selection};
 use super::error::ApiError;
 use super::notifications::{
     MAX_BATCH, MAX_COLLAPSE_ID, MAX_TTL_SECONDS, parse_batch, parse_single,
@@ -251,6 +253,26 @@ pub fn device(body: &[u8]) {
                 );
             }
         }
+        Err(e) => check_error(&e),
+    }
+}
+
+/// `POST /v1/dead-letters/replay` and `DELETE /v1/dead-letters` (the body), and
+/// `GET /v1/dead-letters` (the same bytes as a query string): delivery ids within their bound,
+/// or a filter that says something, or an error naming the field.
+pub fn dead_letter_selection(body: &[u8]) {
+    match parse_selection(body) {
+        Ok(clarion_shards::DeadSelection::Ids(ids)) => {
+            assert!((1..=MAX_DELIVERY_IDS).contains(&ids.len()), "{ids:?}");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "sorted, once each");
+        }
+        Ok(clarion_shards::DeadSelection::Filter(_)) => {}
+        Err(e) if e.code == "empty_selection" => assert_eq!(e.status, 400),
+        Err(e) => check_error(&e),
+    }
+    let query = String::from_utf8_lossy(body);
+    match parse_list_query(Some(&query)) {
+        Ok(q) => assert!((1..=MAX_LIST_LIMIT).contains(&q.limit), "{q:?}"),
         Err(e) => check_error(&e),
     }
 }

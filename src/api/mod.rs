@@ -2,6 +2,7 @@
 //! shape and the status view. Routing and transport live in `crate::http`.
 
 pub mod batch;
+pub mod dead_letters;
 pub mod error;
 pub mod fields;
 #[cfg(any(test, feature = "fuzz"))]

@@ -212,7 +212,7 @@ impl SendCounts {
             Verdict::Retry { .. } | Verdict::Unavailable { .. } => self.retries += 1,
             Verdict::Permanent { .. } => self.permanent_failures += 1,
             // Decisions not to send: a sender never answers them.
-            Verdict::Expired | Verdict::Suppressed { .. } => {}
+            Verdict::Expired | Verdict::Suppressed { .. } | Verdict::GiveUp { .. } => {}
             Verdict::ConfigFault { reason } => {
                 self.config_faults += 1;
                 if self.config_faults.is_power_of_two() {

@@ -131,7 +131,7 @@ impl Engine {
             |b| {
                 b.put_user(user);
             },
-            Some(Waiter::Removed { reply }),
+            Some(Waiter::Durable { reply }),
         );
     }
 

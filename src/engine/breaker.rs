@@ -144,6 +144,21 @@ impl Breaker {
         }
     }
 
+    /// Our credentials or setup were refused, or the channel is off: a fault of the channel as
+    /// a whole, never of one delivery, so it opens the breaker at once (a probe's fault doubles
+    /// the wait, like any failed probe) and never counts against the delivery.
+    pub fn on_config_fault(&mut self, now_ms: u64) {
+        self.push(true);
+        match self.state {
+            BreakerState::Open { .. } => {}
+            BreakerState::HalfOpen => {
+                self.interval = (self.interval * 2).min(PROBE_INTERVAL_MAX);
+                self.open(now_ms);
+            }
+            BreakerState::Closed => self.open(now_ms),
+        }
+    }
+
     fn open(&mut self, now_ms: u64) {
         if self.state == BreakerState::Closed {
             self.opened += 1;
@@ -173,6 +188,27 @@ impl Breaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_fault_opens_it_at_once() {
+        let mut b = Breaker::default();
+        b.on_config_fault(0);
+        assert_eq!(b.state(), BreakerState::Open { probe_at_ms: 1000 });
+        b.on_config_fault(10);
+        assert_eq!(
+            b.state(),
+            BreakerState::Open { probe_at_ms: 1000 },
+            "a late answer leaves it"
+        );
+        assert_eq!(b.admit(1000), Admit::Probe);
+        b.on_config_fault(1000);
+        assert_eq!(
+            b.state(),
+            BreakerState::Open { probe_at_ms: 3000 },
+            "the probe failed: twice as long"
+        );
+        assert_eq!(b.opened(), 1);
+    }
 
     #[test]
     fn scattered_failures_among_answers_keep_it_closed_and_count() {

@@ -1,11 +1,15 @@
 //! What the ingress asks of a shard: the commands that cross the mesh to the owning shard, each
 //! carrying its own reply channel. Inputs here are already validated.
 
-use clarion_shards::{NotificationContent, NotificationRecord, Platform, UserRecord};
+use clarion_shards::{
+    DeadFilter, DeadKey, DeadSelection, NotificationContent, NotificationRecord, Platform,
+    UserRecord,
+};
 use futures_channel::oneshot;
 use uuid::Uuid;
 
 use super::answer::BatchReply;
+use super::dead::DeadPage;
 use super::error::ShardError;
 use super::probe::ProbeSnapshot;
 
@@ -94,6 +98,24 @@ pub enum ShardCmd {
     },
     /// The shard's counters, for `GET /v1/stats` (summed across shards by the caller).
     Stats { reply: Reply<ProbeSnapshot> },
+    /// Up to `limit` of the shard's dead letters that `filter` matches, newest first, below
+    /// `below` (a page's cursor).
+    ListDead {
+        filter: DeadFilter,
+        below: Option<DeadKey>,
+        limit: usize,
+        reply: Reply<DeadPage>,
+    },
+    /// Queues the dead deliveries `selection` picks again; answers how many.
+    ReplayDead {
+        selection: DeadSelection,
+        reply: Reply<u64>,
+    },
+    /// Deletes the dead letters `selection` picks; answers how many.
+    PurgeDead {
+        selection: DeadSelection,
+        reply: Reply<u64>,
+    },
 }
 
 impl ShardCmd {
@@ -122,6 +144,10 @@ impl ShardCmd {
             }
             ShardCmd::GetNotification { reply, .. } => reply.send(Err(err)).map_err(drop),
             ShardCmd::Stats { reply } => reply.send(Err(err)).map_err(drop),
+            ShardCmd::ListDead { reply, .. } => reply.send(Err(err)).map_err(drop),
+            ShardCmd::ReplayDead { reply, .. } | ShardCmd::PurgeDead { reply, .. } => {
+                reply.send(Err(err)).map_err(drop)
+            }
         };
     }
 }

@@ -39,8 +39,9 @@ pub enum Waiter {
         reply: Reply<Upsert>,
         result: Upsert,
     },
-    /// A removal (of a device): answer once it is durable.
-    Removed { reply: Reply<()> },
+    /// A change answered once it is durable: a device's removal, a step of a dead-letter
+    /// replay or purge.
+    Durable { reply: Reply<()> },
 }
 
 /// Work to start once everything added before it has been handed to the storage thread: a
@@ -224,7 +225,7 @@ fn complete(engine: &Rc<Engine>, w: Waiter, committed: &Committed) {
         Waiter::Upsert { reply, result } => {
             let _ = reply.send(Ok(result));
         }
-        Waiter::Removed { reply } => {
+        Waiter::Durable { reply } => {
             let _ = reply.send(Ok(()));
         }
     }
@@ -245,7 +246,7 @@ fn fail(engine: &Rc<Engine>, w: Waiter) {
         Waiter::Upsert { reply, .. } => {
             let _ = reply.send(Err(err()));
         }
-        Waiter::Removed { reply } => {
+        Waiter::Durable { reply } => {
             let _ = reply.send(Err(err()));
         }
     }

@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use clarion_shards::{DeliveryState, Verdict};
+use clarion_shards::{DeadKey, DeadReason, DeliveryState, Verdict};
 use tracing::{debug, info, warn};
 
 use super::breaker::{Admit, BreakerState};
@@ -40,6 +40,10 @@ pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
             Admit::Send => false,
             Admit::Probe => true,
             Admit::WaitUntil(at) => {
+                if engine.give_up_held(lane) > 0 {
+                    futures_lite::future::yield_now().await;
+                    continue;
+                }
                 let wait =
                     Duration::from_millis(at.saturating_sub(now_ms()).max(1)).min(BREAKER_RECHECK);
                 let woken = futures_lite::future::or(lane.ready.wait(), engine.stopping.wait());
@@ -131,6 +135,12 @@ impl Engine {
             Verdict::Unavailable { .. } => self.provider_failed(d, verdict),
             Verdict::ConfigFault { ref reason } => {
                 bump(&self.probe.config_faults);
+                if lane.config_fault_since.get().is_none() {
+                    lane.config_fault_since.set(Some(now_ms()));
+                }
+                if *lane.config_fault_reason.borrow() != *reason {
+                    *lane.config_fault_reason.borrow_mut() = reason.clone();
+                }
                 warn!(shard = self.cfg.shard, channel = d.channel.as_str(), %reason, "provider configuration fault: check credentials");
                 self.provider_failed(d, verdict)
             }
@@ -140,6 +150,7 @@ impl Engine {
                 ..
             } => {
                 lane.breaker.borrow_mut().on_answer();
+                lane.config_fault_since.set(None);
                 if let Some(why) = deactivate {
                     self.deactivate_target(d, why, unregistered_at_ms);
                 }
@@ -148,6 +159,7 @@ impl Engine {
             // The provider answered about this delivery.
             other => {
                 lane.breaker.borrow_mut().on_answer();
+                lane.config_fault_since.set(None);
                 Some(other)
             }
         };
@@ -161,11 +173,16 @@ impl Engine {
     }
 
     /// A provider-level failure: `verdict` applies to the delivery (an attempt spent) while
-    /// the provider as a whole answers; otherwise (breaker open, or stopping) it goes back
-    /// unspent (`None`).
+    /// the provider as a whole answers; otherwise (breaker open, a configuration fault, or
+    /// stopping) it goes back unspent (`None`).
     fn provider_failed(&self, d: DeliveryRef, verdict: Verdict) -> Option<Verdict> {
         let lane = &self.lanes[d.channel.index()];
-        let charged = lane.breaker.borrow_mut().on_failure(now_ms()) && !self.stopping.is_set();
+        let charged = if matches!(verdict, Verdict::ConfigFault { .. }) {
+            lane.breaker.borrow_mut().on_config_fault(now_ms());
+            false
+        } else {
+            lane.breaker.borrow_mut().on_failure(now_ms()) && !self.stopping.is_set()
+        };
         if charged {
             return Some(verdict);
         }
@@ -219,6 +236,11 @@ impl Engine {
         let Some(del) = open.record.deliveries.get_mut(d.index as usize) else {
             return;
         };
+        let dead_reason = if matches!(verdict, Verdict::GiveUp { .. }) {
+            DeadReason::ConfigFault
+        } else {
+            DeadReason::RetriesExhausted
+        };
         let new_state = match del.apply(verdict, now, &self.cfg.retry, &mut st.jitter) {
             Ok(s) => s,
             Err(e) => {
@@ -256,9 +278,23 @@ impl Engine {
             ..d
         });
         let del = &*del;
+        let letter = (new_state == DeliveryState::Dead).then(|| {
+            let key = DeadKey {
+                dead_at_ms: now,
+                notification: d.notification,
+                index: d.index,
+            };
+            (
+                key,
+                Self::dead_letter(&open.record.user_id, del, dead_reason),
+            )
+        });
         self.committer.add(
             |b| {
                 b.put_delivery_update(d.notification, d.index, del);
+                if let Some((key, letter)) = &letter {
+                    b.put_dead(key, letter);
+                }
                 b.delete_pending(&d.pending_key());
                 if let Some(r) = &retry {
                     b.put_pending(&r.pending_key());

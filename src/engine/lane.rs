@@ -63,6 +63,11 @@ pub struct Lane {
     /// Woken when the refill may have work: a spill, a new due time, room in the window.
     pub refill: LocalNotify,
     pub breaker: RefCell<Breaker>,
+    /// Since when the channel has answered with configuration faults and nothing else
+    /// (cleared by any answer about a delivery), and the latest fault's reason: deliveries
+    /// held behind it that long go dead (`dead.rs`).
+    pub config_fault_since: Cell<Option<u64>>,
+    pub config_fault_reason: RefCell<String>,
 }
 
 /// One channel's counters on one shard (plain cells: read on the shard's own core).
@@ -75,6 +80,8 @@ pub struct ChannelCounts {
     pub failed: Cell<u64>,
     pub deactivated: Cell<u64>,
     pub dead: Cell<u64>,
+    /// Dead deliveries replayed (queued again).
+    pub replayed: Cell<u64>,
     pub expired: Cell<u64>,
     /// Attempts running now.
     pub in_flight: Cell<u64>,
@@ -100,6 +107,8 @@ impl Lane {
             ready: LocalNotify::default(),
             refill: LocalNotify::default(),
             breaker: RefCell::new(Breaker::default()),
+            config_fault_since: Cell::new(None),
+            config_fault_reason: RefCell::new(String::new()),
         }
     }
 

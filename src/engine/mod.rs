@@ -14,6 +14,7 @@ pub mod answer;
 pub mod breaker;
 pub mod command;
 pub mod committer;
+pub mod dead;
 pub mod dispatch;
 pub mod error;
 pub mod lane;
@@ -81,6 +82,9 @@ pub struct EngineConfig {
     /// Devices (active or deactivated) a user may have.
     pub max_devices_per_user: usize,
     pub retry: RetryPolicy,
+    /// How long a delivery may sit behind a configuration fault before it goes dead
+    /// (`[delivery] config_fault_dead_after_seconds`).
+    pub config_fault_dead_after_ms: u64,
     pub shutdown_grace_ms: u64,
     /// Deliveries each channel's lane holds ready in memory.
     pub lane_window: usize,
@@ -122,6 +126,8 @@ pub struct Engine {
     pub stopping: Latch,
     pub(crate) stop_committing: Cell<bool>,
     pub failed: crate::health::FailedFlag,
+    /// One dead-letter replay or purge at a time on this shard (`dead.rs`).
+    pub dead_letters_turn: glommio::sync::Semaphore,
 }
 
 pub fn now_ms() -> u64 {
@@ -170,6 +176,7 @@ impl Engine {
             stopping: Latch::default(),
             stop_committing: Cell::new(false),
             failed,
+            dead_letters_turn: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -183,7 +190,9 @@ impl Engine {
         if self.stopping.is_set()
             && !matches!(
                 cmd,
-                ShardCmd::GetNotification { .. } | ShardCmd::Stats { .. }
+                ShardCmd::GetNotification { .. }
+                    | ShardCmd::Stats { .. }
+                    | ShardCmd::ListDead { .. }
             )
         {
             return cmd.reject(ShardError::Unavailable {
@@ -220,6 +229,32 @@ impl Engine {
             ShardCmd::GetNotification { id, reply } => self.get_notification(id, reply),
             ShardCmd::Stats { reply } => {
                 let _ = reply.send(Ok(self.stats()));
+            }
+            ShardCmd::ListDead {
+                filter,
+                below,
+                limit,
+                reply,
+            } => {
+                let list = self.clone().list_dead(filter, below, limit);
+                glommio::spawn_local(async move {
+                    let _ = reply.send(list.await);
+                })
+                .detach();
+            }
+            ShardCmd::ReplayDead { selection, reply } => {
+                let replay = self.clone().replay_dead(selection);
+                glommio::spawn_local(async move {
+                    let _ = reply.send(replay.await);
+                })
+                .detach();
+            }
+            ShardCmd::PurgeDead { selection, reply } => {
+                let purge = self.clone().purge_dead(selection);
+                glommio::spawn_local(async move {
+                    let _ = reply.send(purge.await);
+                })
+                .detach();
             }
         }
     }
@@ -259,6 +294,7 @@ impl Engine {
                 failed: c.failed.get(),
                 deactivated: c.deactivated.get(),
                 dead: c.dead.get(),
+                replayed: c.replayed.get(),
                 expired: c.expired.get(),
                 queue_depth: lane.len() as u64,
                 backlog: lane.backlog.get(),

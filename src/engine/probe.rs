@@ -31,6 +31,9 @@ pub struct Probe {
     pub commits: Cell<u64>,
     /// Sends put back because the provider was down (the breaker open): no attempt spent.
     pub deferred: Cell<u64>,
+    /// Dead letters replayed (their deliveries queued again) and purged.
+    pub replayed: Cell<u64>,
+    pub purged: Cell<u64>,
 }
 
 pub fn bump(c: &Cell<u64>) {
@@ -70,6 +73,9 @@ pub struct ProbeSnapshot {
     /// Backlog scans issued since start.
     pub backlog_scans: u64,
     pub deferred: u64,
+    /// Dead letters replayed (their deliveries queued again) and purged.
+    pub replayed: u64,
+    pub purged: u64,
     /// Times a channel's circuit breaker opened, and channels whose breaker is open now.
     pub breaker_opened: u64,
     pub breakers_open: u64,
@@ -107,6 +113,8 @@ pub struct ChannelSnapshot {
     /// Devices deactivated on the channel's word.
     pub deactivated: u64,
     pub dead: u64,
+    /// Dead deliveries replayed (queued again).
+    pub replayed: u64,
     pub expired: u64,
     /// Deliveries ready in memory, and in the log's backlog (the ready ones included).
     pub queue_depth: u64,
@@ -122,6 +130,7 @@ impl ChannelSnapshot {
         self.failed += o.failed;
         self.deactivated += o.deactivated;
         self.dead += o.dead;
+        self.replayed += o.replayed;
         self.expired += o.expired;
         self.queue_depth += o.queue_depth;
         self.backlog += o.backlog;
@@ -166,6 +175,8 @@ impl Probe {
             shed_overload: self.shed_overload.get(),
             commits: self.commits.get(),
             deferred: self.deferred.get(),
+            replayed: self.replayed.get(),
+            purged: self.purged.get(),
             ..ProbeSnapshot::default()
         }
     }
@@ -196,6 +207,8 @@ impl ProbeSnapshot {
         self.backlog += o.backlog;
         self.backlog_scans += o.backlog_scans;
         self.deferred += o.deferred;
+        self.replayed += o.replayed;
+        self.purged += o.purged;
         self.breaker_opened += o.breaker_opened;
         self.breakers_open += o.breakers_open;
         self.log_write.add(&o.log_write);

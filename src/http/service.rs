@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
-use crate::api::{notifications, status, users, validate};
+use crate::api::{dead_letters, notifications, status, users, validate};
 use crate::channels::rules::TargetPolicy;
 
 use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
@@ -169,6 +169,27 @@ async fn route(
         (Method::POST, ["notifications", "batch"]) => notify_batch(api, req, bodies).await,
         (Method::GET, ["notifications", id]) => get_notification(api, id).await,
         (Method::GET, ["stats"]) => stats(api).await,
+        (Method::GET, ["dead-letters"]) => list_dead_letters(api, req.uri().query()).await,
+        (Method::POST, ["dead-letters", "replay"]) => {
+            let selection =
+                dead_letters::parse_selection(&read_body(req, MAX_BODY, bodies).await?)?;
+            let n = on_every_shard(api, |reply| ShardCmd::ReplayDead {
+                selection: selection.clone(),
+                reply,
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, &json!({ "replayed": n })))
+        }
+        (Method::DELETE, ["dead-letters"]) => {
+            let selection =
+                dead_letters::parse_selection(&read_body(req, MAX_BODY, bodies).await?)?;
+            let n = on_every_shard(api, |reply| ShardCmd::PurgeDead {
+                selection: selection.clone(),
+                reply,
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, &json!({ "purged": n })))
+        }
         (
             _,
             ["users", _]
@@ -176,7 +197,9 @@ async fn route(
             | ["users", _, "devices", _]
             | ["notifications"]
             | ["notifications", _]
-            | ["stats"],
+            | ["stats"]
+            | ["dead-letters"]
+            | ["dead-letters", "replay"],
         ) => Err(ApiError::new(
             405,
             "method_not_allowed",
@@ -481,6 +504,37 @@ async fn get_notification(api: &Api, id: &str) -> Result<ApiResponse, ApiError> 
             format!("no notification {id}"),
         )),
     }
+}
+
+/// Asks every shard at once and sums their counts.
+async fn on_every_shard(
+    api: &Api,
+    make: impl Fn(oneshot::Sender<Result<u64, ShardError>>) -> ShardCmd,
+) -> Result<u64, ApiError> {
+    let asks = (0..api.router.shards()).map(|shard| ask(api, shard, &make));
+    let answers = futures_util::future::join_all(asks).await;
+    answers.into_iter().sum()
+}
+
+async fn list_dead_letters(api: &Api, query: Option<&str>) -> Result<ApiResponse, ApiError> {
+    let q = dead_letters::parse_list_query(query)?;
+    let asks = (0..api.router.shards()).map(|shard| {
+        ask(api, shard, |reply| ShardCmd::ListDead {
+            filter: q.filter.clone(),
+            below: q.below,
+            limit: q.limit,
+            reply,
+        })
+    });
+    let pages = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let (items, next) = dead_letters::merge_pages(pages, q.limit);
+    Ok(json_response(
+        StatusCode::OK,
+        &dead_letters::list_json(&items, next),
+    ))
 }
 
 async fn stats(api: &Api) -> Result<ApiResponse, ApiError> {

@@ -170,3 +170,32 @@ impl Harness {
         .unwrap_or_else(|| panic!("notification {id} did not finish: {}", self.status(id)))
     }
 }
+
+/// The `[fcm]` section that sends to `sim` (project `clarion-test`), with the service account
+/// and the simulator's CA written into `dir`.
+pub fn fcm_section(sim: &clarion_sim::fcm::FcmSimHandle, dir: &std::path::Path) -> String {
+    let sa = dir.join("service-account.json");
+    let key = clarion_sim::fcm::SIMULATOR_SERVICE_ACCOUNT_KEY_PEM;
+    std::fs::write(&sa, sim.service_account_json(key)).unwrap();
+    let ca = dir.join("fcm-ca.pem");
+    std::fs::write(&ca, sim.ca_pem()).unwrap();
+    format!(
+        "[fcm]\nproject_id = \"clarion-test\"\nservice_account_file = \"{}\"\nendpoint = \"{}\"\nca_file = \"{}\"\n",
+        sa.display(),
+        sim.endpoint(),
+        ca.display()
+    )
+}
+
+/// The `[webpush]` section that trusts `sim`'s CA (written into `dir`).
+pub fn webpush_section(
+    sim: &clarion_sim::webpush::WebPushSimHandle,
+    dir: &std::path::Path,
+) -> String {
+    let ca = dir.join("webpush-ca.pem");
+    std::fs::write(&ca, sim.ca_pem()).unwrap();
+    format!(
+        "[webpush]\nsubject = \"mailto:ops@example.com\"\nca_file = \"{}\"\n",
+        ca.display()
+    )
+}

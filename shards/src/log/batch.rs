@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::Keyspace;
 use super::claims::{Claim, DedupClaim, entry_key, entry_value};
+use crate::dead::{DeadKey, DeadLetter, id_key};
 use crate::pending::PendingKey;
 use crate::record::{DeliveryRecord, NotificationRecord, UserRecord};
 
@@ -165,6 +166,21 @@ impl WriteBatch {
     /// Removes a delivery from its channel's backlog: it settled, or moved to another due time.
     pub fn delete_pending(&mut self, key: &PendingKey) -> &mut Self {
         self.delete(Keyspace::Pending, key.encode())
+    }
+
+    /// Keeps delivery `delivery_id`'s dead letter under `key` (with the key that finds it by
+    /// delivery id, `dead.rs`).
+    pub fn put_dead(&mut self, key: &DeadKey, letter: &DeadLetter) -> &mut Self {
+        self.put_with(Keyspace::Dead, key.encode(), |out| {
+            out.extend_from_slice(&letter.encode());
+        });
+        self.put(Keyspace::Dead, id_key(letter.delivery_id), key.body())
+    }
+
+    /// Removes a dead letter and the key that finds it by delivery id: replayed or purged.
+    pub fn delete_dead(&mut self, key: &DeadKey, delivery_id: Uuid) -> &mut Self {
+        self.delete(Keyspace::Dead, key.encode());
+        self.delete(Keyspace::Dead, id_key(delivery_id))
     }
 
     /// Writes what `f` adds only if `claim` wins (its key is not taken within the window),

@@ -102,6 +102,7 @@ pub(crate) fn open_with_capacity(
         meta: db.keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)?,
         pending: db.keyspace(Keyspace::Pending.name(), pending_options)?,
         dedup: db.keyspace(Keyspace::Dedup.name(), dedup_options)?,
+        dead: db.keyspace(Keyspace::Dead.name(), KeyspaceCreateOptions::default)?,
         quarantine: db.keyspace(QUARANTINE_KEYSPACE, KeyspaceCreateOptions::default)?,
     };
     let found = check_format(&handles)?;
@@ -293,8 +294,11 @@ fn upgrade(
         None => None,
     };
     if found == Some(LOG_FORMAT_VERSION) {
-        let secret =
-            stored.ok_or_else(|| Error::corrupt("meta/dedup_secret: missing in a format 4 log"))?;
+        let secret = stored.ok_or_else(|| {
+            Error::corrupt(format!(
+                "meta/dedup_secret: missing in a format {LOG_FORMAT_VERSION} log"
+            ))
+        })?;
         return Ok(DedupHasher::from_secret(secret));
     }
     let backlog = match found {
@@ -314,8 +318,12 @@ fn upgrade(
     };
     let hasher = DedupHasher::from_secret(secret);
     let keys = match found {
-        Some(_) => build_dedup_entries(db, h, &hasher, dedup_window_ms, now_ms)?,
-        None => 0,
+        Some(v) if v < 4 => build_dedup_entries(db, h, &hasher, dedup_window_ms, now_ms)?,
+        _ => 0,
+    };
+    let dead = match found {
+        Some(v) if v < 5 => build_dead_letters(db, h)?,
+        _ => 0,
     };
     let mut batch = db.batch().durability(Some(PersistMode::SyncData));
     batch.insert(&h.meta, META_FORMAT, [LOG_FORMAT_VERSION]);
@@ -327,7 +335,8 @@ fn upgrade(
             to = LOG_FORMAT_VERSION,
             backlog,
             dedup_keys = keys,
-            "log format upgraded in place: open deliveries moved into the backlog, idempotency keys of the window onto disk"
+            dead_letters = dead,
+            "log format upgraded in place: open deliveries moved into the backlog, idempotency keys of the window onto disk, dead deliveries kept as dead letters"
         );
     }
     Ok(hasher)
@@ -367,6 +376,44 @@ fn build_dedup_entries(
             out.push((&h.dedup, key.to_vec(), value.to_vec()));
         }
     })
+}
+
+/// A log before format 5 kept no dead letters: every dead delivery it still holds gets one,
+/// dead when its `dead` event says (all of them died of exhausted retries: giving up on a
+/// configuration fault came with format 5).
+fn build_dead_letters(db: &Database, h: &Handles) -> Result<u64, Error> {
+    use crate::dead::{DeadKey, DeadLetter, DeadReason, id_key};
+    use crate::record::DeliveryState;
+    let entries = write_for_each_notification(db, h, [0u8; 16], |n, out| {
+        for (index, d) in (0u16..).zip(&n.deliveries) {
+            if d.state != DeliveryState::Dead {
+                continue;
+            }
+            let event = d
+                .history
+                .iter()
+                .rev()
+                .find(|e| e.state == DeliveryState::Dead);
+            let key = DeadKey {
+                dead_at_ms: event.map_or(n.accepted_at_ms, |e| e.at_ms),
+                notification: n.id,
+                index,
+            };
+            let letter = DeadLetter {
+                delivery_id: d.id,
+                user_id: n.user_id.clone(),
+                channel: d.channel,
+                target: d.target.clone(),
+                reason: DeadReason::RetriesExhausted,
+                error: event.and_then(|e| e.reason.clone()).unwrap_or_default(),
+                attempts: d.attempts,
+            };
+            out.push((&h.dead, key.encode().to_vec(), letter.encode()));
+            out.push((&h.dead, id_key(d.id).to_vec(), key.body().to_vec()));
+        }
+    })?;
+    // Two entries per letter.
+    Ok(entries / 2)
 }
 
 /// An upgrade step: folds every notification from `start` on and writes the entries `make`

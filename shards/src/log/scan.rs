@@ -107,7 +107,7 @@ fn pending_keys(
 type Entries = Box<dyn Iterator<Item = Result<(fjall::Slice, fjall::Slice), Error>>>;
 
 /// Notifications read in ascending id order by one forward pass, seeking when far behind.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     handles: &'a Handles,
     pass: Option<Fold<Entries>>,
     /// The notification the pass stands on (read, not yet asked for).
@@ -115,7 +115,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(handles: &'a Handles) -> Self {
+    pub(super) fn new(handles: &'a Handles) -> Self {
         Reader {
             handles,
             pass: None,
@@ -124,7 +124,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Notification `id` with its updates folded in; ids must come in ascending order.
-    fn read(&mut self, id: Uuid) -> Result<Option<NotificationRecord>, Error> {
+    pub(super) fn read(&mut self, id: Uuid) -> Result<Option<NotificationRecord>, Error> {
         let mut stepped = 0;
         loop {
             if self.ahead.is_none() {

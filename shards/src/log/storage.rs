@@ -40,6 +40,7 @@ pub(super) struct Handles {
     pub(super) meta: fjall::Keyspace,
     pub(super) pending: fjall::Keyspace,
     pub(super) dedup: fjall::Keyspace,
+    pub(super) dead: fjall::Keyspace,
     /// Entries that did not decode, moved out of the others (`log/quarantine.rs`).
     pub(super) quarantine: fjall::Keyspace,
 }
@@ -52,6 +53,7 @@ impl Handles {
             Keyspace::Meta => &self.meta,
             Keyspace::Pending => &self.pending,
             Keyspace::Dedup => &self.dedup,
+            Keyspace::Dead => &self.dead,
         }
     }
 }
@@ -69,6 +71,10 @@ enum Held {
         Result<Option<NotificationRecord>, Error>,
     ),
     Sweep(oneshot::Sender<Result<u64, Error>>, Result<u64, Error>),
+    ScanDead(
+        oneshot::Sender<Result<super::DeadScan, Error>>,
+        Result<super::DeadScan, Error>,
+    ),
     ScanPending(
         oneshot::Sender<Result<PendingScan, Error>>,
         Result<PendingScan, Error>,
@@ -230,6 +236,23 @@ impl Storage {
                         limit,
                     );
                     held.push(Held::ScanPending(done, scan));
+                }
+                Request::ScanDead {
+                    selection,
+                    below,
+                    limit,
+                    with_records,
+                    done,
+                } => {
+                    self.commit(&mut segment);
+                    let scan = super::dead_scan::scan_dead(
+                        &self.handles,
+                        &selection,
+                        below,
+                        limit,
+                        with_records,
+                    );
+                    held.push(Held::ScanDead(done, scan));
                 }
                 Request::Shutdown { done } => {
                     held.push(Held::Shutdown(done));
@@ -415,6 +438,7 @@ impl Storage {
             }
             let dedup_entry = match &stored.record {
                 Some(n) if !n.is_finished() => continue,
+                Some(n) if self.holds_dead_letter(n)? => continue,
                 Some(n) => {
                     deleted += 1;
                     self.dedup_entry_of(n)?
@@ -447,6 +471,21 @@ impl Storage {
         self.counters.quarantined.fetch_add(quarantined, Relaxed);
         self.counters.swept.fetch_add(deleted, Relaxed);
         Ok(deleted)
+    }
+
+    /// Whether one of `n`'s dead deliveries still has its dead letter (kept until replayed or
+    /// purged, so its notification stays readable).
+    fn holds_dead_letter(&self, n: &NotificationRecord) -> Result<bool, Error> {
+        for d in n
+            .deliveries
+            .iter()
+            .filter(|d| d.state == crate::record::DeliveryState::Dead)
+        {
+            if self.handles.dead.get(crate::dead::id_key(d.id))?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The key of `n`'s entry in the `dedup` keyspace if that entry is still `n`'s (a later
@@ -483,6 +522,9 @@ impl Storage {
                 }
                 Held::Sweep(done, swept) => {
                     let _ = done.send(fail().map_or(swept, Err));
+                }
+                Held::ScanDead(done, scan) => {
+                    let _ = done.send(fail().map_or(scan, Err));
                 }
                 Held::ScanPending(done, scan) => {
                     let _ = done.send(fail().map_or(scan, Err));

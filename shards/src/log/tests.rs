@@ -623,7 +623,7 @@ fn a_format_1_log_opens_and_is_upgraded_with_its_backlog_and_idempotency_keys() 
     assert_eq!(backlog(&log), vec![(pending_keys(&n)[0], n.clone())]);
     let format = block_on(log.get(Keyspace::Meta, META_FORMAT).unwrap()).unwrap();
     assert_eq!(format, Some(vec![LOG_FORMAT_VERSION]));
-    assert_eq!(LOG_FORMAT_VERSION, 4);
+    assert_eq!(LOG_FORMAT_VERSION, 5);
     let key = claims::entry_key(rec.dedup.key(&n.user_id, &n.idempotency_key));
     let entry = block_on(log.get(Keyspace::Dedup, key.to_vec()).unwrap()).unwrap();
     assert_eq!(entry, Some(claims::entry_value(n.id, NOW).to_vec()));

@@ -236,6 +236,24 @@ fn device_text() -> impl Strategy<Value = String> {
         })
 }
 
+fn selection_text() -> impl Strategy<Value = String> {
+    let member = prop_oneof![
+        prop::collection::vec(
+            string_near(&["0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", "nope"], 40),
+            0..4
+        )
+        .prop_map(|ids| format!(r#""delivery_ids":[{}]"#, ids.join(","))),
+        string_near(&["fcm", "webpush", "sms"], 16).prop_map(|v| format!(r#""channel":{v}"#)),
+        string_near(&["retries_exhausted", "config_fault"], 32)
+            .prop_map(|v| format!(r#""reason":{v}"#)),
+        string_near(&["2026-12-06T10:00:00Z", "1700000000000", "yesterday"], 40)
+            .prop_map(|v| format!(r#""since":{v}"#)),
+        any_json().prop_map(|v| format!(r#""until":{v}"#)),
+        any_json().prop_map(|v| format!(r#""all":{v}"#)),
+    ];
+    prop::collection::vec(member, 0..4).prop_map(|m| format!("{{{}}}", m.join(",")))
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -258,6 +276,11 @@ proptest! {
     fn fuzz_device(body in damaged(device_text())) {
         run(device, &body);
     }
+
+    #[test]
+    fn fuzz_dead_letter_selection(body in damaged(selection_text())) {
+        run(dead_letter_selection, &body);
+    }
 }
 
 /// Every body kept in `fuzz/seeds/<target>/` (the libFuzzer seeds and any body a long run
@@ -265,11 +288,12 @@ proptest! {
 #[test]
 fn fuzz_seeds_replay() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
-    let targets: [(&str, Target); 4] = [
+    let targets: [(&str, Target); 5] = [
         ("single_notification", single_notification),
         ("batch", batch),
         ("user_profile", user_profile),
         ("device", device),
+        ("dead_letter_selection", dead_letter_selection),
     ];
     for (name, target) in targets {
         let Ok(dir) = std::fs::read_dir(root.join(name)) else {
