@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod durable_file;
 pub mod engine;
+pub mod h1client;
 pub mod h2client;
 pub mod health;
 pub mod http;

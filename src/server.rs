@@ -231,6 +231,7 @@ fn webpush_setup(
         subject: w.subject.clone(),
         connections_per_origin: w.connections_per_origin,
         ca_pem,
+        allow_insecure_loopback: w.allow_insecure_loopback,
     };
     Ok((Some(settings), sim))
 }

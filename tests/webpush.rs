@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use clarion_sim::apns::Faults;
-use clarion_sim::webpush::{self, WebPushFaults, WebPushSimHandle};
+use clarion_sim::webpush::{self, Protocol, WebPushFaults, WebPushSimHandle};
 use serde_json::{Value, json};
 
 struct Web {
@@ -21,9 +21,18 @@ struct Web {
 }
 
 fn start(faults: WebPushFaults) -> Web {
-    let sim = webpush::start("127.0.0.1:0".parse().unwrap(), faults).unwrap();
+    start_as(faults, Protocol::H2)
+}
+
+/// The server with Web Push live against a push service speaking `protocol` (a plain `http`
+/// one taken with `allow_insecure_loopback`).
+fn start_as(faults: WebPushFaults, protocol: Protocol) -> Web {
+    let sim = webpush::start_as("127.0.0.1:0".parse().unwrap(), faults, protocol).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let extra = common::webpush_section(&sim, dir.path());
+    let mut extra = common::webpush_section(&sim, dir.path());
+    if protocol == Protocol::PlainHttp1 {
+        extra.push_str("allow_insecure_loopback = true\n");
+    }
     let h = common::start_in(dir, 2, |c| c.faults = Faults::default(), &extra);
     Web { h, sim }
 }
@@ -86,6 +95,10 @@ fn a_message_is_encrypted_for_the_browser_and_signed_for_the_push_service() {
     assert_eq!(r.body["public_key"], m.vapid_key.as_str());
     let modes = w.h.client().call("GET", "/healthz", None).body;
     assert_eq!(modes["channels"]["webpush"], "live", "{modes}");
+    assert!(
+        w.h.server.log().contains("protocol=\"HTTP/2\""),
+        "a push service offering h2 is reached over HTTP/2"
+    );
     let stats = w.h.client().call("GET", "/v1/stats", None).body;
     let web = &stats["total"]["by_channel"]["webpush"];
     assert_eq!(
@@ -185,6 +198,58 @@ fn an_outage_with_retry_after_is_waited_out_and_nothing_is_lost() {
             w.sim.received(sim_id),
             4,
             "each of the 4 notifications once"
+        );
+    }
+}
+
+/// A push service that offers only HTTP/1.1 (by ALPN over TLS, or a plain `http` test server on
+/// loopback) gets the same messages over HTTP/1.1 keep-alive connections: each decrypted by the
+/// simulator with its VAPID token checked, a `410` deactivating, none sent twice.
+#[test]
+fn push_services_that_speak_only_http1_are_sent_to_over_http1() {
+    for protocol in [Protocol::Http1, Protocol::PlainHttp1] {
+        let w = start_as(WebPushFaults::default(), protocol);
+        let subs = w.browsers("hal", 4);
+        let mut faults = w.sim.faults();
+        faults.gone.insert(subs[0].0.clone());
+        w.sim.set_faults(faults);
+        let ids: Vec<String> = (0..25)
+            .map(|i| {
+                w.h.notify_accepted("hal", &format!("n{i}"), json!({"data": {"i": i}}))
+            })
+            .collect();
+        for id in &ids {
+            let s = w.h.wait_finished(id, Duration::from_secs(30));
+            let sent = s["deliveries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["state"] == "sent")
+                .count();
+            assert!(sent >= 3, "{protocol:?}: {s}");
+        }
+        for (sim_id, _) in &subs[1..] {
+            assert_eq!(w.sim.received(sim_id), 25, "{protocol:?}: each once");
+        }
+        let user = w.h.client().call("GET", "/v1/users/hal", None).body;
+        let gone = user["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device_id"] == subs[0].1.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(gone["deactivated_reason"], "Gone", "{protocol:?}: {user}");
+        let m = w.sim.recent().pop().unwrap();
+        assert!(
+            m.plaintext.contains("\"title\":\"Hi\""),
+            "{protocol:?}: {}",
+            m.plaintext
+        );
+        assert_eq!(w.sim.stats().vapid_refused, 0, "{protocol:?}");
+        assert!(
+            w.h.server.log().contains("protocol=\"HTTP/1.1\""),
+            "{protocol:?}: the log says how the push service is reached"
         );
     }
 }

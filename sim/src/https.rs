@@ -1,6 +1,8 @@
 //! The HTTPS origin the FCM and Web Push simulators stand on: a self-signed certificate for
 //! 127.0.0.1 (the same as the APNs simulator's), TLS with ALPN `h2`, hyper's HTTP/2 server on
-//! a thread and a current-thread tokio runtime of its own, and a handle that stops it.
+//! a thread and a current-thread tokio runtime of its own, and a handle that stops it. A Web
+//! Push simulator can stand for a push service that offers only HTTP/1.1 instead (ALPN
+//! `http/1.1`), or for a plain `http` test server on loopback ([`Protocol`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +21,28 @@ use crate::apns::SimError;
 /// Streams one HTTP/2 connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 128;
 
+/// What an origin speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/2 over TLS, ALPN `h2` (what the real push services and FCM offer).
+    #[default]
+    H2,
+    /// HTTP/1.1 keep-alive over TLS, ALPN `http/1.1` only.
+    Http1,
+    /// HTTP/1.1 over plain TCP (`http://127.0.0.1:port`).
+    PlainHttp1,
+}
+
+impl Protocol {
+    /// The origin's scheme.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Protocol::PlainHttp1 => "http",
+            Protocol::H2 | Protocol::Http1 => "https",
+        }
+    }
+}
+
 /// A running origin; dropping it stops the thread and every connection.
 pub(crate) struct Origin {
     pub(crate) addr: SocketAddr,
@@ -27,20 +51,26 @@ pub(crate) struct Origin {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Serves `handle` on `listen` over TLS + HTTP/2 on a thread named `name`; returns once it listens.
+/// Serves `handle` on `listen` speaking `protocol` (TLS + HTTP/2 for FCM and the real push
+/// services) on a thread named `name`; returns once it listens.
 pub(crate) fn serve<S, F, Fut>(
     name: &str,
     listen: SocketAddr,
     state: S,
     handle: F,
+    protocol: Protocol,
 ) -> Result<Origin, SimError>
 where
     S: Clone + Send + Sync + 'static,
     F: Fn(S, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
-    let tls = crate::apns::tls_identity()?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls.server_config));
+    let mut tls = crate::apns::tls_identity()?;
+    if protocol == Protocol::Http1 {
+        tls.server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    let acceptor = (protocol != Protocol::PlainHttp1)
+        .then(|| tokio_rustls::TlsAcceptor::from(Arc::new(tls.server_config)));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, SimError>>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -79,7 +109,7 @@ where
 
 async fn accept_loop<S, F, Fut>(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     state: S,
     handle: F,
 ) where
@@ -93,17 +123,32 @@ async fn accept_loop<S, F, Fut>(
         };
         let (acceptor, state) = (acceptor.clone(), state.clone());
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(handle(state, req).await) }
             });
-            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
+            let Some(acceptor) = acceptor else {
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+                return;
+            };
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let _ = if h2 {
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+                    .serve_connection(io, service)
+                    .await
+            } else {
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+            };
         });
     }
 }

@@ -83,10 +83,6 @@ impl SenderCore {
         self.in_flight.now()
     }
 
-    pub(crate) fn shard(&self) -> usize {
-        self.shard
-    }
-
     /// Refuses new sends and waits up to the close grace for running ones.
     pub(crate) async fn close(&self) {
         self.closing.set(true);
@@ -140,9 +136,9 @@ impl Drop for Running<'_> {
 
 /// A send that got no answer about the delivery: the provider could not be reached, or we could
 /// not send.
-pub(crate) fn unavailable(reason: &str) -> Verdict {
+pub(crate) fn unavailable(reason: impl Into<String>) -> Verdict {
     Verdict::Unavailable {
-        reason: reason.to_owned(),
+        reason: reason.into(),
         retry_after_ms: None,
     }
 }
@@ -178,7 +174,7 @@ pub(crate) fn trip(
             Trip::Failed(unavailable("connection lost"))
         }
         Err(StreamError::Reset(reason)) => {
-            Trip::Failed(unavailable(&format!("stream reset ({reason:?})")))
+            Trip::Failed(unavailable(format!("stream reset ({reason:?})")))
         }
     }
 }

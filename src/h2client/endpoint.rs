@@ -5,6 +5,8 @@ use super::error::Error;
 
 /// The port when an endpoint names none.
 pub const HTTPS_PORT: u16 = 443;
+/// The same for a plain `http` origin.
+pub const HTTP_PORT: u16 = 80;
 
 /// Where to connect, parsed once from a channel's configured endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,18 +16,27 @@ pub struct Endpoint {
     pub(crate) port: u16,
     /// `:authority` of every request, as written in the endpoint.
     pub(crate) authority: http::uri::Authority,
+    /// `https` (TLS); `false` only for a plain `http` origin taken by [`Endpoint::parse_with`].
+    pub(crate) tls: bool,
 }
 
 impl Endpoint {
     pub fn parse(endpoint: &str) -> Result<Endpoint, Error> {
+        Endpoint::parse_with(endpoint, false)
+    }
+
+    /// [`Endpoint::parse`], also taking a plain `http://host[:port]` when `allow_http` (a
+    /// loopback Web Push endpoint in tests, sent to over HTTP/1.1).
+    pub(crate) fn parse_with(endpoint: &str, allow_http: bool) -> Result<Endpoint, Error> {
         let bad = |reason: String| Error::InvalidEndpoint { reason };
         let uri: http::Uri = endpoint
             .parse()
             .map_err(|e| bad(format!("{endpoint:?} is not a URI: {e}")))?;
-        match uri.scheme_str() {
-            Some("https") => {}
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") if allow_http => false,
             other => return Err(bad(format!("scheme must be https, got {other:?}"))),
-        }
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(bad(format!(
                 "{endpoint:?} must be https://host[:port] with no path"
@@ -45,10 +56,12 @@ impl Endpoint {
         if host.is_empty() {
             return Err(bad(format!("{endpoint:?} names no host")));
         }
+        let default_port = if tls { HTTPS_PORT } else { HTTP_PORT };
         Ok(Endpoint {
             host: host.to_owned(),
-            port: authority.port_u16().unwrap_or(HTTPS_PORT),
+            port: authority.port_u16().unwrap_or(default_port),
             authority,
+            tls,
         })
     }
 }

@@ -11,7 +11,8 @@
 //! - `endpoint.rs`: [`Endpoint`], `https://host[:port]` parsed once.
 //! - `tuning.rs`: the timing constants and [`Tuning`].
 //! - `error.rs`: [`Error`], set-up faults.
-//! - `tls.rs`: rustls set-up, resolution off the executor, TCP + TLS with ALPN `h2`.
+//! - `tls.rs`: rustls set-up, resolution off the executor, TCP + TLS with ALPN `h2` (or, for
+//!   `h1client` and learning what an origin speaks, `http/1.1`).
 //! - `connection.rs`: one h2 connection, its driver, PING health check and round trip.
 //! - `pool.rs`: the shard's connections, reconnect backoff, handing out free streams.
 //! - `wait_queue.rs`: the line of requests waiting for a free stream.
@@ -35,7 +36,7 @@ pub use error::Error;
 pub(crate) use pool::Pool;
 pub use retry_after::MAX_RETRY_AFTER;
 pub(crate) use retry_after::retry_after_ms;
-pub(crate) use tls::Transport;
+pub(crate) use tls::{Alpn, ConnectError, Transport, connect_tcp, speaks_h2};
 pub use tuning::{
     CLOSE_GRACE, CONNECT_TIMEOUT, PING_IDLE_INTERVAL, PING_TIMEOUT, RECONNECT_BACKOFF_BASE,
     RECONNECT_BACKOFF_CAP, REQUEST_TIMEOUT, STABLE_CONNECTION_AGE, Tuning,

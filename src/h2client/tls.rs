@@ -1,6 +1,8 @@
 //! The transport under each provider connection: the rustls client configuration (webpki roots plus
-//! any extra CA, ALPN `h2` only), name resolution off the executor, and TCP + TLS set-up that
-//! fails unless the server agreed to speak HTTP/2.
+//! any extra CA, and the ALPN protocols offered: `h2` for the HTTP/2 pools, `h2` and `http/1.1`
+//! to learn what a Web Push origin speaks, `http/1.1` for `h1client`), name resolution off the
+//! executor, and TCP + TLS set-up (failing, for the HTTP/2 pools, unless the server agreed to
+//! speak HTTP/2).
 
 use super::endpoint::Endpoint;
 use super::error::Error;
@@ -14,8 +16,20 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-/// The application protocol every connection here speaks.
+/// ALPN names of HTTP/2 and HTTP/1.1.
 const ALPN_H2: &[u8] = b"h2";
+const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// What a transport offers in ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alpn {
+    /// `h2` only: the HTTP/2 pools.
+    H2,
+    /// `h2`, then `http/1.1`: to learn which one an origin speaks.
+    H2OrHttp1,
+    /// `http/1.1` only: `h1client`'s connections.
+    Http1,
+}
 
 /// A TLS session to a provider over a glommio TCP stream.
 pub(crate) type ProviderStream = TlsStream<TcpStream>;
@@ -57,11 +71,21 @@ impl Transport {
         endpoint: Endpoint,
         ca_pem: Option<&[u8]>,
     ) -> Result<Transport, Error> {
+        Transport::with_alpn(provider, endpoint, ca_pem, Alpn::H2)
+    }
+
+    /// A transport offering `alpn` (see [`Transport::connect_tls`]).
+    pub(crate) fn with_alpn(
+        provider: &'static str,
+        endpoint: Endpoint,
+        ca_pem: Option<&[u8]>,
+        alpn: Alpn,
+    ) -> Result<Transport, Error> {
         let server_name =
             ServerName::try_from(endpoint.host.clone()).map_err(|e| Error::InvalidEndpoint {
                 reason: format!("{:?} is not a valid TLS server name: {e}", endpoint.host),
             })?;
-        let connector = TlsConnector::from(client_config(ca_pem)?);
+        let connector = TlsConnector::from(client_config(ca_pem, alpn)?);
         Ok(Transport {
             provider,
             endpoint,
@@ -80,34 +104,50 @@ impl Transport {
 
     /// Resolves, connects TCP (no Nagle delay) and runs the TLS handshake; fails without `h2`.
     pub(crate) async fn connect(&self) -> Result<ProviderStream, ConnectError> {
-        let mut last = None;
-        for addr in resolve(&self.endpoint.host, self.endpoint.port).await? {
-            match TcpStream::connect(addr).await {
-                Ok(tcp) => {
-                    tcp.set_nodelay(true)
-                        .map_err(|e| ConnectError::Tcp(e.into()))?;
-                    let tls = self
-                        .connector
-                        .connect(self.server_name.clone(), tcp)
-                        .await
-                        .map_err(ConnectError::Tls)?;
-                    if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
-                        return Err(ConnectError::NoH2);
-                    }
-                    return Ok(tls);
-                }
-                Err(e) => last = Some(e),
-            }
+        let tls = self.connect_tls().await?;
+        if !speaks_h2(&tls) {
+            return Err(ConnectError::NoH2);
         }
-        Err(last.map_or_else(
-            || ConnectError::Resolve("no addresses".to_owned()),
-            |e| ConnectError::Tcp(e.into()),
-        ))
+        Ok(tls)
+    }
+
+    /// Resolves, connects TCP and runs the TLS handshake, whatever ALPN chose (see
+    /// [`speaks_h2`]).
+    pub(crate) async fn connect_tls(&self) -> Result<ProviderStream, ConnectError> {
+        let tcp = connect_tcp(&self.endpoint.host, self.endpoint.port).await?;
+        self.connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(ConnectError::Tls)
     }
 }
 
-/// rustls client config: TLS 1.2+, webpki roots plus `ca_pem`, ALPN `h2`.
-fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, Error> {
+/// Whether the server chose HTTP/2 in ALPN.
+pub(crate) fn speaks_h2(tls: &ProviderStream) -> bool {
+    tls.get_ref().1.alpn_protocol() == Some(ALPN_H2)
+}
+
+/// Resolves `host` and connects TCP (no Nagle delay) to the first address that answers.
+pub(crate) async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    let mut last = None;
+    for addr in resolve(host, port).await? {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                tcp.set_nodelay(true)
+                    .map_err(|e| ConnectError::Tcp(e.into()))?;
+                return Ok(tcp);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or_else(
+        || ConnectError::Resolve("no addresses".to_owned()),
+        |e| ConnectError::Tcp(e.into()),
+    ))
+}
+
+/// rustls client config: TLS 1.2+, webpki roots plus `ca_pem`, offering `alpn`.
+fn client_config(ca_pem: Option<&[u8]>, alpn: Alpn) -> Result<Arc<rustls::ClientConfig>, Error> {
     let mut roots = RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -131,7 +171,11 @@ fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<rustls::ClientConfig>, Err
         })?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = match alpn {
+        Alpn::H2 => vec![ALPN_H2.to_vec()],
+        Alpn::H2OrHttp1 => vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()],
+        Alpn::Http1 => vec![ALPN_HTTP1.to_vec()],
+    };
     Ok(Arc::new(config))
 }
 
@@ -169,13 +213,19 @@ mod tests {
     fn ca_pem_must_hold_a_certificate() {
         let key = rcgen::KeyPair::generate().unwrap();
         assert!(matches!(
-            client_config(Some(key.serialize_pem().as_bytes())),
+            client_config(Some(key.serialize_pem().as_bytes()), Alpn::H2),
             Err(Error::InvalidCaPem { .. })
         ));
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let config = client_config(Some(cert.cert.pem().as_bytes())).unwrap();
+        let config = client_config(Some(cert.cert.pem().as_bytes()), Alpn::H2).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
-        assert!(client_config(None).is_ok());
+        let both = client_config(None, Alpn::H2OrHttp1).unwrap();
+        assert_eq!(
+            both.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        let http1 = client_config(None, Alpn::Http1).unwrap();
+        assert_eq!(http1.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 
     #[test]

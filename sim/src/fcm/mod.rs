@@ -161,7 +161,14 @@ pub fn start(cfg: FcmSimConfig) -> Result<FcmSimHandle, SimError> {
         next_id: 1,
         ledger: crate::apns::Ledger::default(),
     }));
-    let origin = crate::https::serve("fcm-sim", cfg.listen, shared.clone(), server::handle)?;
+    let protocol = crate::https::Protocol::H2;
+    let origin = crate::https::serve(
+        "fcm-sim",
+        cfg.listen,
+        shared.clone(),
+        server::handle,
+        protocol,
+    )?;
     lock(&shared).token_uri = format!("https://{}/token", origin.addr);
     Ok(FcmSimHandle { shared, origin })
 }

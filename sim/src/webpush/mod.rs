@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::apns::SimError;
+pub use crate::https::Protocol;
 
 /// Messages kept for inspection (the oldest go first).
 pub const RECENT_CAPACITY: usize = 10_000;
@@ -102,10 +103,21 @@ pub struct SimSubscription {
 pub struct WebPushSimHandle {
     shared: Shared,
     origin: crate::https::Origin,
+    protocol: Protocol,
 }
 
 /// Starts the simulator on `listen` (its own thread) and returns once it listens.
 pub fn start(listen: SocketAddr, faults: WebPushFaults) -> Result<WebPushSimHandle, SimError> {
+    start_as(listen, faults, Protocol::H2)
+}
+
+/// [`start`], the push service speaking `protocol`: HTTP/2 over TLS as the real ones do, or
+/// HTTP/1.1 over TLS or plain TCP as some test servers do.
+pub fn start_as(
+    listen: SocketAddr,
+    faults: WebPushFaults,
+    protocol: Protocol,
+) -> Result<WebPushSimHandle, SimError> {
     let shared: Shared = Arc::new(Mutex::new(State {
         origin: String::new(),
         subs: HashMap::new(),
@@ -117,9 +129,19 @@ pub fn start(listen: SocketAddr, faults: WebPushFaults) -> Result<WebPushSimHand
         ledger: crate::apns::Ledger::default(),
         verified: HashMap::new(),
     }));
-    let origin = crate::https::serve("webpush-sim", listen, shared.clone(), server::handle)?;
-    lock(&shared).origin = format!("https://{}", origin.addr);
-    Ok(WebPushSimHandle { shared, origin })
+    let origin = crate::https::serve(
+        "webpush-sim",
+        listen,
+        shared.clone(),
+        server::handle,
+        protocol,
+    )?;
+    lock(&shared).origin = format!("{}://{}", protocol.scheme(), origin.addr);
+    Ok(WebPushSimHandle {
+        shared,
+        origin,
+        protocol,
+    })
 }
 
 impl WebPushSimHandle {
@@ -127,9 +149,9 @@ impl WebPushSimHandle {
         self.origin.addr
     }
 
-    /// `https://127.0.0.1:port`.
+    /// `https://127.0.0.1:port` (`http://` when it speaks plain HTTP/1.1).
     pub fn origin(&self) -> String {
-        format!("https://{}", self.origin.addr)
+        format!("{}://{}", self.protocol.scheme(), self.origin.addr)
     }
 
     pub fn ca_pem(&self) -> &str {

@@ -1,30 +1,28 @@
 //! [`WebPushSender`], one per shard: a delivery's subscription read back, its plaintext built
 //! and encrypted for it (RFC 8291), one request to the subscription's endpoint with the VAPID
-//! authorization for its origin (RFC 8292) over a pool of HTTP/2 connections per push-service
-//! origin (the shared `h2client`), bounded in time, counted.
+//! authorization for its origin (RFC 8292), over HTTP/2 or HTTP/1.1 as the push service offers
+//! (`origins.rs`: a pool per origin, from the shared `h2client` or `h1client`), bounded in
+//! time, counted.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use clarion_shards::{NotificationContent, Priority, Verdict};
-use http::{HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::Full;
 use ring::rand::SystemRandom;
 use uuid::Uuid;
 
 use super::encrypt::encrypt;
+use super::origins::{Origins, Route};
 use super::payload;
 use super::response::classify;
 use super::subscription::Subscription;
 use super::vapid::{VapidKey, VapidSigner};
 use crate::channels::sending::{SendCounts, SenderCore, Trip, trip, unavailable};
-use crate::h2client::{Endpoint, Pool, Transport, Tuning};
-
-/// Push-service origins a shard keeps connections to; past it the oldest origin's pool is
-/// closed (browsers use a handful of push services).
-pub const MAX_ORIGINS_PER_SHARD: usize = 64;
+use crate::h1client::H1Error;
+use crate::h2client::Tuning;
 /// TTL when a notification has none: four weeks, as for APNs.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
 
@@ -36,6 +34,8 @@ pub struct WebPushConfig {
     pub subject: String,
     pub connections_per_origin: usize,
     pub ca_pem: Option<Vec<u8>>,
+    /// Also send to `http://` endpoints (loopback test servers), over HTTP/1.1.
+    pub allow_insecure_loopback: bool,
 }
 
 /// A point-in-time copy of one shard's Web Push counters.
@@ -56,15 +56,14 @@ struct Inner {
     cfg: WebPushConfig,
     vapid: VapidSigner,
     rng: SystemRandom,
-    pools: RefCell<HashMap<String, Rc<Pool>>>,
-    /// Origins in the order their pools were opened.
-    opened: RefCell<VecDeque<String>>,
-    tuning: Tuning,
+    origins: Origins,
     core: SenderCore,
 }
 
 /// A request ready to go: where, and its headers and body.
 struct Prepared {
+    /// `https://host[:port]` (or `http://` for a loopback test endpoint): the VAPID audience
+    /// and the pool's key.
     origin: String,
     uri: http::Uri,
     ttl: u64,
@@ -76,14 +75,18 @@ struct Prepared {
 impl WebPushSender {
     pub fn new(cfg: WebPushConfig, shard: usize) -> WebPushSender {
         let vapid = VapidSigner::new(cfg.key.clone(), cfg.subject.clone());
+        let origins = Origins::new(
+            cfg.connections_per_origin,
+            cfg.ca_pem.clone(),
+            Tuning::default(),
+            shard,
+        );
         WebPushSender {
             inner: Rc::new(Inner {
                 cfg,
                 vapid,
                 rng: SystemRandom::new(),
-                pools: RefCell::default(),
-                opened: RefCell::default(),
-                tuning: Tuning::default(),
+                origins,
                 core: SenderCore::new("webpush", shard, Tuning::default()),
             }),
         }
@@ -115,7 +118,7 @@ impl WebPushSender {
         let inner = &*self.inner;
         WebPushStats {
             sends: inner.core.counts(),
-            origins: inner.pools.borrow().len(),
+            origins: inner.origins.len(),
             in_flight: inner.core.in_flight(),
         }
     }
@@ -125,18 +128,13 @@ impl WebPushSender {
     pub async fn close(&self) {
         let inner = &*self.inner;
         inner.core.close().await;
-        let pools: Vec<Rc<Pool>> = inner.pools.borrow().values().cloned().collect();
-        for pool in pools {
-            pool.shutdown().await;
-        }
+        inner.origins.shutdown().await;
     }
 }
 
 impl Drop for WebPushSender {
     fn drop(&mut self) {
-        for pool in self.inner.pools.borrow().values() {
-            pool.abort();
-        }
+        self.inner.origins.abort();
     }
 }
 
@@ -153,14 +151,18 @@ impl Inner {
             .endpoint
             .parse()
             .map_err(|e| Verdict::permanent(format!("endpoint: {e}")))?;
-        if uri.scheme_str() != Some("https") {
-            return Err(Verdict::permanent(
-                "endpoint: this build sends to https endpoints only (HTTP/2 over TLS)",
-            ));
-        }
+        let scheme = match uri.scheme_str() {
+            Some("https") => "https",
+            Some("http") if self.cfg.allow_insecure_loopback => "http",
+            _ => {
+                return Err(Verdict::permanent(
+                    "endpoint: https only (http://127.0.0.1 with [webpush] allow_insecure_loopback)",
+                ));
+            }
+        };
         let origin = uri
             .authority()
-            .map(|a| a.as_str().to_string())
+            .map(|a| format!("{scheme}://{a}"))
             .ok_or_else(|| Verdict::permanent("endpoint: no host"))?;
         let plaintext = payload::encode(id, content)
             .map_err(|e| Verdict::permanent(format!("payload: {e}")))?;
@@ -179,48 +181,49 @@ impl Inner {
         })
     }
 
-    /// The pool for `origin`, opened on first use; the oldest closed past the bound.
-    fn pool(&self, origin: &str) -> Result<Rc<Pool>, Verdict> {
-        if let Some(p) = self.pools.borrow().get(origin) {
-            return Ok(p.clone());
-        }
-        let endpoint = Endpoint::parse(&format!("https://{origin}"))
-            .map_err(|e| Verdict::permanent(format!("endpoint: {e}")))?;
-        let transport =
-            Transport::new("webpush", endpoint, self.cfg.ca_pem.as_deref()).map_err(|e| {
-                Verdict::ConfigFault {
-                    reason: format!("webpush TLS set-up: {e}"),
-                }
-            })?;
-        let pool = Rc::new(Pool::new(
-            transport,
-            self.cfg.connections_per_origin,
-            self.tuning,
-            self.core.shard(),
-        ));
-        let mut pools = self.pools.borrow_mut();
-        let mut opened = self.opened.borrow_mut();
-        if pools.len() >= MAX_ORIGINS_PER_SHARD {
-            if let Some(oldest) = opened.pop_front() {
-                if let Some(p) = pools.remove(&oldest) {
-                    p.begin_close();
-                }
-            }
-        }
-        pools.insert(origin.to_string(), pool.clone());
-        opened.push_back(origin.to_string());
-        Ok(pool)
-    }
-
     async fn attempt(&self, p: Prepared) -> Verdict {
-        let pool = match self.pool(&p.origin) {
-            Ok(pool) => pool,
+        let route = match self.origins.route(&p.origin).await {
+            Ok(route) => route,
             Err(v) => return v,
         };
-        let authorization = match self.vapid.authorization(&format!("https://{}", p.origin)) {
+        let authorization = match self.vapid.authorization(&p.origin) {
             Ok(a) => a,
             Err(e) => return Verdict::ConfigFault { reason: e },
         };
+        match route {
+            Route::H2(pool) => self.attempt_h2(&p, &authorization, &pool).await,
+            Route::H1(pool) => {
+                let build = || {
+                    let mut r = Request::new(Full::new(p.body.clone()));
+                    *r.method_mut() = Method::POST;
+                    *r.uri_mut() = p.uri.path_and_query().map_or_else(
+                        || http::Uri::from_static("/"),
+                        |pq| pq.as_str().parse().unwrap_or_default(),
+                    );
+                    if let Ok(host) = HeaderValue::from_str(pool.authority()) {
+                        r.headers_mut().insert(http::header::HOST, host);
+                    }
+                    headers(&p, &authorization, r.headers_mut());
+                    r
+                };
+                match pool.send(build).await {
+                    Ok(answer) => {
+                        self.core.answered(answer.status.as_u16());
+                        classify(answer.status, &answer.headers, &answer.body)
+                    }
+                    Err(H1Error::Closed) => unavailable("sender closed"),
+                    Err(e) => unavailable(format!("{}: {e}", p.origin)),
+                }
+            }
+        }
+    }
+
+    async fn attempt_h2(
+        &self,
+        p: &Prepared,
+        authorization: &str,
+        pool: &Rc<crate::h2client::Pool>,
+    ) -> Verdict {
         let mut resend_left = true;
         loop {
             let Some(stream) = pool.acquire().await else {
@@ -231,27 +234,7 @@ impl Inner {
                 let mut r = Request::new(());
                 *r.method_mut() = Method::POST;
                 *r.uri_mut() = p.uri.clone();
-                let h = r.headers_mut();
-                h.insert("ttl", HeaderValue::from(p.ttl));
-                h.insert("urgency", HeaderValue::from_static(p.urgency));
-                if let Some(t) = p
-                    .topic
-                    .as_deref()
-                    .and_then(|t| HeaderValue::from_str(t).ok())
-                {
-                    h.insert("topic", t);
-                }
-                h.insert(
-                    http::header::CONTENT_ENCODING,
-                    HeaderValue::from_static("aes128gcm"),
-                );
-                h.insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/octet-stream"),
-                );
-                if let Ok(v) = HeaderValue::from_str(&authorization) {
-                    h.insert(http::header::AUTHORIZATION, v);
-                }
+                headers(p, authorization, r.headers_mut());
                 r
             };
             let result = conn.round_trip(build, p.body.clone()).await;
@@ -263,5 +246,29 @@ impl Inner {
             self.core.answered(answer.status.as_u16());
             return classify(answer.status, &answer.headers, &answer.body);
         }
+    }
+}
+
+/// A Web Push request's headers (RFC 8030, 8291, 8292), the same over HTTP/2 and HTTP/1.1.
+fn headers(p: &Prepared, authorization: &str, h: &mut HeaderMap) {
+    h.insert("ttl", HeaderValue::from(p.ttl));
+    h.insert("urgency", HeaderValue::from_static(p.urgency));
+    if let Some(t) = p
+        .topic
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
+        h.insert("topic", t);
+    }
+    h.insert(
+        http::header::CONTENT_ENCODING,
+        HeaderValue::from_static("aes128gcm"),
+    );
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(authorization) {
+        h.insert(http::header::AUTHORIZATION, v);
     }
 }
