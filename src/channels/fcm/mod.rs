@@ -11,6 +11,7 @@
 //! - `config.rs`: [`FcmConfig`], its validation, [`FcmError`].
 //! - `service_account.rs`: the service account key file.
 //! - `oauth.rs`: the RS256 assertion, the token exchange and the shared token slot.
+//! - `pace.rs`: [`pace::Pace`], the shard's share of the project's quota (each send reserves a slot).
 //! - `response.rs`: FCM's answers, each a [`clarion_shards::Verdict`].
 //! - `sender.rs`: [`FcmSender`]: pacing, the request, the 401 token retry, the counters.
 
@@ -18,6 +19,7 @@ mod channel;
 mod config;
 mod message;
 mod oauth;
+mod pace;
 mod response;
 mod rules;
 mod sender;

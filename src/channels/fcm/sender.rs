@@ -3,19 +3,19 @@
 //! `401` fetches a new one and sends once more), paced under the shard's share of the
 //! project's quota, bounded in time, counted, and closed gracefully.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use clarion_shards::{NotificationContent, TokenBucket, Verdict};
+use clarion_shards::{NotificationContent, Verdict};
 use http::{HeaderValue, Method, Request};
 
 use super::config::{self, FcmConfig, FcmError};
 use super::message;
 use super::oauth::{SharedTokens, TokenFailure, Tokens};
+use super::pace::Pace;
 use super::response::{FollowUp, classify};
 use crate::channels::sending::{SendCounts, SenderCore, Trip, trip, unavailable};
 use crate::h2client::{Endpoint, Pool, Transport, Tuning};
@@ -46,7 +46,7 @@ struct Inner {
     pool: Rc<Pool>,
     token_pool: Rc<Pool>,
     tokens: Rc<Tokens>,
-    pace: RefCell<TokenBucket>,
+    pace: Pace,
     epoch: std::time::Instant,
     core: SenderCore,
     /// Sends that waited for the quota's pace.
@@ -107,16 +107,12 @@ impl FcmSender {
         ));
         // This shard's share of the project's quota, a second's worth of burst.
         let per_minute = (config.quota_per_minute / shards.max(1) as u64).max(1);
-        let burst = u32::try_from(per_minute.div_ceil(60))
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let refill = u32::try_from(per_minute).unwrap_or(u32::MAX);
         let inner = Inner {
             uri,
             pool: Rc::new(Pool::new(transport, config.connections, tuning, shard)),
             token_pool,
             tokens,
-            pace: RefCell::new(TokenBucket::new(burst, refill, 60_000, 0)),
+            pace: Pace::new(per_minute),
             epoch: std::time::Instant::now(),
             core: SenderCore::new("fcm", shard, tuning),
             paced: Cell::new(0),
@@ -181,25 +177,13 @@ impl Drop for FcmSender {
 }
 
 impl Inner {
-    /// Waits for this shard's share of the project's quota.
+    /// Waits for this shard's share of the project's quota: reserves a slot, sleeps once.
     async fn paced(&self) {
-        let mut waited = false;
-        loop {
-            let now_ms = self.epoch.elapsed().as_millis() as u64;
-            let wait = {
-                let mut pace = self.pace.borrow_mut();
-                if pace.try_take(now_ms) {
-                    None
-                } else {
-                    Some(pace.ms_until_token(now_ms).unwrap_or(1).max(1))
-                }
-            };
-            let Some(ms) = wait else { break };
-            waited = true;
-            glommio::timer::sleep(Duration::from_millis(ms)).await;
-        }
-        if waited {
+        let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let wait = self.pace.reserve(now_ns);
+        if !wait.is_zero() {
             self.paced.set(self.paced.get() + 1);
+            glommio::timer::sleep(wait).await;
         }
     }
 
