@@ -6,7 +6,6 @@
 use std::fmt;
 
 use clarion_shards::NotificationContent;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// The most plaintext one `aes128gcm` record of 4096 bytes carries: 4096 minus the header
@@ -70,21 +69,30 @@ pub fn encode(id: Uuid, content: &NotificationContent) -> Result<Vec<u8>, Payloa
             topic: t.to_string(),
         });
     }
-    let mut m = Map::new();
-    m.insert("id".into(), Value::String(id.to_string()));
-    if let Some(t) = &content.title {
-        m.insert("title".into(), Value::String(t.clone()));
-    }
-    if let Some(b) = &content.body {
-        m.insert("body".into(), Value::String(b.clone()));
-    }
-    let data = content.data.to_map().map_err(|e| PayloadError::BadData {
+    // `data` goes in as the compact JSON text it is kept as: its numbers keep the client's
+    // digits (a trip through `f64` can change the last one), and nothing is built twice.
+    let data = content.data.as_str();
+    let bad = |e: serde_json::Error| PayloadError::BadData {
         reason: e.to_string(),
-    })?;
-    m.insert("data".into(), Value::Object(data));
-    let out = serde_json::to_vec(&Value::Object(m)).map_err(|e| PayloadError::BadData {
-        reason: e.to_string(),
-    })?;
+    };
+    serde_json::from_str::<serde::de::IgnoredAny>(data).map_err(bad)?;
+    let mut out = Vec::with_capacity(64 + data.len());
+    out.extend_from_slice(br#"{"id":""#);
+    out.extend_from_slice(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .as_bytes(),
+    );
+    out.push(b'"');
+    for (name, text) in [("title", &content.title), ("body", &content.body)] {
+        if let Some(t) = text {
+            out.extend_from_slice(format!(r#","{name}":"#).as_bytes());
+            serde_json::to_writer(&mut out, t).map_err(bad)?;
+        }
+    }
+    out.extend_from_slice(br#","data":"#);
+    out.extend_from_slice(data.as_bytes());
+    out.push(b'}');
     if out.len() > MAX_PLAINTEXT_BYTES {
         return Err(PayloadError::TooLarge {
             size: out.len(),
@@ -104,6 +112,7 @@ pub fn check(content: &NotificationContent) -> Result<(), PayloadError> {
 mod tests {
     use super::*;
     use clarion_shards::JsonObject;
+    use serde_json::Value;
 
     #[test]
     fn the_plaintext_carries_id_title_body_and_data() {
@@ -119,6 +128,23 @@ mod tests {
             v,
             serde_json::json!({"id": id.to_string(), "title": "Hi", "body": "there", "data": {"n": 1}})
         );
+    }
+
+    #[test]
+    fn data_keeps_the_clients_digits() {
+        // Found by `fuzz_single_notification`: through `f64` this came out as
+        // -1.218040843843662e-8, one unit in the last place away.
+        let text = r#"{"a":-1.2180408438436621e-8,"t":"é\n"}"#;
+        let c = NotificationContent {
+            data: JsonObject::parse(text).unwrap(),
+            ..NotificationContent::default()
+        };
+        let plain = String::from_utf8(encode(Uuid::nil(), &c).unwrap()).unwrap();
+        assert!(
+            plain.ends_with(&format!(r#","data":{}}}"#, c.data.as_str())),
+            "{plain}"
+        );
+        assert!(plain.contains("-1.2180408438436621e-8"), "{plain}");
     }
 
     #[test]
