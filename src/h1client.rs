@@ -15,8 +15,11 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 
-use crate::h2client::{Alpn, ConnectError, Endpoint, Error, Transport, connect_tcp};
+use crate::h2client::{
+    Alpn, CONNECT_TIMEOUT, ConnectError, Endpoint, Error, Transport, connect_tcp,
+};
 use crate::http::rt::HyperIo;
+use crate::wait::within;
 
 /// Most bytes of an answer's body read: a push service answers with a short JSON error at
 /// most; a longer body is an error of the connection, not kept in memory.
@@ -156,21 +159,27 @@ impl H1Pool {
 
     async fn open(&self) -> Result<SendRequest<Full<Bytes>>, H1Error> {
         let connect = |e: ConnectError| H1Error::Connect(e.to_string());
-        match &self.tls {
-            Some(t) => handshake(HyperIo(t.connect_tls().await.map_err(connect)?)).await,
-            None => {
-                let tcp = connect_tcp(&self.endpoint.host, self.endpoint.port)
-                    .await
-                    .map_err(connect)?;
-                handshake(HyperIo(tcp)).await
+        let opened = within(CONNECT_TIMEOUT, async {
+            match &self.tls {
+                Some(t) => handshake(HyperIo(t.connect_tls().await.map_err(connect)?)).await,
+                None => {
+                    let tcp = connect_tcp(&self.endpoint.host, self.endpoint.port)
+                        .await
+                        .map_err(connect)?;
+                    handshake(HyperIo(tcp)).await
+                }
             }
-        }
+        })
+        .await;
+        opened.unwrap_or_else(|| Err(H1Error::Connect("timed out".into())))
     }
 
     /// Sends nothing more and closes the kept connections (requests running finish).
     pub fn close(&self) {
         self.closed.set(true);
         self.idle.borrow_mut().clear();
+        // Sends waiting for a connection end with `Closed`.
+        self.slots.close();
     }
 }
 

@@ -22,7 +22,7 @@
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::record::Channel;
+use crate::record::{Channel, DeliveryRecord, DeliveryState};
 
 /// First byte of a time-ordered key.
 const TIME_PREFIX: u8 = 0;
@@ -196,6 +196,27 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The letter of `delivery`, dead for `reason`: its last error is the reason its `dead`
+    /// event gives.
+    #[must_use]
+    pub fn of(user_id: &str, delivery: &DeliveryRecord, reason: DeadReason) -> DeadLetter {
+        DeadLetter {
+            delivery_id: delivery.id,
+            user_id: user_id.to_string(),
+            channel: delivery.channel,
+            target: delivery.target.clone(),
+            reason,
+            error: delivery
+                .history
+                .iter()
+                .rev()
+                .find(|e| e.state == DeliveryState::Dead)
+                .and_then(|e| e.reason.clone())
+                .unwrap_or_default(),
+            attempts: delivery.attempts,
+        }
+    }
+
     /// The stored value.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use clarion_shards::{
-    DeadFilter, DeadKey, DeadLetter, DeadReason, DeadScan, DeadSelection, DeliveryEvent,
-    DeliveryRecord, DeliveryState, NotificationRecord, Verdict,
+    DeadFilter, DeadKey, DeadLetter, DeadScan, DeadSelection, DeliveryEvent, DeliveryRecord,
+    DeliveryState, NotificationRecord, Verdict,
 };
 use futures_channel::oneshot;
 use tracing::{info, warn};
@@ -36,6 +36,10 @@ const REPLAYED: &str = "replayed from the dead letters";
 /// so a large backlog behind a configuration fault does not hold the executor.
 const GIVE_UP_PER_PASS: usize = 1024;
 
+/// One letter of a replay step: its key and delivery id, and, when it is replayed, the reset
+/// delivery and its place in the backlog.
+type LetterStep = (DeadKey, Uuid, Option<(DeliveryRecord, DeliveryRef)>);
+
 /// A page of one shard's dead letters, newest first.
 #[derive(Debug, Default)]
 pub struct DeadPage {
@@ -46,27 +50,6 @@ pub struct DeadPage {
 }
 
 impl Engine {
-    /// The letter of a delivery that just died: what a list shows of it.
-    pub(super) fn dead_letter(
-        user_id: &str,
-        del: &DeliveryRecord,
-        reason: DeadReason,
-    ) -> DeadLetter {
-        DeadLetter {
-            delivery_id: del.id,
-            user_id: user_id.to_string(),
-            channel: del.channel,
-            target: del.target.clone(),
-            reason,
-            error: del
-                .history
-                .last()
-                .and_then(|e| e.reason.clone())
-                .unwrap_or_default(),
-            attempts: del.attempts,
-        }
-    }
-
     /// Up to `limit` letters the filter matches below `below`, newest first.
     pub(super) async fn list_dead(
         self: Rc<Self>,
@@ -195,9 +178,8 @@ impl Engine {
         let now = now_ms();
         let mut records: HashMap<Uuid, NotificationRecord> =
             scan.records.into_iter().map(|r| (r.id, r)).collect();
-        let mut queued: Vec<DeliveryRef> = Vec::with_capacity(scan.items.len());
-        let mut updates: Vec<(DeadKey, Uuid, Option<DeliveryRecord>)> =
-            Vec::with_capacity(scan.items.len());
+        // Each letter with, when it is replayed, its reset delivery and its backlog place.
+        let mut updates: Vec<LetterStep> = Vec::with_capacity(scan.items.len());
         let mut st = self.state.borrow_mut();
         for (key, letter) in scan.items {
             let index = usize::from(key.index);
@@ -223,22 +205,20 @@ impl Engine {
                 reason: Some(REPLAYED.to_string()),
             });
             let lane = &self.lanes[del.channel.index()];
-            queued.push(DeliveryRef {
+            let d = DeliveryRef {
                 notification: key.notification,
                 index: key.index,
                 channel: del.channel,
                 due_ms: lane.place(now),
-            });
-            updates.push((key, letter.delivery_id, Some(del.clone())));
+            };
+            updates.push((key, letter.delivery_id, Some((del.clone(), d))));
         }
         drop(st);
-        let replayed = queued.len() as u64;
         self.committer.add(
             |b| {
-                let mut q = queued.iter();
-                for (key, delivery_id, del) in &updates {
+                for (key, delivery_id, replay) in &updates {
                     b.delete_dead(key, *delivery_id);
-                    if let (Some(del), Some(d)) = (del, q.next()) {
+                    if let Some((del, d)) = replay {
                         b.put_delivery_update(key.notification, key.index, del);
                         b.put_pending(&d.pending_key());
                     }
@@ -246,6 +226,11 @@ impl Engine {
             },
             Some(Waiter::Durable { reply: done }),
         );
+        let queued: Vec<DeliveryRef> = updates
+            .iter()
+            .filter_map(|(_, _, r)| r.as_ref().map(|(_, d)| *d))
+            .collect();
+        let replayed = queued.len() as u64;
         for d in &queued {
             // A scan out now may have read the notification before this reset: it must not
             // take its stale copy (`refill.rs`), whichever lane it scans for.
@@ -277,7 +262,9 @@ impl Engine {
             return 0;
         }
         let mut given_up = 0;
-        while given_up < GIVE_UP_PER_PASS {
+        // Deliveries not held long enough yet go back to the head, in order, after the pass.
+        let mut young = Vec::new();
+        for _ in 0..GIVE_UP_PER_PASS.min(lane.len()) {
             let Some(d) = lane.pop() else { break };
             let times = self.state.borrow().open.get(&d.notification).map(|o| {
                 let ttl = o.record.content.ttl_seconds;
@@ -304,8 +291,8 @@ impl Engine {
                 continue;
             }
             if now.saturating_sub(queued.max(since)) < limit {
-                lane.push_front(d);
-                break;
+                young.push(d);
+                continue;
             }
             let reason = lane.config_fault_reason.borrow().clone();
             self.settle(
@@ -315,6 +302,9 @@ impl Engine {
                 },
             );
             given_up += 1;
+        }
+        for d in young.into_iter().rev() {
+            lane.push_front(d);
         }
         given_up
     }

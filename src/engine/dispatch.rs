@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use clarion_shards::{DeadKey, DeadReason, DeliveryState, Verdict};
+use clarion_shards::{DeadKey, DeadLetter, DeadReason, DeliveryState, Verdict};
 use tracing::{debug, info, warn};
 
 use super::breaker::{Admit, BreakerState};
@@ -284,10 +284,7 @@ impl Engine {
                 notification: d.notification,
                 index: d.index,
             };
-            (
-                key,
-                Self::dead_letter(&open.record.user_id, del, dead_reason),
-            )
+            (key, DeadLetter::of(&open.record.user_id, del, dead_reason))
         });
         self.committer.add(
             |b| {

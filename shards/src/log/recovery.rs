@@ -399,15 +399,7 @@ fn build_dead_letters(db: &Database, h: &Handles) -> Result<u64, Error> {
                 notification: n.id,
                 index,
             };
-            let letter = DeadLetter {
-                delivery_id: d.id,
-                user_id: n.user_id.clone(),
-                channel: d.channel,
-                target: d.target.clone(),
-                reason: DeadReason::RetriesExhausted,
-                error: event.and_then(|e| e.reason.clone()).unwrap_or_default(),
-                attempts: d.attempts,
-            };
+            let letter = DeadLetter::of(&n.user_id, d, DeadReason::RetriesExhausted);
             out.push((&h.dead, key.encode().to_vec(), letter.encode()));
             out.push((&h.dead, id_key(d.id).to_vec(), key.body().to_vec()));
         }

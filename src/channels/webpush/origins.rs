@@ -14,8 +14,9 @@ use clarion_shards::Verdict;
 
 use crate::channels::sending::unavailable;
 use crate::h1client::H1Pool;
-use crate::h2client::{Alpn, Endpoint, Pool, Transport, Tuning, speaks_h2};
+use crate::h2client::{Alpn, CONNECT_TIMEOUT, Endpoint, Pool, Transport, Tuning, speaks_h2};
 use crate::sync::Latch;
+use crate::wait::within;
 
 /// Push-service origins a shard keeps connections to; past it the oldest origin's pool is
 /// closed (browsers use a handful of push services).
@@ -113,9 +114,18 @@ impl Origins {
             };
             let learned = self.learn(origin).await;
             if let Ok(route) = &learned {
-                self.entries
-                    .borrow_mut()
-                    .insert(origin.to_string(), Entry::Ready(route.clone()));
+                let mut entries = self.entries.borrow_mut();
+                let ours = matches!(entries.get(origin), Some(Entry::Learning(l)) if Rc::ptr_eq(l, &guard.latch));
+                if ours {
+                    entries.insert(origin.to_string(), Entry::Ready(route.clone()));
+                } else {
+                    // Evicted (past the bound) while it learned: this send uses the pool, which
+                    // closes after it; the next send learns again.
+                    match route {
+                        Route::H2(p) => p.begin_close(),
+                        Route::H1(p) => p.close(),
+                    }
+                }
             }
             drop(guard);
             return learned;
@@ -126,15 +136,23 @@ impl Origins {
         let endpoint = Endpoint::parse_with(origin, true)
             .map_err(|e| Verdict::permanent(format!("endpoint: {e}")))?;
         let ca = self.ca_pem.as_deref();
-        let setup = |e: crate::h2client::Error| Verdict::ConfigFault {
-            reason: format!("webpush TLS set-up: {e}"),
+        // A host rustls does not take as a server name is this subscription's fault; our own
+        // trusted roots failing to load would fail every origin (and the start, which loads
+        // them first).
+        let setup = |e: crate::h2client::Error| match e {
+            crate::h2client::Error::InvalidEndpoint { .. } => {
+                Verdict::permanent(format!("endpoint: {e}"))
+            }
+            _ => Verdict::ConfigFault {
+                reason: format!("webpush TLS set-up: {e}"),
+            },
         };
         let h2 = if endpoint.tls {
             let probe = Transport::with_alpn("webpush", endpoint.clone(), ca, Alpn::H2OrHttp1)
                 .map_err(setup)?;
-            let tls = probe
-                .connect_tls()
+            let tls = within(CONNECT_TIMEOUT, probe.connect_tls())
                 .await
+                .ok_or_else(|| unavailable(format!("{origin}: connect timed out")))?
                 .map_err(|e| unavailable(format!("{origin}: {e}")))?;
             speaks_h2(&tls)
         } else {

@@ -1,8 +1,9 @@
 //! A push service's answers (RFC 8030), each as a [`Verdict`]: `201` delivered to the push
 //! service; `404` and `410` the subscription is gone (deactivated with the status's reason);
-//! `413` too large and other `4xx` permanent; `401`/`403` our VAPID token refused, a
-//! configuration fault; `429` and `5xx` the service failing, waited out honouring
-//! `retry-after`.
+//! `413` too large and other `4xx` permanent, `403` among them (RFC 8292 4.2: our VAPID key is
+//! not the one this subscription was made with, a fault of that subscription, not of the
+//! channel); `401` our VAPID token refused, a configuration fault; `429` and `5xx` the service
+//! failing, waited out honouring `retry-after`.
 
 use clarion_shards::Verdict;
 use http::{HeaderMap, StatusCode};
@@ -22,7 +23,10 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> 
             deactivate: Some(reason.to_string()),
             unregistered_at_ms: None,
         },
-        401 | 403 => Verdict::ConfigFault {
+        403 => Verdict::permanent(format!(
+            "{described}: the subscription was made for another VAPID key: {text}"
+        )),
+        401 => Verdict::ConfigFault {
             reason: format!("{described}: the push service refused our VAPID token: {text}"),
         },
         429 | 500..=599 => Verdict::Unavailable {
@@ -73,7 +77,17 @@ mod tests {
                 ..
             }
         ));
-        assert!(matches!(answer(403, None), Verdict::ConfigFault { .. }));
+        assert!(matches!(answer(401, None), Verdict::ConfigFault { .. }));
+        assert!(
+            matches!(
+                answer(403, None),
+                Verdict::Permanent {
+                    deactivate: None,
+                    ..
+                }
+            ),
+            "one subscription's key, not the channel's setup"
+        );
         assert_eq!(
             answer(429, Some("3")),
             Verdict::Unavailable {
