@@ -92,6 +92,13 @@ pub const GROUP_COMMIT_MAX_RECORDS: usize = 4096;
 /// batch in memory.
 pub const SWEEP_CHUNK_RECORDS: usize = 1024;
 
+/// Notifications one retention sweep looks at; the next sweep goes on from where it stopped.
+/// Bounds how long a sweep holds the storage thread (and the commits queued behind it) to tens
+/// of milliseconds, however many old notifications are kept (unfinished backlogs, dead
+/// letters); at one sweep a minute it still looks at 94 million notifications a day per shard,
+/// many times what a shard accepts in one.
+pub const SWEEP_MAX_NOTIFICATIONS: usize = 65_536;
+
 /// fjall background threads (flush, compaction) per shard database. Two, so that a memtable's
 /// flush never waits behind a long compaction: with one, a compaction of a large backlog held
 /// the flushes back until four sealed memtables were queued, and fjall then halts every write
@@ -268,6 +275,9 @@ pub(crate) enum Request {
     /// Test hook: make the next fsync fail (after its commit's write succeeded).
     #[cfg(test)]
     FailNextSync,
+    /// Test hook: how many notifications one sweep looks at.
+    #[cfg(test)]
+    SetSweepCap(usize),
 }
 
 impl Request {
@@ -619,5 +629,10 @@ impl ShardLog {
     #[cfg(test)]
     pub(crate) fn fail_next_sync(&self) -> Result<(), Error> {
         self.send(Request::FailNextSync)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_sweep_cap(&self, cap: usize) -> Result<(), Error> {
+        self.send(Request::SetSweepCap(cap))
     }
 }

@@ -240,3 +240,45 @@ fn a_format_4_log_gets_a_letter_for_each_dead_delivery_when_opened() {
     assert_eq!(format, Some(vec![LOG_FORMAT_VERSION]));
     log.join().unwrap();
 }
+
+#[test]
+fn a_capped_sweep_goes_on_where_the_last_stopped_and_starts_over_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = reopen(&dir);
+    log.set_sweep_cap(3).unwrap();
+    let mut ids = IdGenerator::new(0, 4);
+    let old = NOW - 1000;
+    // Kept ones (a dead letter each) first, then finished ones: a sweep that read from the
+    // start every time would never get past the kept ones with a cap of 3.
+    let kept: Vec<_> = (0..3)
+        .map(|_| dead_notification(ids.next(old), Channel::Fcm, old))
+        .collect();
+    let items: Vec<_> = kept
+        .iter()
+        .map(|n| (n.clone(), DeadReason::RetriesExhausted))
+        .collect();
+    write_dead(&log, &items);
+    let mut finished = Vec::new();
+    let mut b = WriteBatch::new();
+    for _ in 0..5 {
+        let mut n = dead_notification(ids.next(old), Channel::Fcm, old);
+        n.deliveries[0].state = DeliveryState::Sent;
+        b.put_notification(&n);
+        finished.push(n);
+    }
+    block_on(log.submit(b).unwrap()).unwrap();
+
+    let sweep = || block_on(log.sweep(uuid_floor_for_ms(NOW)).unwrap()).unwrap();
+    assert_eq!(sweep(), 0, "the first three are kept");
+    assert_eq!(sweep(), 3, "the next goes on from the fourth");
+    assert_eq!(sweep(), 2, "then the rest, reaching the end");
+    assert_eq!(sweep(), 0, "starts over: the kept ones again");
+    let present = |n: &NotificationRecord| {
+        block_on(log.get_notification(n.id).unwrap())
+            .unwrap()
+            .is_some()
+    };
+    assert!(kept.iter().all(present));
+    assert!(!finished.iter().any(present));
+    log.join().unwrap();
+}

@@ -137,6 +137,8 @@ pub(crate) fn open_with_capacity(
         dedup_window_ms: config.dedup_window_ms,
         dedup,
         reaper: MemtableReaper::start(config.shard, &config.dir)?,
+        sweep_from: None,
+        sweep_cap: super::SWEEP_MAX_NOTIFICATIONS,
     };
     let thread = std::thread::Builder::new()
         .name(format!("clarion-log-{:02}", config.shard))

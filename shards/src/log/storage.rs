@@ -111,6 +111,10 @@ pub(super) struct Storage {
     pub(super) dedup: DedupHasher,
     /// Frees flushed memtables on its own thread (see `log/reaper.rs`).
     pub(super) reaper: MemtableReaper,
+    /// Where the next sweep goes on from (`None`: the start).
+    pub(super) sweep_from: Option<Vec<u8>>,
+    /// Most notifications one sweep looks at.
+    pub(super) sweep_cap: usize,
 }
 
 impl Storage {
@@ -264,6 +268,8 @@ impl Storage {
                 Request::FailNextCommit => self.fail_next_commit = true,
                 #[cfg(test)]
                 Request::FailNextSync => self.fail_next_sync = true,
+                #[cfg(test)]
+                Request::SetSweepCap(cap) => self.sweep_cap = cap,
             }
         }
         self.counters
@@ -416,6 +422,11 @@ impl Storage {
     /// in the same fjall batch), in chunks, and any updates left without their notification;
     /// moves entries that do not decode into quarantine. Unsynced: a lost deletion is simply
     /// redone by the next sweep (and the group's final fsync covers it).
+    ///
+    /// One sweep looks at most at [`SWEEP_MAX_NOTIFICATIONS`](super::SWEEP_MAX_NOTIFICATIONS)
+    /// (or the test's cap) and the next goes on from there, starting over once it reaches
+    /// `before`: the notifications kept (unfinished, or holding a dead letter) are not all read
+    /// again on every sweep while the commits wait behind it.
     fn sweep(&mut self, before: &[u8; 16]) -> Result<u64, Error> {
         if self.poisoned {
             return Err(Error::Poisoned);
@@ -423,13 +434,27 @@ impl Storage {
         let mut deleted = 0u64;
         let mut segment = Segment::default();
         let mut quarantine = Quarantine::new(self.shard, super::quarantine::wall_clock_ms());
+        let from = self
+            .sweep_from
+            .take()
+            .filter(|k| k.as_slice() < &before[..])
+            .unwrap_or_default();
         let entries = self
             .handles
             .notifications
-            .range::<&[u8], _>(..&before[..])
+            .range::<&[u8], _>(&from[..]..&before[..])
             .map(|guard| guard.into_inner().map_err(Error::from));
-        for stored in fold(entries) {
+        for (examined, stored) in fold(entries).enumerate() {
             let stored = stored?;
+            if examined >= self.sweep_cap {
+                // The next sweep goes on from this notification.
+                self.sweep_from = stored
+                    .keys
+                    .first()
+                    .or(stored.corrupt.first().map(|c| &c.key))
+                    .cloned();
+                break;
+            }
             for c in &stored.corrupt {
                 let fb = segment.batch.get_or_insert_with(|| self.db.batch());
                 quarantine.stage(fb, &self.handles, Keyspace::Notifications, c);
