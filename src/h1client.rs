@@ -9,6 +9,7 @@
 //! each request in flight holds a connection, so a pool's bound is also its concurrency.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -54,6 +55,9 @@ impl std::fmt::Display for H1Error {
     }
 }
 
+/// A request's turn on an [`H1Pool`] (a connection of it), held until the request ends.
+pub struct H1Turn(#[allow(dead_code)] glommio::sync::StaticPermit);
+
 /// One origin's HTTP/1.1 connections on one shard.
 pub struct H1Pool {
     endpoint: Endpoint,
@@ -61,7 +65,7 @@ pub struct H1Pool {
     tls: Option<Transport>,
     idle: RefCell<Vec<SendRequest<Full<Bytes>>>>,
     /// One permit per connection that may be open: a request waits here for its turn.
-    slots: glommio::sync::Semaphore,
+    slots: Rc<glommio::sync::Semaphore>,
     closed: Cell<bool>,
 }
 
@@ -88,7 +92,7 @@ impl H1Pool {
             endpoint,
             tls,
             idle: RefCell::new(Vec::new()),
-            slots: glommio::sync::Semaphore::new(max_connections.max(1) as u64),
+            slots: Rc::new(glommio::sync::Semaphore::new(max_connections.max(1) as u64)),
             closed: Cell::new(false),
         })
     }
@@ -98,21 +102,32 @@ impl H1Pool {
         self.endpoint.authority.as_str()
     }
 
-    /// Sends the request `build` makes on a kept connection (or a new one, within the bound)
-    /// and reads the answer. A kept connection the server closed meanwhile is replaced, and the
-    /// request sent on the new one, only when hyper says it was not sent.
-    pub async fn send(
-        &self,
-        build: impl Fn() -> Request<Full<Bytes>>,
-    ) -> Result<H1Answer, H1Error> {
+    /// Waits for a request's turn: one of the pool's connections free (or one more allowed).
+    /// Apart from [`H1Pool::send`], so the wait is not counted in the request's own time.
+    pub async fn turn(&self) -> Result<H1Turn, H1Error> {
         if self.closed.get() {
             return Err(H1Error::Closed);
         }
-        let _slot = self
+        let permit = self
             .slots
-            .acquire_permit(1)
+            .acquire_static_permit(1)
             .await
             .map_err(|_| H1Error::Closed)?;
+        Ok(H1Turn(permit))
+    }
+
+    /// Sends the request `build` makes, in its `turn`, on a kept connection (or a new one) and
+    /// reads the answer. A kept connection the server closed meanwhile is replaced, and the
+    /// request sent on the new one, only when hyper says it was not sent.
+    pub async fn send(
+        &self,
+        turn: H1Turn,
+        build: impl Fn() -> Request<Full<Bytes>>,
+    ) -> Result<H1Answer, H1Error> {
+        let _turn = turn;
+        if self.closed.get() {
+            return Err(H1Error::Closed);
+        }
         let mut kept = self.take_idle().await;
         loop {
             let (mut sender, reused) = match kept.take() {

@@ -21,7 +21,7 @@ use super::response::classify;
 use super::subscription::Subscription;
 use super::vapid::{VapidKey, VapidSigner};
 use crate::channels::sending::{SendCounts, SenderCore, Trip, trip, unavailable};
-use crate::h1client::H1Error;
+use crate::h1client::{H1Error, H1Turn};
 use crate::h2client::Tuning;
 /// TTL when a notification has none: four weeks, as for APNs.
 pub const DEFAULT_TTL_SECONDS: u64 = 28 * 86_400;
@@ -58,6 +58,12 @@ struct Inner {
     rng: SystemRandom,
     origins: Origins,
     core: SenderCore,
+}
+
+/// How a request reaches its origin, once it may go.
+enum Reached {
+    H2(Rc<crate::h2client::Pool>),
+    H1(Rc<crate::h1client::H1Pool>, H1Turn),
 }
 
 /// A request ready to go: where, and its headers and body.
@@ -107,7 +113,12 @@ impl WebPushSender {
             let core = &inner.core;
             let outcome = match core.begin().and(prepared) {
                 Err(refused) => refused,
-                Ok(p) => core.bounded(inner.attempt(p)).await,
+                // Reaching the origin (learning its protocol, an HTTP/1.1 connection's turn)
+                // is not the request's time.
+                Ok(p) => match inner.reach(&p.origin).await {
+                    Err(v) => v,
+                    Ok(reached) => core.bounded(inner.attempt(p, reached)).await,
+                },
             };
             core.end(&outcome);
             outcome
@@ -181,18 +192,25 @@ impl Inner {
         })
     }
 
-    async fn attempt(&self, p: Prepared) -> Verdict {
-        let route = match self.origins.route(&p.origin).await {
-            Ok(route) => route,
-            Err(v) => return v,
-        };
+    /// The way to `origin`, and for an HTTP/1.1 one the request's turn on it.
+    async fn reach(&self, origin: &str) -> Result<Reached, Verdict> {
+        Ok(match self.origins.route(origin).await? {
+            Route::H2(pool) => Reached::H2(pool),
+            Route::H1(pool) => match pool.turn().await {
+                Ok(turn) => Reached::H1(pool, turn),
+                Err(_) => return Err(unavailable("sender closed")),
+            },
+        })
+    }
+
+    async fn attempt(&self, p: Prepared, reached: Reached) -> Verdict {
         let authorization = match self.vapid.authorization(&p.origin) {
             Ok(a) => a,
             Err(e) => return Verdict::ConfigFault { reason: e },
         };
-        match route {
-            Route::H2(pool) => self.attempt_h2(&p, &authorization, &pool).await,
-            Route::H1(pool) => {
+        match reached {
+            Reached::H2(pool) => self.attempt_h2(&p, &authorization, &pool).await,
+            Reached::H1(pool, turn) => {
                 let build = || {
                     let mut r = Request::new(Full::new(p.body.clone()));
                     *r.method_mut() = Method::POST;
@@ -206,7 +224,7 @@ impl Inner {
                     headers(&p, &authorization, r.headers_mut());
                     r
                 };
-                match pool.send(build).await {
+                match pool.send(turn, build).await {
                     Ok(answer) => {
                         self.core.answered(answer.status.as_u16());
                         classify(answer.status, &answer.headers, &answer.body)
