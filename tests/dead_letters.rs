@@ -82,12 +82,7 @@ fn check_replayed(status: &Value) {
         (Some("sent"), Some(1)),
         "{status}"
     );
-    let states: Vec<&str> = d["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["state"].as_str().unwrap())
-        .collect();
+    let states = common::history_states(d);
     let dead_at = states
         .iter()
         .position(|s| *s == "dead")

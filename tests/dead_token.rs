@@ -22,15 +22,7 @@ fn unregistered_and_bad_tokens_are_deactivated() {
     let r = h.notify(json!({"user_id": "dave", "idempotency_key": "a", "title": "t"}));
     assert_eq!(r.status, 202);
     let s = h.wait_finished(r.body["id"].as_str().unwrap(), Duration::from_secs(20));
-    let by_target = |t: &str| {
-        s["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["device_id"] == t)
-            .unwrap()
-            .clone()
-    };
+    let by_target = |t: &str| common::delivery(&s, t).clone();
     let d = by_target(&gone);
     assert_eq!(d["state"], "failed", "{s}");
     assert!(d["history"].to_string().contains("410 Unregistered"), "{d}");

@@ -26,14 +26,7 @@ fn subscription(endpoint: &str) -> Value {
     })
 }
 
-fn device<'a>(user: &'a Value, device_id: &str) -> &'a Value {
-    user["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["device_id"] == device_id)
-        .unwrap_or_else(|| panic!("no device {device_id} in {user}"))
-}
+use common::device;
 
 #[test]
 fn devices_of_every_platform_are_registered_shown_and_removed() {

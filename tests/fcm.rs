@@ -119,26 +119,15 @@ fn gone_tokens_are_deactivated_with_fcms_reason() {
     let id = f.h.notify_accepted("cat", "n1", json!({}));
     let s = f.h.wait_finished(&id, Duration::from_secs(20));
     let state = |device: &str| {
-        s["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["device_id"] == device)
-            .map(|d| d["state"].as_str().unwrap().to_string())
+        common::delivery(&s, device)["state"]
+            .as_str()
+            .map(str::to_string)
     };
     assert_eq!(state("gone-1").as_deref(), Some("failed"), "{s}");
     assert_eq!(state("other-sender").as_deref(), Some("failed"), "{s}");
     assert_eq!(state("fine-1").as_deref(), Some("sent"), "{s}");
     let user = f.h.client().call("GET", "/v1/users/cat", None).body;
-    let device = |id: &str| {
-        user["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["device_id"] == id)
-            .unwrap()
-            .clone()
-    };
+    let device = |id: &str| common::device(&user, id).clone();
     assert_eq!(
         device("gone-1")["deactivated_reason"],
         "UNREGISTERED",

@@ -27,13 +27,7 @@ fn register_send_receive_and_status() {
     assert_eq!(d["state"], "sent", "{status}");
     assert_eq!(d["channel"], "apns");
     assert_eq!(d["device_id"], tok);
-    let states: Vec<&str> = d["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["state"].as_str().unwrap())
-        .collect();
-    assert_eq!(states, ["queued", "sent"]);
+    assert_eq!(common::history_states(d), ["queued", "sent"]);
     let delivery_id = d["id"].as_str().unwrap().to_string();
 
     let got = common::wait_for(Duration::from_secs(5), || {

@@ -145,28 +145,12 @@ fn gone_subscriptions_are_deactivated_with_the_push_services_reason() {
     w.sim.set_faults(faults);
     let id = w.h.notify_accepted("cy", "n1", json!({}));
     let s = w.h.wait_finished(&id, Duration::from_secs(20));
-    let state = |device: &str| {
-        s["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["device_id"] == device)
-            .unwrap()["state"]
-            .clone()
-    };
+    let state = |device: &str| common::delivery(&s, device)["state"].clone();
     assert_eq!(state(&subs[0].1), "failed", "{s}");
     assert_eq!(state(&subs[1].1), "failed", "{s}");
     assert_eq!(state(&subs[2].1), "sent", "{s}");
     let user = w.h.client().call("GET", "/v1/users/cy", None).body;
-    let reason = |device: &str| {
-        user["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["device_id"] == device)
-            .unwrap()["deactivated_reason"]
-            .clone()
-    };
+    let reason = |device: &str| common::device(&user, device)["deactivated_reason"].clone();
     assert_eq!(reason(&subs[0].1), "Gone", "{user}");
     assert_eq!(reason(&subs[1].1), "Not Found", "{user}");
     assert_eq!(reason(&subs[2].1), Value::Null);
@@ -232,13 +216,7 @@ fn push_services_that_speak_only_http1_are_sent_to_over_http1() {
             assert_eq!(w.sim.received(sim_id), 25, "{protocol:?}: each once");
         }
         let user = w.h.client().call("GET", "/v1/users/hal", None).body;
-        let gone = user["devices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|d| d["device_id"] == subs[0].1.as_str())
-            .unwrap()
-            .clone();
+        let gone = common::device(&user, &subs[0].1).clone();
         assert_eq!(gone["deactivated_reason"], "Gone", "{protocol:?}: {user}");
         let m = w.sim.recent().pop().unwrap();
         assert!(

@@ -199,3 +199,33 @@ pub fn webpush_section(
         ca.display()
     )
 }
+
+/// The device `device_id` in a user's record (`GET /v1/users/{id}`).
+pub fn device<'a>(user: &'a Value, device_id: &str) -> &'a Value {
+    find_by_device(&user["devices"], device_id)
+        .unwrap_or_else(|| panic!("no device {device_id} in {user}"))
+}
+
+/// The delivery to `device_id` in a notification's status (`GET /v1/notifications/{id}`).
+pub fn delivery<'a>(status: &'a Value, device_id: &str) -> &'a Value {
+    find_by_device(&status["deliveries"], device_id)
+        .unwrap_or_else(|| panic!("no delivery to {device_id} in {status}"))
+}
+
+fn find_by_device<'a>(list: &'a Value, device_id: &str) -> Option<&'a Value> {
+    list.as_array()?
+        .iter()
+        .find(|d| d["device_id"] == device_id)
+}
+
+/// The states a delivery went through, in order.
+pub fn history_states(delivery: &Value) -> Vec<String> {
+    delivery["history"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .map(|e| e["state"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
