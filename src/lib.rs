@@ -13,6 +13,8 @@
 //!   what the senders share (`channels::sending`), the sender of a channel that is off.
 //! - `h2client`: the provider-neutral HTTP/2 + TLS client (pool, stream line, deadlines).
 //! - `builtin_sim`: starts `clarion-sim`'s simulators for the channels in simulator mode.
+//! - `data_dir`: the data directory's layout and metadata (the shard count), derived again from
+//!   the shard directories when a power cut took it.
 //! - `durable_file`: files written outside fjall, made durable (temporary file, fsync, rename,
 //!   directory fsync).
 //! - `health`: every shard's state, readable from any core (`/healthz`).
@@ -24,6 +26,7 @@ pub mod builtin_sim;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod durable_file;
 pub mod engine;
 pub mod h1client;

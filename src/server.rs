@@ -7,7 +7,6 @@
 //! answers `503` forever.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use crate::channels::off::OffChannel;
 use crate::channels::rules::TargetPolicy;
 use crate::channels::webpush::{VapidKey, WebPushChannel, WebPushConfig, WebPushSender};
 use crate::config::{ApnsTarget, ChannelMode, Config, FcmTarget};
+use crate::data_dir::{self, shard_dir};
 use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::health::{ShardState, ShardsHealth};
 use crate::http;
@@ -37,37 +37,9 @@ use crate::sync::Latch;
 /// Memory glommio pins for io_uring buffers per executor. We do no DMA file I/O on the
 /// executors, so 1 MiB is plenty and keeps us under default `ulimit -l` limits.
 const EXECUTOR_IO_MEMORY: usize = 1 << 20;
-const META_FILE: &str = "clarion-meta.json";
 
 /// A shard's log and what it recovered, waiting for its executor to pick it up.
 type Opened = Arc<Mutex<Vec<Option<(ShardLog, Recovered)>>>>;
-
-/// Checks (or records) the shard count the data directory was written with: users are placed
-/// by `jump_hash(user, shards)`, so a different count would orphan their data.
-fn check_data_dir(dir: &Path, shards: usize) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir.join("shards"))
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let meta = dir.join(META_FILE);
-    match std::fs::read(&meta) {
-        Ok(bytes) => {
-            let v: serde_json::Value =
-                serde_json::from_slice(&bytes).context("reading clarion-meta.json")?;
-            let was = v["shards"].as_u64().unwrap_or(0) as usize;
-            if was != shards {
-                bail!(
-                    "data directory {} was written with {was} shards; start with --shards {was} (re-sharding is not supported yet)",
-                    dir.display()
-                );
-            }
-        }
-        Err(_) => {
-            let v = serde_json::json!({"shards": shards, "format": 1});
-            std::fs::write(&meta, serde_json::to_vec_pretty(&v)?)
-                .context("writing clarion-meta.json")?;
-        }
-    }
-    Ok(())
-}
 
 fn open_logs(cfg: &Config) -> anyhow::Result<Opened> {
     if !cfg.fsync {
@@ -143,10 +115,6 @@ fn start_table_writeback(cfg: &Config) -> Option<clarion_shards::TableWriteback>
             None
         }
     }
-}
-
-fn shard_dir(data_dir: &std::path::Path, shard: usize) -> std::path::PathBuf {
-    data_dir.join("shards").join(format!("{shard:02}"))
 }
 
 /// Resolves port 0 to a concrete free port, so every executor binds the same one.
@@ -237,7 +205,7 @@ fn webpush_setup(
 }
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
-    check_data_dir(&cfg.data_dir, cfg.shards)?;
+    data_dir::check(&cfg.data_dir, cfg.shards)?;
     raise_open_files_limit(&cfg);
     let (apns, _sim) = match &cfg.apns {
         ApnsTarget::Live(s) => {

@@ -83,6 +83,10 @@ pub fn truncate(path: &Path, len: u64) {
     f.sync_all().unwrap();
 }
 
+/// What a cut device keeps: one sector, so that no write of the file system's, not even its
+/// superblock's (at byte 1024), lands after the cut.
+const DEAD_DEVICE_BYTES: u64 = 512;
+
 /// A small file system mounted for one test, unmounted (and its loop device freed) on drop.
 pub struct Mount {
     pub path: PathBuf,
@@ -169,16 +173,48 @@ impl Mount {
             .unwrap_or_else(|e| cannot("changing a loop device's size limit", e.to_string()));
     }
 
-    /// Unmounts, checks and repairs the file system (`e2fsck -y`, as after a disk fault), and
-    /// mounts it again.
-    pub fn fsck_and_remount(&mut self) {
-        run("umount", &[self.path.to_str().unwrap()]).unwrap();
+    /// A power cut: the device stops (every read and write fails with EIO: it keeps one sector,
+    /// below ext4's superblock), `during` runs (it kills the server), and the file system is
+    /// unmounted, so what the page cache held and the journal's uncommitted transaction never
+    /// reach the disk. Then the device comes back, `e2fsck` replays the journal (as the boot
+    /// after a cut does) and the file system is mounted again.
+    ///
+    /// A canary file written just before the cut, never fsynced, must not come back whole: the
+    /// proof, at every cut, that the cut dropped what was not synced.
+    pub fn cut_power(&mut self, during: impl FnOnce()) {
+        let canary = self.path.join("power-cut-canary");
+        std::fs::write(&canary, [0x43u8; 4096]).unwrap();
+        self.limit_device(DEAD_DEVICE_BYTES);
+        during();
+        let target = self.path.to_str().unwrap().to_string();
+        if let Err(e) = run("umount", &[&target]) {
+            cannot("unmounting the cut file system", e);
+        }
+        self.limit_device(0);
+        self.fsck();
+        self.mount_ext4();
+        let kept = std::fs::metadata(&canary).map_or(0, |m| m.len());
+        assert!(
+            kept < 4096,
+            "the unsynced canary survived the cut whole: the cut did not drop unsynced data"
+        );
+        let _ = std::fs::remove_file(&canary);
+    }
+
+    fn fsck(&self) {
         // Exit code 1 means "errors corrected"; only 4 and above is a failure.
         let out = std::process::Command::new("e2fsck")
             .args(["-y", self.device()])
             .output()
             .unwrap();
         assert!(out.status.code().is_some_and(|c| c < 4), "e2fsck: {out:?}");
+    }
+
+    /// Unmounts, checks and repairs the file system (`e2fsck -y`, as after a disk fault), and
+    /// mounts it again.
+    pub fn fsck_and_remount(&mut self) {
+        run("umount", &[self.path.to_str().unwrap()]).unwrap();
+        self.fsck();
         self.mount_ext4();
     }
 
