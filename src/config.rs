@@ -273,6 +273,7 @@ pub struct RawDelivery {
     pub backoff_max_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub config_fault_dead_after_seconds: Option<u64>,
+    pub catch_up_yields: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -382,6 +383,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// How long a delivery may sit behind a configuration fault before it goes dead.
     pub config_fault_dead_after_ms: u64,
+    /// A channel catching up on a backlog is paced while the others are live.
+    pub catch_up_yields: bool,
     pub mesh_channel_capacity: usize,
     pub lane_window: usize,
     pub apns: ApnsTarget,
@@ -654,6 +657,7 @@ impl RawConfig {
             backoff_max_ms,
             shutdown_grace_ms: self.delivery.shutdown_grace_ms.unwrap_or(5_000),
             config_fault_dead_after_ms,
+            catch_up_yields: self.delivery.catch_up_yields.unwrap_or(true),
             mesh_channel_capacity,
             lane_window,
             apns,

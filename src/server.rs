@@ -493,6 +493,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         shutdown_grace_ms: cfg.shutdown_grace_ms,
         config_fault_dead_after_ms: cfg.config_fault_dead_after_ms,
         lane_window: cfg.lane_window,
+        catch_up_yields: cfg.catch_up_yields,
         health: health.slot(shard),
     };
     let seed = now_ms() ^ ((shard as u64) << 48) ^ u64::from(std::process::id());

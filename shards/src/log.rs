@@ -47,6 +47,7 @@ mod recovery;
 mod scan;
 #[cfg(test)]
 mod scan_tests;
+mod scanner;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -125,7 +126,7 @@ pub const BACKGROUND_THREADS_PER_LOG: usize = FJALL_WORKER_THREADS + 1;
 pub const LOG_FORMAT_VERSION: u8 = 5;
 
 /// Most deliveries one backlog scan returns: bounds the reply's memory and how long one scan
-/// holds the storage thread (each delivery's notification is read and folded).
+/// holds the backlog reader (each delivery's notification is read and folded).
 pub const SCAN_PENDING_MAX: usize = 4096;
 
 /// A page of a channel's backlog, in due order, from [`ShardLog::scan_pending`].
@@ -492,8 +493,9 @@ impl ShardLog {
 
     /// Reads up to `limit` (at most [`SCAN_PENDING_MAX`]) deliveries of `channel`'s backlog
     /// that are due at or before `until_due_ms`, in due order, starting after the key `after`
-    /// (from the channel's start when `None`), each with its notification. In order with the
-    /// writes submitted before it.
+    /// (from the channel's start when `None`), each with its notification. It sees exactly the
+    /// writes submitted before it (read from a snapshot on the backlog reader thread, so later
+    /// commits do not wait for it), and is answered once those are synced.
     pub fn scan_pending(
         &self,
         channel: crate::record::Channel,

@@ -51,6 +51,19 @@ pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
                 continue;
             }
         };
+        // A channel catching up on a backlog waits its turn while the others are live.
+        if !probe {
+            let paced = engine.catch_up.delay(
+                channel,
+                lane.backlog.get(),
+                now_ms(),
+                std::time::Instant::now(),
+            );
+            if let Some(wait) = paced {
+                futures_lite::future::or(glommio::timer::sleep(wait), engine.stopping.wait()).await;
+                continue;
+            }
+        }
         let Ok(permit) = slots.acquire_static_permit(1).await else {
             break;
         };

@@ -6,12 +6,14 @@
 //! Layout: `command` (what crosses the mesh), `answer` (where a notification's answer goes),
 //! `accept` (users, devices, notifications, status), `committer` (group commit and
 //! reply-after-durable), `lane` (a channel's window onto its backlog in the log, and its
-//! refill), `breaker` (a channel's circuit breaker), `dispatch` (sends and their outcomes),
+//! refill), `breaker` (a channel's circuit breaker), `catchup` (a catching-up channel yields to the live
+//! ones), `dispatch` (sends and their outcomes),
 //! `recovery` (rebuilding state from the log, housekeeping), `probe` (counters).
 
 pub mod accept;
 pub mod answer;
 pub mod breaker;
+pub mod catchup;
 pub mod command;
 pub mod committer;
 pub mod dead;
@@ -88,6 +90,9 @@ pub struct EngineConfig {
     pub shutdown_grace_ms: u64,
     /// Deliveries each channel's lane holds ready in memory.
     pub lane_window: usize,
+    /// A channel catching up on a backlog is paced while others are live (`[delivery]
+    /// catch_up_yields`).
+    pub catch_up_yields: bool,
     /// Where the shard's health is published when its log fails.
     pub health: crate::health::ShardSlot,
 }
@@ -128,6 +133,8 @@ pub struct Engine {
     pub failed: crate::health::FailedFlag,
     /// One dead-letter replay or purge at a time on this shard (`dead.rs`).
     pub dead_letters_turn: glommio::sync::Semaphore,
+    /// The pacing of a channel catching up on a backlog while others are live (`catchup.rs`).
+    pub catch_up: catchup::CatchUp,
 }
 
 pub fn now_ms() -> u64 {
@@ -145,6 +152,7 @@ impl Engine {
         dedup_hasher: DedupHasher,
     ) -> Engine {
         let failed = crate::health::FailedFlag::new(cfg.health.clone());
+        let catch_up_yields = cfg.catch_up_yields;
         let mut by_channel: Vec<Option<Rc<dyn ChannelSender>>> = vec![None; Channel::ALL.len()];
         for s in senders {
             let i = s.channel().index();
@@ -177,6 +185,7 @@ impl Engine {
             stop_committing: Cell::new(false),
             failed,
             dead_letters_turn: glommio::sync::Semaphore::new(1),
+            catch_up: catchup::CatchUp::new(Channel::ALL.len(), catch_up_yields),
         }
     }
 
@@ -274,6 +283,8 @@ impl Engine {
             .iter()
             .filter(|l| l.breaker.borrow().state() != breaker::BreakerState::Closed)
             .count() as u64;
+        s.catch_up_paced = self.catch_up.paced.get();
+        s.catch_up_cuts = self.catch_up.cuts.get();
         s.in_flight = self.in_flight.get() as u64;
         s.open_notifications = self.state.borrow().open.len() as u64;
         let log = self.log.stats();
@@ -318,6 +329,9 @@ impl Engine {
             }
         }
         glommio::spawn_local(recovery::run_housekeeping(self.clone())).detach();
+        if self.cfg.catch_up_yields {
+            glommio::spawn_local(catchup::run_probe(self.clone())).detach();
+        }
     }
 
     /// Graceful stop: refuse new work, send nothing more, let in-flight sends finish within

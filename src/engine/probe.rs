@@ -79,6 +79,10 @@ pub struct ProbeSnapshot {
     /// Times a channel's circuit breaker opened, and channels whose breaker is open now.
     pub breaker_opened: u64,
     pub breakers_open: u64,
+    /// Sends of a channel catching up on a backlog that waited for the others' live traffic,
+    /// and the times the catch-up's rate was cut (`engine/catchup.rs`).
+    pub catch_up_paced: u64,
+    pub catch_up_cuts: u64,
     /// How long the log's commits took to write into fjall, and their fsyncs (cumulative
     /// buckets in the API).
     #[serde(serialize_with = "latency_view")]
@@ -211,6 +215,8 @@ impl ProbeSnapshot {
         self.purged += o.purged;
         self.breaker_opened += o.breaker_opened;
         self.breakers_open += o.breakers_open;
+        self.catch_up_paced += o.catch_up_paced;
+        self.catch_up_cuts += o.catch_up_cuts;
         self.log_write.add(&o.log_write);
         self.log_fsync.add(&o.log_fsync);
         self.log_quarantined += o.log_quarantined;

@@ -24,6 +24,7 @@ use super::fold::{CorruptEntry, fold};
 use super::journal;
 use super::quarantine::{DurableMoves, QUARANTINE_KEYSPACE};
 use super::reaper::MemtableReaper;
+use super::scanner::{ScanSource, Scanner};
 use super::storage::{Handles, Storage};
 use super::{
     Counters, FJALL_WORKER_THREADS, Keyspace, LOG_FORMAT_VERSION, LOG_QUEUE_CAPACITY, LogConfig,
@@ -123,6 +124,13 @@ pub(crate) fn open_with_capacity(
     let counters = Arc::new(Counters::default());
     let held = handles.quarantine.len()? as u64;
     counters.quarantined.store(held, Relaxed);
+    let scanner = Scanner::start(
+        config.shard,
+        ScanSource {
+            pending: handles.pending.clone(),
+            notifications: handles.notifications.clone(),
+        },
+    )?;
     let storage = Storage {
         db,
         handles,
@@ -139,6 +147,7 @@ pub(crate) fn open_with_capacity(
         reaper: MemtableReaper::start(config.shard, &config.dir)?,
         sweep_from: None,
         sweep_cap: super::SWEEP_MAX_NOTIFICATIONS,
+        scanner,
     };
     let thread = std::thread::Builder::new()
         .name(format!("clarion-log-{:02}", config.shard))

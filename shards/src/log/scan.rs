@@ -1,5 +1,6 @@
-//! A page of a channel's backlog read by the storage thread: the `pending` keys in due order,
-//! then their notifications in one forward pass over the `notifications` keyspace.
+//! A page of a channel's backlog, read by the backlog reader (`scanner.rs`) from a snapshot the
+//! storage thread took: the `pending` keys in due order, then their notifications in one forward
+//! pass over the `notifications` keyspace.
 //!
 //! A backlog an outage builds holds notifications accepted one after another, so the ids a page
 //! needs sit close together in key order. Reading each with its own prefix iterator (the way
@@ -15,10 +16,13 @@ use std::ops::Bound;
 
 use uuid::Uuid;
 
+use fjall::Readable;
+
 use super::Keyspace;
 use super::PendingScan;
 use super::fold::{Fold, Stored, fold};
 use super::recovery::name_key;
+use super::scanner::ScanSource;
 use super::storage::Handles;
 use crate::error::Error;
 use crate::pending::PendingKey;
@@ -30,21 +34,30 @@ const MAX_STEP: usize = 32;
 
 /// Reads up to `limit` of `channel`'s pending deliveries after `after` and due by
 /// `until_due_ms` (see [`ShardLog::scan_pending`](super::ShardLog::scan_pending)), each with its
-/// notification read once.
+/// notification read once, as `snapshot` sees them.
 pub(super) fn scan_pending(
-    handles: &Handles,
+    source: &ScanSource,
+    snapshot: &fjall::Snapshot,
     channel: Channel,
     after: Option<PendingKey>,
     until_due_ms: u64,
     limit: usize,
 ) -> Result<PendingScan, Error> {
     let mut scan = PendingScan::default();
-    let keys = pending_keys(handles, channel, after, until_due_ms, limit, &mut scan)?;
+    let keys = pending_keys(
+        source,
+        snapshot,
+        channel,
+        after,
+        until_due_ms,
+        limit,
+        &mut scan,
+    )?;
     let mut ids: Vec<Uuid> = keys.iter().map(|k| k.notification).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut slots: HashMap<Uuid, Option<usize>> = HashMap::with_capacity(ids.len());
-    let mut reader = Reader::new(handles);
+    let mut reader = Reader::at(&source.notifications, snapshot);
     for id in ids {
         let found = match reader.read(id) {
             // One bad record must not stall the channel: report it, skip its keys (the
@@ -73,7 +86,8 @@ pub(super) fn scan_pending(
 
 /// The page's keys, in due order; sets `complete` and `next_due_ms` on `scan`.
 fn pending_keys(
-    handles: &Handles,
+    source: &ScanSource,
+    snapshot: &fjall::Snapshot,
     channel: Channel,
     after: Option<PendingKey>,
     until_due_ms: u64,
@@ -87,7 +101,7 @@ fn pending_keys(
     let end = PendingKey::channel_end(channel);
     let until = PendingKey::due_end(channel, until_due_ms);
     let mut keys = Vec::new();
-    for guard in handles.pending.range((start, Bound::Included(end))) {
+    for guard in snapshot.range(&source.pending, (start, Bound::Included(end))) {
         let key = guard.key()?;
         let pending = PendingKey::decode(&key).map_err(|e| name_key(Keyspace::Pending, &key, e))?;
         if *key > until[..] {
@@ -108,16 +122,30 @@ type Entries = Box<dyn Iterator<Item = Result<(fjall::Slice, fjall::Slice), Erro
 
 /// Notifications read in ascending id order by one forward pass, seeking when far behind.
 pub(super) struct Reader<'a> {
-    handles: &'a Handles,
+    notifications: &'a fjall::Keyspace,
+    /// Read as this snapshot sees the keyspace (`None`: everything written so far).
+    snapshot: Option<&'a fjall::Snapshot>,
     pass: Option<Fold<Entries>>,
     /// The notification the pass stands on (read, not yet asked for).
     ahead: Option<Stored>,
 }
 
 impl<'a> Reader<'a> {
+    /// Reads everything written so far (on the storage thread).
     pub(super) fn new(handles: &'a Handles) -> Self {
         Reader {
-            handles,
+            notifications: &handles.notifications,
+            snapshot: None,
+            pass: None,
+            ahead: None,
+        }
+    }
+
+    /// Reads `notifications` as `snapshot` sees it.
+    pub(super) fn at(notifications: &'a fjall::Keyspace, snapshot: &'a fjall::Snapshot) -> Self {
+        Reader {
+            notifications,
+            snapshot: Some(snapshot),
             pass: None,
             ahead: None,
         }
@@ -164,12 +192,12 @@ impl<'a> Reader<'a> {
 
     /// Starts the pass again at `id`.
     fn seek(&mut self, id: Uuid) {
-        let entries: Entries = Box::new(
-            self.handles
-                .notifications
-                .range(id.as_bytes().to_vec()..)
-                .map(|guard| guard.into_inner().map_err(Error::from)),
-        );
+        let from = id.as_bytes().to_vec()..;
+        let iter = match self.snapshot {
+            Some(snapshot) => snapshot.range(self.notifications, from),
+            None => self.notifications.range(from),
+        };
+        let entries: Entries = Box::new(iter.map(|guard| guard.into_inner().map_err(Error::from)));
         self.pass = Some(fold(entries));
         self.ahead = None;
     }

@@ -4,8 +4,10 @@
 //!
 //! Reads and sweeps inside a group split the write batch (so they see the writes queued before
 //! them), but the group still ends with a single fsync, and *every* reply of the group — reads
-//! included — is sent only after it. A failed commit or fsync fails the whole group and poisons
-//! the log.
+//! included — is sent only after it. A backlog page is the one read not done here: the thread
+//! opens a snapshot at the request's place and the backlog reader (`scanner.rs`) reads it
+//! meanwhile, answering once this thread says the group is synced. A failed commit or fsync
+//! fails the whole group and poisons the log.
 //!
 //! Every commit reaches the OS before it returns: fjall's `Database::batch` commits with
 //! `PersistMode::Buffer` (its `manual_journal_persist` is left off), so a process crash loses
@@ -26,9 +28,8 @@ use super::claims::{Committed, Referee, decode_entry, entry_key};
 use super::fold::fold;
 use super::quarantine::Quarantine;
 use super::reaper::MemtableReaper;
-use super::{
-    Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, PendingScan, Request, SWEEP_CHUNK_RECORDS,
-};
+use super::scanner::{ScanJob, Scanner};
+use super::{Counters, GROUP_COMMIT_MAX_RECORDS, Keyspace, Request, SWEEP_CHUNK_RECORDS};
 use crate::dedup::DedupHasher;
 use crate::error::Error;
 use crate::record::NotificationRecord;
@@ -75,10 +76,9 @@ enum Held {
         oneshot::Sender<Result<super::DeadScan, Error>>,
         Result<super::DeadScan, Error>,
     ),
-    ScanPending(
-        oneshot::Sender<Result<PendingScan, Error>>,
-        Result<PendingScan, Error>,
-    ),
+    /// A backlog page the reader thread is reading: it answers once this says the group is
+    /// synced (`None`) or failed.
+    ScanGate(crossbeam_channel::Sender<Option<String>>),
     Shutdown(oneshot::Sender<Result<(), Error>>),
 }
 
@@ -115,6 +115,8 @@ pub(super) struct Storage {
     pub(super) sweep_from: Option<Vec<u8>>,
     /// Most notifications one sweep looks at.
     pub(super) sweep_cap: usize,
+    /// Reads backlog pages off this thread (`log/scanner.rs`).
+    pub(super) scanner: Scanner,
 }
 
 impl Storage {
@@ -231,15 +233,20 @@ impl Storage {
                     limit,
                     done,
                 } => {
+                    // The page sees what was queued before it: commit that, then read from a
+                    // snapshot on the reader thread while this thread goes on committing.
                     self.commit(&mut segment);
-                    let scan = super::scan::scan_pending(
-                        &self.handles,
+                    let (gate_tx, gate) = crossbeam_channel::bounded(1);
+                    self.scanner.submit(ScanJob {
+                        snapshot: self.db.snapshot(),
                         channel,
                         after,
                         until_due_ms,
                         limit,
-                    );
-                    held.push(Held::ScanPending(done, scan));
+                        gate,
+                        done,
+                    });
+                    held.push(Held::ScanGate(gate_tx));
                 }
                 Request::ScanDead {
                     selection,
@@ -551,8 +558,8 @@ impl Storage {
                 Held::ScanDead(done, scan) => {
                     let _ = done.send(fail().map_or(scan, Err));
                 }
-                Held::ScanPending(done, scan) => {
-                    let _ = done.send(fail().map_or(scan, Err));
+                Held::ScanGate(gate) => {
+                    let _ = gate.send(failure.clone());
                 }
                 Held::Shutdown(done) => {
                     let result = match fail() {
