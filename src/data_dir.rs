@@ -136,8 +136,12 @@ pub fn check(dir: &Path, shards: usize) -> anyhow::Result<()> {
             let count = if derived == 0 { shards } else { derived };
             if count == shards {
                 for i in 0..count {
-                    create_dir_durably(&shard_dir(dir, i))
-                        .with_context(|| format!("creating {}", shard_dir(dir, i).display()))?;
+                    create_dir_durably(&shard_dir(dir, i)).with_context(|| {
+                        format!(
+                            "creating shard {i}'s directory {}",
+                            shard_dir(dir, i).display()
+                        )
+                    })?;
                 }
             }
             let v = serde_json::json!({"shards": count, "format": META_FORMAT});
@@ -153,8 +157,12 @@ pub fn check(dir: &Path, shards: usize) -> anyhow::Result<()> {
         );
     }
     for i in 0..shards {
-        create_dir_durably(&shard_dir(dir, i))
-            .with_context(|| format!("creating {}", shard_dir(dir, i).display()))?;
+        create_dir_durably(&shard_dir(dir, i)).with_context(|| {
+            format!(
+                "creating shard {i}'s directory {}",
+                shard_dir(dir, i).display()
+            )
+        })?;
     }
     Ok(())
 }

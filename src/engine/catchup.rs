@@ -34,8 +34,7 @@ pub const WINDOW_PROBES: u32 = 20;
 /// A window is congested when more than this share of its probes came late.
 pub const LATE_SHARE: f64 = 0.1;
 /// A catch-up starts at this rate (per second per shard) and climbs while the executor keeps
-/// up, as TCP's slow start does: a backlog's first second at full speed is the second the live
-/// channels would notice.
+/// up: a backlog's first second at full speed is the second the live channels would notice.
 pub const START_RATE: f64 = 2_000.0;
 /// The catch-up rate never goes below this (deliveries per second per shard), so a backlog
 /// always drains: 216,000 over two shards in under two minutes at worst.
