@@ -100,55 +100,7 @@ pub fn check(dir: &Path, shards: usize) -> anyhow::Result<()> {
     let meta = dir.join(META_FILE);
     let was = match read_meta(&meta)? {
         Meta::Shards(n) => n,
-        found => {
-            let derived = match shards_on_disk(dir)? {
-                Ok(n) => n,
-                Err(found_dirs) => bail!(
-                    "{} is {} and the shard directories in {} do not tell the shard count the \
-                     data was written with (found {found_dirs:?}, not 00 to N-1). Write \
-                     {{\"shards\": N, \"format\": 1}} into it with that count, or restore it from \
-                     a backup",
-                    meta.display(),
-                    match &found {
-                        Meta::Unreadable(why) => format!("unreadable: {why},"),
-                        _ => "missing".into(),
-                    },
-                    dir.join("shards").display(),
-                ),
-            };
-            match (&found, derived) {
-                (Meta::Missing, 0) => {
-                    info!(data_dir = %dir.display(), shards, "new data directory")
-                }
-                (_, 0) => warn!(
-                    file = %meta.display(),
-                    problem = %describe(&found),
-                    shards,
-                    "the data directory's metadata was lost before any shard was created; written again with the configured shard count"
-                ),
-                (_, n) => warn!(
-                    file = %meta.display(),
-                    problem = %describe(&found),
-                    shards = n,
-                    "the data directory's metadata was lost (as a power cut during the first start can leave it); the shard count is derived from the shard directories and the file written again"
-                ),
-            }
-            let count = if derived == 0 { shards } else { derived };
-            if count == shards {
-                for i in 0..count {
-                    create_dir_durably(&shard_dir(dir, i)).with_context(|| {
-                        format!(
-                            "creating shard {i}'s directory {}",
-                            shard_dir(dir, i).display()
-                        )
-                    })?;
-                }
-            }
-            let v = serde_json::json!({"shards": count, "format": META_FORMAT});
-            write_durably(&meta, &serde_json::to_vec_pretty(&v)?, 0o644)
-                .with_context(|| format!("writing {}", meta.display()))?;
-            count
-        }
+        found => write_meta_again(dir, &meta, &found, shards)?,
     };
     if was != shards {
         bail!(
@@ -156,13 +108,54 @@ pub fn check(dir: &Path, shards: usize) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    create_shard_dirs(dir, shards)
+}
+
+/// Writes a missing or unreadable metadata file again: with the count the shard directories
+/// tell, or with `shards` when there are none yet (their directories first, so that a cut
+/// between the two leaves the count findable). Returns the count written.
+fn write_meta_again(dir: &Path, meta: &Path, found: &Meta, shards: usize) -> anyhow::Result<usize> {
+    let derived = match shards_on_disk(dir)? {
+        Ok(n) => n,
+        Err(found_dirs) => bail!(
+            "{} is {} and the shard directories in {} do not tell the shard count the data was \
+             written with (found {found_dirs:?}, not 00 to N-1). Write \
+             {{\"shards\": N, \"format\": 1}} into it with that count, or restore it from a backup",
+            meta.display(),
+            describe(found),
+            dir.join("shards").display(),
+        ),
+    };
+    match (found, derived) {
+        (Meta::Missing, 0) => info!(data_dir = %dir.display(), shards, "new data directory"),
+        (_, 0) => warn!(
+            file = %meta.display(),
+            problem = %describe(found),
+            shards,
+            "the data directory's metadata was lost before any shard was created; written again with the configured shard count"
+        ),
+        (_, n) => warn!(
+            file = %meta.display(),
+            problem = %describe(found),
+            shards = n,
+            "the data directory's metadata was lost (as a power cut during the first start can leave it); the shard count is derived from the shard directories and the file written again"
+        ),
+    }
+    let count = if derived == 0 { shards } else { derived };
+    if count == shards {
+        create_shard_dirs(dir, count)?;
+    }
+    let v = serde_json::json!({"shards": count, "format": META_FORMAT});
+    write_durably(meta, &serde_json::to_vec_pretty(&v)?, 0o644)
+        .with_context(|| format!("writing {}", meta.display()))?;
+    Ok(count)
+}
+
+fn create_shard_dirs(dir: &Path, shards: usize) -> anyhow::Result<()> {
     for i in 0..shards {
-        create_dir_durably(&shard_dir(dir, i)).with_context(|| {
-            format!(
-                "creating shard {i}'s directory {}",
-                shard_dir(dir, i).display()
-            )
-        })?;
+        let path = shard_dir(dir, i);
+        create_dir_durably(&path)
+            .with_context(|| format!("creating shard {i}'s directory {}", path.display()))?;
     }
     Ok(())
 }
@@ -170,7 +163,7 @@ pub fn check(dir: &Path, shards: usize) -> anyhow::Result<()> {
 fn describe(m: &Meta) -> String {
     match m {
         Meta::Missing => "missing".into(),
-        Meta::Unreadable(why) => format!("unreadable: {why}"),
+        Meta::Unreadable(why) => format!("unreadable ({why})"),
         Meta::Shards(n) => format!("{n} shards"),
     }
 }

@@ -29,16 +29,20 @@ fn notification(id: uuid::Uuid, devices: usize) -> NotificationRecord {
     }
 }
 
+fn open_log(dir: &std::path::Path, fsync: bool) -> ShardLog {
+    let cfg = LogConfig {
+        dir: dir.join("shard-00"),
+        shard: 0,
+        fsync,
+        dedup_window_ms: 60_000,
+    };
+    open(cfg, NOW).unwrap().0
+}
+
 #[test]
 fn a_page_reads_the_same_records_as_single_reads_whatever_lies_between_them() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        dir: dir.path().join("shard-00"),
-        shard: 0,
-        fsync: false,
-        dedup_window_ms: 60_000,
-    };
-    let (log, _) = open(cfg, NOW).unwrap();
+    let log = open_log(dir.path(), false);
     let mut ids = IdGenerator::new(0, 1);
     let all: Vec<NotificationRecord> = (0..400)
         .map(|i| notification(ids.next(NOW), 1 + i % 3))
@@ -144,13 +148,7 @@ fn a_page_reads_the_same_records_as_single_reads_whatever_lies_between_them() {
 #[test]
 fn a_page_sees_exactly_what_was_queued_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = LogConfig {
-        dir: dir.path().join("shard-00"),
-        shard: 0,
-        fsync: true,
-        dedup_window_ms: 60_000,
-    };
-    let (log, _) = open(cfg, NOW).unwrap();
+    let log = open_log(dir.path(), true);
     let mut ids = IdGenerator::new(0, 1);
     let accept = |n: &NotificationRecord| {
         let mut b = WriteBatch::new();
