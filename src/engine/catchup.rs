@@ -49,7 +49,12 @@ pub const RATE_CUT: f64 = 0.7;
 /// Sends a catching-up lane may make at once after a pause (the pacer's burst).
 pub const BURST: f64 = 16.0;
 /// A channel counts as live while it sent (not catching up) within this.
-pub const LIVE_WITHIN_MS: u64 = 1_000;
+pub const LIVE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Whether a lane with `backlog` deliveries waiting is catching up.
+pub fn catching_up(backlog: u64) -> bool {
+    backlog > CATCH_UP_BACKLOG
+}
 
 /// The shard's catch-up pacing: the adapted rate and the pacer's clock.
 pub struct CatchUp {
@@ -59,8 +64,8 @@ pub struct CatchUp {
     /// The pacer's theoretical arrival time (GCRA), in µs since `epoch`.
     tat_us: Cell<f64>,
     epoch: Instant,
-    /// Per channel: when it last started a send while not catching up (ms).
-    live_at_ms: Vec<Cell<u64>>,
+    /// Per channel: when it last started a send while not catching up.
+    live_at: Vec<Cell<Option<Instant>>>,
     /// Sends delayed by the pacing (for `/v1/stats`).
     pub paced: Cell<u64>,
     /// Windows that cut the rate.
@@ -74,7 +79,7 @@ impl CatchUp {
             rate: Cell::new(START_RATE),
             tat_us: Cell::new(0.0),
             epoch: Instant::now(),
-            live_at_ms: (0..channels).map(|_| Cell::new(0)).collect(),
+            live_at: (0..channels).map(|_| Cell::new(None)).collect(),
             paced: Cell::new(0),
             cuts: Cell::new(0),
         }
@@ -87,20 +92,14 @@ impl CatchUp {
 
     /// Before a send of `channel`, whose lane has `backlog` waiting: how long to wait first, or
     /// `None` to send now (the send's slot is then taken).
-    pub fn delay(
-        &self,
-        channel: usize,
-        backlog: u64,
-        now_ms: u64,
-        now: Instant,
-    ) -> Option<Duration> {
-        if backlog <= CATCH_UP_BACKLOG {
-            if let Some(at) = self.live_at_ms.get(channel) {
-                at.set(now_ms);
+    pub fn delay(&self, channel: usize, backlog: u64, now: Instant) -> Option<Duration> {
+        if !catching_up(backlog) {
+            if let Some(at) = self.live_at.get(channel) {
+                at.set(Some(now));
             }
             return None;
         }
-        if !self.enabled || !self.others_live(channel, now_ms) {
+        if !self.enabled || !self.others_live(channel, now) {
             return None;
         }
         let rate = self.rate.get();
@@ -119,9 +118,12 @@ impl CatchUp {
         None
     }
 
-    fn others_live(&self, channel: usize, now_ms: u64) -> bool {
-        self.live_at_ms.iter().enumerate().any(|(i, at)| {
-            i != channel && at.get() != 0 && now_ms.saturating_sub(at.get()) <= LIVE_WITHIN_MS
+    fn others_live(&self, channel: usize, now: Instant) -> bool {
+        self.live_at.iter().enumerate().any(|(i, at)| {
+            i != channel
+                && at
+                    .get()
+                    .is_some_and(|t| now.saturating_duration_since(t) <= LIVE_WITHIN)
         })
     }
 
@@ -154,10 +156,7 @@ const IDLE_LOOK: Duration = Duration::from_millis(100);
 pub async fn run_probe(engine: Rc<Engine>) {
     let (mut late, mut probes) = (0u32, 0u32);
     while !engine.stopping.is_set() {
-        let catching_up = engine
-            .lanes
-            .iter()
-            .any(|l| l.backlog.get() > CATCH_UP_BACKLOG);
+        let catching_up = engine.lanes.iter().any(|l| catching_up(l.backlog.get()));
         if !catching_up {
             (late, probes) = (0, 0);
             engine.catch_up.lift();
@@ -187,23 +186,15 @@ mod tests {
         let c = CatchUp::new(3, true);
         c.window(20, 20); // congested
         let now = Instant::now();
-        assert_eq!(
-            c.delay(1, CATCH_UP_BACKLOG, 1_000, now),
-            None,
-            "not catching up"
-        );
+        assert_eq!(c.delay(1, CATCH_UP_BACKLOG, now), None, "not catching up");
         for _ in 0..1_000 {
-            assert_eq!(
-                c.delay(1, 1_000_000, 1_000, now),
-                None,
-                "no other channel live"
-            );
+            assert_eq!(c.delay(1, 1_000_000, now), None, "no other channel live");
         }
         let off = CatchUp::new(3, false);
         off.window(20, 20);
-        assert_eq!(off.delay(0, 10, 1_000, now), None);
+        assert_eq!(off.delay(0, 10, now), None);
         for _ in 0..1_000 {
-            assert_eq!(off.delay(1, 1_000_000, 1_000, now), None, "pacing off");
+            assert_eq!(off.delay(1, 1_000_000, now), None, "pacing off");
         }
     }
 
@@ -211,7 +202,7 @@ mod tests {
     fn a_catching_up_lane_is_paced_at_the_adapted_rate_while_another_is_live() {
         let c = CatchUp::new(3, true);
         let now = Instant::now();
-        assert_eq!(c.delay(0, 10, 5_000, now), None, "apns sends live");
+        assert_eq!(c.delay(0, 10, now), None, "apns sends live");
         assert_eq!(c.rate(), START_RATE, "a catch-up starts slow");
         for _ in 0..200 {
             c.window(0, WINDOW_PROBES);
@@ -221,7 +212,7 @@ mod tests {
             "and is unpaced once calm long enough"
         );
         for _ in 0..1_000 {
-            assert_eq!(c.delay(1, 1_000_000, 5_000, now), None);
+            assert_eq!(c.delay(1, 1_000_000, now), None);
         }
         for _ in 0..10 {
             c.window(5, 20);
@@ -229,16 +220,19 @@ mod tests {
         let rate = c.rate();
         assert!((MIN_RATE..PACED_MAX).contains(&rate), "cut: {rate}");
         let sent = (0..1_000)
-            .take_while(|_| c.delay(1, 1_000_000, 5_000, now).is_none())
+            .take_while(|_| c.delay(1, 1_000_000, now).is_none())
             .count();
         assert!(
             sent >= BURST as usize && sent <= BURST as usize + 2,
             "a burst, then paced: {sent}"
         );
-        let wait = c.delay(1, 1_000_000, 5_000, now).unwrap();
+        let wait = c.delay(1, 1_000_000, now).unwrap();
         assert!(wait <= Duration::from_secs_f64(2.0 / rate), "{wait:?}");
         // The other channel's last live send is too old: unpaced again.
-        assert_eq!(c.delay(1, 1_000_000, 5_000 + LIVE_WITHIN_MS + 1, now), None);
+        assert_eq!(
+            c.delay(1, 1_000_000, now + LIVE_WITHIN + Duration::from_millis(1)),
+            None
+        );
     }
 
     #[test]

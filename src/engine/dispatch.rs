@@ -53,12 +53,10 @@ pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
         };
         // A channel catching up on a backlog waits its turn while the others are live.
         if !probe {
-            let paced = engine.catch_up.delay(
-                channel,
-                lane.backlog.get(),
-                now_ms(),
-                std::time::Instant::now(),
-            );
+            let paced =
+                engine
+                    .catch_up
+                    .delay(channel, lane.backlog.get(), std::time::Instant::now());
             if let Some(wait) = paced {
                 futures_lite::future::or(glommio::timer::sleep(wait), engine.stopping.wait()).await;
                 continue;
