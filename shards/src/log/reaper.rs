@@ -5,11 +5,13 @@
 //! history under that history's write lock, and the pop drops the last reference, so the whole
 //! skiplist is freed there: 54–163 ms measured at 30,000 notifications/s (about 300 ns a record,
 //! nearly all cache misses). fjall runs that version garbage collection for every keyspace of the
-//! database each time a write rotates a memtable, inside that write's `commit`; that is, on the
-//! storage thread, between a group's fsync and its replies. Every write also takes the same lock
-//! to reach the active memtable, so where any other thread does the freeing the storage thread
-//! waits for it instead. Either way a group commit stalls for the whole free: the largest stalls
-//! of accept latency that were left.
+//! database each time it rotates a memtable (fjall 2 inside the `commit` of the write that filled
+//! it, fjall 3 on one of its workers). Every write takes the same lock to reach the active
+//! memtable, so the storage thread waits for the whole free, between a group's fsync and its
+//! replies: the largest stalls of accept latency that were left. On a worker, which runs at the
+//! background threads' lower priority and is preempted while it holds the lock, even the small
+//! `pending` memtables (tens of thousands of backlog keys) held a catch-up's writes for
+//! 100–230 ms; so every keyspace a commit writes is watched.
 //!
 //! The reaper keeps its own reference to every memtable the storage thread has seen active
 //! ([`MemtableReaper::observe`], after each commit: a read lock and a pointer copy). The version

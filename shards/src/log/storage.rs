@@ -34,6 +34,10 @@ use crate::dedup::DedupHasher;
 use crate::error::Error;
 use crate::record::NotificationRecord;
 
+/// A write into fjall (not its fsync) this slow is reported with the state of fjall's trees: a
+/// healthy write takes well under a millisecond, and fjall's own write stalls sleep 100 ms.
+const SLOW_WRITE_MICROS: u64 = 50_000;
+
 /// The fjall handles, one per [`Keyspace`].
 pub(super) struct Handles {
     pub(super) users: fjall::Keyspace,
@@ -349,8 +353,18 @@ impl Storage {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.counters.write_latency.record(micros);
                 let h = &self.handles;
-                self.reaper
-                    .observe([&h.notifications, &h.users, &h.meta, &h.dedup]);
+                // Every keyspace a commit writes: a `pending` memtable freed under its tree's
+                // version lock (tens of thousands of nodes, by a fjall worker at the background
+                // threads' lower priority and so often preempted) held a catch-up's writes for
+                // 100–230 ms.
+                self.reaper.observe([
+                    &h.notifications,
+                    &h.users,
+                    &h.meta,
+                    &h.pending,
+                    &h.dedup,
+                    &h.dead,
+                ]);
                 let c = &self.counters;
                 c.batches.fetch_add(taken.batches, Relaxed);
                 c.records.fetch_add(taken.records, Relaxed);
@@ -361,10 +375,40 @@ impl Storage {
                     .map(|ks| fjall::AbstractTree::sealed_memtable_count(&ks.tree))
                     .sum();
                 c.sealed_memtables.store(sealed as u64, Relaxed);
+                if micros >= SLOW_WRITE_MICROS {
+                    self.report_slow_write(micros);
+                }
                 self.unsynced.get_or_insert(started);
             }
             Err(e) => self.poison("write", e),
         }
+    }
+
+    /// Says what fjall's trees looked like after a write that took [`SLOW_WRITE_MICROS`] or
+    /// more: fjall holds a write back while a keyspace has four memtables waiting for their
+    /// flush (100 ms at a time) or 20 or more runs in its first level, and this names which.
+    fn report_slow_write(&self, micros: u64) {
+        use fjall::AbstractTree as _;
+        let h = &self.handles;
+        let trees = [
+            ("notifications", &h.notifications),
+            ("pending", &h.pending),
+            ("dedup", &h.dedup),
+            ("users", &h.users),
+        ]
+        .map(|(name, ks)| {
+            format!(
+                "{name}: {} sealed, {} L0 runs",
+                ks.tree.sealed_memtable_count(),
+                ks.tree.l0_run_count()
+            )
+        });
+        tracing::warn!(
+            shard = self.shard,
+            ms = micros / 1000,
+            trees = %trees.join("; "),
+            "slow write into the log"
+        );
     }
 
     /// fsyncs what earlier unsynced commits of this group wrote.

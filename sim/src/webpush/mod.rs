@@ -63,14 +63,14 @@ pub struct WebPushSimStats {
 
 /// One subscription's secrets.
 pub(crate) struct Keys {
-    pub(crate) secret: p256::SecretKey,
+    pub(crate) secret: aws_lc_rs::agreement::PrivateKey,
     pub(crate) public: Vec<u8>,
     pub(crate) auth: [u8; 16],
 }
 
 pub(crate) struct State {
     pub(crate) origin: String,
-    pub(crate) subs: HashMap<String, Keys>,
+    pub(crate) subs: HashMap<String, std::sync::Arc<Keys>>,
     pub(crate) faults: WebPushFaults,
     pub(crate) recent: VecDeque<WebPushMessage>,
     pub(crate) per_sub: HashMap<String, u64>,

@@ -1,6 +1,7 @@
 //! The simulator's endpoints: subscriptions handed out, and each message's checks, decryption
 //! and answer (served by `crate::https`).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
+use aws_lc_rs::agreement::{self, ECDH_P256, PrivateKey, agree};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf::{HKDF_SHA256, KeyType, Salt};
 use ring::rand::SecureRandom;
@@ -43,18 +44,12 @@ fn error(status: StatusCode, errno: u32, message: &str) -> Response<Full<Bytes>>
 /// A new subscription with a fresh P-256 key and auth secret.
 pub(crate) fn subscribe(shared: &Shared) -> Result<SimSubscription, SimError> {
     let rng = ring::rand::SystemRandom::new();
-    let secret = loop {
-        let mut bytes = [0u8; 32];
-        rng.fill(&mut bytes)
-            .map_err(|_| SimError::Key("no randomness".into()))?;
-        if let Ok(s) = p256::SecretKey::from_slice(&bytes) {
-            break s;
-        }
-    };
+    let secret = PrivateKey::generate(&ECDH_P256)
+        .map_err(|_| SimError::Key("no P-256 key generated".into()))?;
     let public = secret
-        .public_key()
-        .to_encoded_point(false)
-        .as_bytes()
+        .compute_public_key()
+        .map_err(|_| SimError::Key("no P-256 public key".into()))?
+        .as_ref()
         .to_vec();
     let mut auth = [0u8; 16];
     rng.fill(&mut auth)
@@ -72,11 +67,11 @@ pub(crate) fn subscribe(shared: &Shared) -> Result<SimSubscription, SimError> {
     });
     s.subs.insert(
         id.clone(),
-        Keys {
+        Arc::new(Keys {
             secret,
             public,
             auth,
-        },
+        }),
     );
     s.stats.subscriptions += 1;
     Ok(SimSubscription { id, json })
@@ -241,9 +236,12 @@ fn decrypt(keys: &Keys, body: &[u8]) -> Result<Vec<u8>, String> {
         return Err("the key id must be a 65-byte P-256 key".into());
     }
     let (as_public, ciphertext) = rest.split_at(idlen);
-    let as_key = p256::PublicKey::from_sec1_bytes(as_public).map_err(|_| "bad sender key")?;
-    let shared = p256::ecdh::diffie_hellman(keys.secret.to_nonzero_scalar(), as_key.as_affine());
-    let prk = Salt::new(HKDF_SHA256, &keys.auth).extract(shared.raw_secret_bytes());
+    let prk = agree(
+        &keys.secret,
+        agreement::UnparsedPublicKey::new(&ECDH_P256, as_public),
+        "bad sender key",
+        |shared| Ok(Salt::new(HKDF_SHA256, &keys.auth).extract(shared)),
+    )?;
     let ikm: [u8; 32] = expand(&prk, &[b"WebPush: info\0", &keys.public, as_public]);
     let prk = Salt::new(HKDF_SHA256, salt).extract(&ikm);
     let cek: [u8; 16] = expand(&prk, &[b"Content-Encoding: aes128gcm\0"]);
@@ -338,9 +336,16 @@ fn push(
     }) {
         return error(StatusCode::BAD_REQUEST, 113, "Invalid Topic");
     }
-    let plaintext = match s.subs.get(id).map(|keys| decrypt(keys, body)) {
-        Some(Ok(p)) => p,
-        Some(Err(why)) => {
+    let Some(keys) = s.subs.get(id).cloned() else {
+        return error(StatusCode::NOT_FOUND, 102, "Subscription not found");
+    };
+    // Decrypted outside the lock: the ECDH is most of a message's cost here.
+    drop(s);
+    let decrypted = decrypt(&keys, body);
+    let mut s = lock(shared);
+    let plaintext = match decrypted {
+        Ok(p) => p,
+        Err(why) => {
             s.stats.undecryptable += 1;
             return error(
                 StatusCode::BAD_REQUEST,
@@ -348,7 +353,6 @@ fn push(
                 &format!("Undecryptable: {why}"),
             );
         }
-        None => return error(StatusCode::NOT_FOUND, 102, "Subscription not found"),
     };
     s.stats.accepted += 1;
     let data = serde_json::from_slice::<Value>(&plaintext)
