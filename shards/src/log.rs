@@ -172,6 +172,16 @@ pub enum Keyspace {
 }
 
 impl Keyspace {
+    /// Every keyspace a commit can write.
+    pub const ALL: [Keyspace; 6] = [
+        Keyspace::Users,
+        Keyspace::Notifications,
+        Keyspace::Meta,
+        Keyspace::Pending,
+        Keyspace::Dedup,
+        Keyspace::Dead,
+    ];
+
     /// The fjall keyspace name.
     #[must_use]
     pub fn name(&self) -> &'static str {

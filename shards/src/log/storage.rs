@@ -61,6 +61,11 @@ impl Handles {
             Keyspace::Dead => &self.dead,
         }
     }
+
+    /// The handle of every keyspace a commit can write, with its name.
+    pub(super) fn written(&self) -> [(&'static str, &fjall::Keyspace); Keyspace::ALL.len()] {
+        Keyspace::ALL.map(|ks| (ks.name(), self.get(ks)))
+    }
 }
 
 /// A reply held back until the group's fsync.
@@ -352,27 +357,20 @@ impl Storage {
             Ok(()) => {
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.counters.write_latency.record(micros);
-                let h = &self.handles;
+                let written = self.handles.written();
                 // Every keyspace a commit writes: a `pending` memtable freed under its tree's
                 // version lock (tens of thousands of nodes, by a fjall worker at the background
                 // threads' lower priority and so often preempted) held a catch-up's writes for
                 // 100–230 ms.
-                self.reaper.observe([
-                    &h.notifications,
-                    &h.users,
-                    &h.meta,
-                    &h.pending,
-                    &h.dedup,
-                    &h.dead,
-                ]);
+                self.reaper.observe(written.map(|(_, ks)| ks));
                 let c = &self.counters;
                 c.batches.fetch_add(taken.batches, Relaxed);
                 c.records.fetch_add(taken.records, Relaxed);
                 c.bytes.fetch_add(taken.bytes, Relaxed);
                 c.memtable_bytes.store(self.db.write_buffer_size(), Relaxed);
-                let sealed: usize = [&h.notifications, &h.users, &h.meta, &h.pending, &h.dedup]
+                let sealed: usize = written
                     .iter()
-                    .map(|ks| fjall::AbstractTree::sealed_memtable_count(&ks.tree))
+                    .map(|(_, ks)| fjall::AbstractTree::sealed_memtable_count(&ks.tree))
                     .sum();
                 c.sealed_memtables.store(sealed as u64, Relaxed);
                 if micros >= SLOW_WRITE_MICROS {
@@ -389,14 +387,7 @@ impl Storage {
     /// flush (100 ms at a time) or 20 or more runs in its first level, and this names which.
     fn report_slow_write(&self, micros: u64) {
         use fjall::AbstractTree as _;
-        let h = &self.handles;
-        let trees = [
-            ("notifications", &h.notifications),
-            ("pending", &h.pending),
-            ("dedup", &h.dedup),
-            ("users", &h.users),
-        ]
-        .map(|(name, ks)| {
+        let trees = self.handles.written().map(|(name, ks)| {
             format!(
                 "{name}: {} sealed, {} L0 runs",
                 ks.tree.sealed_memtable_count(),
