@@ -17,6 +17,7 @@
 //! outage (`503 UNAVAILABLE`, optional `retry-after`), quota refusals (`429 QUOTA_EXCEEDED`),
 //! and a fixed latency.
 
+mod fast;
 mod server;
 
 use std::collections::{HashMap, HashSet};

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use serde_json::{Value, json};
 
+use super::fast::{Accepted, valid_token, valid_ttl};
 use super::{RECENT_CAPACITY, Shared, lock};
 
 /// The scope the send endpoint requires.
@@ -209,12 +210,7 @@ fn check_message(m: &Value) -> Result<String, String> {
     let token = m["token"]
         .as_str()
         .ok_or("message.token must be a string")?;
-    if token.is_empty()
-        || token.len() > 4096
-        || !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-'))
-    {
+    if !valid_token(token) {
         return Err("The registration token is not a valid FCM registration token".into());
     }
     if let Some(data) = obj.get("data") {
@@ -232,16 +228,22 @@ fn check_message(m: &Value) -> Result<String, String> {
             }
         }
         if let Some(t) = a.get("ttl") {
-            let ok = t
-                .as_str()
-                .and_then(|s| s.strip_suffix('s'))
-                .is_some_and(|n| n.parse::<f64>().is_ok_and(|x| x >= 0.0));
-            if !ok {
+            if !t.as_str().is_some_and(valid_ttl) {
                 return Err("Invalid value at 'message.android.ttl'".into());
             }
         }
     }
     Ok(token.to_string())
+}
+
+/// The full check of a send's body, for what [`super::fast::check`] passes on: FCM's error
+/// message when it is refused.
+fn full_check(body: &[u8]) -> Result<Accepted, String> {
+    let parsed: Value =
+        serde_json::from_slice(body).map_err(|e| format!("Invalid JSON payload received. {e}"))?;
+    let token = check_message(&parsed["message"])?;
+    let (seq, ts) = crate::lt_keys::read(&parsed["message"]["data"]);
+    Ok(Accepted { token, seq, ts })
 }
 
 /// `POST /v1/projects/{project}/messages:send`.
@@ -300,20 +302,8 @@ fn send(
             "Quota exceeded for quota metric 'Send requests'.",
         ));
     }
-    let parsed: Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(e) => {
-            s.stats.invalid += 1;
-            return fcm_error(
-                StatusCode::BAD_REQUEST,
-                "INVALID_ARGUMENT",
-                Some("INVALID_ARGUMENT"),
-                &format!("Invalid JSON payload received. {e}"),
-            );
-        }
-    };
-    let token = match check_message(&parsed["message"]) {
-        Ok(t) => t,
+    let accepted = match super::fast::check(body).map_or_else(|| full_check(body), Ok) {
+        Ok(a) => a,
         Err(why) => {
             s.stats.invalid += 1;
             return fcm_error(
@@ -324,6 +314,7 @@ fn send(
             );
         }
     };
+    let token = accepted.token;
     if s.faults.unregistered.contains(&token) {
         return fcm_error(
             StatusCode::NOT_FOUND,
@@ -341,9 +332,13 @@ fn send(
         );
     }
     s.stats.accepted += 1;
-    let (seq, ts) = crate::lt_keys::read(&parsed["message"]["data"]);
-    s.ledger.record_seq(seq, ts, crate::lt_keys::now_ns());
-    *s.per_token.entry(token.clone()).or_default() += 1;
+    s.ledger
+        .record_seq(accepted.seq, accepted.ts, crate::lt_keys::now_ns());
+    if let Some(n) = s.per_token.get_mut(&token) {
+        *n += 1;
+    } else {
+        s.per_token.insert(token.clone(), 1);
+    }
     if s.recent.len() >= RECENT_CAPACITY {
         s.recent.pop_front();
     }
