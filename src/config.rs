@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::channels::apns::ApnsConfig;
 
 mod fcm;
+pub mod ops;
 mod webpush;
 
 pub use fcm::{FcmTarget, RawFcm};
@@ -115,6 +116,12 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub webpush: RawWebPush,
+    #[serde(default)]
+    pub server: ops::RawServer,
+    #[serde(default)]
+    pub metrics: ops::RawMetrics,
+    #[serde(default)]
+    pub log: ops::RawLog,
 }
 
 /// `[http]`: the API transport's time limits and bounds.
@@ -364,6 +371,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub shards: usize,
+    /// Neither `--shards` nor `shards` said how many: a data directory that records its count
+    /// is opened with that count (`data_dir.rs`), whatever the cores.
+    pub shards_from_data: bool,
     pub api_keys: Vec<String>,
     pub fsync: bool,
     /// Nice value (0-19) of fjall's flush and compaction threads; 0 leaves them alone.
@@ -391,6 +401,8 @@ pub struct Config {
     pub fcm: FcmTarget,
     pub webpush: WebPushSettings,
     pub http: HttpConfig,
+    /// Drain, metrics address, logs.
+    pub ops: ops::OpsConfig,
 }
 
 /// Command-line overrides for the common keys.
@@ -511,7 +523,8 @@ impl RawConfig {
             .clone()
             .or(self.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let shards = overrides.shards.or(self.shards).unwrap_or(cores.max(1));
+        let shards_given = overrides.shards.or(self.shards);
+        let shards = shards_given.unwrap_or(cores.max(1));
         if shards == 0 || shards > MAX_SHARDS {
             return Err(bad(
                 "shards",
@@ -639,11 +652,13 @@ impl RawConfig {
         }
         let http = self.http.validate()?;
         let webpush = self.webpush.validate(overrides.simulate)?;
+        let ops = ops::validate(self.server, self.metrics, self.log)?;
 
         Ok(Config {
             listen,
             data_dir,
             shards,
+            shards_from_data: shards_given.is_none(),
             api_keys,
             fsync: self.storage.fsync.unwrap_or(true),
             background_nice,
@@ -664,6 +679,7 @@ impl RawConfig {
             fcm,
             webpush,
             http,
+            ops,
         })
     }
 }

@@ -95,20 +95,32 @@ fn shards_on_disk(data_dir: &Path) -> anyhow::Result<Result<usize, Vec<usize>>> 
 }
 
 /// Checks (or records) the shard count the data directory was written with, creating the
-/// directory and its shard directories durably.
-pub fn check(dir: &Path, shards: usize) -> anyhow::Result<()> {
+/// directory and its shard directories durably, and returns the count to run with: the recorded
+/// one when `shards` is only the default (`from_data`: no `--shards` or `shards` was given), so a
+/// data directory moved to a machine with more or fewer cores keeps its count; an explicit
+/// `shards` that differs from the recorded count is refused.
+pub fn check(dir: &Path, shards: usize, from_data: bool) -> anyhow::Result<usize> {
     let meta = dir.join(META_FILE);
     let was = match read_meta(&meta)? {
         Meta::Shards(n) => n,
         found => write_meta_again(dir, &meta, &found, shards)?,
     };
     if was != shards {
-        bail!(
-            "data directory {} was written with {was} shards; start with --shards {was} (re-sharding is not supported yet)",
-            dir.display()
+        if !from_data {
+            bail!(
+                "data directory {} was written with {was} shards; start with --shards {was} or without --shards (re-sharding is not supported yet)",
+                dir.display()
+            );
+        }
+        warn!(
+            data_dir = %dir.display(),
+            shards = was,
+            cores = shards,
+            "the data directory was written with {was} shards: running {was} shards (not one per core)"
         );
     }
-    create_shard_dirs(dir, shards)
+    create_shard_dirs(dir, was)?;
+    Ok(was)
 }
 
 /// Writes a missing or unreadable metadata file again: with the count the shard directories
@@ -189,17 +201,24 @@ mod tests {
     #[test]
     fn a_new_directory_gets_its_shard_directories_and_the_count() {
         let (_tmp, dir) = data();
-        check(&dir, 3).unwrap();
+        check(&dir, 3, false).unwrap();
         assert_eq!(meta_shards(&dir), 3);
         for i in 0..3 {
             assert!(shard_dir(&dir, i).is_dir());
         }
-        check(&dir, 3).unwrap();
-        let e = check(&dir, 2).unwrap_err().to_string();
+        check(&dir, 3, false).unwrap();
+        let e = check(&dir, 2, false).unwrap_err().to_string();
         assert!(
             e.contains("written with 3 shards; start with --shards 3"),
             "{e}"
         );
+        // Without an explicit count (a machine with 2 cores), the recorded 3 is used.
+        assert_eq!(check(&dir, 2, true).unwrap(), 3);
+        assert_eq!(meta_shards(&dir), 3);
+        // A new directory records the default count.
+        let (_tmp2, fresh) = data();
+        assert_eq!(check(&fresh, 2, true).unwrap(), 2);
+        assert_eq!(meta_shards(&fresh), 2);
     }
 
     #[test]
@@ -207,21 +226,21 @@ mod tests {
         for damage in ["", "   \n", "{\"shar", "{\"format\": 1}"] {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().join("data");
-            check(&dir, 2).unwrap();
+            check(&dir, 2, false).unwrap();
             std::fs::create_dir_all(dir.join("shards").join("00.trash")).unwrap();
             std::fs::write(dir.join(META_FILE), damage).unwrap();
-            check(&dir, 2).unwrap();
+            check(&dir, 2, false).unwrap();
             assert_eq!(meta_shards(&dir), 2, "after {damage:?}");
             // Derived, not copied from the configuration: a different count is refused.
             std::fs::write(dir.join(META_FILE), damage).unwrap();
-            let e = check(&dir, 4).unwrap_err().to_string();
+            let e = check(&dir, 4, false).unwrap_err().to_string();
             assert!(e.contains("written with 2 shards"), "{e}");
             assert_eq!(meta_shards(&dir), 2, "the derived count is kept");
         }
         let (_tmp, dir) = data();
-        check(&dir, 2).unwrap();
+        check(&dir, 2, false).unwrap();
         std::fs::remove_file(dir.join(META_FILE)).unwrap();
-        let e = check(&dir, 1).unwrap_err().to_string();
+        let e = check(&dir, 1, false).unwrap_err().to_string();
         assert!(
             e.contains("written with 2 shards"),
             "a missing file too: {e}"
@@ -233,17 +252,17 @@ mod tests {
         let (_tmp, dir) = data();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(META_FILE), "").unwrap();
-        check(&dir, 5).unwrap();
+        check(&dir, 5, false).unwrap();
         assert_eq!(meta_shards(&dir), 5);
     }
 
     #[test]
     fn shard_directories_with_a_gap_give_an_error_that_says_what_to_write() {
         let (_tmp, dir) = data();
-        check(&dir, 3).unwrap();
+        check(&dir, 3, false).unwrap();
         std::fs::remove_dir(shard_dir(&dir, 1)).unwrap();
         std::fs::write(dir.join(META_FILE), "").unwrap();
-        let e = format!("{:#}", check(&dir, 3).unwrap_err());
+        let e = format!("{:#}", check(&dir, 3, false).unwrap_err());
         assert!(e.contains(META_FILE) && e.contains("empty"), "{e}");
         assert!(e.contains("[0, 2]") && e.contains("\"shards\": N"), "{e}");
     }
@@ -251,9 +270,9 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused() {
         let (_tmp, dir) = data();
-        check(&dir, 1).unwrap();
+        check(&dir, 1, false).unwrap();
         std::fs::write(dir.join(META_FILE), r#"{"shards": 1, "format": 2}"#).unwrap();
-        let e = check(&dir, 1).unwrap_err().to_string();
+        let e = check(&dir, 1, false).unwrap_err().to_string();
         assert!(e.contains("newer Clarion"), "{e}");
     }
 }

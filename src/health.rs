@@ -44,16 +44,59 @@ impl ShardState {
     }
 }
 
-/// One slot per shard, shared by all of them.
+/// Whether the process takes traffic, as `GET /readyz` tells a load balancer: set by the main
+/// thread when every shard serves, and when SIGTERM starts the drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Recovering, starting channels, binding: `503 starting`.
+    Starting,
+    /// `200`.
+    Ready,
+    /// SIGTERM came: `503 draining` while the listeners keep serving for the drain delay.
+    Draining,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Draining => "draining",
+        }
+    }
+}
+
+/// One slot per shard, shared by all of them, and the process's [`Phase`].
 #[derive(Debug, Clone)]
 pub struct ShardsHealth {
     slots: Arc<[AtomicU8]>,
+    phase: Arc<AtomicU8>,
 }
 
 impl ShardsHealth {
     pub fn new(shards: usize) -> ShardsHealth {
         ShardsHealth {
             slots: (0..shards).map(|_| AtomicU8::new(0)).collect(),
+            phase: Arc::new(AtomicU8::new(0)),
+        }
+    }
+
+    /// Every shard serves: ready, unless the drain has begun (it is never undone).
+    pub fn set_ready(&self) {
+        let _ = self
+            .phase
+            .compare_exchange(0, 1, Ordering::Release, Ordering::Relaxed);
+    }
+
+    pub fn set_draining(&self) {
+        self.phase.store(2, Ordering::Release);
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            _ => Phase::Draining,
         }
     }
 
@@ -146,5 +189,18 @@ mod tests {
         );
         health.set(1, ShardState::Serving);
         assert_eq!(reader.states()[1], ShardState::Failed);
+    }
+
+    #[test]
+    fn the_phase_goes_from_starting_to_ready_to_draining_and_never_back() {
+        let health = ShardsHealth::new(1);
+        let reader = health.clone();
+        assert_eq!(reader.phase(), Phase::Starting);
+        health.set_ready();
+        assert_eq!(reader.phase(), Phase::Ready);
+        health.set_draining();
+        assert_eq!(reader.phase(), Phase::Draining);
+        health.set_ready();
+        assert_eq!(reader.phase(), Phase::Draining);
     }
 }

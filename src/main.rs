@@ -5,6 +5,7 @@ mod dead_letters_cmd;
 use anyhow::Context;
 use clap::Parser;
 use clarion::cli::{Cli, Command, ServeArgs};
+use clarion::config::ops::LogFormat;
 use clarion::config::{Config, Overrides, RawConfig};
 
 /// mimalloc: batches are built on the executors and freed on the storage threads, a pattern
@@ -29,26 +30,53 @@ fn load(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(raw.validate(&overrides, env_keys.as_deref(), cores)?)
 }
 
-fn main() -> anyhow::Result<()> {
+/// The default log filter: Clarion's state changes, fjall's warnings.
+const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
+/// Logs to stderr, as text (coloured on a terminal) or one JSON object per line; the filter is
+/// `CLARION_LOG`, else `[log] level`, else [`DEFAULT_LOG_FILTER`].
+fn init_logs(format: LogFormat, level: Option<&str>) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLARION_LOG")
-                .unwrap_or_else(|_| "info,fjall=warn,lsm_tree=warn".into()),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLARION_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::try_new(level.unwrap_or(DEFAULT_LOG_FILTER))
+            .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into())
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The server's configuration says how to log; a configuration error is printed as text.
+    let serve = match &cli.command {
+        Command::Serve(args) => match load(args) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                init_logs(LogFormat::Text, None);
+                return Err(e.context("invalid configuration"));
+            }
+        },
+        _ => None,
+    };
+    match &serve {
+        Some(cfg) => init_logs(cfg.ops.log_format, cfg.ops.log_level.as_deref()),
+        None => init_logs(LogFormat::Text, None),
+    }
     // Huge pages off: see `clarion_shards::process` for why.
     if let Err(e) = clarion_shards::process::disable_transparent_huge_pages() {
         tracing::debug!(error = %e, "could not turn transparent huge pages off");
     }
-    let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => {
-            let cfg = load(&args).context("invalid configuration")?;
-            clarion::server::run(cfg)
-        }
+        Command::Serve(_) => serve.map_or(Ok(()), clarion::server::run),
         Command::CheckConfig(args) => {
             let cfg = load(&args).context("invalid configuration")?;
             println!(

@@ -204,8 +204,8 @@ fn webpush_setup(
     Ok((Some(settings), sim))
 }
 
-pub fn run(cfg: Config) -> anyhow::Result<()> {
-    data_dir::check(&cfg.data_dir, cfg.shards)?;
+pub fn run(mut cfg: Config) -> anyhow::Result<()> {
+    cfg.shards = data_dir::check(&cfg.data_dir, cfg.shards, cfg.shards_from_data)?;
     raise_open_files_limit(&cfg);
     let (apns, _sim) = match &cfg.apns {
         ApnsTarget::Live(s) => {
@@ -297,9 +297,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     spawn_signal_thread(events_tx)?;
     let outcome = supervise(&events, cfg.shards, || {
+        health.set_ready();
         println!("clarion listening on {listen} with {} shards", cfg.shards);
-        info!(%listen, shards = cfg.shards, data_dir = %cfg.data_dir.display(), "clarion started");
+        info!(%listen, shards = cfg.shards, data_dir = %cfg.data_dir.display(), "clarion started: ready");
     });
+    let outcome = match outcome {
+        Ok(()) => drain(&health, &events, cfg.ops.drain_delay),
+        Err(e) => Err(e),
+    };
     if outcome.is_err() {
         error!("a shard failed: stopping every shard");
     }
@@ -311,6 +316,36 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     info!("clarion stopped");
     outcome
+}
+
+/// The drain after SIGTERM: `/readyz` turns `503` at once and the listeners keep serving for
+/// `delay`, so a load balancer's checks take the server out of rotation before it stops
+/// accepting; a shard failing meanwhile ends the wait.
+fn drain(
+    health: &ShardsHealth,
+    events: &Receiver<Event>,
+    delay: std::time::Duration,
+) -> anyhow::Result<()> {
+    health.set_draining();
+    info!(
+        drain_delay_ms = delay.as_millis() as u64,
+        "draining: /readyz answers 503; serving on until the drain delay ends"
+    );
+    let until = std::time::Instant::now() + delay;
+    loop {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match events.recv_timeout(left) {
+            Ok(Event::Failed(why)) => bail!("{why}; the server stops"),
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            // Every sender gone: nothing can fail any more, so just wait the delay out.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(left),
+        }
+    }
+    info!("drain delay over: closing listeners, finishing in-flight requests and sends");
+    Ok(())
 }
 
 /// What the shards and the signal thread tell the main thread.

@@ -56,3 +56,32 @@ fn a_metadata_file_the_shard_directories_cannot_replace_stops_the_start_with_wha
         "the error names the file, its fault and the fix: {log}"
     );
 }
+
+/// A data directory keeps its shard count: started on a machine whose core count differs (here:
+/// a directory written with one shard more than this machine has cores, started without
+/// `shards`), the server runs the recorded count, says so, and serves the data.
+#[test]
+fn a_data_directory_without_a_configured_shard_count_runs_the_count_it_recorded() {
+    let n = std::thread::available_parallelism().map_or(1, |c| c.get()) + 1;
+    let mut h = common::start(n, Faults::default(), "");
+    h.register("kept", &[common::token(9)]);
+    let id = h.notify_accepted("kept", "k1", serde_json::json!({}));
+    assert!(h.server.terminate().success());
+    let config = std::fs::read_to_string(&h.server.config).unwrap();
+    std::fs::write(
+        &h.server.config,
+        config.replace(&format!("shards = {n}\n"), ""),
+    )
+    .unwrap();
+    h.server.spawn();
+    let log = h.server.log();
+    assert!(
+        log.contains(&format!(
+            "the data directory was written with {n} shards: running {n} shards"
+        )),
+        "the log says which count it runs: {log}"
+    );
+    let r = h.client().call("GET", "/healthz", None);
+    assert_eq!(r.body["shards"], n, "{:?}", r.body);
+    assert_eq!(h.status(&id)["id"], id.as_str(), "the log's data is served");
+}

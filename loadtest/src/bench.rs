@@ -345,7 +345,7 @@ fn server_toml(
     let path = |p: &Path| toml_str(&p.display().to_string());
     format!(
         "listen = {listen}\ndata_dir = {data}\nshards = {shards}\n\n[api]\nkeys = [{api_key}]\n\n\
-         [storage]\nfsync = {fsync}\n\n[apns]\nendpoint = {endpoint}\nteam_id = {team}\n\
+         [server]\ndrain_delay_ms = 0\n\n[storage]\nfsync = {fsync}\n\n[apns]\nendpoint = {endpoint}\nteam_id = {team}\n\
          key_id = {key}\nkey_file = {key_file}\ntopic = {topic}\nconnections = {conns}\nca_file = {ca}\n",
         listen = toml_str(&listen.to_string()),
         data = path(&dir.join("data")),

@@ -19,7 +19,7 @@ use crate::channels::rules::TargetPolicy;
 use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
 use crate::engine::error::ShardError;
 use crate::engine::probe::ProbeSnapshot;
-use crate::health::{ShardState, ShardsHealth};
+use crate::health::{Phase, ShardState, ShardsHealth};
 use crate::mesh::ShardRouter;
 
 use super::admission::Admission;
@@ -136,6 +136,9 @@ async fn route(
     let method = req.method().clone();
     if path == "/healthz" {
         return Ok(health_response(&api.health.states(), api.channels_json()));
+    }
+    if path == "/readyz" {
+        return Ok(ready_response(api.health.phase(), &api.health.states()));
     }
     if let Some((_, doc)) = api.public_documents.iter().find(|(p, _)| *p == path) {
         if method != Method::GET {
@@ -594,6 +597,30 @@ fn health_response(states: &[ShardState], channels: Value) -> ApiResponse {
     )
 }
 
+/// `200 {"status":"ready"}` once every shard serves and until SIGTERM; `503` while starting,
+/// while draining, and while a shard has failed, in the error shape.
+fn ready_response(phase: Phase, states: &[ShardState]) -> ApiResponse {
+    let failed = states.contains(&ShardState::Failed);
+    let (code, message) = match phase {
+        Phase::Ready if !failed => {
+            return json_response(StatusCode::OK, &json!({"status": "ready"}));
+        }
+        Phase::Ready => ("shard_failed", "a shard's log failed: see /healthz"),
+        Phase::Starting => (
+            "starting",
+            "recovering the log and starting channels: not ready yet",
+        ),
+        Phase::Draining => (
+            "draining",
+            "stopping: finishing in-flight work, take no new traffic here",
+        ),
+    };
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"status": code, "error": {"code": code, "message": message}}),
+    )
+}
+
 pub fn json_response(status: StatusCode, body: &Value) -> ApiResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
@@ -655,6 +682,34 @@ mod tests {
     }
 
     /// A shard whose log failed answered 503 to everything it owned while `/healthz` said 200.
+    #[test]
+    fn readyz_is_200_only_when_ready_and_no_shard_failed() {
+        let serving = [ShardState::Serving, ShardState::Serving];
+        let body = |r: ApiResponse| -> Value {
+            let bytes = r.into_body();
+            let bytes = futures_lite::future::block_on(http_body_util::BodyExt::collect(bytes))
+                .unwrap()
+                .to_bytes();
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let r = ready_response(Phase::Ready, &serving);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r)["status"], "ready");
+        for (phase, states, code) in [
+            (Phase::Starting, &serving, "starting"),
+            (Phase::Draining, &serving, "draining"),
+            (
+                Phase::Ready,
+                &[ShardState::Serving, ShardState::Failed],
+                "shard_failed",
+            ),
+        ] {
+            let r = ready_response(phase, states);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body(r)["error"]["code"], code);
+        }
+    }
+
     #[test]
     fn healthz_names_every_shard_that_does_not_serve() {
         use ShardState::*;

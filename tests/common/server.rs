@@ -29,8 +29,14 @@ impl Server {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = dir.join("config.toml");
+        // No drain delay unless a test sets one: every test stops its servers with SIGTERM.
+        let server = if extra.contains("[server]") {
+            ""
+        } else {
+            "[server]\ndrain_delay_ms = 0\n\n"
+        };
         let text = format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\nshards = {shards}\n\n[api]\nkeys = [\"{API_KEY}\"]\n\n{extra}\n",
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\nshards = {shards}\n\n[api]\nkeys = [\"{API_KEY}\"]\n\n{server}{extra}\n",
             dir.join("data").display()
         );
         std::fs::write(&config, text).unwrap();
@@ -114,6 +120,28 @@ impl Server {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
+        }
+    }
+
+    /// Sends `sig` to the running server without waiting.
+    pub fn signal(&self, sig: i32) {
+        let c = self.child.as_ref().expect("server running");
+        send_signal(c.id() as i32, sig);
+    }
+
+    /// Waits (bounded) for the process to exit, after a signal sent with [`Server::signal`].
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("server running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                panic!("clarion did not stop within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
