@@ -34,6 +34,7 @@ pub mod h2client;
 pub mod health;
 pub mod http;
 pub mod mesh;
+pub mod metrics;
 pub mod server;
 pub mod sync;
 mod wait;

@@ -565,8 +565,24 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
             return Err(e);
         }
     };
+    // The separate metrics address, on shard 0 only (a scrape asks every shard anyway).
+    let metrics_listener = match cfg.ops.metrics_listen.filter(|_| shard == 0) {
+        None => None,
+        Some(addr) => match glommio::net::TcpListener::bind(addr) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                engine.shutdown().await;
+                return Err(anyhow::anyhow!("binding [metrics] listen {addr}: {e}"));
+            }
+        },
+    };
     health.set(shard, ShardState::Serving);
     let _ = events.send(Event::Serving);
+    if let Some(l) = metrics_listener {
+        info!(listen = %cfg.ops.metrics_listen.map_or(String::new(), |a| a.to_string()), "metrics served without a key");
+        let ingress = Rc::new(http::Ingress::metrics_only(api.clone(), cfg.http));
+        glommio::spawn_local(http::serve(l, ingress, stop.clone())).detach();
+    }
     let ingress = Rc::new(http::Ingress::new(api, cfg.http));
     http::serve(listener, ingress, stop).await;
     engine.shutdown().await;

@@ -232,6 +232,7 @@ impl Engine {
                     &mut shard.jitter,
                 );
                 bump(&self.probe.suppressed);
+                bump(&self.lanes[ch.index()].counts.suppressed);
             }
             deliveries.push(d);
         }

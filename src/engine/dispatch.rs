@@ -87,7 +87,9 @@ pub async fn run_channel(engine: Rc<Engine>, channel: usize) {
         bump(&lane.counts.in_flight);
         let e = engine.clone();
         glommio::spawn_local(async move {
+            let started = std::time::Instant::now();
             let result = fut.await;
+            e.probe.metrics.provider_request[d.channel.index()].record(started.elapsed());
             e.in_flight.set(e.in_flight.get() - 1);
             let running = &e.lanes[d.channel.index()].counts.in_flight;
             running.set(running.get().saturating_sub(1));
@@ -244,6 +246,7 @@ impl Engine {
         let Some(open) = st.open.get_mut(&d.notification) else {
             return;
         };
+        let accepted_at_ms = open.record.accepted_at_ms;
         let Some(del) = open.record.deliveries.get_mut(d.index as usize) else {
             return;
         };
@@ -264,6 +267,8 @@ impl Engine {
             DeliveryState::Sent | DeliveryState::Delivered => {
                 bump(&self.probe.sent);
                 bump(&counts.sent);
+                self.probe.metrics.end_to_end[d.channel.index()]
+                    .record_micros(now.saturating_sub(accepted_at_ms) * 1000);
             }
             DeliveryState::Retrying => {
                 bump(&self.probe.retried);

@@ -83,6 +83,8 @@ pub struct ChannelCounts {
     /// Dead deliveries replayed (queued again).
     pub replayed: Cell<u64>,
     pub expired: Cell<u64>,
+    /// Deliveries suppressed at acceptance (the frequency cap).
+    pub suppressed: Cell<u64>,
     /// Attempts running now.
     pub in_flight: Cell<u64>,
 }
@@ -124,6 +126,12 @@ impl Lane {
 
     pub fn is_empty(&self) -> bool {
         self.window.borrow().is_empty()
+    }
+
+    /// The notification of the delivery at the window's head: the one that has waited longest
+    /// of those ready (the window is in due order), for the queue's oldest age.
+    pub fn head_notification(&self) -> Option<uuid::Uuid> {
+        self.window.borrow().front().map(|d| d.notification)
     }
 
     /// The due time to store a new pending key under: `due_ms`, or just after everything an

@@ -310,6 +310,13 @@ impl Engine {
                 queue_depth: lane.len() as u64,
                 backlog: lane.backlog.get(),
                 in_flight: c.in_flight.get(),
+                suppressed: c.suppressed.get(),
+                oldest_age_ms: lane.head_notification().map_or(0, |id| {
+                    now_ms().saturating_sub(clarion_shards::ids::ms_of(&id))
+                }),
+                breaker_open: u64::from(
+                    lane.breaker.borrow().state() != breaker::BreakerState::Closed,
+                ),
             };
         }
         s

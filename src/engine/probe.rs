@@ -8,6 +8,11 @@ use clarion_shards::Channel;
 use clarion_shards::log::LogLatency;
 use serde::{Serialize, Serializer};
 
+use crate::metrics::counts::{self, LabelCounts};
+use crate::metrics::histogram::{
+    END_TO_END_BUCKETS_MICROS, Histogram, LocalHistogram, REQUEST_BUCKETS_MICROS,
+};
+
 #[derive(Default)]
 pub struct Probe {
     pub accepted: Cell<u64>,
@@ -34,6 +39,34 @@ pub struct Probe {
     /// Dead letters replayed (their deliveries queued again) and purged.
     pub replayed: Cell<u64>,
     pub purged: Cell<u64>,
+    /// What `GET /metrics` reads besides the counters above.
+    pub metrics: ProbeMetrics,
+}
+
+/// This shard's labelled counters and latency histograms, for `GET /metrics`.
+pub struct ProbeMetrics {
+    /// API requests answered by this core, by route template and status.
+    pub http_requests: LabelCounts,
+    /// Notifications refused, by the answer's code (a batch's items each).
+    pub refused: LabelCounts,
+    /// From a notification request's arrival to its answer (after the fsync that covers it).
+    pub accept_latency: LocalHistogram,
+    /// Per channel: from a send's start to the provider's verdict (pool wait included).
+    pub provider_request: [LocalHistogram; Channel::COUNT],
+    /// Per channel: from a notification's acceptance to a delivery's `sent`.
+    pub end_to_end: [LocalHistogram; Channel::COUNT],
+}
+
+impl Default for ProbeMetrics {
+    fn default() -> ProbeMetrics {
+        ProbeMetrics {
+            http_requests: LabelCounts::default(),
+            refused: LabelCounts::default(),
+            accept_latency: LocalHistogram::new(REQUEST_BUCKETS_MICROS),
+            provider_request: std::array::from_fn(|_| LocalHistogram::new(REQUEST_BUCKETS_MICROS)),
+            end_to_end: std::array::from_fn(|_| LocalHistogram::new(END_TO_END_BUCKETS_MICROS)),
+        }
+    }
 }
 
 pub fn bump(c: &Cell<u64>) {
@@ -104,6 +137,17 @@ pub struct ProbeSnapshot {
     /// The same per channel: `{"apns": {...}, "fcm": {...}, "webpush": {...}}`.
     #[serde(serialize_with = "by_channel_view")]
     pub by_channel: [ChannelSnapshot; Channel::COUNT],
+    /// `GET /metrics` only: see [`ProbeMetrics`].
+    #[serde(skip)]
+    pub http_requests: Vec<(&'static str, u16, u64)>,
+    #[serde(skip)]
+    pub refused: Vec<(&'static str, u16, u64)>,
+    #[serde(skip)]
+    pub accept_latency: Histogram,
+    #[serde(skip)]
+    pub provider_request: [Histogram; Channel::COUNT],
+    #[serde(skip)]
+    pub end_to_end: [Histogram; Channel::COUNT],
 }
 
 /// One channel's counters (summable across shards).
@@ -124,6 +168,13 @@ pub struct ChannelSnapshot {
     pub queue_depth: u64,
     pub backlog: u64,
     pub in_flight: u64,
+    /// Deliveries suppressed at acceptance (the user's frequency cap).
+    pub suppressed: u64,
+    /// Since when (ms) the oldest delivery ready in the window has waited, counted from its
+    /// notification's acceptance; 0 when none waits (across shards: the longest).
+    pub oldest_age_ms: u64,
+    /// Whether the channel's circuit breaker is not closed (across shards: how many).
+    pub breaker_open: u64,
 }
 
 impl ChannelSnapshot {
@@ -139,6 +190,9 @@ impl ChannelSnapshot {
         self.queue_depth += o.queue_depth;
         self.backlog += o.backlog;
         self.in_flight += o.in_flight;
+        self.suppressed += o.suppressed;
+        self.oldest_age_ms = self.oldest_age_ms.max(o.oldest_age_ms);
+        self.breaker_open += o.breaker_open;
     }
 }
 
@@ -181,6 +235,11 @@ impl Probe {
             deferred: self.deferred.get(),
             replayed: self.replayed.get(),
             purged: self.purged.get(),
+            http_requests: self.metrics.http_requests.snapshot(),
+            refused: self.metrics.refused.snapshot(),
+            accept_latency: self.metrics.accept_latency.snapshot(),
+            provider_request: std::array::from_fn(|i| self.metrics.provider_request[i].snapshot()),
+            end_to_end: std::array::from_fn(|i| self.metrics.end_to_end[i].snapshot()),
             ..ProbeSnapshot::default()
         }
     }
@@ -226,6 +285,18 @@ impl ProbeSnapshot {
         self.dedup_disk_checks += o.dedup_disk_checks;
         self.dedup_disk_duplicates += o.dedup_disk_duplicates;
         for (mine, theirs) in self.by_channel.iter_mut().zip(&o.by_channel) {
+            mine.add(theirs);
+        }
+        self.http_requests = counts::sum(&[
+            std::mem::take(&mut self.http_requests),
+            o.http_requests.clone(),
+        ]);
+        self.refused = counts::sum(&[std::mem::take(&mut self.refused), o.refused.clone()]);
+        self.accept_latency.add(&o.accept_latency);
+        for (mine, theirs) in self.provider_request.iter_mut().zip(&o.provider_request) {
+            mine.add(theirs);
+        }
+        for (mine, theirs) in self.end_to_end.iter_mut().zip(&o.end_to_end) {
             mine.add(theirs);
         }
     }

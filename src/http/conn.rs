@@ -230,12 +230,17 @@ pub(super) async fn serve(slot: Slot, stream: TcpStream, stop: Latch) {
     let bodies = Rc::new(ConnBodies::new(ingress.bodies.clone(), &ingress.limits));
     let svc = {
         let (api, activity) = (ingress.api.clone(), activity.clone());
+        let metrics_only = ingress.metrics_only;
         service_fn(move |req| {
             activity.request_started();
             let in_flight = InFlight(activity.clone());
             let (api, bodies) = (api.clone(), bodies.clone());
             async move {
-                let answer = service::handle(api, &bodies, req).await;
+                let answer = if metrics_only {
+                    service::handle_metrics_only(api, req).await
+                } else {
+                    service::handle(api, &bodies, req).await
+                };
                 drop(in_flight);
                 answer
             }

@@ -96,6 +96,8 @@ pub struct Ingress {
     open: Cell<usize>,
     /// Connections over the limit being answered `503`.
     refusing: Cell<usize>,
+    /// The separate metrics address (`[metrics] listen`): `GET /metrics` only, without a key.
+    metrics_only: bool,
 }
 
 impl Ingress {
@@ -107,6 +109,15 @@ impl Ingress {
             limits,
             open: Cell::new(0),
             refusing: Cell::new(0),
+            metrics_only: false,
+        }
+    }
+
+    /// The ingress of the separate metrics address, with the API's limits.
+    pub fn metrics_only(api: Rc<Api>, limits: HttpConfig) -> Ingress {
+        Ingress {
+            metrics_only: true,
+            ..Ingress::new(api, limits)
         }
     }
 }

@@ -116,15 +116,101 @@ fn key_matches(digests: &[[u8; KEY_DIGEST_LEN]], presented: &[u8]) -> bool {
     found.into()
 }
 
+/// Answers one request on the API port; counted in this shard's probe by route template and
+/// status, a notification request's refusal by its code and its answer's latency.
 pub async fn handle(
     api: Rc<Api>,
     bodies: &ConnBodies,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, Infallible> {
-    Ok(match route(&api, bodies, req).await {
+    let started = std::time::Instant::now();
+    let label = route_label(req.uri().path());
+    let intake = label == ROUTE_NOTIFY || label == ROUTE_NOTIFY_BATCH;
+    let metrics = &api.router.probe().metrics;
+    let answer = match route(&api, bodies, req).await {
         Ok(r) => r,
-        Err(e) => error_response(&e),
-    })
+        Err(e) => {
+            if intake {
+                metrics.refused.bump(e.code, 0);
+            }
+            error_response(&e)
+        }
+    };
+    let status = answer.status().as_u16();
+    metrics.http_requests.bump(label, status);
+    if intake && answer.status().is_success() {
+        metrics.accept_latency.record(started.elapsed());
+    }
+    Ok(answer)
+}
+
+/// Answers one request on the separate metrics address (`[metrics] listen`): `GET /metrics`
+/// without a key, nothing else.
+pub async fn handle_metrics_only(
+    api: Rc<Api>,
+    req: Request<Incoming>,
+) -> Result<ApiResponse, Infallible> {
+    let path = req.uri().path();
+    let answer = if path != "/metrics" {
+        Err(ApiError::not_found(
+            "not_found",
+            format!("no route for {path}: this address serves /metrics only"),
+        ))
+    } else if req.method() != Method::GET {
+        Err(ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{} is not allowed on /metrics", req.method()),
+        ))
+    } else {
+        metrics(&api).await
+    };
+    Ok(answer.unwrap_or_else(|e| error_response(&e)))
+}
+
+const ROUTE_NOTIFY: &str = "/v1/notifications";
+const ROUTE_NOTIFY_BATCH: &str = "/v1/notifications/batch";
+
+/// The route template a path falls under, the `route` label of `clarion_http_requests_total`:
+/// never a path's own ids, so the label's values are a fixed set.
+fn route_label(path: &str) -> &'static str {
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    match segs.as_slice() {
+        ["healthz"] => "/healthz",
+        ["readyz"] => "/readyz",
+        ["metrics"] => "/metrics",
+        ["openapi.json"] => "/openapi.json",
+        ["v1", "webpush", "vapid-public-key"] => "/v1/webpush/vapid-public-key",
+        ["v1", "users", _] => "/v1/users/{id}",
+        ["v1", "users", _, "devices"] => "/v1/users/{id}/devices",
+        ["v1", "users", _, "devices", _] => "/v1/users/{id}/devices/{device_id}",
+        ["v1", "notifications"] => ROUTE_NOTIFY,
+        ["v1", "notifications", "batch"] => ROUTE_NOTIFY_BATCH,
+        ["v1", "notifications", _] => "/v1/notifications/{id}",
+        ["v1", "stats"] => "/v1/stats",
+        ["v1", "dead-letters"] => "/v1/dead-letters",
+        ["v1", "dead-letters", "replay"] => "/v1/dead-letters/replay",
+        ["v1", "keys"] => "/v1/keys",
+        ["v1", "keys", _] => "/v1/keys/{name}",
+        _ => "other",
+    }
+}
+
+/// `GET /metrics`: every shard's probe, summed (and per shard where the family says so).
+async fn metrics(api: &Api) -> Result<ApiResponse, ApiError> {
+    let mut shards = Vec::with_capacity(api.router.shards());
+    for shard in 0..api.router.shards() {
+        shards.push(ask(api, shard, |reply| ShardCmd::Stats { reply }).await?);
+    }
+    let ready =
+        api.health.phase() == Phase::Ready && !api.health.states().contains(&ShardState::Failed);
+    let body = crate::metrics::render(&shards, &api.channel_modes, ready);
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(r)
 }
 
 async fn route(
@@ -149,6 +235,19 @@ async fn route(
             ));
         }
         return Ok(json_response(StatusCode::OK, doc));
+    }
+    if path == "/metrics" {
+        if !api.authorized(&req) {
+            return Err(ApiError::unauthorized());
+        }
+        if method != Method::GET {
+            return Err(ApiError::new(
+                405,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}"),
+            ));
+        }
+        return metrics(api).await;
     }
     if !path.starts_with("/v1/") {
         return Err(ApiError::not_found(
@@ -411,6 +510,10 @@ async fn notify_batch(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(ApiError::unanswered())))
         .collect();
+    let refused = &api.router.probe().metrics.refused;
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        refused.bump(e.code, 0);
+    }
     let body = serde_json::to_vec(&BatchAnswer { results: &results }).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(

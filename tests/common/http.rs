@@ -11,6 +11,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Value,
+    /// The body as text (for answers that are not JSON, such as `/metrics`).
+    pub text: String,
 }
 
 impl Response {
@@ -106,6 +108,7 @@ fn parse(raw: &[u8]) -> Response {
     if chunked {
         body = dechunk(&body);
     }
+    let text = String::from_utf8_lossy(&body).into_owned();
     let body = if body.is_empty() {
         Value::Null
     } else {
@@ -115,6 +118,7 @@ fn parse(raw: &[u8]) -> Response {
         status,
         headers,
         body,
+        text,
     }
 }
 
