@@ -21,6 +21,51 @@ pub enum Command {
     /// List, replay or purge a running server's dead letters (deliveries that failed for good).
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Create, list or revoke API keys in a data directory (a running server picks the change
+    /// up within a second).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `clarion keys ...`: the keys stored (hashed) in a data directory.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print `{"name","key","scopes"}`: the key is shown this once.
+    Create {
+        #[command(flatten)]
+        store: KeyStoreArgs,
+        /// The key's name: letters, digits, `_`, `.`, `-` (up to 64).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: send, users:read, users:write, dead_letters, metrics, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Requests per second this key may make (across the server's shards).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// Print the stored keys' names, scopes, limits and creation times (never the keys).
+    List {
+        #[command(flatten)]
+        store: KeyStoreArgs,
+    },
+    /// Delete a stored key: refused on every shard of a running server within a second.
+    Revoke {
+        #[command(flatten)]
+        store: KeyStoreArgs,
+        name: String,
+    },
+}
+
+/// Which data directory's keys.
+#[derive(Debug, clap::Args)]
+pub struct KeyStoreArgs {
+    /// The server's data directory (as `data_dir` or `--data-dir` of `serve`).
+    #[arg(long, required_unless_present = "config")]
+    pub data_dir: Option<PathBuf>,
+    /// Or the server's configuration file, to read its `data_dir`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `clarion dead-letters ...`: the `/v1/dead-letters` calls from the command line.

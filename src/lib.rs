@@ -33,6 +33,7 @@ pub mod h1client;
 pub mod h2client;
 pub mod health;
 pub mod http;
+pub mod keys;
 pub mod mesh;
 pub mod metrics;
 pub mod server;

@@ -1,6 +1,7 @@
 //! The `clarion` binary: parse the command line, load and validate the configuration, run.
 
 mod dead_letters_cmd;
+mod keys_cmd;
 
 use anyhow::Context;
 use clap::Parser;
@@ -89,5 +90,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::DeadLetters(cmd) => dead_letters_cmd::run(cmd),
+        Command::Keys(cmd) => keys_cmd::run(cmd),
     }
 }

@@ -31,6 +31,8 @@ use crate::data_dir::{self, shard_dir};
 use crate::engine::{Engine, EngineConfig, now_ms};
 use crate::health::{ShardState, ShardsHealth};
 use crate::http;
+use crate::keys::KeySet;
+use crate::keys::watch::KeysHandle;
 use crate::mesh::ShardRouter;
 use crate::sync::Latch;
 
@@ -257,6 +259,13 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
     let mesh = MeshBuilder::full(cfg.shards, cfg.mesh_channel_capacity);
     let health = ShardsHealth::new(cfg.shards);
     let (events_tx, events) = std::sync::mpsc::channel();
+    let (keys, keys_handle, key_updates) = crate::keys::watch::start(
+        crate::keys::KeyStore::new(&cfg.data_dir),
+        cfg.api_keys.clone(),
+        cfg.shards,
+    )
+    .map_err(|e| anyhow::anyhow!("API keys: {e}"))?;
+    let mut key_updates = key_updates.into_iter();
     let mut stops = Vec::new();
     let mut executors = Vec::new();
     for i in 0..cfg.shards {
@@ -273,6 +282,11 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
             listen,
             health: health.clone(),
             events: events_tx.clone(),
+            keys: keys.clone(),
+            keys_handle: keys_handle.clone(),
+            key_updates: key_updates
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no key updates for shard {i}"))?,
         };
         let events = events_tx.clone();
         let ex = LocalExecutorBuilder::new(Placement::Fixed(i % cores))
@@ -434,7 +448,14 @@ struct ShardStart {
     listen: SocketAddr,
     health: ShardsHealth,
     events: Sender<Event>,
+    /// The keys at start, the keys' thread, and this shard's receiver of new key sets.
+    keys: Arc<KeySet>,
+    keys_handle: KeysHandle,
+    key_updates: futures_channel::mpsc::Receiver<Arc<KeySet>>,
 }
+
+/// The OpenAPI description served at `GET /openapi.json` (the file in the repository).
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
 
 async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow::Result<()> {
     let ShardStart {
@@ -448,6 +469,9 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         listen,
         health,
         events,
+        keys,
+        keys_handle,
+        key_updates,
     } = start;
     let stop = Latch::default();
     {
@@ -497,7 +521,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
             "set [fcm] project_id and service_account_file, or mode = \"simulator\"",
         )),
     };
-    let public_documents = webpush
+    let mut public_documents = webpush
         .as_ref()
         .map(|w| {
             vec![(
@@ -506,6 +530,11 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
             )]
         })
         .unwrap_or_default();
+    public_documents.push((
+        "/openapi.json".to_string(),
+        serde_json::from_str(OPENAPI)
+            .map_err(|e| anyhow::anyhow!("docs/openapi.json does not parse: {e}"))?,
+    ));
     let webpush_channel: Rc<dyn ChannelSender> = match webpush {
         Some(w) => Rc::new(WebPushChannel::new(WebPushSender::new(w, shard))),
         None => Rc::new(OffChannel::new(
@@ -544,7 +573,8 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
     let router = ShardRouter::start(engine.clone(), senders, receivers);
     let api = Rc::new(http::service::Api::new(
         router,
-        &cfg.api_keys,
+        keys,
+        keys_handle,
         health.clone(),
         vec![
             (Channel::Apns.as_str(), cfg.apns.mode().name()),
@@ -576,6 +606,18 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
             }
         },
     };
+    {
+        // Every new key set from the keys' thread replaces this shard's copy.
+        let api = api.clone();
+        glommio::spawn_local(async move {
+            use futures_util::StreamExt;
+            let mut updates = key_updates;
+            while let Some(keys) = updates.next().await {
+                api.auth.replace(keys);
+            }
+        })
+        .detach();
+    }
     health.set(shard, ShardState::Serving);
     let _ = events.send(Event::Serving);
     if let Some(l) = metrics_listener {

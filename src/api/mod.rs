@@ -7,6 +7,7 @@ pub mod error;
 pub mod fields;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
+pub mod keys;
 pub mod notifications;
 pub mod status;
 pub mod users;

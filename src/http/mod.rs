@@ -8,6 +8,7 @@
 //! take is refused fast by `admission.rs`.
 
 pub mod admission;
+pub mod auth;
 pub mod body;
 mod conn;
 pub mod rt;

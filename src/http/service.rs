@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -16,13 +17,17 @@ use crate::api::error::ApiError;
 use crate::api::{dead_letters, notifications, status, users, validate};
 use crate::channels::rules::TargetPolicy;
 
+use crate::api::keys as keys_api;
 use crate::engine::command::{NewNotification, NotifyReply, ShardCmd, Upsert};
 use crate::engine::error::ShardError;
 use crate::engine::probe::ProbeSnapshot;
 use crate::health::{Phase, ShardState, ShardsHealth};
+use crate::keys::watch::{KeyCmd, KeysHandle};
+use crate::keys::{KeyError, KeySet, Scope};
 use crate::mesh::ShardRouter;
 
 use super::admission::Admission;
+use super::auth::{Auth, scope_for};
 use super::body::{ConnBodies, read_body};
 
 /// Largest single-resource body (a notification with a 4 KiB payload fits many times over).
@@ -34,9 +39,10 @@ pub type ApiResponse = Response<Full<Bytes>>;
 
 pub struct Api {
     pub router: ShardRouter,
-    /// SHA-256 of each configured key: every check compares fixed-size digests, so neither its
-    /// time nor its answer depends on a key's length or on where a guess first differs.
-    api_key_digests: Vec<[u8; KEY_DIGEST_LEN]>,
+    /// The keys this shard accepts, their scopes and rate limits.
+    pub auth: Auth,
+    /// The keys' thread, which creates and revokes keys for `/v1/keys`.
+    keys: KeysHandle,
     /// Every shard's state, for `/healthz`.
     health: ShardsHealth,
     /// This core's admission control of notification requests.
@@ -50,26 +56,22 @@ pub struct Api {
     public_documents: Vec<(String, Value)>,
 }
 
-const KEY_DIGEST_LEN: usize = 32;
-
-fn key_digest(key: &[u8]) -> [u8; KEY_DIGEST_LEN] {
-    let mut out = [0u8; KEY_DIGEST_LEN];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, key).as_ref());
-    out
-}
-
 impl Api {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         router: ShardRouter,
-        api_keys: &[String],
+        keys: Arc<KeySet>,
+        keys_handle: KeysHandle,
         health: ShardsHealth,
         channel_modes: Vec<(&'static str, &'static str)>,
         target_policy: TargetPolicy,
         public_documents: Vec<(String, Value)>,
     ) -> Api {
+        let shards = router.shards();
         Api {
             router,
-            api_key_digests: api_keys.iter().map(|k| key_digest(k.as_bytes())).collect(),
+            auth: Auth::new(keys, shards),
+            keys: keys_handle,
             health,
             admission: Admission::new(),
             channel_modes,
@@ -94,26 +96,11 @@ impl Api {
         e
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(h) = req.headers().get(http::header::AUTHORIZATION) else {
-            return false;
-        };
-        let Some(key) = h.as_bytes().strip_prefix(b"Bearer ") else {
-            return false;
-        };
-        key_matches(&self.api_key_digests, key)
+    /// Checks the request's key for `needed`.
+    fn check(&self, req: &Request<Incoming>, needed: Option<Scope>) -> Result<(), ApiError> {
+        self.auth
+            .check(req.headers(), needed, crate::engine::now_ms())
     }
-}
-
-/// Whether `presented` is one of the keys: its digest is compared with every configured digest
-/// in constant time, all of them every time.
-fn key_matches(digests: &[[u8; KEY_DIGEST_LEN]], presented: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    let presented = key_digest(presented);
-    let found = digests.iter().fold(subtle::Choice::from(0), |found, d| {
-        found | d.ct_eq(&presented)
-    });
-    found.into()
 }
 
 /// Answers one request on the API port; counted in this shard's probe by route template and
@@ -174,8 +161,17 @@ const ROUTE_NOTIFY_BATCH: &str = "/v1/notifications/batch";
 /// The route template a path falls under, the `route` label of `clarion_http_requests_total`:
 /// never a path's own ids, so the label's values are a fixed set.
 fn route_label(path: &str) -> &'static str {
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
-    match segs.as_slice() {
+    // A fixed array, not a `Vec`: this runs for every request.
+    let mut segs = [""; 5];
+    let mut n = 0;
+    for s in path.split('/').skip(1) {
+        let Some(slot) = segs.get_mut(n) else {
+            return "other";
+        };
+        *slot = s;
+        n += 1;
+    }
+    match &segs[..n] {
         ["healthz"] => "/healthz",
         ["readyz"] => "/readyz",
         ["metrics"] => "/metrics",
@@ -237,9 +233,7 @@ async fn route(
         return Ok(json_response(StatusCode::OK, doc));
     }
     if path == "/metrics" {
-        if !api.authorized(&req) {
-            return Err(ApiError::unauthorized());
-        }
+        api.check(&req, Some(Scope::Metrics))?;
         if method != Method::GET {
             return Err(ApiError::new(
                 405,
@@ -255,12 +249,47 @@ async fn route(
             format!("no route for {path}"),
         ));
     }
-    if !api.authorized(&req) {
-        return Err(ApiError::unauthorized());
-    }
     let method_name = method.to_string();
     let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    api.check(&req, scope_for(&method, &segs))?;
     match (method, segs.as_slice()) {
+        (Method::POST, ["keys"]) => {
+            let new = keys_api::parse_create(&read_body(req, MAX_BODY, bodies).await?)?;
+            let (reply, made) = oneshot::channel();
+            api.keys
+                .send(KeyCmd::Create {
+                    name: new.name,
+                    scopes: new.scopes,
+                    rate_limit_per_s: new.rate_limit_per_s,
+                    reply,
+                })
+                .map_err(keys_api::key_error)?;
+            let (entry, key) = made
+                .await
+                .unwrap_or(Err(KeyError::Unavailable))
+                .map_err(keys_api::key_error)?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &keys_api::created_json(&entry, &key),
+            ))
+        }
+        (Method::GET, ["keys"]) => Ok(json_response(
+            StatusCode::OK,
+            &keys_api::list_json(&api.auth.keys()),
+        )),
+        (Method::DELETE, ["keys", name]) => {
+            let (reply, done) = oneshot::channel();
+            api.keys
+                .send(KeyCmd::Revoke {
+                    name: (*name).to_string(),
+                    reply,
+                })
+                .map_err(keys_api::key_error)?;
+            done.await
+                .unwrap_or(Err(KeyError::Unavailable))
+                .map_err(keys_api::key_error)?;
+            Ok(empty_response(StatusCode::NO_CONTENT))
+        }
         (Method::PUT, ["users", id]) => put_user(api, id, req, bodies).await,
         (Method::GET, ["users", id]) => get_user(api, id).await,
         (Method::POST, ["users", id, "devices"]) => add_device(api, id, req, bodies).await,
@@ -301,7 +330,9 @@ async fn route(
             | ["notifications", _]
             | ["stats"]
             | ["dead-letters"]
-            | ["dead-letters", "replay"],
+            | ["dead-letters", "replay"]
+            | ["keys"]
+            | ["keys", _],
         ) => Err(ApiError::new(
             405,
             "method_not_allowed",
@@ -762,29 +793,26 @@ pub fn error_response(e: &ApiError) -> ApiResponse {
 mod tests {
     use super::*;
 
-    /// The key check once compared lengths first and returned early, so a client could learn
-    /// a key's length from the answer's timing; now only fixed-size digests are compared.
     #[test]
-    fn api_key_check_refuses_prefixes_and_extensions_alike() {
-        let keys = ["test-key-0123456789abcdef", "another-key-fedcba9876543210"];
-        let digests: Vec<_> = keys.iter().map(|k| key_digest(k.as_bytes())).collect();
-        for k in keys {
-            assert!(key_matches(&digests, k.as_bytes()), "{k}");
-        }
-        for wrong in [
-            "",
-            "t",
-            "test-key-0123456789abcde",
-            "test-key-0123456789abcdef0",
-            "test-key-0123456789abcdeF",
-            "another-key-fedcba9876543210test-key-0123456789abcdef",
-        ] {
-            assert!(!key_matches(&digests, wrong.as_bytes()), "{wrong}");
-        }
-        assert!(!key_matches(&[], keys[0].as_bytes()));
+    fn route_labels_are_templates_never_ids() {
+        assert_eq!(route_label("/v1/users/alice"), "/v1/users/{id}");
+        assert_eq!(
+            route_label("/v1/users/alice/devices/d1"),
+            "/v1/users/{id}/devices/{device_id}"
+        );
+        assert_eq!(
+            route_label("/v1/notifications/batch"),
+            "/v1/notifications/batch"
+        );
+        assert_eq!(
+            route_label("/v1/notifications/0190"),
+            "/v1/notifications/{id}"
+        );
+        assert_eq!(route_label("/a/b/c/d/e/f/g"), "other");
+        assert_eq!(route_label("/nope"), "other");
+        assert_eq!(route_label("/metrics"), "/metrics");
     }
 
-    /// A shard whose log failed answered 503 to everything it owned while `/healthz` said 200.
     #[test]
     fn readyz_is_200_only_when_ready_and_no_shard_failed() {
         let serving = [ShardState::Serving, ShardState::Serving];
