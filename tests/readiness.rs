@@ -46,3 +46,37 @@ fn readyz_turns_503_at_sigterm_while_requests_are_served_for_the_drain_delay() {
     assert!(log.contains("draining"), "{log}");
     assert!(log.contains("ready"), "{log}");
 }
+
+/// A request still arriving when the listeners close (a slow upload) is answered before the
+/// shard stops: the stop waits for open connections to finish their requests.
+#[test]
+fn a_request_in_flight_at_the_stop_gets_its_answer() {
+    use std::io::{Read, Write};
+    let mut h = common::start(2, Faults::default(), "");
+    h.register("slow", &[common::token(3)]);
+    let body = serde_json::to_vec(&json!({"notifications": (0..50)
+        .map(|i| json!({"user_id": "slow", "idempotency_key": format!("s{i}"), "body": "x".repeat(200)}))
+        .collect::<Vec<_>>()}))
+    .unwrap();
+    let mut s = std::net::TcpStream::connect(h.server.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "POST /v1/notifications/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        common::server::API_KEY,
+        body.len()
+    )
+    .unwrap();
+    let half = body.len() / 2;
+    s.write_all(&body[..half]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    h.server.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(&body[half..]).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("\"status\":202").count(), 50, "{answer}");
+    assert!(h.server.wait_exit().success(), "{}", h.server.log());
+}

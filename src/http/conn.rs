@@ -31,7 +31,7 @@ use crate::api::error::ApiError;
 use crate::sync::Latch;
 
 /// Time a connection gets to finish its in-flight requests after stop.
-const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
+pub(super) const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 /// Time an HTTP/2 connection closed for a time limit gets for hyper's goodbye (GOAWAY): it has
 /// no request in flight. An HTTP/1.1 one is closed at once.
 const TIMED_OUT_DRAIN: Duration = Duration::from_secs(1);

@@ -123,8 +123,24 @@ impl Ingress {
     }
 }
 
-/// Accepts connections until `stop` is set.
+/// Accepts connections until `stop` is set, then waits (at most the connections' own drain
+/// time and a second) for the open ones to finish their requests and close, so the engine stops
+/// only after every request it was serving has its answer.
 pub async fn serve(listener: TcpListener, ingress: Rc<Ingress>, stop: Latch) {
+    accept_until_stopped(listener, &ingress, &stop).await;
+    let deadline = std::time::Instant::now() + conn::CONNECTION_DRAIN + Duration::from_secs(1);
+    while ingress.open.get() + ingress.refusing.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if ingress.open.get() > 0 {
+        warn!(
+            open = ingress.open.get(),
+            "connections still open after the drain: closed with the shard"
+        );
+    }
+}
+
+async fn accept_until_stopped(listener: TcpListener, ingress: &Rc<Ingress>, stop: &Latch) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             stop.wait().await;
