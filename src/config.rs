@@ -248,6 +248,9 @@ pub struct RawTuning {
 #[serde(deny_unknown_fields)]
 pub struct RawApi {
     pub keys: Option<Vec<String>>,
+    /// PEM certificate chain and private key: the API serves TLS (h2 and HTTP/1.1 by ALPN).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,6 +378,8 @@ pub struct Config {
     /// is opened with that count (`data_dir.rs`), whatever the cores.
     pub shards_from_data: bool,
     pub api_keys: Vec<String>,
+    /// `[api] tls_cert_file` and `tls_key_file`: the API serves TLS; `None`: plain HTTP.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
     pub fsync: bool,
     /// Nice value (0-19) of fjall's flush and compaction threads; 0 leaves them alone.
     pub background_nice: i32,
@@ -532,6 +537,16 @@ impl RawConfig {
             ));
         }
 
+        let api_tls = match (self.api.tls_cert_file, self.api.tls_key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad("api.tls_key_file", "required with api.tls_cert_file"));
+            }
+            (None, Some(_)) => {
+                return Err(bad("api.tls_cert_file", "required with api.tls_key_file"));
+            }
+        };
         let mut api_keys: Vec<String> = self.api.keys.unwrap_or_default();
         if let Some(env) = env_api_keys {
             api_keys.extend(
@@ -660,6 +675,7 @@ impl RawConfig {
             shards,
             shards_from_data: shards_given.is_none(),
             api_keys,
+            api_tls,
             fsync: self.storage.fsync.unwrap_or(true),
             background_nice,
             table_writeback_bytes,

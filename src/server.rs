@@ -207,6 +207,15 @@ fn webpush_setup(
 }
 
 pub fn run(mut cfg: Config) -> anyhow::Result<()> {
+    let api_tls = match &cfg.api_tls {
+        None => None,
+        Some((cert, key)) => {
+            Some(http::tls::ApiTls::new(cert, key).map_err(|e| anyhow::anyhow!("[api] TLS: {e}"))?)
+        }
+    };
+    // Signals are handled from here on: SIGHUP during the start must not end the process.
+    let (events_tx, events) = std::sync::mpsc::channel();
+    spawn_signal_thread(events_tx.clone(), api_tls.as_ref().map(|t| t.cert.clone()))?;
     cfg.shards = data_dir::check(&cfg.data_dir, cfg.shards, cfg.shards_from_data)?;
     raise_open_files_limit(&cfg);
     let (apns, _sim) = match &cfg.apns {
@@ -258,7 +267,6 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mesh = MeshBuilder::full(cfg.shards, cfg.mesh_channel_capacity);
     let health = ShardsHealth::new(cfg.shards);
-    let (events_tx, events) = std::sync::mpsc::channel();
     let (keys, keys_handle, key_updates) = crate::keys::watch::start(
         crate::keys::KeyStore::new(&cfg.data_dir),
         cfg.api_keys.clone(),
@@ -282,6 +290,7 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
             listen,
             health: health.clone(),
             events: events_tx.clone(),
+            tls: api_tls.clone(),
             keys: keys.clone(),
             keys_handle: keys_handle.clone(),
             key_updates: key_updates
@@ -309,7 +318,6 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
             })?;
         executors.push(ex);
     }
-    spawn_signal_thread(events_tx)?;
     let outcome = supervise(&events, cfg.shards, || {
         health.set_ready();
         println!("clarion listening on {listen} with {} shards", cfg.shards);
@@ -412,14 +420,29 @@ impl Drop for ReportPanic {
     }
 }
 
-fn spawn_signal_thread(events: Sender<Event>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+/// SIGTERM/SIGINT stop the server (a second one exits at once); SIGHUP reloads the API's TLS
+/// certificate and key, or says there is nothing to reload.
+fn spawn_signal_thread(
+    events: Sender<Event>,
+    tls: Option<Arc<http::tls::ReloadableCert>>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut first = true;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    match &tls {
+                        None => info!("SIGHUP: nothing to reload (the API has no TLS)"),
+                        Some(cert) => match cert.reload() {
+                            Ok(()) => info!("SIGHUP: TLS certificate reloaded; new connections get it"),
+                            Err(e) => error!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one is served"),
+                        },
+                    }
+                    continue;
+                }
                 if first {
                     info!(signal = sig, "stopping: draining in-flight work");
                     let _ = events.send(Event::Stop);
@@ -448,6 +471,8 @@ struct ShardStart {
     listen: SocketAddr,
     health: ShardsHealth,
     events: Sender<Event>,
+    /// TLS on the API, when configured.
+    tls: Option<http::tls::ApiTls>,
     /// The keys at start, the keys' thread, and this shard's receiver of new key sets.
     keys: Arc<KeySet>,
     keys_handle: KeysHandle,
@@ -469,6 +494,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         listen,
         health,
         events,
+        tls,
         keys,
         keys_handle,
         key_updates,
@@ -625,7 +651,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         let ingress = Rc::new(http::Ingress::metrics_only(api.clone(), cfg.http));
         glommio::spawn_local(http::serve(l, ingress, stop.clone())).detach();
     }
-    let ingress = Rc::new(http::Ingress::new(api, cfg.http));
+    let ingress = Rc::new(http::Ingress::new(api, cfg.http).with_tls(tls));
     http::serve(listener, ingress, stop).await;
     engine.shutdown().await;
     info!(shard, "shard stopped");

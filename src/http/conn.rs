@@ -144,13 +144,14 @@ impl Drop for InFlight {
     }
 }
 
-/// The socket as hyper reads it, telling the connection's activity what arrives.
-struct Watched {
-    stream: TcpStream,
+/// The socket (or its TLS session) as hyper reads it, telling the connection's activity what
+/// arrives.
+struct Watched<S> {
+    stream: S,
     activity: Rc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -167,7 +168,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -223,8 +224,30 @@ impl Drop for Slot {
     }
 }
 
-/// Serves one connection until it ends, breaks a time limit, or the shard stops.
+/// Serves one connection until it ends, breaks a time limit, or the shard stops; with TLS on
+/// the API, after its handshake (which must end within the header timeout).
 pub(super) async fn serve(slot: Slot, stream: TcpStream, stop: Latch) {
+    let Some(tls) = slot.ingress.tls.clone() else {
+        return serve_io(slot, stream, stop).await;
+    };
+    let header_timeout = slot.ingress.limits.header_timeout;
+    let handshake =
+        futures_lite::future::or(async { Some(tls.acceptor.accept(stream).await) }, async {
+            glommio::timer::sleep(header_timeout).await;
+            None
+        })
+        .await;
+    match handshake {
+        Some(Ok(session)) => serve_io(slot, session, stop).await,
+        Some(Err(e)) => debug!(error = %e, "TLS handshake failed"),
+        None => debug!("TLS handshake timed out"),
+    }
+}
+
+async fn serve_io<S>(slot: Slot, stream: S, stop: Latch)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let ingress = &slot.ingress;
     let activity = Rc::new(Activity::new());
     let bodies = Rc::new(ConnBodies::new(ingress.bodies.clone(), &ingress.limits));
@@ -306,9 +329,13 @@ pub(super) async fn serve(slot: Slot, stream: TcpStream, stop: Latch) {
 
 /// Answers a connection past the shard's limit: every request on it gets `503` with
 /// `Retry-After` (HTTP/1.1 with `Connection: close`), and it is closed after
-/// `REFUSAL_LINGER` at most.
+/// `REFUSAL_LINGER` at most. Over TLS it is closed without an answer: a handshake would cost
+/// the shard what the limit is there to spare.
 pub(super) async fn refuse(slot: Slot, stream: TcpStream) {
     let ingress = &slot.ingress;
+    if ingress.tls.is_some() {
+        return;
+    }
     let limit = ingress.limits.max_connections_per_shard;
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let mut r = service::error_response(&ApiError {

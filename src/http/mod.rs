@@ -13,6 +13,7 @@ pub mod body;
 mod conn;
 pub mod rt;
 pub mod service;
+pub mod tls;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -99,6 +100,8 @@ pub struct Ingress {
     refusing: Cell<usize>,
     /// The separate metrics address (`[metrics] listen`): `GET /metrics` only, without a key.
     metrics_only: bool,
+    /// TLS on the API (`[api] tls_cert_file`); `None`: plain HTTP.
+    tls: Option<tls::ApiTls>,
 }
 
 impl Ingress {
@@ -111,7 +114,13 @@ impl Ingress {
             open: Cell::new(0),
             refusing: Cell::new(0),
             metrics_only: false,
+            tls: None,
         }
+    }
+
+    /// Serves the API over TLS.
+    pub fn with_tls(self, tls: Option<tls::ApiTls>) -> Ingress {
+        Ingress { tls, ..self }
     }
 
     /// The ingress of the separate metrics address, with the API's limits.

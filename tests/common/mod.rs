@@ -46,11 +46,32 @@ pub fn start_with(shards: usize, sim: impl FnOnce(&mut SimConfig), extra_toml: &
 }
 
 /// Like `start_with`, in a directory the test has prepared (its data directory is `dir/data`).
+/// Like `start`, for a server whose API serves TLS: not waited for over plain HTTP.
+pub fn start_tls(shards: usize, faults: Faults, extra_toml: &str) -> Harness {
+    start_inner(
+        tempfile::tempdir().unwrap(),
+        shards,
+        |cfg| cfg.faults = faults,
+        extra_toml,
+        false,
+    )
+}
+
 pub fn start_in(
     dir: tempfile::TempDir,
     shards: usize,
     sim: impl FnOnce(&mut SimConfig),
     extra_toml: &str,
+) -> Harness {
+    start_inner(dir, shards, sim, extra_toml, true)
+}
+
+fn start_inner(
+    dir: tempfile::TempDir,
+    shards: usize,
+    sim: impl FnOnce(&mut SimConfig),
+    extra_toml: &str,
+    wait: bool,
 ) -> Harness {
     let (private_pem, public_pem) = generate_apns_key().unwrap();
     let mut cfg = SimConfig::new(TEAM_ID, KEY_ID, &public_pem, TOPIC);
@@ -65,7 +86,11 @@ pub fn start_in(
         dir.path().join("apns.p8").display(),
         dir.path().join("ca.pem").display(),
     );
-    let server = Server::start(dir.path(), shards, &toml);
+    let server = if wait {
+        Server::start(dir.path(), shards, &toml)
+    } else {
+        Server::start_unwaited(dir.path(), shards, &toml)
+    };
     Harness { dir, sim, server }
 }
 

@@ -26,6 +26,27 @@ pub struct Server {
 impl Server {
     /// Writes `config.toml` (listen, data_dir, API key, plus `extra`) into `dir` and starts.
     pub fn start(dir: &Path, shards: usize, extra: &str) -> Server {
+        let mut s = Server::configure(dir, shards, extra);
+        s.spawn();
+        s
+    }
+
+    /// Like `start`, without waiting for `/healthz` over plain HTTP (a TLS API).
+    pub fn start_unwaited(dir: &Path, shards: usize, extra: &str) -> Server {
+        let mut s = Server::configure(dir, shards, extra);
+        s.spawn_unwaited();
+        s
+    }
+
+    /// Writes `config.toml`; lines of an `[api]` section in `extra` join the harness's own.
+    fn configure(dir: &Path, shards: usize, extra: &str) -> Server {
+        let (api_extra, extra) = match extra.split_once("[api]\n") {
+            None => (String::new(), extra.to_string()),
+            Some((before, rest)) => {
+                let end = rest.find("\n[").map_or(rest.len(), |i| i + 1);
+                (rest[..end].to_string(), format!("{before}{}", &rest[end..]))
+            }
+        };
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let config = dir.join("config.toml");
@@ -36,18 +57,16 @@ impl Server {
             "[server]\ndrain_delay_ms = 0\n\n"
         };
         let text = format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\nshards = {shards}\n\n[api]\nkeys = [\"{API_KEY}\"]\n\n{server}{extra}\n",
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\nshards = {shards}\n\n[api]\nkeys = [\"{API_KEY}\"]\n{api_extra}\n{server}{extra}\n",
             dir.join("data").display()
         );
         std::fs::write(&config, text).unwrap();
-        let mut s = Server {
+        Server {
             child: None,
             addr,
             dir: dir.to_path_buf(),
             config,
-        };
-        s.spawn();
-        s
+        }
     }
 
     pub fn spawn(&mut self) {
