@@ -82,7 +82,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn bad(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.to_string(),
         message: message.into(),
@@ -122,6 +122,8 @@ pub struct RawConfig {
     pub metrics: ops::RawMetrics,
     #[serde(default)]
     pub log: ops::RawLog,
+    #[serde(default)]
+    pub alerts: crate::alerts::RawAlerts,
 }
 
 /// `[http]`: the API transport's time limits and bounds.
@@ -408,6 +410,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Drain, metrics address, logs.
     pub ops: ops::OpsConfig,
+    /// `[alerts]`: `None` without a webhook.
+    pub alerts: Option<crate::alerts::AlertsConfig>,
 }
 
 /// Command-line overrides for the common keys.
@@ -668,6 +672,7 @@ impl RawConfig {
         let http = self.http.validate()?;
         let webpush = self.webpush.validate(overrides.simulate)?;
         let ops = ops::validate(self.server, self.metrics, self.log)?;
+        let alerts = self.alerts.validate()?;
 
         Ok(Config {
             listen,
@@ -696,6 +701,7 @@ impl RawConfig {
             webpush,
             http,
             ops,
+            alerts,
         })
     }
 }

@@ -21,6 +21,7 @@
 //! - `sync`: single-threaded wake-up primitives.
 #![deny(clippy::unwrap_used)]
 
+pub mod alerts;
 pub mod api;
 pub mod builtin_sim;
 pub mod channels;

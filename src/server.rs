@@ -646,6 +646,15 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
     }
     health.set(shard, ShardState::Serving);
     let _ = events.send(Event::Serving);
+    if let Some(alerts) = cfg.alerts.clone().filter(|_| shard == 0) {
+        glommio::spawn_local(crate::alerts::run(
+            api.clone(),
+            alerts,
+            listen.to_string(),
+            stop.clone(),
+        ))
+        .detach();
+    }
     if let Some(l) = metrics_listener {
         info!(listen = %cfg.ops.metrics_listen.map_or(String::new(), |a| a.to_string()), "metrics served without a key");
         let ingress = Rc::new(http::Ingress::metrics_only(api.clone(), cfg.http));

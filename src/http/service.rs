@@ -192,12 +192,18 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-/// `GET /metrics`: every shard's probe, summed (and per shard where the family says so).
-async fn metrics(api: &Api) -> Result<ApiResponse, ApiError> {
+/// Every shard's probe snapshot, in shard order (asked over the mesh).
+pub async fn snapshots(api: &Api) -> Result<Vec<ProbeSnapshot>, ApiError> {
     let mut shards = Vec::with_capacity(api.router.shards());
     for shard in 0..api.router.shards() {
         shards.push(ask(api, shard, |reply| ShardCmd::Stats { reply }).await?);
     }
+    Ok(shards)
+}
+
+/// `GET /metrics`: every shard's probe, summed (and per shard where the family says so).
+async fn metrics(api: &Api) -> Result<ApiResponse, ApiError> {
+    let shards = snapshots(api).await?;
     let ready =
         api.health.phase() == Phase::Ready && !api.health.states().contains(&ShardState::Failed);
     let body = crate::metrics::render(&shards, &api.channel_modes, ready);
