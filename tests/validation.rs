@@ -261,4 +261,21 @@ fn bad_inputs_are_refused_with_the_field_named() {
         None,
     );
     expect(c.call("GET", "/v1/nothing", None), 404, "not_found", None);
+    // 405 names the methods the route takes (RFC 9110); the batch route is not an id.
+    let r = c.call("PATCH", "/v1/users/u1", None);
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, PUT")));
+    let r = c.call("GET", "/v1/notifications/batch", None);
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    let r = c.call("TRACE", "/healthz", None);
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    // Path segments are percent-decoded: `u%3Ax` is the user `u:x`.
+    let r = c.call("PUT", "/v1/users/u%3Ax", Some(serde_json::json!({})));
+    assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    assert_eq!(c.call("GET", "/v1/users/u:x", None).status, 200);
+    expect(
+        c.call("GET", "/v1/users/%FF", None),
+        400,
+        "invalid_path",
+        None,
+    );
 }

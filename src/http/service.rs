@@ -144,11 +144,7 @@ pub async fn handle_metrics_only(
             format!("no route for {path}: this address serves /metrics only"),
         ))
     } else if req.method() != Method::GET {
-        Err(ApiError::new(
-            405,
-            "method_not_allowed",
-            format!("{} is not allowed on /metrics", req.method()),
-        ))
+        return Ok(method_not_allowed(req.method(), "/metrics", "GET"));
     } else {
         metrics(&api).await
     };
@@ -222,6 +218,12 @@ async fn route(
 ) -> Result<ApiResponse, ApiError> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let public = path == "/healthz"
+        || path == "/readyz"
+        || api.public_documents.iter().any(|(p, _)| *p == path);
+    if public && method != Method::GET {
+        return Ok(method_not_allowed(&method, &path, "GET"));
+    }
     if path == "/healthz" {
         return Ok(health_response(&api.health.states(), api.channels_json()));
     }
@@ -229,23 +231,12 @@ async fn route(
         return Ok(ready_response(api.health.phase(), &api.health.states()));
     }
     if let Some((_, doc)) = api.public_documents.iter().find(|(p, _)| *p == path) {
-        if method != Method::GET {
-            return Err(ApiError::new(
-                405,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
-            ));
-        }
         return Ok(json_response(StatusCode::OK, doc));
     }
     if path == "/metrics" {
         api.check(&req, Some(Scope::Metrics))?;
         if method != Method::GET {
-            return Err(ApiError::new(
-                405,
-                "method_not_allowed",
-                format!("{method} is not allowed on {path}"),
-            ));
+            return Ok(method_not_allowed(&method, &path, "GET"));
         }
         return metrics(api).await;
     }
@@ -255,8 +246,20 @@ async fn route(
             format!("no route for {path}"),
         ));
     }
-    let method_name = method.to_string();
-    let segs: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
+    // Each segment percent-decoded, as clients encode ids (`u%3Ax` is the user `u:x`).
+    let decoded = path
+        .trim_start_matches("/v1/")
+        .split('/')
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            ApiError::new(
+                400,
+                "invalid_path",
+                format!("{path}: a percent-encoded segment is not UTF-8"),
+            )
+        })?;
+    let segs: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
     api.check(&req, scope_for(&method, &segs))?;
     match (method, segs.as_slice()) {
         (Method::POST, ["keys"]) => {
@@ -304,7 +307,7 @@ async fn route(
         }
         (Method::POST, ["notifications"]) => notify_one(api, req, bodies).await,
         (Method::POST, ["notifications", "batch"]) => notify_batch(api, req, bodies).await,
-        (Method::GET, ["notifications", id]) => get_notification(api, id).await,
+        (Method::GET, ["notifications", id]) if *id != "batch" => get_notification(api, id).await,
         (Method::GET, ["stats"]) => stats(api).await,
         (Method::GET, ["dead-letters"]) => list_dead_letters(api, req.uri().query()).await,
         (Method::POST, ["dead-letters", "replay"]) => {
@@ -327,28 +330,41 @@ async fn route(
             .await?;
             Ok(json_response(StatusCode::OK, &json!({ "purged": n })))
         }
-        (
-            _,
-            ["users", _]
-            | ["users", _, "devices"]
-            | ["users", _, "devices", _]
-            | ["notifications"]
-            | ["notifications", _]
-            | ["stats"]
-            | ["dead-letters"]
-            | ["dead-letters", "replay"]
-            | ["keys"]
-            | ["keys", _],
-        ) => Err(ApiError::new(
-            405,
-            "method_not_allowed",
-            format!("{method_name} is not allowed on {path}"),
-        )),
-        _ => Err(ApiError::not_found(
-            "not_found",
-            format!("no route for {path}"),
-        )),
+        (method, segs) => match allowed_methods(segs) {
+            Some(allow) => Ok(method_not_allowed(&method, &path, allow)),
+            None => Err(ApiError::not_found(
+                "not_found",
+                format!("no route for {path}"),
+            )),
+        },
     }
+}
+
+/// The methods a `/v1/` route answers, for `405`'s `Allow`; `None`: no such route.
+fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        ["users", _] => "GET, PUT",
+        ["users", _, "devices"] => "POST",
+        ["users", _, "devices", _] => "DELETE",
+        ["notifications"] | ["notifications", "batch"] | ["dead-letters", "replay"] => "POST",
+        ["notifications", _] | ["stats"] => "GET",
+        ["dead-letters"] => "GET, DELETE",
+        ["keys"] => "GET, POST",
+        ["keys", _] => "DELETE",
+        _ => return None,
+    })
+}
+
+/// `405` naming the methods the route takes, in `Allow` (RFC 9110 §15.5.6).
+fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> ApiResponse {
+    let mut r = error_response(&ApiError::new(
+        405,
+        "method_not_allowed",
+        format!("{method} is not allowed on {path} (allowed: {allow})"),
+    ));
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r
 }
 
 /// Sends a command to its shard and waits for the answer.
