@@ -54,6 +54,17 @@ pub fn parse_create(body: &[u8]) -> Result<NewKey, ApiError> {
                 };
                 names.push(s.as_str());
             }
+            if let Some(d) = names
+                .iter()
+                .enumerate()
+                .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+            {
+                return Err(ApiError::field(
+                    "scopes",
+                    "invalid_scope",
+                    format!("`{d}` is listed twice"),
+                ));
+            }
             Scopes::parse_list(names).map_err(|m| ApiError::field("scopes", "invalid_scope", m))?
         }
         Some(_) => {
@@ -150,6 +161,7 @@ mod tests {
             (r#"{"name":"a","scopes":[]}"#, "scopes"),
             (r#"{"name":"a","scopes":["root"]}"#, "scopes"),
             (r#"{"name":"a","scopes":"send"}"#, "scopes"),
+            (r#"{"name":"a","scopes":["send","send"]}"#, "scopes"),
             (
                 r#"{"name":"a","scopes":["send"],"rate_limit_per_s":0}"#,
                 "rate_limit_per_s",
