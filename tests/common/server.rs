@@ -166,19 +166,8 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit (bounded).
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut c = self.child.take().expect("server running");
-        send_signal(c.id() as i32, libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st;
-            }
-            if Instant::now() > deadline {
-                c.kill().unwrap();
-                panic!("clarion did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.signal(libc::SIGTERM);
+        self.wait_exit()
     }
 }
 
