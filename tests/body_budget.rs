@@ -140,12 +140,26 @@ fn bodies_past_the_shard_budget_are_answered_503() {
     let addr = h.server.addr;
     let _first = half_body(addr, 6 * MIB, 5 * MIB);
     std::thread::sleep(Duration::from_millis(300));
-    let mut second = half_body(addr, 6 * MIB, 5 * MIB);
+    // The second's body is written from a thread while its answer is read here: the server may
+    // answer `503` and close before the client has written it all (a broken pipe there).
+    let mut second = TcpStream::connect(addr).unwrap();
+    write!(
+        second,
+        "POST /v1/notifications/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n",
+        common::API_KEY,
+        6 * MIB
+    )
+    .unwrap();
+    let mut writer = second.try_clone().unwrap();
+    let body = std::thread::spawn(move || {
+        let _ = writer.write_all(&vec![b' '; 5 * MIB]);
+    });
     second
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut got = Vec::new();
     let _ = second.read_to_end(&mut got);
+    let _ = body.join();
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("body_budget_exceeded"), "{text}");
