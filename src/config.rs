@@ -672,6 +672,14 @@ impl RawConfig {
         let http = self.http.validate()?;
         let webpush = self.webpush.validate(overrides.simulate)?;
         let ops = ops::validate(self.server, self.metrics, self.log)?;
+        if let Some(m) = ops.metrics_listen
+            && m.port() == listen.port()
+        {
+            return Err(bad(
+                "metrics.listen",
+                format!("`{m}` shares the API's port: it would take part of the API's connections"),
+            ));
+        }
         let alerts = self.alerts.validate()?;
 
         Ok(Config {

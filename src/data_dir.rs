@@ -105,6 +105,13 @@ pub fn check(dir: &Path, shards: usize, from_data: bool) -> anyhow::Result<usize
         Meta::Shards(n) => n,
         found => write_meta_again(dir, &meta, &found, shards)?,
     };
+    if was == 0 || was > crate::config::MAX_SHARDS {
+        bail!(
+            "{} records {was} shards: not between 1 and {}; restore the file from a backup",
+            meta.display(),
+            crate::config::MAX_SHARDS
+        );
+    }
     if was != shards {
         if !from_data {
             bail!(

@@ -290,7 +290,11 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
             listen,
             health: health.clone(),
             events: events_tx.clone(),
-            tls: api_tls.clone(),
+            tls: api_tls
+                .as_ref()
+                .map(http::tls::ApiTls::for_shard)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("[api] TLS: {e}"))?,
             keys: keys.clone(),
             keys_handle: keys_handle.clone(),
             key_updates: key_updates

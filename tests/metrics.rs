@@ -159,6 +159,8 @@ fn metrics_pass_promtool_and_move_with_the_traffic() {
     assert_eq!(sample(t, "clarion_ready"), 1.0);
     assert_eq!(sample(t, "clarion_shards"), 2.0);
     for shard in 0..2 {
+        let series = format!("clarion_queue_depth{{channel=\"apns\",shard=\"{shard}\"}} ");
+        assert!(t.lines().any(|l| l.starts_with(&series)), "{series}missing");
         assert_eq!(
             sample(
                 t,

@@ -44,7 +44,7 @@ fn readyz_turns_503_at_sigterm_while_requests_are_served_for_the_drain_delay() {
     );
     let log = h.server.log();
     assert!(log.contains("draining"), "{log}");
-    assert!(log.contains("ready"), "{log}");
+    assert!(log.contains("clarion started: ready"), "{log}");
 }
 
 /// A request still arriving when the listeners close (a slow upload) is answered before the

@@ -19,8 +19,10 @@ use crate::h2client::Endpoint;
 use crate::http::service::{Api, snapshots};
 use crate::sync::Latch;
 
-/// Posts being sent (retries included) at once; past it a new one is dropped, and logged.
-pub const MAX_POSTS_IN_FLIGHT: usize = 16;
+/// Posts waiting for the webhook, sent one at a time in order (so a resolution never arrives
+/// before its firing); past it a new one is dropped and logged, and its alert tried again at the
+/// next check.
+pub const MAX_QUEUED_POSTS: usize = 64;
 /// Attempts per post, and the wait before the first retry (doubled each time).
 const POST_ATTEMPTS: u32 = 4;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -51,6 +53,8 @@ struct AlertState {
     /// Its firing was posted (so its resolution is posted too).
     posted: bool,
     last_post: Option<Instant>,
+    /// What it said when it last fired: posted once the cool-down allows, if it still fires.
+    last: Option<Firing>,
 }
 
 /// Runs until `stop`: on shard 0 only.
@@ -69,7 +73,23 @@ pub async fn run(api: Rc<Api>, cfg: AlertsConfig, instance: String, stop: Latch)
         }
     };
     info!(webhook = %cfg.webhook_url, interval_s = cfg.interval.as_secs_f64(), "alerts on");
-    let posting = Rc::new(std::cell::Cell::new(0usize));
+    let (queue, posts) = glommio::channels::local_channel::new_bounded::<Bytes>(MAX_QUEUED_POSTS);
+    {
+        let (pool, path) = (pool.0.clone(), pool.1.clone());
+        glommio::spawn_local(async move {
+            while let Some(body) = posts.recv().await {
+                post(&pool, &path, body).await;
+            }
+        })
+        .detach();
+    }
+    let enqueue = |body: Bytes| -> bool {
+        let queued = queue.try_send(body).is_ok();
+        if !queued {
+            warn!("alert not posted now: {MAX_QUEUED_POSTS} posts wait for the webhook already");
+        }
+        queued
+    };
     let mut before: Option<ProbeSnapshot> = None;
     let mut states: HashMap<AlertKey, AlertState> = HashMap::new();
     loop {
@@ -97,26 +117,28 @@ pub async fn run(api: Rc<Api>, cfg: AlertsConfig, instance: String, stop: Latch)
         if let Some(b) = &before {
             let firing = evaluate(&cfg, b, &total);
             let now = Instant::now();
-            let mut posts = Vec::new();
             for f in &firing {
                 let st = states.entry(f.key).or_default();
-                if st.firing {
-                    continue;
+                if !st.firing {
+                    warn!(
+                        alert = f.key.kind,
+                        channel = channel_name(f.key),
+                        value = f.value,
+                        threshold = f.threshold,
+                        "alert firing: {}",
+                        f.message
+                    );
                 }
                 st.firing = true;
-                st.posted = st.last_post.is_none_or(|t| now - t >= cfg.cooldown);
-                warn!(
-                    alert = f.key.kind,
-                    channel = channel_name(f.key),
-                    value = f.value,
-                    threshold = f.threshold,
-                    posted = st.posted,
-                    "alert firing: {}",
-                    f.message
-                );
-                if st.posted {
+                st.last = Some(f.clone());
+                // Posted when it starts firing, or, if it started within the cool-down of its
+                // last post, once the cool-down is over and it still fires.
+                if !st.posted
+                    && st.last_post.is_none_or(|t| now - t >= cfg.cooldown)
+                    && enqueue(body(f, "firing", &instance))
+                {
+                    st.posted = true;
                     st.last_post = Some(now);
-                    posts.push(body(f, "firing", &instance));
                 }
             }
             for (key, st) in &mut states {
@@ -131,25 +153,16 @@ pub async fn run(api: Rc<Api>, cfg: AlertsConfig, instance: String, stop: Latch)
                         let resolved = Firing {
                             key: *key,
                             value: 0.0,
-                            threshold: 0.0,
+                            threshold: st.last.as_ref().map_or(0.0, |f| f.threshold),
                             message: format!("{} resolved", key.kind),
                         };
-                        posts.push(body(&resolved, "resolved", &instance));
+                        if !enqueue(body(&resolved, "resolved", &instance)) {
+                            // Said again at the next check.
+                            st.firing = true;
+                            st.posted = true;
+                        }
                     }
                 }
-            }
-            for p in posts {
-                if posting.get() >= MAX_POSTS_IN_FLIGHT {
-                    warn!("alert not posted: {MAX_POSTS_IN_FLIGHT} posts are being sent already");
-                    continue;
-                }
-                posting.set(posting.get() + 1);
-                let (pool, path, posting) = (pool.0.clone(), pool.1.clone(), posting.clone());
-                glommio::spawn_local(async move {
-                    post(&pool, &path, p).await;
-                    posting.set(posting.get() - 1);
-                })
-                .detach();
             }
         }
         before = Some(total);

@@ -135,6 +135,11 @@ pub fn key_error(e: KeyError) -> ApiError {
         KeyError::FromConfig(_) => ApiError::new(409, "config_key", message),
         KeyError::Invalid { field, message } => ApiError::field(field, "invalid_value", message),
         KeyError::TooMany => ApiError::new(409, "too_many_keys", message),
+        KeyError::Corrupt(_) => ApiError::new(
+            500,
+            "keys_file_damaged",
+            "the data directory's keys file does not parse: see the server's log",
+        ),
         _ => ApiError {
             retry_after_s: Some(1),
             ..ApiError::new(503, "keys_unavailable", message)

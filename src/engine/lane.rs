@@ -128,10 +128,16 @@ impl Lane {
         self.window.borrow().is_empty()
     }
 
-    /// The notification of the delivery at the window's head: the one that has waited longest
-    /// of those ready (the window is in due order), for the queue's oldest age.
-    pub fn head_notification(&self) -> Option<uuid::Uuid> {
-        self.window.borrow().front().map(|d| d.notification)
+    /// When the earliest-accepted notification of the deliveries ready in the window was
+    /// accepted (its id's time), for the queue's oldest age. The window is in due order, not
+    /// acceptance order (a retried delivery is due later), so every one is looked at: a scrape's
+    /// cost, at most the window's capacity.
+    pub fn oldest_accepted_ms(&self) -> Option<u64> {
+        self.window
+            .borrow()
+            .iter()
+            .map(|d| clarion_shards::ids::ms_of(&d.notification))
+            .min()
     }
 
     /// The due time to store a new pending key under: `due_ms`, or just after everything an

@@ -311,9 +311,9 @@ impl Engine {
                 backlog: lane.backlog.get(),
                 in_flight: c.in_flight.get(),
                 suppressed: c.suppressed.get(),
-                oldest_age_ms: lane.head_notification().map_or(0, |id| {
-                    now_ms().saturating_sub(clarion_shards::ids::ms_of(&id))
-                }),
+                oldest_age_ms: lane
+                    .oldest_accepted_ms()
+                    .map_or(0, |t| now_ms().saturating_sub(t)),
                 breaker_open: u64::from(
                     lane.breaker.borrow().state() != breaker::BreakerState::Closed,
                 ),

@@ -47,9 +47,11 @@ impl Auth {
 
     /// A new key set from the keys' thread.
     pub fn replace(&self, keys: Arc<KeySet>) {
+        let names: std::collections::HashSet<&str> =
+            keys.entries().iter().map(|e| e.name.as_str()).collect();
         self.limiters
             .borrow_mut()
-            .retain(|name, _| keys.entries().iter().any(|e| &e.name == name));
+            .retain(|name, _| names.contains(name.as_str()));
         *self.keys.borrow_mut() = keys;
     }
 
@@ -58,11 +60,12 @@ impl Auth {
     }
 
     /// `401` without a known key, `403` when it lacks `needed`, `429` past its rate limit.
+    /// `now_ms` is read only for a key with a rate limit.
     pub fn check(
         &self,
         headers: &HeaderMap,
         needed: Option<Scope>,
-        now_ms: u64,
+        now_ms: impl FnOnce() -> u64,
     ) -> Result<(), ApiError> {
         let presented = headers
             .get(http::header::AUTHORIZATION)
@@ -85,7 +88,7 @@ impl Auth {
             ));
         }
         if let Some(rate) = entry.rate_limit_per_s {
-            self.take(&entry.name, rate, now_ms)?;
+            self.take(&entry.name, rate, now_ms())?;
         }
         Ok(())
     }
@@ -93,9 +96,15 @@ impl Auth {
     fn take(&self, name: &str, rate: u32, now_ms: u64) -> Result<(), ApiError> {
         let share = (rate / self.shards).max(1);
         let mut limiters = self.limiters.borrow_mut();
-        let (limit, bucket) = limiters
-            .entry(name.to_string())
-            .or_insert_with(|| (rate, TokenBucket::new(share, share, 1000, now_ms)));
+        if !limiters.contains_key(name) {
+            limiters.insert(
+                name.to_string(),
+                (rate, TokenBucket::new(share, share, 1000, now_ms)),
+            );
+        }
+        let Some((limit, bucket)) = limiters.get_mut(name) else {
+            return Ok(());
+        };
         if *limit != rate {
             *limit = rate;
             *bucket = TokenBucket::new(share, share, 1000, now_ms);
@@ -147,37 +156,47 @@ mod tests {
             2,
         );
         assert_eq!(
-            auth.check(&HeaderMap::new(), None, 0).unwrap_err().status,
+            auth.check(&HeaderMap::new(), None, || 0)
+                .unwrap_err()
+                .status,
             401
         );
         assert_eq!(
-            auth.check(&headers("clk_c"), None, 0).unwrap_err().status,
+            auth.check(&headers("clk_c"), None, || 0)
+                .unwrap_err()
+                .status,
             401
         );
         let e = auth
-            .check(&headers("clk_b"), Some(Scope::UsersWrite), 0)
+            .check(&headers("clk_b"), Some(Scope::UsersWrite), || 0)
             .unwrap_err();
         assert_eq!((e.status, e.code), (403, "forbidden"));
         assert!(e.message.contains("users:write"), "{}", e.message);
         // 4/s over 2 shards: 2 here each second.
-        assert!(auth.check(&headers("clk_b"), Some(Scope::Send), 0).is_ok());
-        assert!(auth.check(&headers("clk_b"), Some(Scope::Send), 0).is_ok());
+        assert!(
+            auth.check(&headers("clk_b"), Some(Scope::Send), || 0)
+                .is_ok()
+        );
+        assert!(
+            auth.check(&headers("clk_b"), Some(Scope::Send), || 0)
+                .is_ok()
+        );
         let e = auth
-            .check(&headers("clk_b"), Some(Scope::Send), 0)
+            .check(&headers("clk_b"), Some(Scope::Send), || 0)
             .unwrap_err();
         assert_eq!((e.status, e.retry_after_s), (429, Some(1)));
         assert!(
-            auth.check(&headers("clk_b"), Some(Scope::Send), 1000)
+            auth.check(&headers("clk_b"), Some(Scope::Send), || 1000)
                 .is_ok()
         );
         // The admin key may do anything; an empty set refuses everyone.
         assert!(
-            auth.check(&headers("admin-key-0123456789"), Some(Scope::Admin), 0)
+            auth.check(&headers("admin-key-0123456789"), Some(Scope::Admin), || 0)
                 .is_ok()
         );
         auth.replace(Arc::new(KeySet::default()));
         assert_eq!(
-            auth.check(&headers("admin-key-0123456789"), None, 0)
+            auth.check(&headers("admin-key-0123456789"), None, || 0)
                 .unwrap_err()
                 .status,
             401

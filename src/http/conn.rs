@@ -227,10 +227,11 @@ impl Drop for Slot {
 /// Serves one connection until it ends, breaks a time limit, or the shard stops; with TLS on
 /// the API, after its handshake (which must end within the header timeout).
 pub(super) async fn serve(slot: Slot, stream: TcpStream, stop: Latch) {
-    let Some(tls) = slot.ingress.tls.clone() else {
+    let ingress = slot.ingress.clone();
+    let Some(tls) = &ingress.tls else {
         return serve_io(slot, stream, stop).await;
     };
-    let header_timeout = slot.ingress.limits.header_timeout;
+    let header_timeout = ingress.limits.header_timeout;
     let handshake =
         futures_lite::future::or(async { Some(tls.acceptor.accept(stream).await) }, async {
             glommio::timer::sleep(header_timeout).await;

@@ -99,7 +99,7 @@ impl Api {
     /// Checks the request's key for `needed`.
     fn check(&self, req: &Request<Incoming>, needed: Option<Scope>) -> Result<(), ApiError> {
         self.auth
-            .check(req.headers(), needed, crate::engine::now_ms())
+            .check(req.headers(), needed, crate::engine::now_ms)
     }
 }
 
@@ -110,14 +110,15 @@ pub async fn handle(
     bodies: &ConnBodies,
     req: Request<Incoming>,
 ) -> Result<ApiResponse, Infallible> {
-    let started = std::time::Instant::now();
     let label = route_label(req.uri().path());
     let intake = label == ROUTE_NOTIFY || label == ROUTE_NOTIFY_BATCH;
+    let started = intake.then(std::time::Instant::now);
     let metrics = &api.router.probe().metrics;
     let answer = match route(&api, bodies, req).await {
         Ok(r) => r,
         Err(e) => {
-            if intake {
+            // Refusals of the notification itself, not of a caller without a valid key.
+            if intake && !matches!(e.status, 401 | 403) {
                 metrics.refused.bump(e.code, 0);
             }
             error_response(&e)
@@ -125,7 +126,7 @@ pub async fn handle(
     };
     let status = answer.status().as_u16();
     metrics.http_requests.bump(label, status);
-    if intake && answer.status().is_success() {
+    if let Some(started) = started.filter(|_| answer.status().is_success()) {
         metrics.accept_latency.record(started.elapsed());
     }
     Ok(answer)
@@ -250,7 +251,13 @@ async fn route(
     let decoded = path
         .trim_start_matches("/v1/")
         .split('/')
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8())
+        .map(|s| {
+            if s.contains('%') {
+                percent_encoding::percent_decode_str(s).decode_utf8()
+            } else {
+                Ok(std::borrow::Cow::Borrowed(s))
+            }
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| {
             ApiError::new(
@@ -273,10 +280,11 @@ async fn route(
                     reply,
                 })
                 .map_err(keys_api::key_error)?;
-            let (entry, key) = made
-                .await
-                .unwrap_or(Err(KeyError::Unavailable))
-                .map_err(keys_api::key_error)?;
+            let (made, set) = made.await.unwrap_or((Err(KeyError::Unavailable), None));
+            if let Some(set) = set {
+                api.auth.replace(set);
+            }
+            let (entry, key) = made.map_err(keys_api::key_error)?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &keys_api::created_json(&entry, &key),
@@ -294,9 +302,11 @@ async fn route(
                     reply,
                 })
                 .map_err(keys_api::key_error)?;
-            done.await
-                .unwrap_or(Err(KeyError::Unavailable))
-                .map_err(keys_api::key_error)?;
+            let (done, set) = done.await.unwrap_or((Err(KeyError::Unavailable), None));
+            if let Some(set) = set {
+                api.auth.replace(set);
+            }
+            done.map_err(keys_api::key_error)?;
             Ok(empty_response(StatusCode::NO_CONTENT))
         }
         (Method::PUT, ["users", id]) => put_user(api, id, req, bodies).await,

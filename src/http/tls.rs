@@ -3,9 +3,9 @@
 //! certificate applies to the connections that arrive after the reload; open connections keep
 //! theirs, so none is dropped.
 //!
-//! The certificate sits behind a lock every shard's handshakes read: a handshake (not a
-//! request) takes it, for a pointer copy, and only a reload writes it, so it costs nothing a
-//! request would notice.
+//! Each shard has its own rustls configuration (and so its own session cache); the certificate
+//! sits behind a lock they share: a handshake (not a request) reads it, for a pointer copy, and
+//! only a reload writes it, so it costs nothing a request would notice.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -76,6 +76,16 @@ impl ApiTls {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
         });
+        ApiTls::with_cert(cert)
+    }
+
+    /// The same certificate with a configuration of a shard's own: rustls keeps its session
+    /// cache (a mutex) in the configuration, so each shard's handshakes use their own.
+    pub fn for_shard(&self) -> Result<ApiTls, String> {
+        ApiTls::with_cert(self.cert.clone())
+    }
+
+    fn with_cert(cert: Arc<ReloadableCert>) -> Result<ApiTls, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -216,7 +216,17 @@ impl KeyStore {
             keys,
         })
         .map_err(|e| KeyError::Io(io::Error::other(e)))?;
-        write_durably(&self.path(), &bytes, 0o600).map_err(KeyError::Io)
+        write_durably(&self.path(), &bytes, 0o600).map_err(KeyError::Io)?;
+        // Owned as the data directory is: `clarion keys` run as root must not leave a file the
+        // server's own user cannot read.
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::fs::metadata(&self.dir).map_err(KeyError::Io)?;
+        let file = std::fs::metadata(self.path()).map_err(KeyError::Io)?;
+        if (file.uid(), file.gid()) != (dir.uid(), dir.gid()) {
+            std::os::unix::fs::chown(self.path(), Some(dir.uid()), Some(dir.gid()))
+                .map_err(KeyError::Io)?;
+        }
+        Ok(())
     }
 
     /// The store's exclusive lock (held until dropped), creating the data directory if needed.

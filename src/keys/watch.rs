@@ -25,17 +25,19 @@ pub const MAX_QUEUED_COMMANDS: usize = 64;
 /// it is busy, and it is sent the newest set on the next poll.
 const SHARD_QUEUE: usize = 2;
 
-/// What the API asks of the keys' thread.
+/// What the API asks of the keys' thread. Each answer carries the key set as it is after the
+/// change, which the asking shard applies before it answers its client (the others get it over
+/// their channels within moments).
 pub enum KeyCmd {
     Create {
         name: String,
         scopes: Scopes,
         rate_limit_per_s: Option<u32>,
-        reply: oneshot::Sender<Result<(KeyEntry, String), KeyError>>,
+        reply: oneshot::Sender<(Result<(KeyEntry, String), KeyError>, Option<Arc<KeySet>>)>,
     },
     Revoke {
         name: String,
-        reply: oneshot::Sender<Result<(), KeyError>>,
+        reply: oneshot::Sender<(Result<(), KeyError>, Option<Arc<KeySet>>)>,
     },
 }
 
@@ -62,6 +64,8 @@ pub fn start(
     config_keys: Vec<String>,
     shards: usize,
 ) -> Result<(Arc<KeySet>, KeysHandle, Vec<KeyUpdates>), KeyError> {
+    // The file's state before it is read: a change made in between is seen on the first poll.
+    let seen = fingerprint(&store);
     let first = Arc::new(KeySet::build(&config_keys, &store.load()?));
     info!(
         stored = first.entries().len() - config_keys.len(),
@@ -73,7 +77,7 @@ pub fn start(
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mpsc::channel(SHARD_QUEUE)).unzip();
     let mut watcher = Watcher {
-        seen: fingerprint(&store),
+        seen,
         store,
         config_keys,
         shards: senders,
@@ -112,7 +116,7 @@ impl Watcher {
                 Ok(cmd) => self.command(cmd),
                 Err(RecvTimeoutError::Timeout) => {
                     if fingerprint(&self.store) != self.seen {
-                        self.reload();
+                        let _ = self.reload();
                     }
                     self.retry_pending();
                 }
@@ -147,8 +151,13 @@ impl Watcher {
                     };
                     (entry, key)
                 });
-                self.reload();
-                let _ = reply.send(made);
+                if let Err(e) = &made
+                    && !matches!(e, KeyError::Exists(_) | KeyError::Invalid { .. })
+                {
+                    error!(error = %e, "API key not created");
+                }
+                let set = self.reload();
+                let _ = reply.send((made, set));
             }
             KeyCmd::Revoke { name, reply } => {
                 let done = if self.is_config_name(&name) {
@@ -156,11 +165,15 @@ impl Watcher {
                 } else {
                     self.store.revoke(&name)
                 };
-                if done.is_ok() {
-                    info!(key = %name, "API key revoked");
+                match &done {
+                    Ok(()) => info!(key = %name, "API key revoked"),
+                    Err(e @ (KeyError::Corrupt(_) | KeyError::Io(_))) => {
+                        error!(error = %e, "API key not revoked");
+                    }
+                    Err(_) => {}
                 }
-                self.reload();
-                let _ = reply.send(done);
+                let set = self.reload();
+                let _ = reply.send((done, set));
             }
         }
     }
@@ -169,15 +182,15 @@ impl Watcher {
         (0..self.config_keys.len()).any(|i| super::set::config_key_name(i) == name)
     }
 
-    /// Rereads the file and hands the shards the new set; a file that does not parse leaves
-    /// every shard with the set it has, and says why.
-    fn reload(&mut self) {
+    /// Rereads the file and hands the shards the new set (returned too); a file that does not
+    /// parse leaves every shard with the set it has, and says why.
+    fn reload(&mut self) -> Option<Arc<KeySet>> {
         self.seen = fingerprint(&self.store);
         let stored = match self.store.load() {
             Ok(s) => s,
             Err(e) => {
                 error!(error = %e, "API keys not reloaded: the shards keep the keys they had");
-                return;
+                return None;
             }
         };
         let set = Arc::new(KeySet::build(&self.config_keys, &stored));
@@ -185,6 +198,7 @@ impl Watcher {
             *p = Some(set.clone());
         }
         self.retry_pending();
+        Some(set)
     }
 
     fn retry_pending(&mut self) {

@@ -23,7 +23,9 @@ impl LabelCounts {
 
     pub fn add(&self, label: &'static str, status: u16, n: u64) {
         let mut e = self.entries.borrow_mut();
-        if let Some(entry) = e.iter_mut().find(|(l, s, _)| *l == label && *s == status) {
+        // Labels are string constants: the pointer usually tells, the text when it does not.
+        let same = |l: &'static str| std::ptr::eq(l, label) || l == label;
+        if let Some(entry) = e.iter_mut().find(|(l, s, _)| *s == status && same(l)) {
             entry.2 += n;
         } else if e.len() < MAX_LABEL_SETS {
             e.push((label, status, n));
