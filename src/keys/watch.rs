@@ -25,6 +25,9 @@ pub const MAX_QUEUED_COMMANDS: usize = 64;
 /// it is busy, and it is sent the newest set on the next poll.
 const SHARD_QUEUE: usize = 2;
 
+/// A command's answer: its outcome, and the key set after it (`None`: the file did not reload).
+pub type KeyReply<T> = oneshot::Sender<(Result<T, KeyError>, Option<Arc<KeySet>>)>;
+
 /// What the API asks of the keys' thread. Each answer carries the key set as it is after the
 /// change, which the asking shard applies before it answers its client (the others get it over
 /// their channels within moments).
@@ -33,11 +36,11 @@ pub enum KeyCmd {
         name: String,
         scopes: Scopes,
         rate_limit_per_s: Option<u32>,
-        reply: oneshot::Sender<(Result<(KeyEntry, String), KeyError>, Option<Arc<KeySet>>)>,
+        reply: KeyReply<(KeyEntry, String)>,
     },
     Revoke {
         name: String,
-        reply: oneshot::Sender<(Result<(), KeyError>, Option<Arc<KeySet>>)>,
+        reply: KeyReply<()>,
     },
 }
 

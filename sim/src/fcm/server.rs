@@ -222,15 +222,15 @@ fn check_message(m: &Value) -> Result<String, String> {
         }
     }
     if let Some(a) = obj.get("android") {
-        if let Some(p) = a.get("priority") {
-            if !matches!(p.as_str(), Some("HIGH" | "NORMAL")) {
-                return Err("Invalid value at 'message.android.priority'".into());
-            }
+        if let Some(p) = a.get("priority")
+            && !matches!(p.as_str(), Some("HIGH" | "NORMAL"))
+        {
+            return Err("Invalid value at 'message.android.priority'".into());
         }
-        if let Some(t) = a.get("ttl") {
-            if !t.as_str().is_some_and(valid_ttl) {
-                return Err("Invalid value at 'message.android.ttl'".into());
-            }
+        if let Some(t) = a.get("ttl")
+            && !t.as_str().is_some_and(valid_ttl)
+        {
+            return Err("Invalid value at 'message.android.ttl'".into());
         }
     }
     Ok(token.to_string())

@@ -129,10 +129,10 @@ fn check_vapid_cached(
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    if let Some((exp, v)) = cache.get(value) {
-        if *exp > now {
-            return Ok(v.clone());
-        }
+    if let Some((exp, v)) = cache.get(value)
+        && *exp > now
+    {
+        return Ok(v.clone());
     }
     let (exp, v) = check_vapid(value, origin)?;
     if cache.len() >= MAX_VERIFIED_TOKENS {
