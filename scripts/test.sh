@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 cargo test --release --workspace --all-targets "$@"
 if [ "$#" -eq 0 ]; then
-  cargo build --release --workspace --bins
+  # target/release/{clarion,clarion-loadtest}: the test build made both (the integration tests
+  # run them); a separate `cargo build` would build the dependencies again with other features.
   bash scripts/schemathesis.sh
   bash scripts/rolling_restart.sh
 fi
