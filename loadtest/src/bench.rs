@@ -114,7 +114,10 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
                 eprintln!("bench: FCM outage ends");
             });
         }
+        // Beside the load, on the data directory's file system (the work directory holds it).
+        let probe = crate::fsync_probe::ProbeProcess::start(&rig.dir)?;
         let mut report = run_async_metered(&load, rig.link(), Some(meter)).await?;
+        report.fsync_probe = Some(probe.finish()?);
         if let Some((rate, duration)) = cfg.then {
             let next = LoadConfig {
                 rate,

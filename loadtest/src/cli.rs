@@ -45,6 +45,12 @@ pub enum Command {
     /// A multi-million-delivery backlog made quickly against a dead provider; memory while it is
     /// built, while it waits and (--drain) while it drains.
     Backlog(BacklogArgs),
+    /// Append 4 KiB and fdatasync every millisecond in DIR until standard input closes, then
+    /// print the latencies as JSON (what `run` and `bench` start beside every load).
+    FsyncProbe {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -286,6 +292,13 @@ pub struct RunArgs {
     /// The APNs simulator's control endpoint, for the ledger check.
     #[arg(long)]
     pub sim_control: Option<SocketAddr>,
+    /// A directory on the file system of the server's data directory, where the fsync probe
+    /// writes beside the load.
+    #[arg(long, default_value = ".")]
+    pub fsync_probe_dir: PathBuf,
+    /// Run no fsync probe.
+    #[arg(long)]
+    pub no_fsync_probe: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }

@@ -54,6 +54,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod duration;
+pub mod fsync_probe;
 pub mod load;
 pub mod outage;
 pub mod report;

@@ -47,9 +47,14 @@ fn main() -> anyhow::Result<()> {
             cfg.target = args.target;
             cfg.api_key = args.api_key.clone();
             let link = args.sim_control.map_or(SimLink::None, SimLink::Control);
-            let report = load::run(&cfg, link)?;
+            let probe = (!args.no_fsync_probe)
+                .then(|| clarion_loadtest::fsync_probe::ProbeProcess::start(&args.fsync_probe_dir))
+                .transpose()?;
+            let mut report = load::run(&cfg, link)?;
+            report.fsync_probe = probe.map(|p| p.finish()).transpose()?;
             finish(&report, args.load.out.as_deref())
         }
+        cli::Command::FsyncProbe { dir } => clarion_loadtest::fsync_probe::probe_main(&dir),
         cli::Command::Bench(args) => {
             let report = bench::bench(&args.to_config()?)?;
             finish(&report, args.load.out.as_deref())

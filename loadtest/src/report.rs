@@ -88,6 +88,9 @@ pub fn summary_text(r: &LoadReport) -> String {
             latency_row(&mut s, &format!("  {}", c.channel), &c.e2e);
         }
     }
+    if let Some(p) = &r.fsync_probe {
+        let _ = writeln!(s, "  Fsync probe   {} ({})", p.line(), p.dir);
+    }
     if !r.accept_worst_by_second_us.is_empty() {
         let worst: Vec<String> = r
             .accept_worst_by_second_us
@@ -329,6 +332,7 @@ mod tests {
             next_seq: 100,
             server_peak_rss_bytes: Some(300 << 20),
             channels: Vec::new(),
+            fsync_probe: None,
             then: None,
         }
     }

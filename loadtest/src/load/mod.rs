@@ -194,6 +194,8 @@ pub struct LoadReport {
     /// Each channel's receipts and end-to-end latency, when the load reached more than one
     /// (`bench --platforms`).
     pub channels: Vec<ChannelLatency>,
+    /// What the independent fsync probe saw on the data directory's file system meanwhile.
+    pub fsync_probe: Option<crate::fsync_probe::FsyncProbe>,
 }
 
 /// One channel's share of a run: receipts at its simulator and their end-to-end latency.
@@ -358,6 +360,7 @@ async fn run_inner(
         server_log,
         next_seq,
         server_peak_rss_bytes: None,
+        fsync_probe: None,
         then: None,
         channels: Vec::new(),
     })
