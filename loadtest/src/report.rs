@@ -20,9 +20,10 @@ pub fn summary_text(r: &LoadReport) -> String {
     };
     let _ = writeln!(
         s,
-        "Clarion load: {protocol}, {} connections, batch {}, {} at {:.1} notifications/s",
+        "Clarion load: {protocol}, {} connections, batch {} ({:.0}-byte request bodies), {} at {:.1} notifications/s",
         r.connections,
         r.batch,
+        r.request_body_bytes,
         format_duration(r.duration),
         r.offered_rate
     );
@@ -265,6 +266,7 @@ mod tests {
             registration: None,
             scheduled: 100,
             sent_requests: 100,
+            request_body_bytes: 180.0,
             sent_notifications: 100,
             completed_requests: 100,
             transport_errors: 0,

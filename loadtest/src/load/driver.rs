@@ -47,6 +47,8 @@ pub(crate) struct Measurements {
     pub(crate) measured_accepted: u64,
     pub(crate) scheduled_items: u64,
     pub(crate) sent_requests: u64,
+    /// Request body bytes sent.
+    pub(crate) sent_bytes: u64,
     pub(crate) sent_items: u64,
     pub(crate) completed_requests: u64,
     pub(crate) transport_errors: u64,
@@ -94,6 +96,7 @@ impl Measurements {
             measured_accepted: 0,
             scheduled_items: 0,
             sent_requests: 0,
+            sent_bytes: 0,
             sent_items: 0,
             completed_requests: 0,
             transport_errors: 0,
@@ -384,6 +387,7 @@ pub(crate) async fn drive_until(
         {
             let mut m = lock(&rec);
             m.sent_requests += 1;
+            m.sent_bytes += body.len() as u64;
             m.sent_items += batch;
         }
         let (client, rec) = (client.clone(), rec.clone());

@@ -143,6 +143,8 @@ pub struct LoadReport {
     /// Notifications in the whole schedule (warm-up included).
     pub scheduled: u64,
     pub sent_requests: u64,
+    /// Mean request body size, bytes.
+    pub request_body_bytes: f64,
     pub sent_notifications: u64,
     pub completed_requests: u64,
     pub transport_errors: u64,
@@ -338,6 +340,11 @@ async fn run_inner(
         registration,
         scheduled: m.scheduled_items,
         sent_requests: m.sent_requests,
+        request_body_bytes: if m.sent_requests == 0 {
+            0.0
+        } else {
+            m.sent_bytes as f64 / m.sent_requests as f64
+        },
         sent_notifications: m.sent_items,
         completed_requests: m.completed_requests,
         transport_errors: m.transport_errors,
