@@ -35,5 +35,5 @@ done
 echo "== load: $RATE notifications/s for $DURATION"
 ./target/release/clarion-loadtest run --target "127.0.0.1:$PORT" --api-key "$KEY" \
   --sim-control "127.0.0.1:$CONTROL" --rate "$RATE" --duration "$DURATION" \
-  --users 10000 --batch 1 --protocol h2 --out "$DATA/report"
+  --users 10000 --batch 1 --protocol h2 --fsync-probe-dir "$DATA" --out "$DATA/report"
 echo "== percentile files and summary.json in $DATA/report; server log in $DATA/server.log"
