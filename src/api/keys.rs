@@ -114,9 +114,12 @@ pub fn list_json(keys: &KeySet) -> Value {
             let mut v = json!({
                 "name": e.name,
                 "scopes": e.scopes.names(),
-                "created_at": rfc3339_ms(e.created_at_ms),
                 "source": if e.from_config { "config" } else { "stored" },
             });
+            // A configured key has no creation time of its own.
+            if !e.from_config {
+                v["created_at"] = json!(rfc3339_ms(e.created_at_ms));
+            }
             if let Some(r) = e.rate_limit_per_s {
                 v["rate_limit_per_s"] = json!(r);
             }
