@@ -274,6 +274,7 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("API keys: {e}"))?;
     let mut key_updates = key_updates.into_iter();
+    let drained = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut stops = Vec::new();
     let mut executors = Vec::new();
     for i in 0..cfg.shards {
@@ -290,6 +291,7 @@ pub fn run(mut cfg: Config) -> anyhow::Result<()> {
             listen,
             health: health.clone(),
             events: events_tx.clone(),
+            drained: drained.clone(),
             tls: api_tls
                 .as_ref()
                 .map(http::tls::ApiTls::for_shard)
@@ -477,6 +479,8 @@ struct ShardStart {
     events: Sender<Event>,
     /// TLS on the API, when configured.
     tls: Option<http::tls::ApiTls>,
+    /// Shards whose connections have finished after the stop (read only while stopping).
+    drained: Arc<std::sync::atomic::AtomicUsize>,
     /// The keys at start, the keys' thread, and this shard's receiver of new key sets.
     keys: Arc<KeySet>,
     keys_handle: KeysHandle,
@@ -499,6 +503,7 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
         health,
         events,
         tls,
+        drained,
         keys,
         keys_handle,
         key_updates,
@@ -666,6 +671,16 @@ async fn run_shard(start: ShardStart, stop_rx: oneshot::Receiver<()>) -> anyhow:
     }
     let ingress = Rc::new(http::Ingress::new(api, cfg.http).with_tls(tls));
     http::serve(listener, ingress, stop).await;
+    // Every shard's engine keeps serving until every shard's connections have finished: a
+    // request on this shard may wait for another shard's part of it (a batch, a forwarded
+    // notification). Bounded by the connections' own drain.
+    drained.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let until = std::time::Instant::now() + http::STOP_DRAIN;
+    while drained.load(std::sync::atomic::Ordering::Acquire) < cfg.shards
+        && std::time::Instant::now() < until
+    {
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
     engine.shutdown().await;
     info!(shard, "shard stopped");
     Ok(())

@@ -76,7 +76,11 @@ fn a_request_in_flight_at_the_stop_gets_its_answer() {
     let mut answer = Vec::new();
     let _ = s.read_to_end(&mut answer);
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "answer: {answer}\n{}",
+        h.server.log()
+    );
     assert_eq!(answer.matches("\"status\":202").count(), 50, "{answer}");
     assert!(h.server.wait_exit().success(), "{}", h.server.log());
 }

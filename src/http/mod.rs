@@ -132,12 +132,15 @@ impl Ingress {
     }
 }
 
+/// The longest a stopping shard waits for its open connections to finish their requests.
+pub const STOP_DRAIN: Duration = Duration::from_secs(6);
+
 /// Accepts connections until `stop` is set, then waits (at most the connections' own drain
 /// time and a second) for the open ones to finish their requests and close, so the engine stops
 /// only after every request it was serving has its answer.
 pub async fn serve(listener: TcpListener, ingress: Rc<Ingress>, stop: Latch) {
     accept_until_stopped(listener, &ingress, &stop).await;
-    let deadline = std::time::Instant::now() + conn::CONNECTION_DRAIN + Duration::from_secs(1);
+    let deadline = std::time::Instant::now() + STOP_DRAIN;
     while ingress.open.get() + ingress.refusing.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
