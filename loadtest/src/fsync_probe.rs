@@ -6,7 +6,9 @@
 //!
 //! The probe is this binary's `fsync-probe` subcommand. It runs until its standard input closes
 //! (the harness holds it; a harness that dies closes it too, so the probe never outlives it),
-//! then prints its summary as one JSON line on standard output.
+//! then prints its summary as one JSON line on standard output. Where the harness runs inside
+//! another executable (the test suite's), the probe is a thread of it instead: spawning that
+//! executable would run its tests again.
 
 use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -138,16 +140,41 @@ pub fn probe_until(dir: &Path, stop: &AtomicBool, max: Duration) -> anyhow::Resu
     Ok(FsyncProbe::of(dir, &h, over, over_total))
 }
 
-/// A probe process beside a load.
+/// A probe beside a load: a process of its own, or (inside another executable) a thread.
 pub struct ProbeProcess {
-    child: Child,
+    run: ProbeRun,
     dir: PathBuf,
 }
 
+enum ProbeRun {
+    Child(Child),
+    Thread(
+        Arc<AtomicBool>,
+        Option<std::thread::JoinHandle<anyhow::Result<FsyncProbe>>>,
+    ),
+}
+
+/// This executable, when it is `clarion-loadtest` (whose `fsync-probe` subcommand the probe is).
+fn harness_executable() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let name = exe.file_name()?.to_str()?;
+    name.starts_with("clarion-loadtest").then_some(exe)
+}
+
 impl ProbeProcess {
-    /// Starts `fsync-probe` (this executable) writing in `dir`.
+    /// Starts `fsync-probe` writing in `dir`.
     pub fn start(dir: &Path) -> anyhow::Result<ProbeProcess> {
-        let exe = std::env::current_exe().context("fsync probe: this executable's path")?;
+        let Some(exe) = harness_executable() else {
+            let stop = Arc::new(AtomicBool::new(false));
+            let (s, d) = (stop.clone(), dir.to_path_buf());
+            let thread = std::thread::Builder::new()
+                .name("fsync-probe".into())
+                .spawn(move || probe_until(&d, &s, PROBE_MAX_RUN))?;
+            return Ok(ProbeProcess {
+                run: ProbeRun::Thread(stop, Some(thread)),
+                dir: dir.to_path_buf(),
+            });
+        };
         let child = Command::new(exe)
             .arg("fsync-probe")
             .arg("--dir")
@@ -158,32 +185,53 @@ impl ProbeProcess {
             .spawn()
             .context("fsync probe: starting it")?;
         Ok(ProbeProcess {
-            child,
+            run: ProbeRun::Child(child),
             dir: dir.to_path_buf(),
         })
     }
 
     /// Stops it (closing its input) and reads its summary.
     pub fn finish(mut self) -> anyhow::Result<FsyncProbe> {
-        drop(self.child.stdin.take());
-        let mut line = String::new();
-        if let Some(out) = self.child.stdout.take() {
-            std::io::BufReader::new(out).read_line(&mut line)?;
+        match &mut self.run {
+            ProbeRun::Thread(stop, thread) => {
+                stop.store(true, Ordering::Relaxed);
+                let thread = thread.take().context("fsync probe: already finished")?;
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("fsync probe: its thread panicked"))?
+            }
+            ProbeRun::Child(child) => {
+                drop(child.stdin.take());
+                let mut line = String::new();
+                if let Some(out) = child.stdout.take() {
+                    std::io::BufReader::new(out).read_line(&mut line)?;
+                }
+                let status = child.wait()?;
+                anyhow::ensure!(
+                    status.success(),
+                    "fsync probe in {} ended with {status}",
+                    self.dir.display()
+                );
+                serde_json::from_str(line.trim()).context("fsync probe: its summary")
+            }
         }
-        let status = self.child.wait()?;
-        anyhow::ensure!(
-            status.success(),
-            "fsync probe in {} ended with {status}",
-            self.dir.display()
-        );
-        serde_json::from_str(line.trim()).context("fsync probe: its summary")
     }
 }
 
 impl Drop for ProbeProcess {
     fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
+        match &mut self.run {
+            ProbeRun::Child(child) => {
+                drop(child.stdin.take());
+                let _ = child.wait();
+            }
+            ProbeRun::Thread(stop, thread) => {
+                stop.store(true, Ordering::Relaxed);
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+        }
     }
 }
 
