@@ -60,6 +60,8 @@ pub struct BenchConfig {
     pub fcm_outage: Option<(Duration, Duration)>,
     /// How long the FCM simulator's access tokens last (an hour unless told).
     pub fcm_token_lifetime: Option<Duration>,
+    /// Measure what a thread wake-up costs here ([`crate::wake_probe`]) before the load.
+    pub wake_probe: bool,
 }
 
 impl BenchConfig {
@@ -79,6 +81,7 @@ impl BenchConfig {
             server_extra_toml: String::new(),
             fcm_outage: None,
             fcm_token_lifetime: None,
+            wake_probe: true,
         }
     }
 }
@@ -101,6 +104,13 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
         .build()?;
     let result = rt.block_on(async {
         rig.wait_healthy(cfg.startup_timeout).await?;
+        // Before the load and before anything timed from its start; it blocks this thread for
+        // about half a second, with nothing of the load running yet.
+        let wake_probe = cfg
+            .wake_probe
+            .then(crate::wake_probe::measure)
+            .transpose()
+            .context("wake probe (--no-wake-probe leaves it out)")?;
         let meter = CpuMeter::new(rig.server.pid());
         if let (Some((at, length)), Some(f)) = (cfg.fcm_outage, &rig.fcm) {
             let switch = f.outage_switch();
@@ -118,6 +128,7 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
         let probe = crate::fsync_probe::ProbeProcess::start(&rig.dir)?;
         let mut report = run_async_metered(&load, rig.link(), Some(meter)).await?;
         report.fsync_probe = Some(probe.finish()?);
+        report.wake_probe = wake_probe;
         if let Some((rate, duration)) = cfg.then {
             let next = LoadConfig {
                 rate,

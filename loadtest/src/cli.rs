@@ -51,6 +51,9 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Ping-pong between two threads on two CPUs, then on one, and print what a wake-up cost
+    /// (latency and CPU) and the same as JSON (what `run` and `bench` measure before every load).
+    WakeProbe,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -299,6 +302,9 @@ pub struct RunArgs {
     /// Run no fsync probe.
     #[arg(long)]
     pub no_fsync_probe: bool,
+    /// Run no wake probe before the load.
+    #[arg(long)]
+    pub no_wake_probe: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -337,6 +343,9 @@ pub struct BenchArgs {
     /// How long the FCM simulator's access tokens last (e.g. 60s: refreshed under the load).
     #[arg(long, value_parser = parse_duration)]
     pub fcm_token_lifetime: Option<Duration>,
+    /// Run no wake probe before the load.
+    #[arg(long)]
+    pub no_wake_probe: bool,
     #[command(flatten)]
     pub load: LoadArgs,
     #[command(flatten)]
@@ -450,6 +459,7 @@ impl BenchArgs {
         cfg.keep_work_dir = self.keep_work_dir;
         cfg.startup_timeout = self.startup_timeout;
         cfg.then = self.then_rate.zip(self.then_duration);
+        cfg.wake_probe = !self.no_wake_probe;
         Ok(cfg)
     }
 }

@@ -47,6 +47,7 @@
 //! src/outage/report.rs          summary.json and the printed summary of those runs
 //! src/report.rs                 summary table, summary.json, .hgrm files
 //! src/cpu.rs                    CPU per notification: server, simulator, load generator
+//! src/wake_probe.rs             what a cross-CPU thread wake-up costs here, measured before each load
 //! src/duration.rs               "20s" / "500ms" / "2m" parsing
 //! tests/                        one scenario per file, real sockets on 127.0.0.1:0
 //! ```
@@ -58,3 +59,4 @@ pub mod fsync_probe;
 pub mod load;
 pub mod outage;
 pub mod report;
+pub mod wake_probe;

@@ -5,6 +5,7 @@
 //! clarion-loadtest keygen --out DIR
 //! clarion-loadtest apns-sim --listen 127.0.0.1:2197 --control 127.0.0.1:8091 --key-file DIR/apns-key.p8 --ca-out DIR/apns-ca.pem
 //! clarion-loadtest run --target 127.0.0.1:8080 --api-key K --sim-control 127.0.0.1:8091 --rate 5000 --duration 20s --out DIR
+//! clarion-loadtest wake-probe
 //! clarion-loadtest bench --server-bin target/release/clarion --rate 5000 --duration 20s --out DIR
 //! clarion-loadtest outage --server-bin target/release/clarion --rate 2000 --outage 10m --out DIR
 //! clarion-loadtest backlog --server-bin target/release/clarion --count 5000000 --batch 1000 --out DIR
@@ -47,14 +48,26 @@ fn main() -> anyhow::Result<()> {
             cfg.target = args.target;
             cfg.api_key = args.api_key.clone();
             let link = args.sim_control.map_or(SimLink::None, SimLink::Control);
+            // Before the load (and the fsync probe), never beside it.
+            let wake_probe = (!args.no_wake_probe)
+                .then(clarion_loadtest::wake_probe::measure)
+                .transpose()
+                .context("wake probe (--no-wake-probe leaves it out)")?;
             let probe = (!args.no_fsync_probe)
                 .then(|| clarion_loadtest::fsync_probe::ProbeProcess::start(&args.fsync_probe_dir))
                 .transpose()?;
             let mut report = load::run(&cfg, link)?;
             report.fsync_probe = probe.map(|p| p.finish()).transpose()?;
+            report.wake_probe = wake_probe;
             finish(&report, args.load.out.as_deref())
         }
         cli::Command::FsyncProbe { dir } => clarion_loadtest::fsync_probe::probe_main(&dir),
+        cli::Command::WakeProbe => {
+            let p = clarion_loadtest::wake_probe::measure()?;
+            println!("Wake probe    {}", p.line());
+            println!("{}", serde_json::to_string(&p)?);
+            Ok(())
+        }
         cli::Command::Bench(args) => {
             let report = bench::bench(&args.to_config()?)?;
             finish(&report, args.load.out.as_deref())

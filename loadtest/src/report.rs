@@ -92,6 +92,9 @@ pub fn summary_text(r: &LoadReport) -> String {
     if let Some(p) = &r.fsync_probe {
         let _ = writeln!(s, "  Fsync probe   {} ({})", p.line(), p.dir);
     }
+    if let Some(p) = &r.wake_probe {
+        let _ = writeln!(s, "  Wake probe    {}", p.line());
+    }
     if !r.accept_worst_by_second_us.is_empty() {
         let worst: Vec<String> = r
             .accept_worst_by_second_us
@@ -335,6 +338,7 @@ mod tests {
             server_peak_rss_bytes: Some(300 << 20),
             channels: Vec::new(),
             fsync_probe: None,
+            wake_probe: None,
             then: None,
         }
     }
@@ -394,6 +398,39 @@ mod tests {
         let text = summary_text(&r);
         assert!(text.contains("  Server fsync  no log fsyncs\n"), "{text}");
         assert!(text.contains("Server write  500 commits"), "{text}");
+    }
+
+    #[test]
+    fn the_wake_probe_sits_below_the_fsync_probe() {
+        let mut r = report();
+        r.fsync_probe = Some(crate::fsync_probe::FsyncProbe {
+            dir: "/data".into(),
+            ..Default::default()
+        });
+        let wake = crate::wake_probe::WakeProbe {
+            cross_cpu: None,
+            same_cpu: crate::wake_probe::WakeFigures {
+                cpus: [0, 0],
+                round_trips: 20_000,
+                p50_us: 2.6,
+                p99_us: 4.1,
+                cpu_us_per_wake: 1.3,
+            },
+        };
+        r.wake_probe = Some(wake.clone());
+        let text = summary_text(&r);
+        let fsync = text.find("  Fsync probe   ").expect("fsync probe line");
+        let line = format!("  Wake probe    {}\n", wake.line());
+        let at = text.find(&line).expect("wake probe line");
+        assert_eq!(
+            text[fsync..].find('\n').map(|n| fsync + n + 1),
+            Some(at),
+            "{text}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&summary_json(&r).expect("summary")).expect("json");
+        assert_eq!(json["wake_probe"]["same_cpu"]["round_trips"], 20_000);
+        assert_eq!(json["wake_probe"]["cross_cpu"], serde_json::Value::Null);
     }
 
     #[test]

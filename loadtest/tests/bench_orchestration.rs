@@ -57,6 +57,8 @@ fn bench_drives_a_server_child_end_to_end() {
         (300, 0, 0, 0, 0)
     );
     assert!(l.drained);
+    let wake = r.wake_probe.expect("wake probe measured before the load");
+    assert!(wake.same_cpu.round_trips > 0, "{wake:?}");
     assert_eq!(
         r.e2e_latency_us.expect("e2e").len(),
         600,

@@ -198,6 +198,8 @@ pub struct LoadReport {
     pub channels: Vec<ChannelLatency>,
     /// What the independent fsync probe saw on the data directory's file system meanwhile.
     pub fsync_probe: Option<crate::fsync_probe::FsyncProbe>,
+    /// What a thread wake-up cost on this machine, measured just before the load.
+    pub wake_probe: Option<crate::wake_probe::WakeProbe>,
 }
 
 /// One channel's share of a run: receipts at its simulator and their end-to-end latency.
@@ -368,6 +370,7 @@ async fn run_inner(
         next_seq,
         server_peak_rss_bytes: None,
         fsync_probe: None,
+        wake_probe: None,
         then: None,
         channels: Vec::new(),
     })
