@@ -17,6 +17,7 @@ mod cli;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
@@ -64,8 +65,10 @@ fn main() -> anyhow::Result<()> {
         cli::Command::FsyncProbe { dir } => clarion_loadtest::fsync_probe::probe_main(&dir),
         cli::Command::WakeProbe => {
             let p = clarion_loadtest::wake_probe::measure()?;
-            println!("Wake probe    {}", p.line());
-            println!("{}", serde_json::to_string(&p)?);
+            // Written, not `println!`: a closed pipe (`| head -1`) is an error, not a panic.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "Wake probe    {}", p.line())?;
+            writeln!(out, "{}", serde_json::to_string(&p)?)?;
             Ok(())
         }
         cli::Command::Bench(args) => {

@@ -1,9 +1,18 @@
 //! Shard-side group commit: everything the shard wants written (accepted notifications, user
-//! changes, delivery state changes) accumulates in one pending batch while the previous batch is
-//! being fsynced; one task submits it to the storage thread and, once durable, runs the
-//! waiters (queue the deliveries, answer 202). Nothing is answered before it is durable.
+//! changes, delivery state changes) accumulates in one pending batch; one task hands it to the
+//! storage thread as soon as someone waits on it, without waiting for the batches before it to
+//! be durable (up to [`MAX_BATCHES_IN_FLIGHT`]), and another runs each batch's waiters (queue
+//! the deliveries, answer 202) once it is durable, in the order the batches were handed over.
+//! Nothing is answered before it is durable.
+//!
+//! Handing over without waiting keeps the storage thread's next group queued while it syncs
+//! the last: the storage thread takes every batch queued behind an fsync as one group with one
+//! fsync, and starts it as soon as the last is synced, not after this executor has woken to
+//! answer the last group and handed over the next (two hand-offs between threads per group,
+//! each a wake-up on a CPU that is often idle: `docs/single-requests.md`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use clarion_shards::{Committed, WriteBatch};
@@ -59,12 +68,34 @@ pub struct Pending {
 /// the storage thread; a durable write arriving meanwhile ends the wait at once.
 const LAZY_COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Most durable batches handed to the storage thread and not yet answered. Each is what arrived
+/// in one pass of the commit loop; the bound keeps a slow disk from holding more than this many
+/// here (the pending batch gathers meanwhile, as it did with one batch in flight).
+pub const MAX_BATCHES_IN_FLIGHT: usize = 8;
+
+/// A durable batch handed over (or refused), with the waiters to run once it is durable.
+struct InFlight {
+    durable: Result<clarion_shards::Durable, clarion_shards::Error>,
+    waiters: Vec<Waiter>,
+}
+
 #[derive(Default)]
 pub struct Committer {
     pending: RefCell<Pending>,
     pub(super) wake: crate::sync::LocalNotify,
     /// Notified when a write with a waiter (someone to answer) is added.
     urgent: crate::sync::LocalNotify,
+    /// Durable batches handed over, oldest first, until their waiters have run.
+    in_flight: RefCell<VecDeque<InFlight>>,
+    /// Batches handed over whose waiters have not run (those in `in_flight` and the one being
+    /// answered).
+    unanswered: Cell<usize>,
+    /// Notified when a batch is handed over (for the answering task).
+    handed: crate::sync::LocalNotify,
+    /// Notified when a batch's waiters have run: room for another (the commit loop waits)...
+    room: crate::sync::LocalNotify,
+    /// ... and one fewer for shutdown's final flush to wait on (each notify wakes one waiter).
+    answered: crate::sync::LocalNotify,
 }
 
 impl Committer {
@@ -97,7 +128,10 @@ impl Committer {
 
     pub fn is_idle(&self) -> bool {
         let p = self.pending.borrow();
-        p.batch.is_empty() && p.waiters.is_empty() && p.after.is_empty()
+        p.batch.is_empty()
+            && p.waiters.is_empty()
+            && p.after.is_empty()
+            && self.unanswered.get() == 0
     }
 
     fn has_waiters(&self) -> bool {
@@ -106,31 +140,85 @@ impl Committer {
     }
 }
 
-/// The commit loop: one batch in flight to the storage thread at a time.
+/// The commit loop: hands each batch over as soon as someone waits on it, up to
+/// [`MAX_BATCHES_IN_FLIGHT`] not yet answered; [`answer`] runs their waiters in order.
 pub async fn run(engine: Rc<Engine>) {
+    glommio::spawn_local(answer(engine.clone())).detach();
+    let c = &engine.committer;
     loop {
-        engine.committer.wake.wait().await;
-        if !engine.committer.has_waiters() && !engine.stop_committing.get() {
+        c.wake.wait().await;
+        if !c.has_waiters() && !engine.stop_committing.get() {
             // Only lazy writes so far: let more gather, unless someone starts waiting.
-            let c = &engine.committer;
             futures_lite::future::or(glommio::timer::sleep(LAZY_COALESCE), c.urgent.wait()).await;
         }
-        commit_once(&engine).await;
-        if engine.stopped_committing() && engine.committer.is_idle() {
+        while c.unanswered.get() >= MAX_BATCHES_IN_FLIGHT {
+            c.room.wait().await;
+        }
+        hand_over(&engine).await;
+        if engine.stopped_committing() && c.is_idle() {
             break;
         }
+    }
+}
+
+/// Runs each handed-over batch's waiters once it is durable, oldest first (waiters complete in
+/// the order they were added: a repeated key's answer reads what its original's left).
+async fn answer(engine: Rc<Engine>) {
+    let c = &engine.committer;
+    loop {
+        let next = c.in_flight.borrow_mut().pop_front();
+        // Never ends on its own: a batch handed over after shutdown's flush is still answered.
+        let Some(InFlight { durable, waiters }) = next else {
+            c.handed.wait().await;
+            continue;
+        };
+        let result = match durable {
+            Ok(durable) => durable.await,
+            Err(e) => Err(e),
+        };
+        bump(&engine.probe.commits);
+        match result {
+            Ok(committed) => {
+                for w in waiters {
+                    complete(&engine, w, &committed);
+                }
+            }
+            Err(e) => {
+                if !engine.failed.get() {
+                    error!(shard = engine.cfg.shard, error = %e, "log write failed: the shard stops accepting until restarted");
+                }
+                engine.failed.set(true);
+                for w in waiters {
+                    fail(&engine, w);
+                }
+            }
+        }
+        c.unanswered.set(c.unanswered.get() - 1);
+        c.room.notify();
+        c.answered.notify();
     }
 }
 
 /// Longest the commit loop waits before retrying when the storage thread's queue is full.
 const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Commits whatever is pending now (used by the loop and by shutdown's final flush). Writes go
-/// to the storage thread in the order they were added. A batch with waiters is durable (fsync)
-/// before they run; a batch of state changes alone is a lazy write: not awaited, no fsync of
-/// its own, made durable by the next durable batch or the log's lazy-sync interval.
+/// Commits whatever is pending now and waits until every batch handed over is answered
+/// (shutdown's final flush).
 pub async fn commit_once(engine: &Rc<Engine>) {
-    let pending = engine.committer.take();
+    hand_over(engine).await;
+    let c = &engine.committer;
+    while c.unanswered.get() > 0 {
+        c.answered.wait().await;
+    }
+}
+
+/// Hands whatever is pending now to the storage thread, in the order it was added. A batch with
+/// waiters goes to [`answer`], which runs them once it is durable (fsync); a batch of state
+/// changes alone is a lazy write: not awaited, no fsync of its own, made durable by the next
+/// durable batch or the log's lazy-sync interval.
+async fn hand_over(engine: &Rc<Engine>) {
+    let c = &engine.committer;
+    let pending = c.take();
     if pending.batch.is_empty() && pending.waiters.is_empty() {
         for f in pending.after {
             f();
@@ -147,26 +235,21 @@ pub async fn commit_once(engine: &Rc<Engine>) {
     for f in pending.after {
         f();
     }
-    let result = match handed {
-        Ok(Some(durable)) => durable.await,
-        Ok(None) => Ok(Committed::default()),
+    let durable = match handed {
+        Ok(Some(durable)) => Ok(durable),
+        Ok(None) => {
+            // A lazy write: nobody to answer.
+            bump(&engine.probe.commits);
+            return;
+        }
         Err(e) => Err(e),
     };
-    bump(&engine.probe.commits);
-    match result {
-        Ok(committed) => {
-            for w in pending.waiters {
-                complete(engine, w, &committed);
-            }
-        }
-        Err(e) => {
-            error!(shard = engine.cfg.shard, error = %e, "log write failed: the shard stops accepting until restarted");
-            engine.failed.set(true);
-            for w in pending.waiters {
-                fail(engine, w);
-            }
-        }
-    }
+    c.unanswered.set(c.unanswered.get() + 1);
+    c.in_flight.borrow_mut().push_back(InFlight {
+        durable,
+        waiters: pending.waiters,
+    });
+    c.handed.notify();
 }
 
 /// Hands a batch to the storage thread, waiting out a full queue; a durable batch comes back
