@@ -69,13 +69,5 @@ fn a_retry_racing_its_original_gets_the_same_id_and_one_delivery() {
     }
     let total = THREADS * KEYS_PER_THREAD;
     assert_eq!(originals.len() as u64, total);
-    let ledger = common::wait_for(Duration::from_secs(60), || {
-        let l = h.sim.ledger();
-        (0..total).all(|s| l.count(s) >= 1).then_some(l)
-    })
-    .expect("every notification delivered");
-    assert!(
-        (0..total).all(|s| ledger.count(s) == 1),
-        "each delivered once, its retry never"
-    );
+    h.assert_each_delivered_once(total, Duration::from_secs(60));
 }

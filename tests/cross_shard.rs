@@ -87,13 +87,5 @@ fn full_mesh_channels_neither_deadlock_nor_lose() {
         total,
         "every notification got its own id"
     );
-    let ledger = common::wait_for(Duration::from_secs(60), || {
-        let l = h.sim.ledger();
-        (0..total).all(|s| l.count(s) >= 1).then_some(l)
-    })
-    .expect("every accepted notification delivered");
-    assert!(
-        (0..total).all(|s| ledger.count(s) == 1),
-        "no duplicates without a crash"
-    );
+    h.assert_each_delivered_once(total, Duration::from_secs(60));
 }

@@ -154,6 +154,20 @@ impl Harness {
         }
     }
 
+    /// Waits (at most `timeout`) until the APNs simulator has received every `lt_seq` below
+    /// `total`, and asserts each arrived exactly once.
+    pub fn assert_each_delivered_once(&self, total: u64, timeout: Duration) {
+        let ledger = wait_for(timeout, || {
+            let l = self.sim.ledger();
+            (0..total).all(|s| l.count(s) >= 1).then_some(l)
+        })
+        .expect("every accepted notification delivered");
+        assert!(
+            (0..total).all(|s| ledger.count(s) == 1),
+            "each delivered once, never twice"
+        );
+    }
+
     /// Registers `device` (a registration body) for `user`; asserts `201` and returns its
     /// `device_id`.
     pub fn add_device(&self, user: &str, device: Value) -> String {
