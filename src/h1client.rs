@@ -132,7 +132,8 @@ impl H1Pool {
         loop {
             let (mut sender, reused) = match kept.take() {
                 Some(s) => (s, true),
-                None => (self.open().await?, false),
+                // Boxed: a connect (TLS handshake) is rare and its future is large.
+                None => (Box::pin(self.open()).await?, false),
             };
             match sender.try_send_request(build()).await {
                 Ok(resp) => {

@@ -111,6 +111,11 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
             .then(crate::wake_probe::measure)
             .transpose()
             .context("wake probe (--no-wake-probe leaves it out)")?;
+        // A mix with browsers: what their encryption costs here, also before the load.
+        let web_share = load.platforms.web_share();
+        let ecdh_probe = (web_share > 0.0)
+            .then(|| crate::ecdh_probe::measure(web_share))
+            .transpose()?;
         let meter = CpuMeter::new(rig.server.pid());
         if let (Some((at, length)), Some(f)) = (cfg.fcm_outage, &rig.fcm) {
             let switch = f.outage_switch();
@@ -129,6 +134,7 @@ pub fn bench(cfg: &BenchConfig) -> anyhow::Result<LoadReport> {
         let mut report = run_async_metered(&load, rig.link(), Some(meter)).await?;
         report.fsync_probe = Some(probe.finish()?);
         report.wake_probe = wake_probe;
+        report.ecdh_probe = ecdh_probe;
         if let Some((rate, duration)) = cfg.then {
             let next = LoadConfig {
                 rate,

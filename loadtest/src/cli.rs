@@ -54,6 +54,14 @@ pub enum Command {
     /// Ping-pong between two threads on two CPUs, then on one, and print what a wake-up cost
     /// (latency and CPU) and the same as JSON (what `run` and `bench` measure before every load).
     WakeProbe,
+    /// Time the two P-256 operations of a browser message (the sender's key and agreement, the
+    /// push service's agreement) and print them and the same as JSON (what `bench` measures
+    /// before a load with browsers).
+    EcdhProbe {
+        /// The share of browsers in the mix the figure per notification is for.
+        #[arg(long, default_value_t = 0.1)]
+        web_share: f64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

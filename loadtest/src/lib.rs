@@ -48,6 +48,7 @@
 //! src/report.rs                 summary table, summary.json, .hgrm files
 //! src/cpu.rs                    CPU per notification: server, simulator, load generator
 //! src/wake_probe.rs             what a cross-CPU thread wake-up costs here, measured before each load
+//! src/ecdh_probe.rs             what a browser message's two P-256 agreements cost here, before a mix's load
 //! src/duration.rs               "20s" / "500ms" / "2m" parsing
 //! tests/                        one scenario per file, real sockets on 127.0.0.1:0
 //! ```
@@ -55,6 +56,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod duration;
+pub mod ecdh_probe;
 pub mod fsync_probe;
 pub mod load;
 pub mod outage;

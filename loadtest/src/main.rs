@@ -6,6 +6,7 @@
 //! clarion-loadtest apns-sim --listen 127.0.0.1:2197 --control 127.0.0.1:8091 --key-file DIR/apns-key.p8 --ca-out DIR/apns-ca.pem
 //! clarion-loadtest run --target 127.0.0.1:8080 --api-key K --sim-control 127.0.0.1:8091 --rate 5000 --duration 20s --out DIR
 //! clarion-loadtest wake-probe
+//! clarion-loadtest ecdh-probe --web-share 0.1
 //! clarion-loadtest bench --server-bin target/release/clarion --rate 5000 --duration 20s --out DIR
 //! clarion-loadtest outage --server-bin target/release/clarion --rate 2000 --outage 10m --out DIR
 //! clarion-loadtest backlog --server-bin target/release/clarion --count 5000000 --batch 1000 --out DIR
@@ -68,6 +69,13 @@ fn main() -> anyhow::Result<()> {
             // Written, not `println!`: a closed pipe (`| head -1`) is an error, not a panic.
             let mut out = std::io::stdout().lock();
             writeln!(out, "Wake probe    {}", p.line())?;
+            writeln!(out, "{}", serde_json::to_string(&p)?)?;
+            Ok(())
+        }
+        cli::Command::EcdhProbe { web_share } => {
+            let p = clarion_loadtest::ecdh_probe::measure(web_share)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "ECDH probe    {}", p.line())?;
             writeln!(out, "{}", serde_json::to_string(&p)?)?;
             Ok(())
         }

@@ -95,6 +95,9 @@ pub fn summary_text(r: &LoadReport) -> String {
     if let Some(p) = &r.wake_probe {
         let _ = writeln!(s, "  Wake probe    {}", p.line());
     }
+    if let Some(p) = &r.ecdh_probe {
+        let _ = writeln!(s, "  ECDH probe    {}", p.line());
+    }
     if !r.accept_worst_by_second_us.is_empty() {
         let worst: Vec<String> = r
             .accept_worst_by_second_us
@@ -339,6 +342,7 @@ mod tests {
             channels: Vec::new(),
             fsync_probe: None,
             wake_probe: None,
+            ecdh_probe: None,
             then: None,
         }
     }

@@ -200,6 +200,9 @@ pub struct LoadReport {
     pub fsync_probe: Option<crate::fsync_probe::FsyncProbe>,
     /// What a thread wake-up cost on this machine, measured just before the load.
     pub wake_probe: Option<crate::wake_probe::WakeProbe>,
+    /// What a browser message's two P-256 agreements cost here, measured before a load with
+    /// browsers.
+    pub ecdh_probe: Option<crate::ecdh_probe::EcdhProbe>,
 }
 
 /// One channel's share of a run: receipts at its simulator and their end-to-end latency.
@@ -371,6 +374,7 @@ async fn run_inner(
         server_peak_rss_bytes: None,
         fsync_probe: None,
         wake_probe: None,
+        ecdh_probe: None,
         then: None,
         channels: Vec::new(),
     })

@@ -77,6 +77,16 @@ impl Platforms {
         }
     }
 
+    /// The share of devices that are browsers (0 to 1).
+    pub fn web_share(&self) -> f64 {
+        let total = f64::from(self.ios + self.android + self.web);
+        if total == 0.0 {
+            0.0
+        } else {
+            f64::from(self.web) / total
+        }
+    }
+
     pub fn only_ios(&self) -> bool {
         self.android == 0 && self.web == 0
     }

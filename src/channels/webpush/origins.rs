@@ -112,7 +112,9 @@ impl Origins {
                 origin,
                 latch,
             };
-            let learned = self.learn(origin).await;
+            // Boxed: learning connects (TLS, ALPN) once per origin, and its future is large;
+            // inline, it made every send's future 32 KiB to move and allocate.
+            let learned = Box::pin(self.learn(origin)).await;
             if let Ok(route) = &learned {
                 let mut entries = self.entries.borrow_mut();
                 let ours = matches!(entries.get(origin), Some(Entry::Learning(l)) if Rc::ptr_eq(l, &guard.latch));

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use clarion_shards::{NotificationContent, Priority, Verdict};
 use http::{HeaderMap, HeaderValue, Method, Request};
 use http_body_util::Full;
-use ring::rand::SystemRandom;
 use uuid::Uuid;
 
 use super::encrypt::encrypt;
@@ -55,7 +54,6 @@ pub struct WebPushSender {
 struct Inner {
     cfg: WebPushConfig,
     vapid: VapidSigner,
-    rng: SystemRandom,
     origins: Origins,
     core: SenderCore,
 }
@@ -91,7 +89,6 @@ impl WebPushSender {
             inner: Rc::new(Inner {
                 cfg,
                 vapid,
-                rng: SystemRandom::new(),
                 origins,
                 core: SenderCore::new("webpush", shard, Tuning::default()),
             }),
@@ -177,7 +174,7 @@ impl Inner {
             .ok_or_else(|| Verdict::permanent("endpoint: no host"))?;
         let plaintext = payload::encode(id, content)
             .map_err(|e| Verdict::permanent(format!("payload: {e}")))?;
-        let body = encrypt(&sub, &plaintext, &self.rng)
+        let body = encrypt(&sub, &plaintext)
             .map_err(|e| Verdict::permanent(format!("encryption: {e}")))?;
         Ok(Prepared {
             origin,
