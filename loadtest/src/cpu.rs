@@ -3,12 +3,29 @@
 //! process (the load generator). Read from `/proc` (user + system time of every thread), so it
 //! is Linux-only; elsewhere nothing is reported. Divided by the notifications delivered, it is
 //! the figure capacity planning needs: CPU microseconds per notification, which varies far less
-//! between runs on a shared machine than tail latency does.
+//! between runs on a shared machine than tail latency does. Also the calling thread's own CPU
+//! clock, by which the probes time their work ([`this_thread`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
+
+/// CPU time (user and system) the calling thread has used, from its CPU clock
+/// (`CLOCK_THREAD_CPUTIME_ID`), so time the thread was preempted or asleep does not count.
+pub fn this_thread() -> anyhow::Result<std::time::Duration> {
+    // SAFETY: timespec is two integers, for which all zeroes is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: clock_gettime writes one `timespec` into `ts`.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Err(anyhow::Error::from(std::io::Error::last_os_error())
+            .context("clock_gettime(CLOCK_THREAD_CPUTIME_ID)"));
+    }
+    Ok(std::time::Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    ))
+}
 
 /// Thread names of the simulator's runtime (`apns-sim`, `apns-sim-worker`).
 const SIM_THREAD_PREFIX: &str = "apns-sim";

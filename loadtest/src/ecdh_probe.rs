@@ -11,12 +11,11 @@
 //! the thread's own CPU clock, so a preemption does not count. `bench` runs it before the load
 //! when the mix has browsers (never beside the load), `clarion-loadtest ecdh-probe` on its own.
 
-use std::time::Duration;
-
-use anyhow::Context as _;
 use aws_lc_rs::agreement::{ECDH_P256, PrivateKey, UnparsedPublicKey, agree};
 use aws_lc_rs::error::Unspecified;
 use serde::{Deserialize, Serialize};
+
+use crate::cpu::this_thread;
 
 /// Operations per round: about 0.1 s per round at the 50–80 µs each measured on the 2-vCPU VM.
 pub const OPS_PER_ROUND: u32 = 1_500;
@@ -58,29 +57,15 @@ impl EcdhProbe {
     }
 }
 
-/// CPU time this thread has used.
-fn thread_cpu() -> anyhow::Result<Duration> {
-    // SAFETY: timespec is two integers, for which all zeroes is valid.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: clock_gettime writes one `timespec` into `ts`.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("ecdh probe: clock_gettime");
-    }
-    Ok(Duration::new(
-        u64::try_from(ts.tv_sec).unwrap_or(0),
-        u32::try_from(ts.tv_nsec).unwrap_or(0),
-    ))
-}
-
 /// The median over [`ROUNDS`] of `op`'s CPU time per call, in µs.
 fn median_us(mut op: impl FnMut() -> Result<(), Unspecified>) -> anyhow::Result<f64> {
     let mut rounds = Vec::with_capacity(ROUNDS);
     for _ in 0..ROUNDS {
-        let start = thread_cpu()?;
+        let start = this_thread()?;
         for _ in 0..OPS_PER_ROUND {
             op().map_err(|_| anyhow::anyhow!("ecdh probe: a P-256 operation failed"))?;
         }
-        let spent = thread_cpu()?.saturating_sub(start);
+        let spent = this_thread()?.saturating_sub(start);
         rounds.push(spent.as_secs_f64() * 1e6 / f64::from(OPS_PER_ROUND));
     }
     rounds.sort_by(f64::total_cmp);

@@ -89,6 +89,7 @@ mod linux {
     use hdrhistogram::Histogram;
 
     use super::{CROSS_CPU_ROUND_TRIPS, SAME_CPU_ROUND_TRIPS, TIME_LIMIT, WakeFigures, WakeProbe};
+    use crate::cpu::this_thread as thread_cpu;
 
     /// Sent in place of a round trip's number to end the other thread (by the pinging thread
     /// when it is done or fails, by the echoing one when it fails). Never a round trip's number,
@@ -268,21 +269,6 @@ mod linux {
                 .with_context(|| format!("wake probe: pinning a thread to CPU {cpu}"));
         }
         Ok(())
-    }
-
-    /// CPU time (user and system) the calling thread has used.
-    fn thread_cpu() -> anyhow::Result<Duration> {
-        // SAFETY: rusage is plain integers, for which all zeroes is valid.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: getrusage writes one `rusage` into `ru`.
-        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("wake probe: getrusage");
-        }
-        let time = |t: libc::timeval| {
-            Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-                + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
-        };
-        Ok(time(ru.ru_utime) + time(ru.ru_stime))
     }
 }
 
