@@ -77,11 +77,6 @@ fn expand<const N: usize>(prk: &aws_lc_rs::hkdf::Prk, info: &[&[u8]]) -> [u8; N]
 
 /// Encrypts `plaintext` for `sub` with a fresh key and salt.
 pub fn encrypt(sub: &Subscription, plaintext: &[u8]) -> Result<Vec<u8>, EncryptError> {
-    if plaintext.len() > MAX_PLAINTEXT_BYTES {
-        return Err(EncryptError::TooLarge {
-            size: plaintext.len(),
-        });
-    }
     let mut salt = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt).map_err(|_| EncryptError::Random)?;
     let as_key = PrivateKey::generate(&ECDH_P256).map_err(|_| EncryptError::Random)?;
