@@ -27,6 +27,10 @@ pub const MAX_KEYS: usize = 10_000;
 pub const MAX_NAME_LEN: usize = 64;
 /// The highest per-key rate limit accepted (requests per second).
 pub const MAX_RATE_LIMIT: u32 = 1_000_000;
+/// Largest `keys.json` read: [`MAX_KEYS`] keys of at most about 300 bytes each (a 64-byte
+/// name, six scopes, a limit, a time and a 64-digit hash, as JSON) with room to spare. A larger
+/// file was not written by Clarion and is refused before it is read into memory.
+pub const MAX_FILE_BYTES: u64 = 8 << 20;
 /// The prefix of a generated key, so a leaked one is recognisable (secret scanners).
 pub const KEY_PREFIX: &str = "clk_";
 const FORMAT: u64 = 1;
@@ -144,13 +148,29 @@ impl KeyStore {
     /// Every stored key; none when the file does not exist yet.
     pub fn load(&self) -> Result<Vec<StoredKey>, KeyError> {
         let path = self.path();
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let file = match File::open(&path) {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(KeyError::Io(e)),
         };
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(file, MAX_FILE_BYTES + 1), &mut bytes)
+            .map_err(KeyError::Io)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(KeyError::Corrupt(format!(
+                "{} is over {MAX_FILE_BYTES} bytes: not a keys file Clarion wrote",
+                path.display()
+            )));
+        }
         let file: KeysFile = serde_json::from_slice(&bytes)
             .map_err(|e| KeyError::Corrupt(format!("{}: {e}", path.display())))?;
+        if file.keys.len() > MAX_KEYS {
+            return Err(KeyError::Corrupt(format!(
+                "{} holds {} keys, over the {MAX_KEYS} Clarion keeps",
+                path.display(),
+                file.keys.len()
+            )));
+        }
         if file.format > FORMAT {
             return Err(KeyError::Corrupt(format!(
                 "{} has format {}: written by a newer Clarion",
@@ -285,5 +305,30 @@ mod tests {
             store.revoke("billing"),
             Err(KeyError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_keys_file_past_its_bounds_is_refused_not_read_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(tmp.path());
+        let big = vec![b' '; MAX_FILE_BYTES as usize + 1];
+        std::fs::write(store.path(), &big).unwrap();
+        let err = store.load().unwrap_err();
+        assert!(
+            matches!(&err, KeyError::Corrupt(m) if m.contains("over 8388608 bytes")),
+            "{err:?}"
+        );
+        let key = |i: usize| {
+            serde_json::json!({"name": format!("k{i}"), "scopes": ["send"],
+                "created_at_ms": 1, "sha256": "00".repeat(32)})
+        };
+        let many: Vec<_> = (0..=MAX_KEYS).map(key).collect();
+        let text = serde_json::json!({"format": 1, "keys": many}).to_string();
+        std::fs::write(store.path(), text).unwrap();
+        let err = store.load().unwrap_err();
+        assert!(
+            matches!(&err, KeyError::Corrupt(m) if m.contains("10001 keys")),
+            "{err:?}"
+        );
     }
 }
