@@ -29,6 +29,37 @@ use clarion_loadtest::{bench, load, outage, report};
 use clarion_sim::apns::{Simulator, generate_apns_key};
 
 fn main() -> anyhow::Result<()> {
+    match run() {
+        // The reader of stdout went away (`| head -1`): what it read stands, as with any Unix
+        // tool, and the files were written before the summary was printed.
+        Err(e) if e.is::<StdoutClosed>() => Ok(()),
+        other => other,
+    }
+}
+
+/// Stdout was closed by its reader.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Prints `text` to stdout: written, never `println!`, so a closed pipe is [`StdoutClosed`]
+/// rather than a panic.
+fn say(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        other => Ok(other?),
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
@@ -66,18 +97,19 @@ fn main() -> anyhow::Result<()> {
         cli::Command::FsyncProbe { dir } => clarion_loadtest::fsync_probe::probe_main(&dir),
         cli::Command::WakeProbe => {
             let p = clarion_loadtest::wake_probe::measure()?;
-            // Written, not `println!`: a closed pipe (`| head -1`) is an error, not a panic.
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "Wake probe    {}", p.line())?;
-            writeln!(out, "{}", serde_json::to_string(&p)?)?;
-            Ok(())
+            say(&format!(
+                "Wake probe    {}\n{}\n",
+                p.line(),
+                serde_json::to_string(&p)?
+            ))
         }
         cli::Command::EcdhProbe { web_share } => {
             let p = clarion_loadtest::ecdh_probe::measure(web_share)?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "ECDH probe    {}", p.line())?;
-            writeln!(out, "{}", serde_json::to_string(&p)?)?;
-            Ok(())
+            say(&format!(
+                "ECDH probe    {}\n{}\n",
+                p.line(),
+                serde_json::to_string(&p)?
+            ))
         }
         cli::Command::Bench(args) => {
             let report = bench::bench(&args.to_config()?)?;
@@ -101,14 +133,15 @@ fn finish_outage(
     samples: &[outage::sampler::Sample],
     out: Option<&Path>,
 ) -> anyhow::Result<()> {
-    print!("{}", outage::report::summary_text(r));
+    let mut text = outage::report::summary_text(r);
     if let Some(dir) = out {
         outage::report::write_outputs(r, samples, dir)?;
-        println!(
-            "  Wrote         {}/{{summary.json,samples.csv,accept.hgrm,e2e.hgrm}}",
+        text.push_str(&format!(
+            "  Wrote         {}/{{summary.json,samples.csv,accept.hgrm,e2e.hgrm}}\n",
             dir.display()
-        );
+        ));
     }
+    say(&text)?;
     if !r.verdict.pass {
         // A measurement that came out short is not a crash: no backtrace, exit status 1.
         eprintln!("the {} run did not meet its targets (see above)", r.kind);
@@ -122,11 +155,10 @@ fn keygen(out: &Path) -> anyhow::Result<()> {
     let (p8, public) = generate_apns_key()?;
     std::fs::write(out.join("apns-key.p8"), p8)?;
     std::fs::write(out.join("apns-key.pub.pem"), public)?;
-    println!(
-        "wrote {0}/apns-key.p8 and {0}/apns-key.pub.pem",
+    say(&format!(
+        "wrote {0}/apns-key.p8 and {0}/apns-key.pub.pem\n",
         out.display()
-    );
-    Ok(())
+    ))
 }
 
 fn apns_sim(args: &cli::SimArgs) -> anyhow::Result<()> {
@@ -134,13 +166,14 @@ fn apns_sim(args: &cli::SimArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.ca_out {
         sim.write_ca_file(path)?;
     }
-    println!("apns-sim listening on https://{}", sim.addr());
+    let mut text = format!("apns-sim listening on https://{}\n", sim.addr());
     if let Some(c) = sim.control_addr() {
-        println!("apns-sim control on http://{c}");
+        text.push_str(&format!("apns-sim control on http://{c}\n"));
     }
     if let Some(path) = &args.ca_out {
-        println!("apns-sim certificate in {}", path.display());
+        text.push_str(&format!("apns-sim certificate in {}\n", path.display()));
     }
+    say(&text)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -154,18 +187,20 @@ fn apns_sim(args: &cli::SimArgs) -> anyhow::Result<()> {
     })?;
     let stats = sim.stats();
     sim.shutdown();
-    println!("apns-sim stopped: {}", serde_json::to_string(&stats)?);
-    Ok(())
+    say(&format!(
+        "apns-sim stopped: {}\n",
+        serde_json::to_string(&stats)?
+    ))
 }
 
 fn finish(r: &LoadReport, out: Option<&Path>) -> anyhow::Result<()> {
-    print!("{}", report::summary_text(r));
+    let mut text = report::summary_text(r);
     if let Some(dir) = out {
         report::write_outputs(r, dir)?;
-        println!(
-            "  Wrote         {}/{{summary.json,accept.hgrm,e2e.hgrm}}",
+        text.push_str(&format!(
+            "  Wrote         {}/{{summary.json,accept.hgrm,e2e.hgrm}}\n",
             dir.display()
-        );
+        ));
     }
-    Ok(())
+    say(&text)
 }
