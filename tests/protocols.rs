@@ -51,6 +51,18 @@ fn http2_prior_knowledge_on_the_same_port() {
             assert_eq!(resp.status(), 202);
             assert_eq!(resp.version(), http::Version::HTTP_2);
         }
+        // HEAD over h2: GET's status, and the stream ends with the headers (no DATA).
+        let req = http::Request::head(format!("http://{addr}/v1/users/h2user"))
+            .header("authorization", format!("Bearer {}", common::API_KEY))
+            .body(())
+            .unwrap();
+        let (resp, _) = client.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.body().is_end_stream(),
+            "no body after a HEAD's headers"
+        );
     });
 }
 

@@ -263,15 +263,25 @@ fn bad_inputs_are_refused_with_the_field_named() {
     expect(c.call("GET", "/v1/nothing", None), 404, "not_found", None);
     // 405 names the methods the route takes (RFC 9110); the batch route is not an id.
     let r = c.call("PATCH", "/v1/users/u1", None);
-    assert_eq!((r.status, r.header("allow")), (405, Some("GET, PUT")));
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD, PUT")));
     let r = c.call("GET", "/v1/notifications/batch", None);
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
     let r = c.call("TRACE", "/healthz", None);
-    assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    // HEAD is GET without the body (RFC 9110 §9.3.2), with GET's status and scope.
+    let r = c.raw("HEAD", "/healthz", None);
+    assert_eq!((r.status, r.text.as_str()), (200, ""));
+    let r = c.raw("HEAD", "/v1/users/nobody", None);
+    assert_eq!((r.status, r.text.as_str()), (404, ""));
+    let r = c.raw("HEAD", "/v1/notifications", None);
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
     // Path segments are percent-decoded: `u%3Ax` is the user `u:x`.
     let r = c.call("PUT", "/v1/users/u%3Ax", Some(serde_json::json!({})));
     assert!(r.status == 201 || r.status == 200, "{}", r.body);
     assert_eq!(c.call("GET", "/v1/users/u:x", None).status, 200);
+    let r = c.raw("HEAD", "/v1/users/u:x", None);
+    assert_eq!((r.status, r.text.as_str()), (200, ""), "{:?}", r.headers);
+    assert_eq!(r.header("content-type"), Some("application/json"));
     expect(
         c.call("GET", "/v1/users/%FF", None),
         400,

@@ -111,6 +111,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<ApiResponse, Infallible> {
     let label = route_label(req.uri().path());
+    let head = req.method() == Method::HEAD;
     let intake = label == ROUTE_NOTIFY || label == ROUTE_NOTIFY_BATCH;
     let started = intake.then(std::time::Instant::now);
     let metrics = &api.router.probe().metrics;
@@ -124,6 +125,7 @@ pub async fn handle(
             error_response(&e)
         }
     };
+    let answer = if head { without_body(answer) } else { answer };
     let status = answer.status().as_u16();
     metrics.http_requests.bump(label, status);
     if let Some(started) = started.filter(|_| answer.status().is_success()) {
@@ -144,12 +146,17 @@ pub async fn handle_metrics_only(
             "not_found",
             format!("no route for {path}: this address serves /metrics only"),
         ))
-    } else if req.method() != Method::GET {
-        return Ok(method_not_allowed(req.method(), "/metrics", "GET"));
+    } else if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(method_not_allowed(req.method(), "/metrics", "GET, HEAD"));
     } else {
         metrics(&api).await
     };
-    Ok(answer.unwrap_or_else(|e| error_response(&e)))
+    let answer = answer.unwrap_or_else(|e| error_response(&e));
+    Ok(if req.method() == Method::HEAD {
+        without_body(answer)
+    } else {
+        answer
+    })
 }
 
 const ROUTE_NOTIFY: &str = "/v1/notifications";
@@ -231,12 +238,19 @@ async fn route(
         }
     }
     let path = req.uri().path().to_string();
-    let method = req.method().clone();
+    // The method as asked, for a `405`'s words; HEAD is answered as GET is, without the body
+    // (`handle` drops it), as RFC 9110 §9.3.2 wants of every GET route.
+    let asked = req.method().clone();
+    let method = if asked == Method::HEAD {
+        Method::GET
+    } else {
+        asked.clone()
+    };
     let public = path == "/healthz"
         || path == "/readyz"
         || api.public_documents.iter().any(|(p, _)| *p == path);
     if public && method != Method::GET {
-        return Ok(method_not_allowed(&method, &path, "GET"));
+        return Ok(method_not_allowed(&asked, &path, "GET, HEAD"));
     }
     if path == "/healthz" {
         return Ok(health_response(&api.health.states(), api.channels_json()));
@@ -250,7 +264,7 @@ async fn route(
     if path == "/metrics" {
         api.check(&req, Some(Scope::Metrics))?;
         if method != Method::GET {
-            return Ok(method_not_allowed(&method, &path, "GET"));
+            return Ok(method_not_allowed(&asked, &path, "GET, HEAD"));
         }
         return metrics(api).await;
     }
@@ -353,8 +367,8 @@ async fn route(
             .await?;
             Ok(json_response(StatusCode::OK, &json!({ "purged": n })))
         }
-        (method, segs) => match allowed_methods(segs) {
-            Some(allow) => Ok(method_not_allowed(&method, &path, allow)),
+        (_, segs) => match allowed_methods(segs) {
+            Some(allow) => Ok(method_not_allowed(&asked, &path, allow)),
             None => Err(ApiError::not_found(
                 "not_found",
                 format!("no route for {path}"),
@@ -366,16 +380,25 @@ async fn route(
 /// The methods a `/v1/` route answers, for `405`'s `Allow`; `None`: no such route.
 fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
     Some(match segs {
-        ["users", _] => "GET, PUT",
+        ["users", _] => "GET, HEAD, PUT",
         ["users", _, "devices"] => "POST",
         ["users", _, "devices", _] => "DELETE",
         ["notifications"] | ["notifications", "batch"] | ["dead-letters", "replay"] => "POST",
-        ["notifications", _] | ["stats"] => "GET",
-        ["dead-letters"] => "GET, DELETE",
-        ["keys"] => "GET, POST",
+        ["notifications", _] | ["stats"] => "GET, HEAD",
+        ["dead-letters"] => "GET, HEAD, DELETE",
+        ["keys"] => "GET, HEAD, POST",
         ["keys", _] => "DELETE",
         _ => return None,
     })
+}
+
+/// The answer to a HEAD request: GET's status and headers without the body (nor its
+/// `Content-Length`, which RFC 9110 §8.6 lets a HEAD answer leave out; HTTP/2 carries no
+/// body after it, and hyper adds none).
+fn without_body(answer: ApiResponse) -> ApiResponse {
+    let (mut parts, _) = answer.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
 /// `405` naming the methods the route takes, in `Allow` (RFC 9110 §15.5.6).
